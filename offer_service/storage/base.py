@@ -1,0 +1,181 @@
+"""The Store protocol every backend implements, and the records it returns.
+
+Backends: `sqlite.py` (embedded default) and, later, `redis.py`. The one contract test suite in
+`tests/test_storage_contract.py` runs against each. Every method is async so network backends fit;
+every method is scoped by `store_id` (a tenant); a backend wraps its own errors in `StoreError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..catalog import Product
+from ..orders import Order, ProductReturn
+from ..policy import StoreRules
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """A key that signs offer tokens; `kid` travels in every token."""
+
+    kid: str
+    secret: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRecord:
+    """A tenant: its keys, secrets and business rules."""
+
+    id: str
+    name: str
+    publishable_key: str
+    secret_key: str
+    # The first secret signs; every one verifies (two are valid during a rotation).
+    webhook_secrets: tuple[str, ...]
+    # The first key signs; every one verifies.
+    signing_keys: tuple[SigningKey, ...]
+    rules: StoreRules
+    created_at_ms: int
+
+    @property
+    def webhook_secret(self) -> str:
+        return self.webhook_secrets[0]
+
+
+@dataclass(frozen=True, slots=True)
+class PairCount:
+    """How many distinct baskets hold both the anchor and `product_id`."""
+
+    product_id: str
+    pair_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ImportCounts:
+    """What `add_orders` did: new orders recorded, duplicates (same order id) skipped."""
+
+    imported: int
+    duplicates: int
+    new_orders: tuple[Order, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class VisitorState:
+    """What the per-visitor filters need about one shopper, read in one round trip.
+
+    `purchased` maps product id to the last purchase time (epoch ms) by this customer or visitor;
+    `impressions` counts impressions without a click inside the frequency-cap window.
+    """
+
+    purchased: Mapping[str, int] = field(default_factory=dict)
+    returned: frozenset[str] = frozenset()
+    declined: frozenset[str] = frozenset()
+    accepted: frozenset[str] = frozenset()
+    impressions: Mapping[str, int] = field(default_factory=dict)
+
+
+EMPTY_VISITOR = VisitorState()
+
+
+class Store(Protocol):
+    """Everything the service keeps. Writes that change what offers look like (catalog, rules,
+    orders) bump the store's `version`, which keys every cached candidate list."""
+
+    # lifecycle
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None:
+        """Raise StoreError when the backend cannot be reached."""
+        ...
+
+    # tenants
+    async def create_store(
+        self,
+        name: str,
+        *,
+        store_id: str | None = None,
+        publishable_key: str | None = None,
+        secret_key: str | None = None,
+        webhook_secret: str | None = None,
+        rules: StoreRules | None = None,
+    ) -> StoreRecord:
+        """Create a tenant; missing ids and secrets are generated (`st_`, `pk_`, `sk_`, `whsec_`)."""
+        ...
+
+    async def get_store(self, store_id: str) -> StoreRecord | None: ...
+    async def store_by_key(self, key: str) -> StoreRecord | None:
+        """Resolve a publishable or secret key to its store."""
+        ...
+
+    async def set_rules(self, store_id: str, rules: StoreRules) -> StoreRecord: ...
+    async def version(self, store_id: str) -> int:
+        """A number that grows whenever catalog, rules or orders change."""
+        ...
+
+    # catalog
+    async def upsert_products(self, store_id: str, products: Sequence[Product]) -> int: ...
+    async def get_products(self, store_id: str, ids: Collection[str]) -> dict[str, Product]: ...
+    async def list_products(
+        self, store_id: str, limit: int, after: str | None = None
+    ) -> list[Product]:
+        """Products ordered by id, starting after the id `after` (the cursor)."""
+        ...
+
+    async def family_products(self, store_id: str, family: str) -> list[Product]: ...
+    async def best_sellers(
+        self, store_id: str, category: str | None, limit: int
+    ) -> list[tuple[str, int]]:
+        """(product id, baskets holding it), most baskets first, ties by id; None = all categories."""
+        ...
+
+    # orders and returns
+    async def add_orders(self, store_id: str, orders: Sequence[Order]) -> ImportCounts:
+        """Record orders (idempotent by order id): lines, purchases by customer and visitor, and
+        per-product basket counts. Pair counts are written separately (`add_pair_counts`)."""
+        ...
+
+    async def get_order(self, store_id: str, order_id: str) -> Order | None: ...
+    async def add_returns(self, store_id: str, returns: Sequence[ProductReturn]) -> int:
+        """Record returns; a return naming every line of an order marks the order returned."""
+        ...
+
+    def iter_baskets(self, store_id: str) -> AsyncIterator[frozenset[str]]:
+        """Every recorded order's distinct product ids (orders with at least one line)."""
+        ...
+
+    # affinity
+    async def basket_count(self, store_id: str) -> int:
+        """N: orders with at least one product line."""
+        ...
+
+    async def product_basket_counts(self, store_id: str, ids: Collection[str]) -> dict[str, int]: ...
+    async def add_pair_counts(self, store_id: str, increments: Mapping[tuple[str, str], int]) -> None:
+        """Add to undirected pair counts; keys are (a, b) with a < b."""
+        ...
+
+    async def replace_pair_counts(
+        self, store_id: str, pairs: Iterable[tuple[str, str, int]]
+    ) -> None:
+        """Replace every pair count of the store (a < b in each triple)."""
+        ...
+
+    async def pair_counts(self, store_id: str, product_id: str) -> list[PairCount]:
+        """Every product co-purchased with `product_id`, with its pair count."""
+        ...
+
+    async def set_neighbors(self, store_id: str, lists: Mapping[str, Sequence[PairCount]]) -> None:
+        """Replace the precomputed, ranked top-K neighbour lists of the given products."""
+        ...
+
+    async def neighbors(self, store_id: str, product_id: str, limit: int) -> list[PairCount]:
+        """The precomputed neighbour list of a product, best first."""
+        ...
+
+    # per-visitor state
+    async def visitor_state(
+        self, store_id: str, visitor_id: str | None, customer_id: str | None, since_ms: int
+    ) -> VisitorState:
+        """One round trip; impressions counted since `since_ms`."""
+        ...
