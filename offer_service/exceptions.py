@@ -1,13 +1,13 @@
 """The one error tree; every error a client can see has a stable code and a human message.
 
-    OfferServiceError
-    ├── ApiError                 answered to the client as {"error": {...}} with its status
-    │   ├── ValidationFailed     422, details list every bad field
-    │   ├── Unauthorized         401
-    │   ├── Forbidden            403
-    │   ├── NotFound             404
-    │   └── PayloadTooLarge      413
-    └── StoreError               a storage backend failed (wrapped, never shown raw)
+OfferServiceError
+├── ApiError                 answered to the client as {"error": {...}} with its status
+│   ├── ValidationFailed     422, details list every bad field
+│   ├── Unauthorized         401
+│   ├── Forbidden            403
+│   ├── NotFound             404
+│   └── PayloadTooLarge      413
+└── StoreError               a storage backend failed (wrapped, never shown raw)
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from ..catalog import Product
 from ..orders import Order, ProductReturn
@@ -78,6 +78,9 @@ class VisitorState:
 
 EMPTY_VISITOR = VisitorState()
 
+# What a shopper did with an offered product; `visitor_state` reads these back.
+SignalKind = Literal["impression", "click", "decline", "accept"]
+
 
 class Store(Protocol):
     """Everything the service keeps. Writes that change what offers look like (catalog, rules,
@@ -101,7 +104,7 @@ class Store(Protocol):
         webhook_secret: str | None = None,
         rules: StoreRules | None = None,
     ) -> StoreRecord:
-        """Create a tenant; missing ids and secrets are generated (`st_`, `pk_`, `sk_`, `whsec_`)."""
+        """Create a tenant; missing ids and secrets are generated (st_, pk_, sk_, whsec_)."""
         ...
 
     async def get_store(self, store_id: str) -> StoreRecord | None: ...
@@ -127,7 +130,7 @@ class Store(Protocol):
     async def best_sellers(
         self, store_id: str, category: str | None, limit: int
     ) -> list[tuple[str, int]]:
-        """(product id, baskets holding it), most baskets first, ties by id; None = all categories."""
+        """(product id, baskets with it), most baskets first, ties by id; None: all categories."""
         ...
 
     # orders and returns
@@ -150,8 +153,12 @@ class Store(Protocol):
         """N: orders with at least one product line."""
         ...
 
-    async def product_basket_counts(self, store_id: str, ids: Collection[str]) -> dict[str, int]: ...
-    async def add_pair_counts(self, store_id: str, increments: Mapping[tuple[str, str], int]) -> None:
+    async def product_basket_counts(
+        self, store_id: str, ids: Collection[str]
+    ) -> dict[str, int]: ...
+    async def add_pair_counts(
+        self, store_id: str, increments: Mapping[tuple[str, str], int]
+    ) -> None:
         """Add to undirected pair counts; keys are (a, b) with a < b."""
         ...
 
@@ -178,4 +185,10 @@ class Store(Protocol):
         self, store_id: str, visitor_id: str | None, customer_id: str | None, since_ms: int
     ) -> VisitorState:
         """One round trip; impressions counted since `since_ms`."""
+        ...
+
+    async def record_visitor_signal(
+        self, store_id: str, visitor_id: str, product_id: str, kind: SignalKind, at_ms: int
+    ) -> None:
+        """Record what a visitor did with an offered product (read back by `visitor_state`)."""
         ...

@@ -1,0 +1,85 @@
+"""create_app(settings): routes, middleware and lifespan; the only wiring module."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .endpoints import admin, offers, ops
+from .endpoints.common import json_response
+from .engine import Engine
+from .exceptions import ApiError
+from .settings import Settings
+from .storage import open_store
+from .telemetry import Metrics, RequestContext
+
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return json_response(exc.body(), exc.status_code, exc.headers or None)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = HTTP_CODES.get(exc.status_code, "http_error")
+    message = "No route matches this path." if exc.status_code == 404 else str(exc.detail)
+    return json_response(
+        {"error": {"code": code, "message": message, "details": []}},
+        exc.status_code,
+        dict(exc.headers) if exc.headers else None,
+    )
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings.from_env()
+    store = open_store(settings.store_url)
+    engine = Engine(store)
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await store.open()
+        if settings.demo:
+            from .demo import install_demo
+
+            await install_demo(store)
+        try:
+            yield
+        finally:
+            await store.close()
+
+    routes = [
+        Route("/v1/offers", offers.get_offers, methods=["GET"]),
+        Route("/v1/offers", offers.post_offers, methods=["POST"]),
+        Route("/v1/admin/catalog", admin.put_catalog, methods=["PUT"]),
+        Route("/v1/admin/catalog", admin.get_catalog, methods=["GET"]),
+        Route("/v1/admin/orders", admin.post_orders, methods=["POST"]),
+        Route("/v1/admin/returns", admin.post_returns, methods=["POST"]),
+        Route("/v1/admin/products/{product_id:path}/neighbors", admin.neighbors, methods=["GET"]),
+        Route("/v1/admin/rules", admin.put_rules, methods=["PUT"]),
+        Route("/v1/admin/rules", admin.get_rules, methods=["GET"]),
+        Route("/healthz", ops.healthz, methods=["GET"]),
+        Route("/readyz", ops.readyz, methods=["GET"]),
+        Route("/metrics", ops.metrics, methods=["GET"]),
+        Route("/openapi.json", ops.openapi_json, methods=["GET"]),
+        Route("/sdk/v1/{name}", ops.sdk, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(RequestContext, metrics=metrics)],
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+        lifespan=lifespan,
+    )
+    app.state.engine = engine
+    app.state.metrics = metrics
+    app.state.settings = settings
+    return app

@@ -1,0 +1,246 @@
+"""The `offer-service` command: serve, demo, stores create, import."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .settings import DEFAULT_STORE_URL
+
+
+def _store_url(args: argparse.Namespace) -> str:
+    url: str = args.store_url or os.environ.get("OFFER_STORE_URL") or DEFAULT_STORE_URL
+    return url
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+class Progress:
+    """A one-line progress bar on a terminal (stderr); silent when stderr is not a terminal."""
+
+    def __init__(self, label: str, total: int | None = None) -> None:
+        self.label = label
+        self.total = total
+        self.enabled = sys.stderr.isatty()
+        self.started = time.monotonic()
+
+    def __call__(self, done: int) -> None:
+        if not self.enabled:
+            return
+        rate = done / max(time.monotonic() - self.started, 1e-6)
+        if self.total:
+            width = 30
+            filled = int(width * min(done / self.total, 1.0))
+            bar = "#" * filled + "-" * (width - filled)
+            text = f"\r{self.label} [{bar}] {done:,}/{self.total:,} ({rate:,.0f}/s)"
+        else:
+            text = f"\r{self.label} {done:,} rows ({rate:,.0f}/s)"
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+    def done(self, message: str) -> None:
+        if self.enabled:
+            sys.stderr.write(f"\r{self.label}: {message}\033[K\n")
+
+
+def cmd_serve(args: argparse.Namespace, *, demo: bool = False) -> int:
+    import uvicorn
+
+    os.environ["OFFER_STORE_URL"] = _store_url(args)
+    if demo:
+        os.environ["OFFER_DEMO"] = "1"
+        os.environ.setdefault("OFFER_DEMO_PORT", str(args.port))
+        print(
+            f"Demo store ready: storefront http://{args.host}:{args.port}/demo/ "
+            f"(publishable key pk_demo, secret key sk_demo)",
+            file=sys.stderr,
+        )
+    uvicorn.run(
+        "offer_service.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=getattr(args, "workers", 1) or 1,
+        log_level="warning" if demo else "info",
+        access_log=False,
+    )
+    return 0
+
+
+def cmd_stores_create(args: argparse.Namespace) -> int:
+    from .policy import StoreRules
+
+    async def run() -> dict[str, str]:
+        from .storage import open_store
+
+        store = open_store(_store_url(args))
+        await store.open()
+        try:
+            rules = StoreRules(allowed_origins=args.origin or [], charge_url=args.charge_url)
+            record = await store.create_store(args.name, rules=rules)
+        finally:
+            await store.close()
+        return {
+            "store_id": record.id,
+            "publishable_key": record.publishable_key,
+            "secret_key": record.secret_key,
+            "webhook_secret": record.webhook_secret,
+        }
+
+    _print_json(asyncio.run(run()))
+    return 0
+
+
+def _guess_format(kind: str, path: Path, given: str | None) -> str:
+    if given:
+        return given
+    name = path.name.lower()
+    if kind == "orders":
+        return "json" if name.endswith(".json") else "online-retail"
+    return "json" if name.endswith(".json") else "csv"
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from . import importers
+    from .importers import Rejection
+
+    path = Path(args.file)
+    if not path.exists():
+        print(f"error: no such file: {path}", file=sys.stderr)
+        return 2
+    fmt = _guess_format(args.kind, path, args.format)
+    started = time.monotonic()
+    progress = Progress(f"import {args.kind}")
+
+    async def run() -> tuple[dict[str, Any], list[Rejection]]:
+        from .ingest import import_orders
+        from .storage import open_store
+
+        store = open_store(_store_url(args))
+        await store.open()
+        try:
+            record = await store.get_store(args.store)
+            if record is None:
+                raise SystemExit(f"error: no store {args.store!r} in {_store_url(args)}")
+            if args.kind == "catalog":
+                if fmt == "json":
+                    result = importers.parse_catalog_json(path.read_bytes(), args.currency or "USD")
+                elif fmt in ("csv", "shopify"):
+                    result = importers.parse_catalog_csv(
+                        path.read_bytes(),
+                        args.currency or "USD",
+                        fmt,  # type: ignore[arg-type]
+                    )
+                else:
+                    raise SystemExit(
+                        f"error: catalog format must be json, csv or shopify, not {fmt}"
+                    )
+                upserted = await store.upsert_products(record.id, result.items)
+                return {"upserted": upserted, "rejected": len(result.rejected)}, result.rejected
+            if fmt == "json":
+                res = importers.parse_orders_json(path.read_bytes())
+                orders, returns, rejected = res.items, [], res.rejected
+                summary_extra: dict[str, Any] = {}
+            elif fmt == "online-retail":
+                parsed = importers.parse_online_retail(
+                    path, currency=args.currency or "GBP", progress=progress
+                )
+                progress.done(f"{parsed.stats.rows:,} rows read")
+                existing = await store.get_products(record.id, [p.id for p in parsed.products])
+                new_products = [p for p in parsed.products if p.id not in existing]
+                await store.upsert_products(record.id, new_products)
+                orders, returns, rejected = parsed.orders, parsed.returns, parsed.rejected
+                summary_extra = {"products": len(new_products), "stats": parsed.stats.as_dict()}
+            else:
+                raise SystemExit(f"error: orders format must be json or online-retail, not {fmt}")
+            summary = await import_orders(store, record, orders, returns)
+            return {
+                "imported": summary.imported,
+                "duplicates": summary.duplicates,
+                "returns": summary.returns,
+                "rejected": len(rejected),
+                **summary_extra,
+            }, rejected
+        finally:
+            await store.close()
+
+    result, rejected = asyncio.run(run())
+    result["seconds"] = round(time.monotonic() - started, 2)
+    if rejected:
+        result["errors"] = [r.as_dict() for r in rejected[:100]]
+    _print_json(result)
+    for r in rejected[:20]:
+        where = f"{r.source}:" if r.source else ""
+        line = f"line {r.line}" if r.line is not None else f"item {r.index}"
+        print(f"{path.name}:{where}{line}: {r.message}", file=sys.stderr)
+    return 1 if rejected else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="offer-service", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def store_url(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--store-url",
+            help=f"sqlite:///path, redis://host:port/db or redis+cluster://host:port "
+            f"(default: $OFFER_STORE_URL or {DEFAULT_STORE_URL})",
+        )
+
+    serve = sub.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    store_url(serve)
+
+    demo = sub.add_parser("demo", help="load the demo store and serve it with a demo storefront")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    store_url(demo)
+
+    stores = sub.add_parser("stores", help="manage stores (tenants)")
+    stores_sub = stores.add_subparsers(dest="stores_command", required=True)
+    create = stores_sub.add_parser("create", help="create a store and print its keys")
+    create.add_argument("--name", required=True)
+    create.add_argument("--origin", action="append", help="allowed storefront origin (repeatable)")
+    create.add_argument("--charge-url")
+    store_url(create)
+
+    imp = sub.add_parser("import", help="import a catalog or orders file into a store")
+    imp.add_argument("kind", choices=["catalog", "orders"])
+    imp.add_argument("file")
+    imp.add_argument("--store", required=True, help="the store id")
+    imp.add_argument("--format", choices=["json", "csv", "shopify", "online-retail"])
+    imp.add_argument(
+        "--currency", help="currency of prices in the file (default USD; GBP for online-retail)"
+    )
+    store_url(imp)
+    return parser
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "serve": cmd_serve,
+    "demo": lambda a: cmd_serve(a, demo=True),
+    "import": cmd_import,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "stores":
+        return cmd_stores_create(args)
+    return COMMANDS[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

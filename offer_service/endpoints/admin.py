@@ -1,0 +1,194 @@
+"""Admin routes (secret key or signed webhook): catalog, orders, returns, neighbours, rules."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .. import affinity, importers
+from ..catalog import Product
+from ..exceptions import NotFound, ValidationFailed
+from ..ingest import import_orders
+from ..models import ReturnRequest, validation_failed
+from ..orders import ProductReturn
+from ..policy import StoreRules
+from ..tokens import order_token
+from ..types import now_ms
+from .common import (
+    BROWSER_BODY_LIMIT,
+    IMPORT_BODY_LIMIT,
+    engine,
+    json_response,
+    read_body,
+    secret_store,
+)
+
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+
+
+def product_json(p: Product) -> dict[str, Any]:
+    data = dataclasses.asdict(p)
+    for name in ("tags", "complements", "flags"):
+        data[name] = list(data[name])
+    return data
+
+
+def _is_csv(request: Request) -> bool:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower() == "text/csv"
+
+
+async def put_catalog(request: Request) -> Response:
+    raw = await read_body(request, IMPORT_BODY_LIMIT)
+    record = await secret_store(request, raw)
+    currency = request.query_params.get("currency", "USD")
+    if _is_csv(request):
+        fmt = request.query_params.get("format", "auto")
+        if fmt not in ("auto", "csv", "shopify"):
+            raise ValidationFailed(
+                "Unknown catalog format.",
+                details=[{"field": "format", "message": "use csv, shopify or auto"}],
+            )
+        result = importers.parse_catalog_csv(raw, currency, fmt)  # type: ignore[arg-type]
+    else:
+        result = importers.parse_catalog_json(raw, currency)
+    upserted = await engine(request).store.upsert_products(record.id, result.items)
+    await engine(request).changed(record)
+    return json_response({"upserted": upserted, "rejected": [r.as_dict() for r in result.rejected]})
+
+
+async def get_catalog(request: Request) -> Response:
+    record = await secret_store(request)
+    limit_text = request.query_params.get("limit", str(DEFAULT_PAGE))
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
+        raise ValidationFailed(
+            "The catalog page request is invalid.",
+            details=[
+                {"field": "limit", "message": f"limit must be an integer from 1 to {MAX_PAGE}"}
+            ],
+        )
+    limit = int(limit_text)
+    cursor = request.query_params.get("cursor") or None
+    products = await engine(request).store.list_products(record.id, limit, cursor)
+    next_cursor = products[-1].id if len(products) == limit else None
+    return json_response(
+        {"products": [product_json(p) for p in products], "next_cursor": next_cursor}
+    )
+
+
+async def post_orders(request: Request) -> Response:
+    raw = await read_body(request, IMPORT_BODY_LIMIT)
+    record = await secret_store(request, raw)
+    store = engine(request).store
+    tokens: dict[str, str] = {}
+    if _is_csv(request):
+        parsed = importers.parse_online_retail(
+            raw, currency=request.query_params.get("currency", "GBP")
+        )
+        existing = await store.get_products(record.id, [p.id for p in parsed.products])
+        await store.upsert_products(record.id, [p for p in parsed.products if p.id not in existing])
+        orders, returns, rejected = parsed.orders, parsed.returns, parsed.rejected
+    else:
+        result = importers.parse_orders_json(raw)
+        orders, returns, rejected = result.items, [], result.rejected
+        tokens = {o.id: order_token(record.webhook_secret, record.id, o.id) for o in orders}
+    summary = await import_orders(store, record, orders, returns)
+    await engine(request).changed(record)
+    return json_response(
+        {
+            "imported": summary.imported,
+            "duplicates": summary.duplicates,
+            "returns": summary.returns,
+            "rejected": [r.as_dict() for r in rejected],
+            "order_tokens": tokens,
+        }
+    )
+
+
+async def post_returns(request: Request) -> Response:
+    raw = await read_body(request, BROWSER_BODY_LIMIT)
+    record = await secret_store(request, raw)
+    try:
+        req = ReturnRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise validation_failed(exc, "The return is invalid.") from None
+    at_ms = now_ms()
+    if req.at:
+        try:
+            at_ms = int(datetime.fromisoformat(req.at.replace("Z", "+00:00")).timestamp() * 1000)
+        except ValueError:
+            raise ValidationFailed(
+                "The return is invalid.",
+                details=[{"field": "at", "message": "at must be an ISO 8601 time"}],
+            ) from None
+    store = engine(request).store
+    if req.order_id and await store.get_order(record.id, req.order_id) is None:
+        raise NotFound(
+            f"Order {req.order_id!r} has not been sent to this store.", code="unknown_order"
+        )
+    recorded = await store.add_returns(
+        record.id,
+        [ProductReturn(tuple(req.product_ids), at_ms, req.order_id, req.customer_id)],
+    )
+    await engine(request).changed(record)
+    return json_response({"recorded": recorded})
+
+
+async def neighbors(request: Request) -> Response:
+    record = await secret_store(request)
+    product_id: str = request.path_params["product_id"]
+    limit_text = request.query_params.get("limit", "20")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 200:
+        raise ValidationFailed(
+            "The neighbours request is invalid.",
+            details=[{"field": "limit", "message": "limit must be an integer from 1 to 200"}],
+        )
+    store = engine(request).store
+    anchor = (await store.get_products(record.id, [product_id])).get(product_id)
+    if anchor is None:
+        raise NotFound(f"Unknown product {product_id!r}.", code="unknown_product")
+    pcs = await store.neighbors(record.id, product_id, int(limit_text))
+    ids = [pc.product_id for pc in pcs]
+    counts = await store.product_basket_counts(record.id, [product_id, *ids])
+    products = await store.get_products(record.id, ids)
+    n = await store.basket_count(record.id)
+    out = []
+    for pc in pcs:
+        s = affinity.stats(
+            counts.get(product_id, 0), counts.get(pc.product_id, 0), pc.pair_count, n, pc.product_id
+        )
+        partner = products.get(pc.product_id)
+        out.append(
+            {
+                "product_id": pc.product_id,
+                "title": partner.title if partner else "",
+                "pair_count": s.pair_count,
+                "support": s.support,
+                "confidence": s.confidence,
+                "lift": s.lift,
+            }
+        )
+    return json_response({"product_id": product_id, "baskets": n, "neighbors": out})
+
+
+async def put_rules(request: Request) -> Response:
+    raw = await read_body(request, BROWSER_BODY_LIMIT)
+    record = await secret_store(request, raw)
+    try:
+        rules = StoreRules.model_validate_json(raw)
+    except ValidationError as exc:
+        raise validation_failed(exc, "The rules are invalid.") from None
+    updated = await engine(request).store.set_rules(record.id, rules)
+    await engine(request).changed(updated)
+    return json_response(orjson.loads(updated.rules.model_dump_json()))
+
+
+async def get_rules(request: Request) -> Response:
+    record = await secret_store(request)
+    return json_response(orjson.loads(record.rules.model_dump_json()))

@@ -1,0 +1,112 @@
+"""What every handler shares: JSON responses, bounded bodies, keys, CORS."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..engine import Engine
+from ..exceptions import Forbidden, PayloadTooLarge, Unauthorized
+from ..signatures import verify
+from ..storage.base import StoreRecord
+
+BROWSER_BODY_LIMIT = 64 * 1024
+IMPORT_BODY_LIMIT = 256 * 1024 * 1024
+
+MISSING_KEY = (
+    "A publishable key is required (query parameter key, header X-Offer-Key, or body key)."
+)
+UNKNOWN_KEY = "The key is not valid for any store."
+SECRET_REQUIRED = "This route needs the store's secret key (Authorization: Bearer sk_...)."
+PUBLISHABLE_ON_ADMIN = "A publishable key cannot be used on admin routes; use the secret key."
+BAD_SIGNATURE = "The X-Offer-Signature header is invalid or its timestamp is too far off."
+
+
+def engine(request: Request) -> Engine:
+    e: Engine = request.app.state.engine
+    return e
+
+
+def json_response(
+    content: Any, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    body = content if isinstance(content, bytes) else orjson.dumps(content)
+    return Response(body, status_code, headers=headers, media_type="application/json")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refusing (413) as soon as it is known to exceed `limit`."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The body is larger than this route's limit of {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The body is larger than this route's limit of {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def publishable_store(request: Request, body_key: str | None = None) -> StoreRecord:
+    key = request.query_params.get("key") or request.headers.get("x-offer-key") or body_key
+    if not key:
+        raise Unauthorized(MISSING_KEY, code="missing_key")
+    record = await engine(request).store_by_key(key)
+    if record is None:
+        raise Unauthorized(UNKNOWN_KEY, code="unknown_key")
+    return record
+
+
+async def secret_store(request: Request, body: bytes = b"") -> StoreRecord:
+    """The store of an admin request: a secret key, or a signed webhook naming its store."""
+    auth = request.headers.get("authorization", "")
+    signed = request.headers.get("x-offer-signature")
+    e = engine(request)
+    record: StoreRecord | None
+    if auth.lower().startswith("bearer "):
+        key = auth[7:].strip()
+        record = await e.store_by_key(key)
+        if record is None:
+            raise Unauthorized(UNKNOWN_KEY, code="unknown_key")
+        if key != record.secret_key:
+            raise Forbidden(PUBLISHABLE_ON_ADMIN, code="secret_key_required")
+    elif signed is not None:
+        store_id = request.headers.get("x-offer-store") or request.query_params.get("store_id")
+        record = await e.store.get_store(store_id) if store_id else None
+        if record is None:
+            raise Unauthorized(BAD_SIGNATURE, code="bad_signature")
+    else:
+        raise Unauthorized(SECRET_REQUIRED, code="missing_key")
+    if signed is not None and not verify(signed, body, record.webhook_secrets, time.time()):
+        raise Unauthorized(BAD_SIGNATURE, code="bad_signature")
+    return record
+
+
+def origin_allowed(origin: str, allowed: list[str]) -> bool:
+    """Exact match, or an entry ending in `:*` that allows any port of that scheme and host."""
+    if not origin or origin == "null":
+        return False
+    for entry in allowed:
+        if entry == origin:
+            return True
+        if entry.endswith(":*"):
+            base = entry[:-2]
+            rest = origin[len(base) :]
+            if origin.startswith(base) and (rest == "" or (rest[:1] == ":" and rest[1:].isdigit())):
+                return True
+    return False
+
+
+def cors_headers(request: Request, record: StoreRecord | None) -> dict[str, str]:
+    """CORS response headers for a browser route: only the store's own origins."""
+    headers = {"Vary": "Origin"}
+    origin = request.headers.get("origin")
+    if origin and record is not None and origin_allowed(origin, record.rules.allowed_origins):
+        headers["Access-Control-Allow-Origin"] = origin
+    return headers

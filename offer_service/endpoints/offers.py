@@ -1,0 +1,72 @@
+"""GET and POST /v1/offers."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..exceptions import ApiError
+from ..models import OffersRequest, validation_failed
+from ..storage.base import StoreRecord
+from .common import (
+    BROWSER_BODY_LIMIT,
+    cors_headers,
+    engine,
+    json_response,
+    publishable_store,
+    read_body,
+)
+
+INVALID = "The offers request is invalid."
+
+
+async def get_offers(request: Request) -> Response:
+    record: StoreRecord | None = None
+    try:
+        query = dict(parse_qsl(request.scope["query_string"].decode("latin-1")))
+        record = await publishable_store(request)
+        try:
+            req = OffersRequest.model_validate(query)
+        except ValidationError as exc:
+            raise validation_failed(exc, INVALID) from None
+        return await _answer(request, record, req)
+    except ApiError as exc:
+        return json_response(exc.body(), exc.status_code, cors_headers(request, record))
+
+
+async def post_offers(request: Request) -> Response:
+    record: StoreRecord | None = None
+    try:
+        raw = await read_body(request, BROWSER_BODY_LIMIT)
+        try:
+            req = OffersRequest.model_validate_json(raw or b"{}")
+        except ValidationError as exc:
+            # The key may be in the body: resolve the store first so a bad key is a 401.
+            await publishable_store(request, _body_key(raw))
+            raise validation_failed(exc, INVALID) from None
+        record = await publishable_store(request, req.key)
+        return await _answer(request, record, req)
+    except ApiError as exc:
+        return json_response(exc.body(), exc.status_code, cors_headers(request, record))
+
+
+async def _answer(request: Request, record: StoreRecord, req: OffersRequest) -> Response:
+    request_id: str = request.scope["state"]["request_id"]
+    body = await engine(request).offers(record, req, request_id)
+    headers = cors_headers(request, record)
+    headers["Cache-Control"] = "no-store"
+    return Response(body, 200, headers=headers, media_type="application/json")
+
+
+def _body_key(raw: bytes) -> str | None:
+    import orjson
+
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    key = data.get("key") if isinstance(data, dict) else None
+    return key if isinstance(key, str) else None

@@ -1,0 +1,355 @@
+"""The offer engine: gathers a request's inputs from the store, caches prepared offers, and
+answers `/v1/offers` with bytes.
+
+The hot path for a warm pre-purchase request: resolve the key (cached), check the store's
+version (cached, refreshed in the background at most once a second), find the prepared list for
+(store, surface, anchors, version), read the visitor's state (one store round trip, only when a
+visitor or customer is known), filter, and join cached JSON fragments. Pre-purchase tokens are
+not visitor-specific, so they are signed once per prepared list; order-bound tokens are signed
+per request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import orjson
+
+from . import decide
+from .candidates import CandidateInputs
+from .catalog import Product
+from .exceptions import ApiError, Forbidden, NotFound
+from .local_cache import LocalCache
+from .models import OffersRequest
+from .orders import Order
+from .policy import StoreRules
+from .rules import PricedOffer, order_suppressed
+from .storage.base import EMPTY_VISITOR, PairCount, Store, StoreRecord, VisitorState
+from .surfaces import SURFACES, Surface, clamp_limit
+from .tokens import OfferClaims, new_offer_id, order_token_valid, sign
+from .types import HOUR_MS
+
+NEIGHBORS_PER_ANCHOR = 50
+BEST_SELLERS_PER_CATEGORY = 20
+# A prepared list lives this long before a background refresh; its tokens live `offer_ttl`.
+PREPARED_TTL_S = 60.0
+VERSION_TTL_S = 1.0
+STORE_TTL_S = 5.0
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A cached, visitor-independent offer list for one anchor set and store version."""
+
+    offers: list[PricedOffer]
+    # Pre-purchase only: each offer's JSON split around its rank, tokens already signed.
+    fragments: list[tuple[bytes, bytes]] = field(default_factory=list)
+    tokens_expire_s: int = 0
+    error: ApiError | None = None
+
+
+def _iso(epoch_s: int) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def in_holdout(store_id: str, visitor_id: str, share: float, experiment: str = "holdout") -> bool:
+    """Deterministic bucketing: the same visitor is always in or out of a store's holdout."""
+    if share <= 0:
+        return False
+    digest = hashlib.blake2b(f"{store_id}:{experiment}:{visitor_id}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big") / 2**64 < share
+
+
+def offer_body(offer: PricedOffer, token: str, offer_id: str, expires_s: int) -> dict[str, object]:
+    product = offer.candidate.product
+    return {
+        "title": product.title,
+        "url": product.url,
+        "image_url": product.image_url,
+        "reason": offer.candidate.reason,
+        "price": {"amount": product.price, "currency": product.currency},
+        "discount_pct": offer.discount_pct,
+        "offer_price": {"amount": offer.offer_price, "currency": product.currency},
+        "token": token,
+        "expires_at": _iso(expires_s),
+    }
+
+
+class Engine:
+    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.clock = clock
+        self._stores: LocalCache[str, StoreRecord | None] = LocalCache(10_000, STORE_TTL_S)
+        self._versions: LocalCache[str, int] = LocalCache(10_000, VERSION_TTL_S, jitter=0.0)
+        self._prepared: LocalCache[tuple[object, ...], Prepared] = LocalCache(
+            50_000, PREPARED_TTL_S
+        )
+
+    # tenants and versions
+
+    async def store_by_key(self, key: str) -> StoreRecord | None:
+        return await self._stores.get(key, lambda: self.store.store_by_key(key))
+
+    async def version(self, store_id: str) -> int:
+        return await self._versions.get(store_id, lambda: self.store.version(store_id))
+
+    async def changed(self, record: StoreRecord) -> None:
+        """Make a write made through this process visible to its very next request."""
+        self._versions.set(record.id, await self.store.version(record.id))
+        fresh = await self.store.get_store(record.id)
+        for key in (record.publishable_key, record.secret_key):
+            self._stores.set(key, fresh)
+
+    # the offers request
+
+    async def offers(self, record: StoreRecord, req: OffersRequest, request_id: str) -> bytes:
+        rules = record.rules
+        surface = req.surface
+        limit = clamp_limit(surface, req.limit, rules.surface_counts.get(surface))
+        head = (
+            b'{"request_id":'
+            + orjson.dumps(request_id)
+            + b',"surface":"'
+            + surface.value.encode()
+            + b'","limit":'
+            + str(limit).encode()
+        )
+        if req.visitor_id and in_holdout(record.id, req.visitor_id, rules.holdout_share):
+            return head + b',"holdout":true,"experiment":null,"offers":[]}'
+        now_s = self.clock()
+        now_ms = int(now_s * 1000)
+        version = await self.version(record.id)
+        spec = SURFACES[surface]
+        if spec.post_purchase:
+            return head + await self._post_purchase(record, req, version, limit, now_s)
+
+        if spec.anchor == "product":
+            anchor_ids: tuple[str, ...] = (req.product_id or "",)
+        else:
+            anchor_ids = tuple(sorted({item.product_id for item in req.items or ()}))
+        key = (record.id, surface, version, anchor_ids)
+        prepared = await self._prepared.get(
+            key, lambda: self._prepare(record, surface, anchor_ids, None, int(now_s))
+        )
+        if prepared.error is None and prepared.tokens_expire_s - now_s < PREPARED_TTL_S:
+            # Served stale for too long (the store was unreachable): never hand out a token
+            # that is about to expire; build it again now.
+            prepared = await self._prepare(record, surface, anchor_ids, None, int(now_s))
+            self._prepared.set(key, prepared)
+        if prepared.error is not None:
+            raise prepared.error
+        visitor = await self._visitor(record, req.visitor_id, req.customer_id, rules, now_ms)
+        chosen = decide.finish(
+            prepared.offers,
+            visitor,
+            rules,
+            limit=limit,
+            surface=surface,
+            exclude=req.exclude,
+            now_ms=now_ms,
+        )
+        parts = [
+            prepared.fragments[i][0] + str(rank).encode() + prepared.fragments[i][1]
+            for rank, i in enumerate(chosen, start=1)
+        ]
+        return head + b',"holdout":false,"experiment":null,"offers":[' + b",".join(parts) + b"]}"
+
+    async def _visitor(
+        self,
+        record: StoreRecord,
+        visitor_id: str | None,
+        customer_id: str | None,
+        rules: StoreRules,
+        now_ms: int,
+    ) -> VisitorState:
+        if not visitor_id and not customer_id:
+            return EMPTY_VISITOR
+        since = now_ms - rules.frequency_cap.window_hours * HOUR_MS
+        return await self.store.visitor_state(record.id, visitor_id, customer_id, since)
+
+    async def _post_purchase(
+        self, record: StoreRecord, req: OffersRequest, version: int, limit: int, now_s: float
+    ) -> bytes:
+        order_id = req.order_id or ""
+        # Checked before the order is looked up, so order ids cannot be probed.
+        if not order_token_valid(
+            record.webhook_secrets, record.id, order_id, req.order_token or ""
+        ):
+            raise Forbidden("The order_token does not match this order.", code="bad_order_token")
+        order = await self.store.get_order(record.id, order_id)
+        if order is None:
+            raise NotFound(
+                f"Order {order_id!r} has not been sent to this store.", code="unknown_order"
+            )
+        tail = b',"holdout":false,"experiment":null,"offers":['
+        if order_suppressed(order.status):
+            return tail + b"]}"
+        surface = req.surface
+        key = (record.id, surface, version, ("order", order_id))
+        prepared = await self._prepared.get(
+            key, lambda: self._prepare(record, surface, (), order, int(now_s))
+        )
+        if prepared.error is not None:
+            raise prepared.error
+        now_ms = int(now_s * 1000)
+        visitor = await self._visitor(
+            record,
+            req.visitor_id or order.visitor_id,
+            req.customer_id or order.customer_id,
+            record.rules,
+            now_ms,
+        )
+        chosen = decide.finish(
+            prepared.offers,
+            visitor,
+            record.rules,
+            limit=limit,
+            surface=surface,
+            exclude=req.exclude,
+            now_ms=now_ms,
+        )
+        expires = int(now_s) + record.rules.offer_ttl_seconds
+        offers = []
+        for rank, i in enumerate(chosen, start=1):
+            offer = prepared.offers[i]
+            offer_id = new_offer_id()
+            token = self.sign(record, surface, offer, offer_id, int(now_s), expires, order_id)
+            offers.append(
+                orjson.dumps(
+                    {
+                        "offer_id": offer_id,
+                        "product_id": offer.candidate.product.id,
+                        "kind": offer.candidate.kind,
+                        "rank": rank,
+                        **offer_body(offer, token, offer_id, expires),
+                    }
+                )
+            )
+        return tail + b",".join(offers) + b"]}"
+
+    def sign(
+        self,
+        record: StoreRecord,
+        surface: Surface,
+        offer: PricedOffer,
+        offer_id: str,
+        issued_s: int,
+        expires_s: int,
+        order_id: str | None,
+    ) -> str:
+        product = offer.candidate.product
+        claims = OfferClaims(
+            store_id=record.id,
+            surface=surface.value,
+            offer_id=offer_id,
+            product_id=product.id,
+            kind=offer.candidate.kind,
+            price=product.price,
+            discount_pct=offer.discount_pct,
+            offer_price=offer.offer_price,
+            currency=product.currency,
+            issued_at=issued_s,
+            expires_at=expires_s,
+            nonce=secrets.token_urlsafe(9),
+            order_id=order_id,
+        )
+        return sign(claims, record.signing_keys[0])
+
+    # preparing (cache misses only)
+
+    async def _prepare(
+        self,
+        record: StoreRecord,
+        surface: Surface,
+        anchor_ids: Sequence[str],
+        order: Order | None,
+        now_s: int,
+    ) -> Prepared:
+        store, sid = self.store, record.id
+        if order is not None:
+            anchor_ids = sorted(order.product_ids)
+        anchors_found = await store.get_products(sid, anchor_ids)
+        missing = [a for a in anchor_ids if a not in anchors_found]
+        if missing and order is None:
+            return Prepared(
+                [],
+                error=NotFound(
+                    f"Unknown product {missing[0]!r}.",
+                    code="unknown_product",
+                    details=[
+                        {
+                            "field": "product_id" if surface == Surface.PRODUCT_PAGE else "items",
+                            "message": f"{missing[0]} is not in the catalog",
+                        }
+                    ],
+                ),
+            )
+        anchors = tuple(anchors_found[a] for a in anchor_ids if a in anchors_found)
+        inputs = await self.gather(record, surface, anchors, order)
+        offers = decide.prepare(inputs, record.rules)
+        if SURFACES[surface].post_purchase:
+            return Prepared(offers)
+        expires = now_s + record.rules.offer_ttl_seconds
+        fragments = []
+        for offer in offers:
+            offer_id = new_offer_id()
+            token = self.sign(record, surface, offer, offer_id, now_s, expires, None)
+            ident = orjson.dumps(
+                {
+                    "offer_id": offer_id,
+                    "product_id": offer.candidate.product.id,
+                    "kind": offer.candidate.kind,
+                }
+            )
+            body = orjson.dumps(offer_body(offer, token, offer_id, expires))
+            fragments.append((ident[:-1] + b',"rank":', b"," + body[1:]))
+        return Prepared(offers, fragments, expires)
+
+    async def gather(
+        self,
+        record: StoreRecord,
+        surface: Surface,
+        anchors: Sequence[Product],
+        order: Order | None,
+    ) -> CandidateInputs:
+        """Read from the store everything candidate generation needs for these anchors."""
+        store, sid = self.store, record.id
+        neighbors: dict[str, list[PairCount]] = {}
+        for anchor in anchors:
+            neighbors[anchor.id] = await store.neighbors(sid, anchor.id, NEIGHBORS_PER_ANCHOR)
+        families = sorted({a.family for a in anchors if a.family})
+        family_members = {f: await store.family_products(sid, f) for f in families}
+        categories = sorted({a.category for a in anchors if a.category})
+        best = {c: await store.best_sellers(sid, c, BEST_SELLERS_PER_CATEGORY) for c in categories}
+        wanted: set[str] = {a.id for a in anchors}
+        for anchor in anchors:
+            wanted.update(anchor.complements)
+        for pcs in neighbors.values():
+            wanted.update(pc.product_id for pc in pcs)
+        for rows in best.values():
+            wanted.update(pid for pid, _ in rows)
+        products = await store.get_products(sid, wanted)
+        for members in family_members.values():
+            for member in members:
+                products.setdefault(member.id, member)
+        counted = {a.id for a in anchors} | {
+            pc.product_id for pcs in neighbors.values() for pc in pcs
+        }
+        return CandidateInputs(
+            surface=surface,
+            anchors=tuple(anchors),
+            products=products,
+            neighbors=neighbors,
+            basket_counts=await store.product_basket_counts(sid, counted),
+            basket_total=await store.basket_count(sid),
+            family_members=family_members,
+            category_best_sellers=best,
+            order_total=order.total if order is not None else None,
+            order_placed_at_ms=order.placed_at_ms if order is not None else None,
+            min_pair_count=record.rules.min_pair_count,
+        )

@@ -1,0 +1,343 @@
+"""Catalog CSV: the native layout (the JSON fields as columns) and Shopify's product export."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import quote
+
+from ..catalog import Product
+from ..exceptions import ValidationFailed, field_error
+from .catalog_json import ProductIn, duplicate_id, validate_product
+from .fields import currency_parameter, decimal_to_minor_units
+from .result import ImportResult, Rejection
+from .text import CsvRow, csv_rows, decode_text, is_blank
+
+CsvFormat = Literal["csv", "shopify", "auto"]
+
+NATIVE_COLUMNS: tuple[str, ...] = tuple(ProductIn.model_fields)
+REQUIRED_NATIVE_COLUMNS = ("id", "title", "price")
+_MONEY_COLUMNS = frozenset({"price", "cost", "compare_at_price"})
+_INT_COLUMNS = frozenset({"tier", "inventory", "replenish_days"})
+_BOOL_COLUMNS = frozenset({"active"})
+_LIST_COLUMNS = frozenset({"tags", "complements", "flags"})
+LIST_SEPARATOR = "|"
+_TRUE = frozenset({"true", "1", "yes", "y"})
+_FALSE = frozenset({"false", "0", "no", "n"})
+_WHOLE = re.compile(r"[+-]?\d+")
+
+# Shopify's product export, by lower-cased header. Real exports carry ~50 columns; the rest
+# (Body (HTML), Vendor, SEO Title, Variant Grams, ...) are ignored.
+SHOPIFY_DETECT = ("handle", "variant price")
+REQUIRED_SHOPIFY_COLUMNS = ("handle", "title", "variant price")
+_SHOPIFY_COLUMNS = (
+    "handle",
+    "title",
+    "type",
+    "tags",
+    "status",
+    "published",
+    "option1 value",
+    "option2 value",
+    "option3 value",
+    "variant sku",
+    "variant price",
+    "variant compare at price",
+    "cost per item",
+    "variant inventory tracker",
+    "variant inventory qty",
+    "image src",
+    "variant image",
+)
+# Model fields named as the export's columns, so that messages point at what the user sees.
+_SHOPIFY_NAMES = {
+    "id": "Variant SKU",
+    "title": "Title",
+    "price": "Variant Price",
+    "compare_at_price": "Variant Compare At Price",
+    "cost": "Cost per item",
+    "inventory": "Variant Inventory Qty",
+    "category": "Type",
+    "tags": "Tags",
+    "image_url": "Image Src",
+    "url": "Handle",
+    "family": "Handle",
+}
+_NO_OPTION = "Default Title"  # Shopify's option value for a product without variants
+
+
+def parse_catalog_csv(
+    data: bytes | str, default_currency: str = "USD", format: CsvFormat = "auto"
+) -> ImportResult[Product]:
+    """Parse a catalog CSV (native layout or Shopify export; `auto` tells them apart by the
+    `Handle` and `Variant Price` headers). Every rejection names its 1-based physical line.
+
+    Raises ValidationFailed only for the file as a whole: empty, or a header that is neither
+    layout. Malformed rows are rejected and the rest kept.
+    """
+    currency = currency_parameter(default_currency)
+    rows = csv_rows(decode_text(data))
+    header = next((row for row in rows if row.error or not is_blank(row.cells)), None)
+    if header is None:
+        raise _header_error(1, "The CSV file is empty: it needs a header row.")
+    if header.error:
+        raise _header_error(header.line, f"The header on line {header.line}: {header.error}")
+    names = [cell.strip().lower() for cell in header.cells]
+    if format == "auto":
+        format = "shopify" if all(name in names for name in SHOPIFY_DETECT) else "csv"
+    if format not in ("csv", "shopify"):
+        message = f"format must be csv, shopify or auto, not {format!r}."
+        raise ValidationFailed(message, details=[field_error("format", message)])
+    if format == "shopify":
+        built = _shopify_products(header, names, rows, currency)
+    else:
+        built = _native_products(header, names, rows, currency)
+    return _collect(built)
+
+
+def _header_error(line: int, message: str) -> ValidationFailed:
+    return ValidationFailed(message, details=[field_error(f"line {line}", message)])
+
+
+def _collect(built: Iterator[tuple[int, Product | None, list[Rejection]]]) -> ImportResult[Product]:
+    """Gather products in order, refusing a second product with an id already seen."""
+    result: ImportResult[Product] = ImportResult()
+    first_line: dict[str, int] = {}
+    for line, product, problems in built:
+        if product is not None and product.id in first_line:
+            duplicate = duplicate_id(product.id, f"line {first_line[product.id]}")
+            product, problems = None, [dataclasses.replace(duplicate, line=line)]
+        if product is None:
+            result.rejected.extend(problems)
+            continue
+        first_line[product.id] = line
+        result.items.append(product)
+    result.rejected.sort(key=lambda r: r.line or 0)
+    return result
+
+
+def _cell_count_problem(row: CsvRow, width: int) -> Rejection | None:
+    if row.error:
+        return Rejection(row.error, line=row.line)
+    if len(row.cells) != width:
+        return Rejection(
+            f"The row has {len(row.cells)} cells but the header has {width}.", line=row.line
+        )
+    return None
+
+
+# --- native layout ------------------------------------------------------------------------
+
+
+def _native_products(
+    header: CsvRow, names: list[str], rows: Iterator[CsvRow], currency: str
+) -> Iterator[tuple[int, Product | None, list[Rejection]]]:
+    _check_native_header(header.line, names)
+    for row in rows:
+        if not row.error and is_blank(row.cells):
+            continue
+        problem = _cell_count_problem(row, len(names))
+        if problem is not None:
+            yield row.line, None, [problem]
+            continue
+        item: dict[str, Any] = {}
+        problems: list[Rejection] = []
+        for name, cell in zip(names, row.cells, strict=True):
+            value = cell.strip()
+            if not name or not value:  # an empty cell is an absent field
+                continue
+            try:
+                item[name] = _native_value(name, value)
+            except ValueError as exc:
+                problems.append(Rejection(f"{name} {exc}.", line=row.line, field=name))
+        if problems:
+            yield row.line, None, problems
+            continue
+        product, invalid = validate_product(item, currency)
+        yield row.line, product, [dataclasses.replace(r, line=row.line) for r in invalid]
+
+
+def _check_native_header(line: int, names: list[str]) -> None:
+    known = set(NATIVE_COLUMNS)
+    unknown = [name for name in names if name and name not in known]
+    duplicated = sorted({name for name in names if name and names.count(name) > 1})
+    missing = [name for name in REQUIRED_NATIVE_COLUMNS if name not in names]
+    problems = [f"unknown column {name!r}" for name in unknown]
+    problems += [f"column {name!r} appears twice" for name in duplicated]
+    problems += [f"required column {name!r} is missing" for name in missing]
+    if problems:
+        raise ValidationFailed(
+            f"The CSV header on line {line} is neither the native layout nor a Shopify export: "
+            + "; ".join(problems)
+            + f". Native columns are: {', '.join(NATIVE_COLUMNS)}.",
+            details=[field_error(f"line {line}", problem) for problem in problems],
+        )
+
+
+def _native_value(name: str, value: str) -> Any:
+    """A cell as the JSON value it stands for; the model then validates it like JSON."""
+    if name in _MONEY_COLUMNS:
+        if value.isdigit():
+            return int(value)
+        if _WHOLE.fullmatch(value):
+            raise ValueError("must not be negative")
+        raise ValueError(f"must be a whole number of minor units (2999 for 29.99), not {value!r}")
+    if name in _INT_COLUMNS:
+        if _WHOLE.fullmatch(value):
+            return int(value)
+        raise ValueError(f"must be a whole number, not {value!r}")
+    if name in _BOOL_COLUMNS:
+        if value.lower() in _TRUE:
+            return True
+        if value.lower() in _FALSE:
+            return False
+        raise ValueError(f"must be true or false, not {value!r}")
+    if name in _LIST_COLUMNS:
+        return [part.strip() for part in value.split(LIST_SEPARATOR) if part.strip()]
+    return value
+
+
+# --- Shopify product export ---------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Handle:
+    """The rows of one Shopify product: product-level fields, variant rows, images."""
+
+    handle: str
+    line: int
+    title: str = ""
+    product_type: str = ""
+    tags: str = ""
+    status: str = ""
+    published: str = ""
+    image: str = ""
+    variants: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+
+
+def _shopify_products(
+    header: CsvRow, names: list[str], rows: Iterator[CsvRow], currency: str
+) -> Iterator[tuple[int, Product | None, list[Rejection]]]:
+    missing = [name for name in REQUIRED_SHOPIFY_COLUMNS if name not in names]
+    if missing:
+        labels = ", ".join(name.title() for name in missing)
+        message = f"The Shopify export's header on line {header.line} lacks {labels}."
+        raise _header_error(header.line, message)
+    columns = {name: names.index(name) for name in _SHOPIFY_COLUMNS if name in names}
+    handles: dict[str, _Handle] = {}
+    for row in rows:
+        if not row.error and is_blank(row.cells):
+            continue
+        problem = _cell_count_problem(row, len(names))
+        if problem is not None:
+            yield row.line, None, [problem]
+            continue
+        cells = {name: row.cells[i].strip() for name, i in columns.items()}
+        handle = cells["handle"]
+        if not handle:
+            yield row.line, None, [Rejection("Handle is empty.", line=row.line, field="Handle")]
+            continue
+        product = handles.get(handle)
+        if product is None:
+            product = handles[handle] = _Handle(handle, row.line)
+        # Product-level fields live on the handle's first row; take the first one filled in.
+        product.title = product.title or cells.get("title", "")
+        product.product_type = product.product_type or cells.get("type", "")
+        product.tags = product.tags or cells.get("tags", "")
+        product.status = product.status or cells.get("status", "")
+        product.published = product.published or cells.get("published", "")
+        product.image = product.image or cells.get("image src", "")
+        # Rows with only Handle and Image Src add pictures, not variants.
+        if any(cells.get(name) for name in ("variant price", "variant sku", "option1 value")):
+            product.variants.append((row.line, cells))
+    for product in handles.values():
+        if not product.variants:
+            message = f"Product {product.handle!r} has no variant row (no Variant Price)."
+            yield product.line, None, [Rejection(message, line=product.line, field="Variant Price")]
+            continue
+        for position, (line, cells) in enumerate(product.variants):
+            yield _shopify_variant(product, position, line, cells, currency)
+
+
+def _shopify_variant(
+    product: _Handle, position: int, line: int, cells: dict[str, str], currency: str
+) -> tuple[int, Product | None, list[Rejection]]:
+    several = len(product.variants) > 1
+    title = product.title
+    options = [cells.get(f"option{n} value", "") for n in (1, 2, 3)]
+    options = [value for value in options if value and value != _NO_OPTION]
+    if several and options:
+        title = f"{title} - {' / '.join(options)}"
+    item: dict[str, Any] = {
+        "id": cells.get("variant sku") or _variant_id(product.handle, position),
+        "title": title,
+        "url": "/products/" + quote(product.handle, safe=""),
+        "image_url": cells.get("variant image") or cells.get("image src") or product.image,
+        "category": product.product_type,
+        "tags": [tag.strip() for tag in product.tags.split(",") if tag.strip()],
+        "active": _shopify_active(product),
+    }
+    if several:
+        item["family"] = product.handle
+    problems: list[Rejection] = []
+    money = (
+        ("price", "variant price", "Variant Price"),
+        ("compare_at_price", "variant compare at price", "Variant Compare At Price"),
+        ("cost", "cost per item", "Cost per item"),
+    )
+    for key, column, label in money:
+        value = cells.get(column, "")
+        if not value:
+            continue
+        try:
+            item[key] = major_to_minor_units(value)
+        except ValueError as exc:
+            problems.append(Rejection(f"{label} {exc}.", line=line, field=label))
+    if "price" not in item and not problems:
+        problems.append(Rejection("Variant Price is empty.", line=line, field="Variant Price"))
+    compare_at = item.get("compare_at_price")
+    if compare_at is not None and compare_at <= item.get("price", 0):
+        del item["compare_at_price"]  # not on sale: Shopify leaves stale compare-at prices
+    quantity = cells.get("variant inventory qty", "")
+    untracked = "variant inventory tracker" in cells and not cells["variant inventory tracker"]
+    if quantity and not untracked:
+        if _WHOLE.fullmatch(quantity):
+            item["inventory"] = int(quantity)
+        else:
+            label = "Variant Inventory Qty"
+            message = f"{label} must be a whole number, not {quantity!r}."
+            problems.append(Rejection(message, line=line, field=label))
+    if problems:
+        return line, None, problems
+    built, invalid = validate_product(item, currency, _SHOPIFY_NAMES)
+    return line, built, [dataclasses.replace(r, line=line) for r in invalid]
+
+
+def _variant_id(handle: str, position: int) -> str:
+    """A variant without a SKU: the handle, then `handle-2`, `handle-3` for later ones."""
+    return handle if position == 0 else f"{handle}-{position + 1}"
+
+
+def _shopify_active(product: _Handle) -> bool:
+    if product.status:
+        return product.status.lower() == "active"
+    # Exports from before the Status column said whether the product was published.
+    return product.published.lower() not in _FALSE
+
+
+def major_to_minor_units(text: str) -> int:
+    """'29.99' -> 2999 exactly. A price with more decimals than cents ('19.999') is refused
+    rather than rounded: a catalog price is what the buyer will be charged."""
+    _, dot, fraction = text.strip().partition(".")
+    if dot and len(fraction.rstrip("0")) > 2:
+        raise ValueError(f"has more than two decimals ({text!r})")
+    try:
+        amount = decimal_to_minor_units(text)
+    except ValueError:
+        raise ValueError(f"must be a decimal amount such as 29.99, not {text!r}") from None
+    if amount < 0:
+        raise ValueError("must not be negative")
+    return amount

@@ -1,0 +1,91 @@
+"""The native orders JSON: a list of orders in the API's Order shape."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from ..orders import Order, OrderLine, OrderStatus
+from .fields import Currency, Identifier, MinorUnits, epoch_ms, rejections_from
+from .json_body import item_lines, load_json_list
+from .result import ImportResult, Rejection
+
+MAX_LINES = 1000
+
+
+def parse_iso_datetime(value: object) -> datetime:
+    """ISO 8601 text -> an aware datetime; a time without an offset is taken as UTC."""
+    if not isinstance(value, str):
+        raise ValueError(f"must be an ISO 8601 date-time string, not {value!r}")
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(
+            f"must be an ISO 8601 date-time such as 2026-11-25T18:00:00Z, not {value!r}"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+class OrderLineIn(BaseModel):
+    """One line of an order: a product, how many, and the unit price paid."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    product_id: Identifier
+    quantity: Annotated[int, Field(ge=1, le=1_000_000)]
+    price: MinorUnits
+
+
+class OrderIn(BaseModel):
+    """An order as merchants send it (API.md "Order (JSON)"), validated strictly."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    id: Identifier
+    customer_id: Identifier | None = None
+    visitor_id: Identifier | None = None
+    placed_at: Annotated[datetime, BeforeValidator(parse_iso_datetime)]
+    currency: Currency
+    lines: Annotated[list[OrderLineIn], Field(min_length=1, max_length=MAX_LINES)]
+    status: OrderStatus = "placed"
+
+    def to_order(self) -> Order:
+        return Order(
+            id=self.id,
+            placed_at_ms=epoch_ms(self.placed_at),
+            currency=self.currency,
+            lines=tuple(OrderLine(ln.product_id, ln.quantity, ln.price) for ln in self.lines),
+            customer_id=self.customer_id,
+            visitor_id=self.visitor_id,
+            status=self.status,
+        )
+
+
+def parse_orders_json(raw: bytes | str) -> ImportResult[Order]:
+    """Parse a JSON list of orders; a bad order is rejected with its index, line and field
+    (`lines[2].quantity`), good ones kept. Raises ValidationFailed when the body is not a list.
+    A `returned` order is still an order: its status says it came back."""
+    result: ImportResult[Order] = ImportResult()
+    first_index: dict[str, int] = {}
+    for index, item in enumerate(load_json_list(raw, "orders")):
+        try:
+            order = OrderIn.model_validate(item).to_order()
+        except ValidationError as exc:
+            result.rejected.extend(rejections_from(exc, index=index))
+            continue
+        if order.id in first_index:
+            message = f"id {order.id!r} was already used by item {first_index[order.id]}."
+            result.rejected.append(Rejection(message, index=index, field="id"))
+            continue
+        first_index[order.id] = index
+        result.items.append(order)
+    if result.rejected:
+        lines = item_lines(raw, {r.index for r in result.rejected if r.index is not None})
+        result.rejected = [
+            dataclasses.replace(r, line=lines.get(r.index)) if r.index is not None else r
+            for r in result.rejected
+        ]
+    return result

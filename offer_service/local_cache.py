@@ -1,0 +1,102 @@
+"""An in-process TTL cache with jittered expiry, stale-while-revalidate and one load per key.
+
+Entries past their TTL are still served while one background refresh runs (so a slow or
+unavailable store never stalls a request that has something to answer with); a missing key is
+loaded once however many requests ask for it at the same moment (no stampede).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+from cachetools import LRUCache
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class LocalCache(Generic[K, V]):
+    def __init__(
+        self,
+        maxsize: int,
+        ttl: float,
+        *,
+        jitter: float = 0.2,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._entries: LRUCache[K, tuple[V, float]] = LRUCache(maxsize=maxsize)
+        self._ttl = ttl
+        self._jitter = jitter
+        self._clock = clock
+        self._inflight: dict[K, asyncio.Future[V]] = {}
+        self._refreshing: set[K] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _expiry(self) -> float:
+        # Jitter spreads the expiry of entries filled together, so they do not all reload at once.
+        return self._clock() + self._ttl * (1.0 + random.uniform(-self._jitter, self._jitter))
+
+    def peek(self, key: K) -> V | None:
+        """The cached value (fresh or stale) without loading."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry[0]
+
+    def set(self, key: K, value: V) -> None:
+        self._entries[key] = (value, self._expiry())
+
+    def invalidate(self, key: K | None = None) -> None:
+        if key is None:
+            self._entries.clear()
+        else:
+            self._entries.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def get(self, key: K, loader: Callable[[], Awaitable[V]]) -> V:
+        entry = self._entries.get(key)
+        if entry is not None:
+            value, expires = entry
+            if expires <= self._clock() and key not in self._refreshing:
+                self._refresh_in_background(key, loader)
+            return value
+        future = self._inflight.get(key)
+        if future is not None:
+            return await asyncio.shield(future)
+        future = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            value = await loader()
+        except BaseException as exc:
+            future.set_exception(exc)
+            # Nobody else may be waiting; retrieve it so asyncio does not log it as unhandled.
+            future.exception()
+            raise
+        else:
+            self.set(key, value)
+            future.set_result(value)
+            return value
+        finally:
+            del self._inflight[key]
+
+    def _refresh_in_background(self, key: K, loader: Callable[[], Awaitable[V]]) -> None:
+        self._refreshing.add(key)
+
+        async def refresh() -> None:
+            try:
+                self.set(key, await loader())
+            except Exception:
+                # Keep serving the stale value; the next request after expiry tries again.
+                entry = self._entries.get(key)
+                if entry is not None:
+                    self._entries[key] = (entry[0], self._clock() + min(self._ttl, 1.0))
+            finally:
+                self._refreshing.discard(key)
+
+        task = asyncio.get_running_loop().create_task(refresh())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,208 @@
+"""The OpenAPI 3.1 document, generated from the pydantic models that validate requests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from . import __version__
+from .models import (
+    CatalogImportResponse,
+    CatalogPage,
+    ErrorResponse,
+    Health,
+    NeighborsResponse,
+    OffersRequest,
+    OffersResponse,
+    OrdersImportResponse,
+    ProductOut,
+    ReturnRequest,
+    ReturnsResponse,
+)
+from .policy import StoreRules
+
+REF = "#/components/schemas/{model}"
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    summary: str
+    auth: str  # "publishable", "secret" or "none"
+    responses: dict[int, type[BaseModel] | None]
+    body: type[BaseModel] | None = None
+    body_list_of: type[BaseModel] | None = None
+    body_types: tuple[str, ...] = ("application/json",)
+    query: type[BaseModel] | None = None
+    params: list[dict[str, Any]] = field(default_factory=list)
+    response_type: str = "application/json"
+
+
+def _param(name: str, where: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": where, "required": required, "schema": schema}
+
+
+ERRORS = {
+    401: ErrorResponse,
+    403: ErrorResponse,
+    404: ErrorResponse,
+    413: ErrorResponse,
+    422: ErrorResponse,
+}
+
+OPERATIONS: list[Operation] = [
+    Operation(
+        "get",
+        "/v1/offers",
+        "Ranked offers for a surface",
+        "publishable",
+        {200: OffersResponse, **ERRORS},
+        query=OffersRequest,
+    ),
+    Operation(
+        "post",
+        "/v1/offers",
+        "Ranked offers for a surface (JSON body)",
+        "publishable",
+        {200: OffersResponse, **ERRORS},
+        body=OffersRequest,
+    ),
+    Operation(
+        "put",
+        "/v1/admin/catalog",
+        "Upsert products (JSON list, native CSV or Shopify CSV)",
+        "secret",
+        {200: CatalogImportResponse, **ERRORS},
+        body_list_of=ProductOut,
+        body_types=("application/json", "text/csv"),
+    ),
+    Operation(
+        "get",
+        "/v1/admin/catalog",
+        "The catalog, one page at a time",
+        "secret",
+        {200: CatalogPage, 401: ErrorResponse, 403: ErrorResponse, 422: ErrorResponse},
+        params=[
+            _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}),
+            _param("cursor", "query", {"type": "string"}),
+        ],
+    ),
+    Operation(
+        "post",
+        "/v1/admin/orders",
+        "Import orders (JSON list or Online Retail CSV)",
+        "secret",
+        {200: OrdersImportResponse, **ERRORS},
+        body_types=("application/json", "text/csv"),
+    ),
+    Operation(
+        "post",
+        "/v1/admin/returns",
+        "Record returned products",
+        "secret",
+        {200: ReturnsResponse, **ERRORS},
+        body=ReturnRequest,
+    ),
+    Operation(
+        "get",
+        "/v1/admin/products/{product_id}/neighbors",
+        "Learned co-purchase neighbours",
+        "secret",
+        {200: NeighborsResponse, **ERRORS},
+        params=[
+            _param("product_id", "path", {"type": "string"}, required=True),
+            _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200}),
+        ],
+    ),
+    Operation(
+        "put",
+        "/v1/admin/rules",
+        "Replace the store's business rules",
+        "secret",
+        {200: StoreRules, **ERRORS},
+        body=StoreRules,
+    ),
+    Operation(
+        "get",
+        "/v1/admin/rules",
+        "The store's business rules",
+        "secret",
+        {200: StoreRules, 401: ErrorResponse, 403: ErrorResponse},
+    ),
+    Operation("get", "/healthz", "The process is up", "none", {200: Health}),
+    Operation("get", "/readyz", "The store is reachable", "none", {200: Health, 503: Health}),
+    Operation(
+        "get", "/metrics", "Prometheus metrics", "none", {200: None}, response_type="text/plain"
+    ),
+]
+
+
+def document() -> dict[str, Any]:
+    models: set[type[BaseModel]] = {ErrorResponse}
+    for op in OPERATIONS:
+        models.update(m for m in op.responses.values() if m is not None)
+        for m in (op.body, op.body_list_of, op.query):
+            if m is not None:
+                models.add(m)
+    ordered = sorted(models, key=lambda m: m.__name__)
+    _, top = models_json_schema([(m, "validation") for m in ordered], ref_template=REF)
+    schemas: dict[str, Any] = top.get("$defs", {})
+
+    def ref(model: type[BaseModel]) -> dict[str, Any]:
+        return {"$ref": REF.format(model=model.__name__)}
+
+    paths: dict[str, Any] = {}
+    for op in OPERATIONS:
+        item: dict[str, Any] = {"summary": op.summary, "operationId": f"{op.method}_{op.path}"}
+        params = list(op.params)
+        if op.query is not None:
+            for name, prop in op.query.model_json_schema(ref_template=REF)["properties"].items():
+                param_schema = {"type": "string"} if name in ("items", "exclude") else prop
+                params.append(_param(name, "query", param_schema, required=name == "surface"))
+        if op.auth == "publishable" and op.query is None:
+            params.append(_param("key", "query", {"type": "string"}))
+        if params:
+            item["parameters"] = params
+        if op.body is not None or op.body_list_of is not None or op.method in ("post", "put"):
+            if op.body is not None:
+                schema: dict[str, Any] = ref(op.body)
+            elif op.body_list_of is not None:
+                schema = {"type": "array", "items": ref(op.body_list_of)}
+            else:
+                schema = {"type": "array", "items": {"type": "object"}}
+            content = {
+                t: {"schema": schema if t == "application/json" else {"type": "string"}}
+                for t in op.body_types
+            }
+            item["requestBody"] = {"required": True, "content": content}
+        responses: dict[str, Any] = {}
+        for status, model in op.responses.items():
+            entry: dict[str, Any] = {"description": "OK" if status < 400 else "Error"}
+            if model is not None:
+                entry["content"] = {"application/json": {"schema": ref(model)}}
+            else:
+                entry["content"] = {op.response_type: {"schema": {"type": "string"}}}
+            responses[str(status)] = entry
+        item["responses"] = responses
+        if op.auth == "secret":
+            item["security"] = [{"secretKey": []}]
+        elif op.auth == "publishable":
+            item["security"] = [{"publishableKey": []}, {"publishableHeader": []}]
+        paths.setdefault(op.path, {})[op.method] = item
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Offer service", "version": __version__},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "secretKey": {"type": "http", "scheme": "bearer"},
+                "publishableKey": {"type": "apiKey", "in": "query", "name": "key"},
+                "publishableHeader": {"type": "apiKey", "in": "header", "name": "X-Offer-Key"},
+            },
+        },
+    }

@@ -1,0 +1,125 @@
+"""Request ids, the last line of defence against stack traces, and Prometheus counters."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from collections import defaultdict
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("offer_service")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+INTERNAL_ERROR = orjson.dumps(
+    {
+        "error": {
+            "code": "internal_error",
+            "message": "The service failed to answer this request; it has been logged.",
+            "details": [],
+        }
+    }
+)
+# Latency buckets in seconds, for the Prometheus histogram.
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    """Counters kept in process and rendered as Prometheus text by GET /metrics."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, int], int] = defaultdict(int)
+        self.latency: dict[str, list[int]] = defaultdict(lambda: [0] * (len(BUCKETS) + 1))
+        self.latency_sum: dict[str, float] = defaultdict(float)
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.requests[(route, method, status)] += 1
+        counts = self.latency[route]
+        for i, bound in enumerate(BUCKETS):
+            if seconds <= bound:
+                counts[i] += 1
+                break
+        else:
+            counts[-1] += 1
+        self.latency_sum[route] += seconds
+
+    def render(self) -> str:
+        lines = [
+            "# HELP offer_http_requests_total HTTP requests by route, method and status.",
+            "# TYPE offer_http_requests_total counter",
+        ]
+        for (route, method, status), n in sorted(self.requests.items()):
+            labels = f'route="{route}",method="{method}",status="{status}"'
+            lines.append(f"offer_http_requests_total{{{labels}}} {n}")
+        lines += [
+            "# HELP offer_http_request_duration_seconds Request latency by route.",
+            "# TYPE offer_http_request_duration_seconds histogram",
+        ]
+        for route, counts in sorted(self.latency.items()):
+            cumulative = 0
+            name = "offer_http_request_duration_seconds"
+            for bound, n in zip((*BUCKETS, float("inf")), counts, strict=True):
+                cumulative += n
+                le = "+Inf" if bound == float("inf") else repr(bound)
+                lines.append(f'{name}_bucket{{route="{route}",le="{le}"}} {cumulative}')
+            lines.append(f'{name}_count{{route="{route}"}} {cumulative}')
+            lines.append(f'{name}_sum{{route="{route}"}} {self.latency_sum[route]:.6f}')
+        return "\n".join(lines) + "\n"
+
+
+class RequestContext:
+    """Gives every request an id (echoing a sane X-Request-Id), adds it to the response, counts
+    the request, and turns any unhandled exception into a JSON 500 without a trace."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                if _REQUEST_ID.match(candidate):
+                    request_id = candidate
+                break
+        if not request_id:
+            request_id = "req_" + secrets.token_hex(8)
+        scope.setdefault("state", {})["request_id"] = request_id
+        header = (b"x-request-id", request_id.encode("latin-1"))
+        started = False
+        status = 500
+        t0 = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started, status
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error", extra={"request_id": request_id})
+            if not started:
+                status = 500
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [(b"content-type", b"application/json"), header],
+                    }
+                )
+                await send({"type": "http.response.body", "body": INTERNAL_ERROR})
+        finally:
+            route = scope.get("route")
+            name = getattr(route, "path", "unmatched")
+            self.metrics.observe(name, scope["method"], status, time.perf_counter() - t0)
