@@ -64,7 +64,7 @@ def to_minor_units(text: str) -> int:
     if not s or not re.fullmatch(r"\d*(\.\d*)?", s) or s == ".":
         raise ValueError(f"not a price: {text!r}")
     whole, _, frac = s.partition(".")
-    frac = (frac + "00")[:3]
+    frac = (frac + "000")[:3]
     cents = int(whole or "0") * 100 + int(frac[:2])
     if int(frac[2]) >= 5:  # round half up on the third decimal
         cents += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 
 import orjson
 import pytest
@@ -597,5 +598,5 @@ def test_shopify_prices_that_would_change_or_mean_nothing_are_refused(text: str)
         major_to_minor_units(text)
 
 
-def _json(items: list[dict[str, object]]) -> bytes:
+def _json(items: Sequence[object]) -> bytes:
     return orjson.dumps(items)

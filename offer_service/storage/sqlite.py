@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sqlite3
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import (
     AsyncIterator,
     Callable,
@@ -41,8 +41,13 @@ T = TypeVar("T")
 
 SCHEMA_VERSION = 1
 
-# `CREATE ... IF NOT EXISTS` throughout: every process that opens the file runs this. It is
-# split on ";", so comments in it must not hold one.
+# Data is kept in the shape it is read: an order's lines in its row, a shopper's purchases in
+# one row, a product's co-purchase counts and neighbour list in one row each. Importing 20k
+# orders or replacing millions of pair counts then writes thousands of rows, not millions
+# (a B-tree insert costs about a microsecond even from C; Python's per-row binding more).
+#
+# `CREATE ... IF NOT EXISTS` throughout: every process that opens the file may run this.
+# It is split on ";", so comments in it must not hold one.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS stores (
     id TEXT PRIMARY KEY,
@@ -58,7 +63,7 @@ CREATE TABLE IF NOT EXISTS stores (
 );
 
 CREATE TABLE IF NOT EXISTS products (
-    store_id TEXT NOT NULL REFERENCES stores(id),
+    store_id TEXT NOT NULL REFERENCES stores (id),
     id TEXT NOT NULL,
     family TEXT,
     category TEXT NOT NULL,
@@ -68,42 +73,24 @@ CREATE TABLE IF NOT EXISTS products (
 CREATE INDEX IF NOT EXISTS products_by_family ON products (store_id, family);
 
 CREATE TABLE IF NOT EXISTS orders (
-    store_id TEXT NOT NULL REFERENCES stores(id),
+    store_id TEXT NOT NULL REFERENCES stores (id),
     id TEXT NOT NULL,
     placed_at_ms INTEGER NOT NULL,
     currency TEXT NOT NULL,
     customer_id TEXT,
     visitor_id TEXT,
     status TEXT NOT NULL,
+    lines BLOB NOT NULL,             -- JSON [[product_id, quantity, unit price], ...]
+    returned BLOB NOT NULL DEFAULT '[]',  -- JSON list of the product ids sent back so far
     PRIMARY KEY (store_id, id)
 ) WITHOUT ROWID;
 
-CREATE TABLE IF NOT EXISTS order_lines (
-    store_id TEXT NOT NULL,
-    order_id TEXT NOT NULL,
-    line_no INTEGER NOT NULL,
-    product_id TEXT NOT NULL,
-    quantity INTEGER NOT NULL,
-    price INTEGER NOT NULL,
-    PRIMARY KEY (store_id, order_id, line_no),
-    FOREIGN KEY (store_id, order_id) REFERENCES orders (store_id, id) ON DELETE CASCADE
-) WITHOUT ROWID;
-
--- Products an order's buyer sent back, accumulated until they cover the whole order.
-CREATE TABLE IF NOT EXISTS order_returns (
-    store_id TEXT NOT NULL,
-    order_id TEXT NOT NULL,
-    product_id TEXT NOT NULL,
-    PRIMARY KEY (store_id, order_id, product_id)
-) WITHOUT ROWID;
-
--- subject: 'c:<customer_id>' or 'v:<visitor_id>'.
+-- subject: 'c:<customer_id>' or 'v:<visitor_id>'. products: JSON {product_id: last epoch ms}.
 CREATE TABLE IF NOT EXISTS purchases (
     store_id TEXT NOT NULL,
     subject TEXT NOT NULL,
-    product_id TEXT NOT NULL,
-    last_ms INTEGER NOT NULL,
-    PRIMARY KEY (store_id, subject, product_id)
+    products BLOB NOT NULL,
+    PRIMARY KEY (store_id, subject)
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS returned (
@@ -114,8 +101,8 @@ CREATE TABLE IF NOT EXISTS returned (
     PRIMARY KEY (store_id, subject, product_id)
 ) WITHOUT ROWID;
 
--- Baskets holding each product. `category` is copied from the catalog so best sellers of a
--- category are one index range scan.
+-- Baskets holding each product. `category` is copied from the catalog so that the best
+-- sellers of a category are one index range scan.
 CREATE TABLE IF NOT EXISTS product_stats (
     store_id TEXT NOT NULL,
     product_id TEXT NOT NULL,
@@ -128,23 +115,20 @@ CREATE INDEX IF NOT EXISTS product_stats_best
 CREATE INDEX IF NOT EXISTS product_stats_best_by_category
     ON product_stats (store_id, category, baskets DESC, product_id);
 
--- Undirected co-purchase counts, a < b.
-CREATE TABLE IF NOT EXISTS pairs (
+-- Undirected co-purchase counts, kept under both products: JSON {partner_id: baskets}.
+CREATE TABLE IF NOT EXISTS pair_counts (
     store_id TEXT NOT NULL,
-    a TEXT NOT NULL,
-    b TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    PRIMARY KEY (store_id, a, b)
+    product_id TEXT NOT NULL,
+    partners BLOB NOT NULL,
+    PRIMARY KEY (store_id, product_id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS pairs_by_b ON pairs (store_id, b);
 
+-- Precomputed top-K lists, best first: JSON [[neighbor_id, pair_count], ...].
 CREATE TABLE IF NOT EXISTS neighbors (
     store_id TEXT NOT NULL,
     product_id TEXT NOT NULL,
-    rank INTEGER NOT NULL,
-    neighbor_id TEXT NOT NULL,
-    pair_count INTEGER NOT NULL,
-    PRIMARY KEY (store_id, product_id, rank)
+    ranked BLOB NOT NULL,
+    PRIMARY KEY (store_id, product_id)
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS visitor_signals (
@@ -162,13 +146,17 @@ _STORE_COLUMNS = (
     "id, name, publishable_key, secret_key, webhook_secrets, signing_keys, rules, created_at_ms"
 )
 
-# Everything `visitor_state` needs in one statement: purchases and returns of both subjects,
-# declines and accepts ever, and impressions since the window start and after the last click.
+# Ids lists travel as one JSON parameter: no limit on host parameters, one cached statement.
+_IN_IDS = "IN (SELECT value FROM json_each(?))"
+
+# Everything `visitor_state` needs in one statement: the purchases of both subjects, their
+# returns, declines and accepts ever, and impressions since the window start that came after
+# the last click on the product (a click resets the frequency cap).
 _VISITOR_STATE = """
-SELECT 'p', product_id, MAX(last_ms) FROM purchases
-    WHERE store_id = :store AND subject IN (:customer, :visitor) GROUP BY product_id
+SELECT 'purchases', subject, products FROM purchases
+    WHERE store_id = :store AND subject IN (:customer, :visitor)
 UNION ALL
-SELECT DISTINCT 'r', product_id, 0 FROM returned
+SELECT DISTINCT 'return', product_id, 0 FROM returned
     WHERE store_id = :store AND subject IN (:customer, :visitor)
 UNION ALL
 SELECT DISTINCT kind, product_id, 0 FROM visitor_signals
@@ -184,14 +172,15 @@ SELECT 'impression', s.product_id, COUNT(*) FROM visitor_signals AS s
     GROUP BY s.product_id
 """
 
-_ADD_PURCHASE = """
-INSERT INTO purchases (store_id, subject, product_id, last_ms) VALUES (?, ?, ?, ?)
-ON CONFLICT (store_id, subject, product_id) DO UPDATE SET last_ms = MAX(last_ms, excluded.last_ms)
+_UPSERT_PRODUCT = """
+INSERT INTO products (store_id, id, family, category, data) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (store_id, id) DO UPDATE
+    SET family = excluded.family, category = excluded.category, data = excluded.data
 """
 
-_ADD_RETURNED = """
-INSERT INTO returned (store_id, subject, product_id, last_ms) VALUES (?, ?, ?, ?)
-ON CONFLICT (store_id, subject, product_id) DO UPDATE SET last_ms = MAX(last_ms, excluded.last_ms)
+_INSERT_ORDER = """
+INSERT INTO orders (store_id, id, placed_at_ms, currency, customer_id, visitor_id, status, lines)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 _ADD_PRODUCT_BASKETS = """
@@ -200,53 +189,35 @@ VALUES (?1, ?2, ?3, (SELECT category FROM products WHERE store_id = ?1 AND id = 
 ON CONFLICT (store_id, product_id) DO UPDATE SET baskets = baskets + excluded.baskets
 """
 
-_ADD_PAIR = """
-INSERT INTO pairs (store_id, a, b, n) VALUES (?, ?, ?, ?)
-ON CONFLICT (store_id, a, b) DO UPDATE SET n = n + excluded.n
+_ADD_RETURNED = """
+INSERT INTO returned (store_id, subject, product_id, last_ms) VALUES (?, ?, ?, ?)
+ON CONFLICT (store_id, subject, product_id) DO UPDATE SET last_ms = MAX(last_ms, excluded.last_ms)
 """
 
-_UPSERT_PRODUCT = """
-INSERT INTO products (store_id, id, family, category, data) VALUES (?, ?, ?, ?, ?)
-ON CONFLICT (store_id, id) DO UPDATE
-    SET family = excluded.family, category = excluded.category, data = excluded.data
-"""
-
-# A return covers its order once every distinct product of the order has been returned.
-_ORDER_FULLY_RETURNED = """
-SELECT EXISTS (SELECT 1 FROM order_lines WHERE store_id = ?1 AND order_id = ?2)
-   AND NOT EXISTS (
-       SELECT 1 FROM order_lines AS l
-       WHERE l.store_id = ?1 AND l.order_id = ?2 AND NOT EXISTS (
-           SELECT 1 FROM order_returns AS r
-           WHERE r.store_id = ?1 AND r.order_id = ?2 AND r.product_id = l.product_id))
+_BASKETS_PAGE = """
+SELECT id, lines FROM orders WHERE store_id = ? AND id {op} ? ORDER BY id LIMIT ?
 """
 
 
-def _subject_of_customer(customer_id: str) -> str:
+def _customer_subject(customer_id: str) -> str:
     return "c:" + customer_id
 
 
-def _subject_of_visitor(visitor_id: str) -> str:
+def _visitor_subject(visitor_id: str) -> str:
     return "v:" + visitor_id
 
 
-def _order_subjects(customer_id: str | None, visitor_id: str | None) -> list[str]:
+def _subjects(customer_id: str | None, visitor_id: str | None) -> list[str]:
     subjects = []
     if customer_id:
-        subjects.append(_subject_of_customer(customer_id))
+        subjects.append(_customer_subject(customer_id))
     if visitor_id:
-        subjects.append(_subject_of_visitor(visitor_id))
+        subjects.append(_visitor_subject(visitor_id))
     return subjects
 
 
-def _ids_json(ids: Iterable[str]) -> bytes:
-    # Id lists travel as one JSON parameter (`IN (SELECT value FROM json_each(?))`): no limit
-    # on the number of host parameters, and one prepared statement for every size.
+def _ids(ids: Iterable[str]) -> bytes:
     return orjson.dumps(list(ids))
-
-
-def _dump_product(product: Product) -> bytes:
-    return orjson.dumps(product)
 
 
 def _load_product(data: bytes) -> Product:
@@ -256,8 +227,16 @@ def _load_product(data: bytes) -> Product:
     return Product(**fields)
 
 
-def _store_record(row: sqlite3.Row | tuple[Any, ...]) -> StoreRecord:
-    (store_id, name, pk, sk, webhook_secrets, signing_keys, rules, created_at_ms) = row
+def _dump_lines(lines: Sequence[OrderLine]) -> bytes:
+    return orjson.dumps([(line.product_id, line.quantity, line.price) for line in lines])
+
+
+def _basket(lines: bytes) -> frozenset[str]:
+    return frozenset(line[0] for line in orjson.loads(lines))
+
+
+def _store_record(row: tuple[Any, ...]) -> StoreRecord:
+    store_id, name, pk, sk, webhook_secrets, signing_keys, rules, created_at_ms = row
     return StoreRecord(
         id=store_id,
         name=name,
@@ -290,58 +269,92 @@ def _bump_version(conn: sqlite3.Connection, store_id: str) -> None:
     conn.execute("UPDATE stores SET version = version + 1 WHERE id = ?", (store_id,))
 
 
-def _return_order_products(
-    conn: sqlite3.Connection, store_id: str, order_id: str, ret: ProductReturn
-) -> None:
-    """Note the order's returned products; once they cover the order, it is returned."""
+def _adjacency(pairs: Iterable[tuple[str, str, int]]) -> dict[str, dict[str, int]]:
+    """Undirected pair counts grouped under both products (a later repeat of a pair wins)."""
+    partners: defaultdict[str, dict[str, int]] = defaultdict(dict)
+    for a, b, n in pairs:
+        if a != b:
+            partners[a][b] = n
+            partners[b][a] = n
+    return partners
+
+
+def _add_purchases(conn: sqlite3.Connection, store_id: str, orders: Sequence[Order]) -> None:
+    """Fold the orders' products into each buyer's {product: last purchase ms}."""
+    bought: defaultdict[str, dict[str, int]] = defaultdict(dict)
+    for order in orders:
+        for subject in _subjects(order.customer_id, order.visitor_id):
+            last = bought[subject]
+            for product_id in order.product_ids:
+                if last.get(product_id, -1) < order.placed_at_ms:
+                    last[product_id] = order.placed_at_ms
+    if not bought:
+        return
+    for subject, products in conn.execute(
+        f"SELECT subject, products FROM purchases WHERE store_id = ? AND subject {_IN_IDS}",
+        (store_id, _ids(bought)),
+    ):
+        last = orjson.loads(products)
+        for product_id, ms in bought[subject].items():
+            if last.get(product_id, -1) < ms:
+                last[product_id] = ms
+        bought[subject] = last
     conn.executemany(
-        "INSERT OR IGNORE INTO order_returns (store_id, order_id, product_id) VALUES (?, ?, ?)",
-        [(store_id, order_id, product_id) for product_id in ret.product_ids],
+        "INSERT OR REPLACE INTO purchases (store_id, subject, products) VALUES (?, ?, ?)",
+        [(store_id, subject, orjson.dumps(last)) for subject, last in bought.items()],
     )
-    (fully,) = conn.execute(_ORDER_FULLY_RETURNED, (store_id, order_id)).fetchone()
-    if fully:
-        conn.execute(
-            "UPDATE orders SET status = 'returned' WHERE store_id = ? AND id = ?",
-            (store_id, order_id),
-        )
 
 
-def _basket_chunk(
+def _return_from_order(
+    conn: sqlite3.Connection, store_id: str, ret: ProductReturn
+) -> list[str] | None:
+    """Note products sent back from an order; the order is returned once they cover it.
+    The order's buyer subjects, or None for an unknown order."""
+    row = conn.execute(
+        "SELECT customer_id, visitor_id, lines, returned FROM orders WHERE store_id = ? AND id = ?",
+        (store_id, ret.order_id),
+    ).fetchone()
+    if row is None:
+        return None
+    customer_id, visitor_id, lines, returned = row
+    now_returned = set(orjson.loads(returned)) | set(ret.product_ids)
+    basket = _basket(lines)
+    conn.execute(
+        "UPDATE orders SET returned = ?,"
+        " status = CASE WHEN ? THEN 'returned' ELSE status END WHERE store_id = ? AND id = ?",
+        (
+            orjson.dumps(sorted(now_returned)),
+            bool(basket) and basket <= now_returned,
+            store_id,
+            ret.order_id,
+        ),
+    )
+    return _subjects(customer_id, visitor_id)
+
+
+def _baskets_page(
     conn: sqlite3.Connection, store_id: str, after: str | None, limit: int
 ) -> tuple[str | None, list[frozenset[str]]]:
     """The baskets of up to `limit` orders after the order id `after`, and the next cursor."""
     # Every text sorts at or after '', so the first page is `>= ''`: a plain range keeps the
-    # primary key doing the work (an `OR ? IS NULL` would make each page a scan).
-    op, lo = (">=", "") if after is None else (">", after)
-    ids = conn.execute(
-        f"SELECT id FROM orders WHERE store_id = ? AND id {op} ? ORDER BY id LIMIT ?",
-        (store_id, lo, limit),
-    ).fetchall()
-    if not ids:
-        return None, []
-    last: str = ids[-1][0]
-    grouped: dict[str, set[str]] = {}
-    for order_id, product_id in conn.execute(
-        "SELECT order_id, product_id FROM order_lines"
-        f" WHERE store_id = ? AND order_id {op} ? AND order_id <= ?",
-        (store_id, lo, last),
-    ):
-        grouped.setdefault(order_id, set()).add(product_id)
-    baskets = [frozenset(products) for products in grouped.values()]
-    return (last if len(ids) == limit else None), baskets
+    # primary key doing the work where `? IS NULL OR id > ?` would scan from the start.
+    op, low = (">=", "") if after is None else (">", after)
+    rows = conn.execute(_BASKETS_PAGE.format(op=op), (store_id, low, limit)).fetchall()
+    baskets = [basket for basket in (_basket(lines) for _, lines in rows) if basket]
+    return (rows[-1][0] if len(rows) == limit else None), baskets
 
 
 class SQLiteStore:
     """The `Store` protocol on one SQLite file.
 
-    Two connections per object: reads run directly on the event loop thread (they are
-    short, and WAL readers never wait for writers), while every write runs in a worker thread
-    on the writer connection, one at a time, inside a `BEGIN IMMEDIATE` transaction, so a big
-    import never blocks the loop and a read-then-write is atomic across processes.
+    Two connections per object. Reads run on the event loop thread: they are short, and in
+    WAL mode they never wait for a writer. Writes run one at a time in a worker thread on the
+    writer connection, each in one `BEGIN IMMEDIATE` transaction, so a big import never
+    blocks the loop and a read-then-write is atomic across processes sharing the file.
     """
 
     # Orders per round trip of `iter_baskets`.
-    basket_chunk = 2000
+    baskets_page_size = 2000
 
     def __init__(self, path: str, *, busy_timeout_ms: int = 5000) -> None:
         self.path = path
@@ -349,30 +362,29 @@ class SQLiteStore:
         self._reader: sqlite3.Connection | None = None
         self._writer: sqlite3.Connection | None = None
         self._write_lock = asyncio.Lock()
-        # `:memory:` is one database per connection, so there is only one connection and
-        # every call runs on the loop thread.
+        # A `:memory:` database belongs to one connection: there is only one, used inline.
         self._in_memory = path == ":memory:"
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
         """`sqlite:///relative/path`, `sqlite:////absolute/path` or `sqlite:///:memory:`."""
         prefix = "sqlite:///"
-        if not url.startswith(prefix) or len(url) == len(prefix):
+        path = url[len(prefix) :].split("?", 1)[0]
+        if not url.startswith(prefix) or not path:
             raise ValueError(f"expected sqlite:///<path>, got {url!r}")
-        return cls(url[len(prefix) :].split("?", 1)[0])
+        return cls(path)
 
     # lifecycle
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, cached_statements=256
-        )
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         return conn
 
     async def open(self) -> None:
+        """Create the file, its directory and the schema if missing; safe in every process."""
         if self._writer is not None:
             return
         with _wrapped("open the database"):
@@ -381,36 +393,14 @@ class SQLiteStore:
             writer = self._connect()
             try:
                 if not self._in_memory:
-                    # Persistent in the file; needs no transaction of ours.
-                    writer.execute("PRAGMA journal_mode = WAL")
-                writer.execute("PRAGMA temp_store = MEMORY")
+                    writer.execute("PRAGMA journal_mode = WAL")  # persists in the file
                 writer.execute("PRAGMA cache_size = -65536")  # 64 MiB for bulk writes
-                self._migrate(writer)
+                _migrate(writer)
                 reader = writer if self._in_memory else self._connect()
             except BaseException:
                 writer.close()
                 raise
         self._writer, self._reader = writer, reader
-
-    @staticmethod
-    def _migrate(conn: sqlite3.Connection) -> None:
-        if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
-            return  # the common case: no write lock needed to open
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            (found,) = conn.execute("PRAGMA user_version").fetchone()
-            if found > SCHEMA_VERSION:
-                raise StoreError(
-                    f"database schema version {found} is newer than this release's {SCHEMA_VERSION}"
-                )
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     async def close(self) -> None:
         reader, writer = self._reader, self._writer
@@ -424,56 +414,35 @@ class SQLiteStore:
                 writer.close()
 
     async def ping(self) -> None:
-        with _wrapped("answer a ping"):
-            self._read_conn().execute("SELECT 1").fetchone()
+        self._query("answer a ping", "SELECT 1")
 
     # plumbing
 
-    def _read_conn(self) -> sqlite3.Connection:
+    def _query(self, action: str, sql: str, params: Any = ()) -> list[Any]:
+        """A read, on the loop thread."""
         if self._reader is None:
             raise StoreError("SQLite store is not open")
-        return self._reader
-
-    def _query(self, action: str, sql: str, params: Any = ()) -> list[Any]:
-        """A read on the loop thread."""
-        conn = self._read_conn()
         with _wrapped(action):
-            return conn.execute(sql, params).fetchall()
+            return self._reader.execute(sql, params).fetchall()
 
     async def _write(self, action: str, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` in one `BEGIN IMMEDIATE` transaction on the writer, off the loop."""
-        if self._writer is None:
-            raise StoreError("SQLite store is not open")
-        writer = self._writer
-        async with self._write_lock:
-            if self._in_memory:
-                return self._transact(writer, action, fn)
-            return await asyncio.to_thread(self._transact, writer, action, fn)
+        return await self._on_writer(action, partial(_in_transaction, fn))
 
-    @staticmethod
-    def _transact(
-        conn: sqlite3.Connection, action: str, fn: Callable[[sqlite3.Connection], T]
-    ) -> T:
-        with _wrapped(action):
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
-
-    async def _bulk_read(self, action: str, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """A long read in a worker thread, on the writer connection (between writes)."""
-        if self._writer is None:
-            raise StoreError("SQLite store is not open")
-        writer = self._writer
+    async def _on_writer(self, action: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` with the writer connection in a worker thread, one call at a time."""
         async with self._write_lock:
+            writer = self._writer
+            if writer is None:
+                raise StoreError("SQLite store is not open")
             with _wrapped(action):
                 if self._in_memory:
                     return fn(writer)
                 return await asyncio.to_thread(fn, writer)
+
+    async def _off_loop(self, fn: Callable[[], T]) -> T:
+        """CPU-heavy preparation of a big write, before it takes the write lock."""
+        return fn() if self._in_memory else await asyncio.to_thread(fn)
 
     # tenants
 
@@ -502,7 +471,7 @@ class SQLiteStore:
             record.name,
             record.publishable_key,
             record.secret_key,
-            orjson.dumps(list(record.webhook_secrets)).decode(),
+            orjson.dumps(record.webhook_secrets).decode(),
             orjson.dumps(
                 [{"kid": key.kid, "secret": key.secret.hex()} for key in record.signing_keys]
             ).decode(),
@@ -511,13 +480,14 @@ class SQLiteStore:
         )
 
         def insert(conn: sqlite3.Connection) -> None:
+            # A key must not be either key of another store: a lookup would be ambiguous.
             taken = conn.execute(
-                "SELECT 1 FROM stores WHERE id = ?1 OR publishable_key IN (?2, ?3)"
-                " OR secret_key IN (?2, ?3)",
+                "SELECT 1 FROM stores WHERE id = ?1"
+                " OR publishable_key IN (?2, ?3) OR secret_key IN (?2, ?3)",
                 (record.id, record.publishable_key, record.secret_key),
             ).fetchone()
-            if taken is not None:
-                raise StoreError(f"store id or key of {record.id!r} is already taken")
+            if taken is not None or record.publishable_key == record.secret_key:
+                raise StoreError(f"the id or a key of store {record.id!r} is already taken")
             conn.execute(f"INSERT INTO stores ({_STORE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", row)
 
         await self._write("create a store", insert)
@@ -558,7 +528,8 @@ class SQLiteStore:
     # catalog
 
     async def upsert_products(self, store_id: str, products: Sequence[Product]) -> int:
-        rows = [(store_id, p.id, p.family, p.category, _dump_product(p)) for p in products]
+        """Insert or replace products by id (a later duplicate in `products` wins)."""
+        rows = [(store_id, p.id, p.family, p.category, orjson.dumps(p)) for p in products]
 
         def upsert(conn: sqlite3.Connection) -> None:
             _require_store(conn, store_id)
@@ -581,22 +552,21 @@ class SQLiteStore:
             return {}
         rows = self._query(
             "read products",
-            "SELECT id, data FROM products"
-            " WHERE store_id = ? AND id IN (SELECT value FROM json_each(?))",
-            (store_id, _ids_json(ids)),
+            f"SELECT id, data FROM products WHERE store_id = ? AND id {_IN_IDS}",
+            (store_id, _ids(ids)),
         )
         return {product_id: _load_product(data) for product_id, data in rows}
 
     async def list_products(
         self, store_id: str, limit: int, after: str | None = None
     ) -> list[Product]:
-        if after is None:
-            sql = "SELECT data FROM products WHERE store_id = ? ORDER BY id LIMIT ?"
-            params: tuple[Any, ...] = (store_id, limit)
-        else:
-            sql = "SELECT data FROM products WHERE store_id = ? AND id > ? ORDER BY id LIMIT ?"
-            params = (store_id, after, limit)
-        return [_load_product(data) for (data,) in self._query("list products", sql, params)]
+        op, low = (">=", "") if after is None else (">", after)
+        rows = self._query(
+            "list products",
+            f"SELECT data FROM products WHERE store_id = ? AND id {op} ? ORDER BY id LIMIT ?",
+            (store_id, low, limit),
+        )
+        return [_load_product(data) for (data,) in rows]
 
     async def family_products(self, store_id: str, family: str) -> list[Product]:
         rows = self._query(
@@ -609,6 +579,7 @@ class SQLiteStore:
     async def best_sellers(
         self, store_id: str, category: str | None, limit: int
     ) -> list[tuple[str, int]]:
+        # Two statements so each is one scan of its own index, already in order.
         if category is None:
             sql = (
                 "SELECT product_id, baskets FROM product_stats WHERE store_id = ?"
@@ -621,80 +592,27 @@ class SQLiteStore:
                 " ORDER BY baskets DESC, product_id LIMIT ?"
             )
             params = (store_id, category, limit)
-        return [(pid, n) for pid, n in self._query("read best sellers", sql, params)]
+        return [(product_id, n) for product_id, n in self._query("read best sellers", sql, params)]
 
     # orders and returns
 
     async def add_orders(self, store_id: str, orders: Sequence[Order]) -> ImportCounts:
         def add(conn: sqlite3.Connection) -> ImportCounts:
             _require_store(conn, store_id)
-            existing = {
+            seen = {
                 order_id
                 for (order_id,) in conn.execute(
-                    "SELECT id FROM orders"
-                    " WHERE store_id = ? AND id IN (SELECT value FROM json_each(?))",
-                    (store_id, _ids_json(o.id for o in orders)),
+                    f"SELECT id FROM orders WHERE store_id = ? AND id {_IN_IDS}",
+                    (store_id, _ids(o.id for o in orders)),
                 )
             }
             new_orders: list[Order] = []
             for order in orders:
-                if order.id not in existing:
-                    existing.add(order.id)  # a repeat inside the batch is a duplicate too
+                if order.id not in seen:
+                    seen.add(order.id)  # a repeat inside the batch is a duplicate too
                     new_orders.append(order)
-            if not new_orders:
-                return ImportCounts(imported=0, duplicates=len(orders))
-
-            conn.executemany(
-                "INSERT INTO orders (store_id, id, placed_at_ms, currency, customer_id,"
-                " visitor_id, status) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        store_id,
-                        o.id,
-                        o.placed_at_ms,
-                        o.currency,
-                        o.customer_id,
-                        o.visitor_id,
-                        o.status,
-                    )
-                    for o in new_orders
-                ],
-            )
-            conn.executemany(
-                "INSERT INTO order_lines (store_id, order_id, line_no, product_id, quantity,"
-                " price) VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    (store_id, o.id, line_no, line.product_id, line.quantity, line.price)
-                    for o in new_orders
-                    for line_no, line in enumerate(o.lines)
-                ),
-            )
-            # Aggregate before writing: one row per (subject, product) and per product.
-            last_bought: dict[tuple[str, str], int] = {}
-            baskets: Counter[str] = Counter()
-            basket_total = 0
-            for o in new_orders:
-                products = o.product_ids
-                if not products:
-                    continue
-                basket_total += 1
-                baskets.update(products)
-                for subject in _order_subjects(o.customer_id, o.visitor_id):
-                    for product_id in products:
-                        key = (subject, product_id)
-                        if last_bought.get(key, -1) < o.placed_at_ms:
-                            last_bought[key] = o.placed_at_ms
-            conn.executemany(
-                _ADD_PURCHASE,
-                ((store_id, subject, pid, ms) for (subject, pid), ms in last_bought.items()),
-            )
-            conn.executemany(
-                _ADD_PRODUCT_BASKETS, ((store_id, pid, n) for pid, n in baskets.items())
-            )
-            conn.execute(
-                "UPDATE stores SET baskets = baskets + ?, version = version + 1 WHERE id = ?",
-                (basket_total, store_id),
-            )
+            if new_orders:
+                _record_orders(conn, store_id, new_orders)
             return ImportCounts(
                 imported=len(new_orders),
                 duplicates=len(orders) - len(new_orders),
@@ -706,49 +624,38 @@ class SQLiteStore:
     async def get_order(self, store_id: str, order_id: str) -> Order | None:
         rows = self._query(
             "read an order",
-            "SELECT o.placed_at_ms, o.currency, o.customer_id, o.visitor_id, o.status,"
-            " l.product_id, l.quantity, l.price"
-            " FROM orders AS o LEFT JOIN order_lines AS l"
-            " ON l.store_id = o.store_id AND l.order_id = o.id"
-            " WHERE o.store_id = ? AND o.id = ? ORDER BY l.line_no",
+            "SELECT placed_at_ms, currency, customer_id, visitor_id, status, lines FROM orders"
+            " WHERE store_id = ? AND id = ?",
             (store_id, order_id),
         )
         if not rows:
             return None
-        placed_at_ms, currency, customer_id, visitor_id, status = rows[0][:5]
+        placed_at_ms, currency, customer_id, visitor_id, status, lines = rows[0]
         return Order(
             id=order_id,
             placed_at_ms=placed_at_ms,
             currency=currency,
-            lines=tuple(
-                OrderLine(product_id=row[5], quantity=row[6], price=row[7])
-                for row in rows
-                if row[5] is not None
-            ),
+            lines=tuple(OrderLine(*line) for line in orjson.loads(lines)),
             customer_id=customer_id,
             visitor_id=visitor_id,
             status=cast(OrderStatus, status),
         )
 
     async def add_returns(self, store_id: str, returns: Sequence[ProductReturn]) -> int:
+        """Record returns against the customer named and the order's buyer; the count of
+        returns that named a known order or a customer (others have nobody to attach to)."""
+
         def add(conn: sqlite3.Connection) -> int:
             _require_store(conn, store_id)
             recorded = 0
             rows: list[tuple[str, str, str, int]] = []
             for ret in returns:
-                subjects = _order_subjects(ret.customer_id, None)
-                order = None
-                if ret.order_id is not None:
-                    order = conn.execute(
-                        "SELECT customer_id, visitor_id FROM orders WHERE store_id = ? AND id = ?",
-                        (store_id, ret.order_id),
-                    ).fetchone()
-                if order is not None:
-                    subjects.extend(_order_subjects(*order))
-                    _return_order_products(conn, store_id, cast(str, ret.order_id), ret)
-                elif not subjects:
-                    continue  # neither a known order nor a customer: nobody to attach it to
+                subjects = _subjects(ret.customer_id, None)
+                buyers = None if ret.order_id is None else _return_from_order(conn, store_id, ret)
+                if buyers is None and not subjects:
+                    continue
                 recorded += 1
+                subjects.extend(buyers or ())
                 rows.extend(
                     (store_id, subject, product_id, ret.at_ms)
                     for subject in dict.fromkeys(subjects)
@@ -762,11 +669,15 @@ class SQLiteStore:
         return await self._write("add returns", add)
 
     async def iter_baskets(self, store_id: str) -> AsyncIterator[frozenset[str]]:
+        # Pages by order id, each its own short read: no read transaction stays open across
+        # the caller's awaits (it would stop WAL checkpoints).
         after: str | None = None
         while True:
-            after, baskets = await self._bulk_read(
+            after, baskets = await self._on_writer(
                 "read baskets",
-                partial(_basket_chunk, store_id=store_id, after=after, limit=self.basket_chunk),
+                partial(
+                    _baskets_page, store_id=store_id, after=after, limit=self.baskets_page_size
+                ),
             )
             for basket in baskets:
                 yield basket
@@ -782,91 +693,108 @@ class SQLiteStore:
         return int(rows[0][0]) if rows else 0
 
     async def product_basket_counts(self, store_id: str, ids: Collection[str]) -> dict[str, int]:
+        """Baskets per product; products in no basket are left out."""
         if not ids:
             return {}
         rows = self._query(
             "read basket counts",
-            "SELECT product_id, baskets FROM product_stats"
-            " WHERE store_id = ? AND product_id IN (SELECT value FROM json_each(?))",
-            (store_id, _ids_json(ids)),
+            f"SELECT product_id, baskets FROM product_stats WHERE store_id = ? AND product_id"
+            f" {_IN_IDS}",
+            (store_id, _ids(ids)),
         )
-        return {pid: n for pid, n in rows}
+        return {product_id: n for product_id, n in rows}
 
     async def add_pair_counts(
         self, store_id: str, increments: Mapping[tuple[str, str], int]
     ) -> None:
-        rows = [
-            (store_id, a, b, n) if a < b else (store_id, b, a, n)
-            for (a, b), n in increments.items()
-            if a != b
-        ]
+        added: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        for (a, b), n in increments.items():
+            if a != b:
+                added[a][b] += n
+                added[b][a] += n
 
         def add(conn: sqlite3.Connection) -> None:
             _require_store(conn, store_id)
-            if rows:
-                conn.executemany(_ADD_PAIR, rows)
-                _bump_version(conn, store_id)
+            if not added:
+                return
+            merged: dict[str, Counter[str]] = dict(added)
+            for product_id, partners in conn.execute(
+                f"SELECT product_id, partners FROM pair_counts WHERE store_id = ?"
+                f" AND product_id {_IN_IDS}",
+                (store_id, _ids(added)),
+            ):
+                current: Counter[str] = Counter(orjson.loads(partners))
+                current.update(added[product_id])
+                merged[product_id] = current
+            conn.executemany(
+                "INSERT OR REPLACE INTO pair_counts (store_id, product_id, partners)"
+                " VALUES (?, ?, ?)",
+                [
+                    (store_id, product_id, orjson.dumps({q: n for q, n in c.items() if n > 0}))
+                    for product_id, c in merged.items()
+                ],
+            )
+            _bump_version(conn, store_id)
 
         await self._write("add pair counts", add)
 
     async def replace_pair_counts(
         self, store_id: str, pairs: Iterable[tuple[str, str, int]]
     ) -> None:
+        partners = await self._off_loop(lambda: _adjacency(pairs))
+        rows = ((store_id, product_id, orjson.dumps(p)) for product_id, p in partners.items())
+
         def replace(conn: sqlite3.Connection) -> None:
             _require_store(conn, store_id)
-            conn.execute("DELETE FROM pairs WHERE store_id = ?", (store_id,))
+            conn.execute("DELETE FROM pair_counts WHERE store_id = ?", (store_id,))
             conn.executemany(
-                "INSERT INTO pairs (store_id, a, b, n) VALUES (?, ?, ?, ?)",
-                (
-                    (store_id, a, b, n) if a < b else (store_id, b, a, n)
-                    for a, b, n in pairs
-                    if a != b
-                ),
+                "INSERT INTO pair_counts (store_id, product_id, partners) VALUES (?, ?, ?)", rows
             )
             _bump_version(conn, store_id)
 
         await self._write("replace pair counts", replace)
 
     async def pair_counts(self, store_id: str, product_id: str) -> list[PairCount]:
+        """Every partner of `product_id`, most shared baskets first, ties by id."""
         rows = self._query(
             "read pair counts",
-            "SELECT b, n FROM pairs WHERE store_id = ?1 AND a = ?2"
-            " UNION ALL SELECT a, n FROM pairs WHERE store_id = ?1 AND b = ?2"
-            " ORDER BY 2 DESC, 1",
+            "SELECT partners FROM pair_counts WHERE store_id = ? AND product_id = ?",
             (store_id, product_id),
         )
-        return [PairCount(product_id=pid, pair_count=n) for pid, n in rows]
+        if not rows:
+            return []
+        partners: dict[str, int] = orjson.loads(rows[0][0])
+        ranked = sorted(partners.items(), key=lambda item: (-item[1], item[0]))
+        return [PairCount(product_id=q, pair_count=n) for q, n in ranked]
 
     async def set_neighbors(self, store_id: str, lists: Mapping[str, Sequence[PairCount]]) -> None:
+        rows = [
+            (store_id, product_id, orjson.dumps([(pc.product_id, pc.pair_count) for pc in ranked]))
+            for product_id, ranked in lists.items()
+        ]
+
         def replace(conn: sqlite3.Connection) -> None:
             _require_store(conn, store_id)
-            if not lists:
-                return
-            conn.executemany(
-                "DELETE FROM neighbors WHERE store_id = ? AND product_id = ?",
-                [(store_id, pid) for pid in lists],
-            )
-            conn.executemany(
-                "INSERT INTO neighbors (store_id, product_id, rank, neighbor_id, pair_count)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (
-                    (store_id, pid, rank, pc.product_id, pc.pair_count)
-                    for pid, ranked in lists.items()
-                    for rank, pc in enumerate(ranked)
-                ),
-            )
-            _bump_version(conn, store_id)
+            if rows:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO neighbors (store_id, product_id, ranked)"
+                    " VALUES (?, ?, ?)",
+                    rows,
+                )
+                _bump_version(conn, store_id)
 
         await self._write("set neighbours", replace)
 
     async def neighbors(self, store_id: str, product_id: str, limit: int) -> list[PairCount]:
         rows = self._query(
             "read neighbours",
-            "SELECT neighbor_id, pair_count FROM neighbors WHERE store_id = ? AND product_id = ?"
-            " ORDER BY rank LIMIT ?",
-            (store_id, product_id, limit),
+            "SELECT ranked FROM neighbors WHERE store_id = ? AND product_id = ?",
+            (store_id, product_id),
         )
-        return [PairCount(product_id=pid, pair_count=n) for pid, n in rows]
+        if not rows or limit < 1:
+            return []
+        ranked = orjson.loads(rows[0][0])[:limit]
+        return [PairCount(product_id=q, pair_count=n) for q, n in ranked]
 
     # per-visitor state
 
@@ -880,33 +808,29 @@ class SQLiteStore:
             _VISITOR_STATE,
             {
                 "store": store_id,
-                "customer": _subject_of_customer(customer_id) if customer_id else None,
-                "visitor": _subject_of_visitor(visitor_id) if visitor_id else None,
+                "customer": _customer_subject(customer_id) if customer_id else None,
+                "visitor": _visitor_subject(visitor_id) if visitor_id else None,
                 "visitor_id": visitor_id,
                 "since": since_ms,
             },
         )
         purchased: dict[str, int] = {}
-        returned: set[str] = set()
-        declined: set[str] = set()
-        accepted: set[str] = set()
+        sets: dict[str, set[str]] = {"return": set(), "decline": set(), "accept": set()}
         impressions: dict[str, int] = {}
-        for kind, product_id, value in rows:
-            if kind == "p":
-                purchased[product_id] = value
-            elif kind == "r":
-                returned.add(product_id)
-            elif kind == "decline":
-                declined.add(product_id)
-            elif kind == "accept":
-                accepted.add(product_id)
+        for kind, key, value in rows:
+            if kind == "purchases":
+                for product_id, ms in orjson.loads(value).items():
+                    if purchased.get(product_id, -1) < ms:
+                        purchased[product_id] = ms
+            elif kind == "impression":
+                impressions[key] = value
             else:
-                impressions[product_id] = value
+                sets[kind].add(key)
         return VisitorState(
             purchased=purchased,
-            returned=frozenset(returned),
-            declined=frozenset(declined),
-            accepted=frozenset(accepted),
+            returned=frozenset(sets["return"]),
+            declined=frozenset(sets["decline"]),
+            accepted=frozenset(sets["accept"]),
             impressions=impressions,
         )
 
@@ -921,3 +845,71 @@ class SQLiteStore:
             )
 
         await self._write("record a visitor signal", insert)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+        return  # the common case: opening takes no write lock
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        (found,) = conn.execute("PRAGMA user_version").fetchone()
+        if found > SCHEMA_VERSION:
+            raise StoreError(
+                f"the database has schema version {found}; this release knows {SCHEMA_VERSION}"
+            )
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _in_transaction(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
+    # IMMEDIATE takes the file's write lock up front: a read-then-write cannot interleave with
+    # another process's write, and a busy file waits `busy_timeout` instead of failing later.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+def _record_orders(conn: sqlite3.Connection, store_id: str, orders: Sequence[Order]) -> None:
+    """Write new orders, their buyers' purchases and the basket counts; bump the version."""
+    conn.executemany(
+        _INSERT_ORDER,
+        [
+            (
+                store_id,
+                o.id,
+                o.placed_at_ms,
+                o.currency,
+                o.customer_id,
+                o.visitor_id,
+                o.status,
+                _dump_lines(o.lines),
+            )
+            for o in orders
+        ],
+    )
+    _add_purchases(conn, store_id, orders)
+    baskets: Counter[str] = Counter()
+    with_lines = 0
+    for order in orders:
+        products = order.product_ids  # a product counts once per basket
+        if products:
+            with_lines += 1
+            baskets.update(products)
+    conn.executemany(
+        _ADD_PRODUCT_BASKETS, [(store_id, product_id, n) for product_id, n in baskets.items()]
+    )
+    conn.execute(
+        "UPDATE stores SET baskets = baskets + ?, version = version + 1 WHERE id = ?",
+        (with_lines, store_id),
+    )
