@@ -146,7 +146,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                         f"error: catalog format must be json, csv or shopify, not {fmt}"
                     )
                 upserted = await store.upsert_products(record.id, result.items)
-                return {"upserted": upserted, "rejected": len(result.rejected)}, result.rejected
+                return {"upserted": upserted, "rejected": result.rejected_count}, result.rejected
             if fmt == "json":
                 res = importers.parse_orders_json(path.read_bytes())
                 orders, returns, rejected = res.items, [], res.rejected

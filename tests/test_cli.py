@@ -1,0 +1,114 @@
+"""The offer-service command line, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CLI = [sys.executable, "-m", "offer_service.cli"]
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def create_store(tmp_path: Path) -> dict[str, str]:
+    r = run(
+        "stores",
+        "create",
+        "--name",
+        "Shop",
+        "--origin",
+        "https://shop.example",
+        "--store-url",
+        f"sqlite:///{tmp_path}/o.db",
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    data: dict[str, str] = json.loads(r.stdout)
+    return data
+
+
+def test_stores_create_prints_the_keys(tmp_path: Path) -> None:
+    keys = create_store(tmp_path)
+    assert set(keys) == {"store_id", "publishable_key", "secret_key", "webhook_secret"}
+    assert keys["publishable_key"].startswith("pk_")
+    assert keys["secret_key"].startswith("sk_")
+    assert keys["webhook_secret"].startswith("whsec_")
+
+
+def test_import_catalog_keeps_good_rows_and_exits_non_zero_with_line_numbers(
+    tmp_path: Path,
+) -> None:
+    keys = create_store(tmp_path)
+    csv_file = tmp_path / "catalog.csv"
+    csv_file.write_text(
+        "id,title,price,currency,category\n"
+        "a,Alpha,1000,USD,x\n"
+        "b,Beta,not-a-price,USD,x\n"
+        "c,Gamma,500,USD,x\n"
+    )
+    r = run(
+        "import",
+        "catalog",
+        str(csv_file),
+        "--store",
+        keys["store_id"],
+        "--store-url",
+        f"sqlite:///{tmp_path}/o.db",
+        cwd=tmp_path,
+    )
+    assert r.returncode == 1
+    summary = json.loads(r.stdout)
+    assert summary["upserted"] == 2
+    assert summary["errors"][0]["line"] == 3
+    assert "line 3" in r.stderr
+
+
+def test_import_orders_of_online_retail_prints_a_summary(tmp_path: Path, datasets: Path) -> None:
+    keys = create_store(tmp_path)
+    r = run(
+        "import",
+        "orders",
+        str(datasets / "online_retail_france.csv"),
+        "--store",
+        keys["store_id"],
+        "--format",
+        "online-retail",
+        "--store-url",
+        f"sqlite:///{tmp_path}/o.db",
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["imported"] == summary["stats"]["orders"] > 300
+    assert summary["stats"]["rows"] == 8557
+    assert summary["stats"]["return_invoices"] == 69
+    assert summary["returns"] > 0
+
+
+def test_import_into_an_unknown_store_fails_clearly(tmp_path: Path) -> None:
+    create_store(tmp_path)
+    f = tmp_path / "c.json"
+    f.write_text("[]")
+    r = run(
+        "import",
+        "catalog",
+        str(f),
+        "--store",
+        "st_nope",
+        "--store-url",
+        f"sqlite:///{tmp_path}/o.db",
+        cwd=tmp_path,
+    )
+    assert r.returncode != 0
+    assert "no store" in r.stderr
+
+
+@pytest.mark.parametrize("args", [["--help"], ["import", "--help"], ["stores", "create", "--help"]])
+def test_help_works(tmp_path: Path, args: list[str]) -> None:
+    assert run(*args, cwd=tmp_path).returncode == 0
