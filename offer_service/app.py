@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .endpoints import admin, offers, ops
+from .endpoints import accept, admin, events, offers, ops
 from .endpoints.common import json_response
 from .engine import Engine
 from .exceptions import ApiError
@@ -21,6 +21,7 @@ from .storage import open_store
 from .telemetry import Metrics, RequestContext
 
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+BROWSER_ROUTES = ("/v1/offers", "/v1/events", "/v1/accept", "/v1/decline")
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -55,11 +56,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             yield
         finally:
+            await engine.charger.close()
             await store.close()
 
     routes = [
         Route("/v1/offers", offers.get_offers, methods=["GET"]),
         Route("/v1/offers", offers.post_offers, methods=["POST"]),
+        Route("/v1/events", events.post_events, methods=["POST"]),
+        Route("/v1/accept", accept.post_accept, methods=["POST"]),
+        Route("/v1/decline", accept.post_decline, methods=["POST"]),
+        *(Route(path, offers.preflight, methods=["OPTIONS"]) for path in BROWSER_ROUTES),
         Route("/v1/admin/catalog", admin.put_catalog, methods=["PUT"]),
         Route("/v1/admin/catalog", admin.get_catalog, methods=["GET"]),
         Route("/v1/admin/orders", admin.post_orders, methods=["POST"]),
@@ -67,6 +73,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/v1/admin/products/{product_id:path}/neighbors", admin.neighbors, methods=["GET"]),
         Route("/v1/admin/rules", admin.put_rules, methods=["PUT"]),
         Route("/v1/admin/rules", admin.get_rules, methods=["GET"]),
+        Route("/v1/admin/webhook-secret/rotate", admin.rotate_webhook_secret, methods=["POST"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),

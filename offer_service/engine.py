@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 import orjson
 
 from . import decide
+from .accept import Charger
 from .candidates import CandidateInputs
 from .catalog import Product
 from .exceptions import ApiError, Forbidden, NotFound
@@ -65,6 +66,12 @@ def in_holdout(store_id: str, visitor_id: str, share: float, experiment: str = "
     return int.from_bytes(digest.digest(), "big") / 2**64 < share
 
 
+def order_subject(order: Order) -> str:
+    """Whose state post-purchase filters read: the order's visitor, or the order itself when the
+    buyer was a guest without one (so a decline on its thank-you page is still remembered)."""
+    return order.visitor_id or f"order:{order.id}"
+
+
 def offer_body(offer: PricedOffer, token: str, offer_id: str, expires_s: int) -> dict[str, object]:
     product = offer.candidate.product
     return {
@@ -84,6 +91,7 @@ class Engine:
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.clock = clock
+        self.charger = Charger()
         self._stores: LocalCache[str, StoreRecord | None] = LocalCache(10_000, STORE_TTL_S)
         self._versions: LocalCache[str, int] = LocalCache(10_000, VERSION_TTL_S, jitter=0.0)
         self._prepared: LocalCache[tuple[object, ...], Prepared] = LocalCache(
@@ -190,7 +198,11 @@ class Engine:
         if order_suppressed(order.status):
             return tail + b"]}"
         surface = req.surface
-        key = (record.id, surface, version, ("order", order_id))
+        # The order's lines are in the key: an accepted offer appends one, and must not be
+        # offered again.
+        # The order's lines are in the key: an accepted offer appends one, which must not be
+        # offered again.
+        key = (record.id, surface, version, ("order", order_id, len(order.lines)))
         prepared = await self._prepared.get(
             key, lambda: self._prepare(record, surface, (), order, int(now_s))
         )
@@ -198,11 +210,7 @@ class Engine:
             raise prepared.error
         now_ms = int(now_s * 1000)
         visitor = await self._visitor(
-            record,
-            req.visitor_id or order.visitor_id,
-            req.customer_id or order.customer_id,
-            record.rules,
-            now_ms,
+            record, order_subject(order), order.customer_id, record.rules, now_ms
         )
         chosen = decide.finish(
             prepared.offers,

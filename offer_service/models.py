@@ -245,3 +245,61 @@ def validation_failed(
         msg = err["msg"].removeprefix("Value error, ")
         details.append({"field": field_path(loc) or None, "message": msg})
     return ValidationFailed(message, details=details)
+
+
+class AcceptRequest(Wire):
+    """POST /v1/accept; the Idempotency-Key header is required."""
+
+    key: str | None = None
+    token: str = Field(min_length=1, max_length=2048)
+    quantity: int = Field(1, ge=1, le=10)
+
+
+class AcceptResponse(BaseModel):
+    status: Literal["accepted"]
+    order_id: str
+    product_id: str
+    charged: Money
+    charge_id: str
+    offer_id: str | None = None
+
+
+class DeclineRequest(Wire):
+    key: str | None = None
+    token: str = Field(min_length=1, max_length=2048)
+    visitor_id: str | None = Field(None, max_length=128)
+
+
+class DeclineResponse(BaseModel):
+    downsell: Offer | None
+
+
+class EventIn(BaseModel):
+    id: str = Field(min_length=1, max_length=64)
+    type: Literal["impression", "click", "accept", "decline", "view"]
+    token: str
+    ts: int
+    visitor_id: str | None = None
+
+
+class EventsRequest(BaseModel):
+    """POST /v1/events (application/json or text/plain). Each event is validated on its own."""
+
+    key: str | None = None
+    events: list[EventIn] = Field(max_length=100)
+
+
+class EventRejection(BaseModel):
+    index: int
+    code: str
+    field: str | None = None
+
+
+class EventsResponse(BaseModel):
+    accepted: int
+    duplicates: int
+    rejected: list[EventRejection]
+
+
+class WebhookSecretResponse(BaseModel):
+    webhook_secret: str

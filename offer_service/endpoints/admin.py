@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import secrets
 from datetime import datetime
 from typing import Any
 
@@ -192,3 +193,14 @@ async def put_rules(request: Request) -> Response:
 async def get_rules(request: Request) -> Response:
     record = await secret_store(request)
     return json_response(orjson.loads(record.rules.model_dump_json()))
+
+
+async def rotate_webhook_secret(request: Request) -> Response:
+    """Make a new webhook secret current; the previous one keeps verifying until the next
+    rotation, so a merchant can switch their signer without a gap."""
+    raw = await read_body(request, BROWSER_BODY_LIMIT)
+    record = await secret_store(request, raw)
+    new_secret = "whsec_" + secrets.token_urlsafe(24)
+    updated = await engine(request).store.rotate_webhook_secret(record.id, new_secret)
+    await engine(request).changed(updated)
+    return json_response({"webhook_secret": new_secret})

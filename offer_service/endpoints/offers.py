@@ -21,6 +21,7 @@ from .common import (
 )
 
 INVALID = "The offers request is invalid."
+PREFLIGHT_HEADERS = "Content-Type, Idempotency-Key, X-Offer-Key, X-Request-Id"
 
 
 async def get_offers(request: Request) -> Response:
@@ -59,6 +60,25 @@ async def _answer(request: Request, record: StoreRecord, req: OffersRequest) -> 
     headers = cors_headers(request, record)
     headers["Cache-Control"] = "no-store"
     return Response(body, 200, headers=headers, media_type="application/json")
+
+
+async def preflight(request: Request) -> Response:
+    """CORS preflight. The store is named by the `key` query parameter (the snippet sends it on
+    every POST), so only that store's origins are answered."""
+    record = None
+    key = request.query_params.get("key")
+    if key:
+        record = await engine(request).store_by_key(key)
+    headers = cors_headers(request, record)
+    if "Access-Control-Allow-Origin" in headers:
+        headers.update(
+            {
+                "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                "Access-Control-Allow-Headers": PREFLIGHT_HEADERS,
+                "Access-Control-Max-Age": "600",
+            }
+        )
+    return Response(None, 204, headers=headers)
 
 
 def _body_key(raw: bytes) -> str | None:

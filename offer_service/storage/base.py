@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from ..catalog import Product
-from ..orders import Order, ProductReturn
+from ..orders import Order, OrderLine, ProductReturn
 from ..policy import StoreRules
+
+if TYPE_CHECKING:
+    from ..events import StoredEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,19 @@ class VisitorState:
 
 
 EMPTY_VISITOR = VisitorState()
+
+ClaimState = Literal["claimed", "in_progress", "mismatch", "done"]
+Reservation = Literal["reserved", "already_accepted", "cap_reached", "in_progress"]
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyClaim:
+    """The result of claiming an Idempotency-Key: ours to run, someone else's, or answered."""
+
+    state: ClaimState
+    status: int = 0
+    body: bytes = b""
+
 
 # What a shopper did with an offered product; `visitor_state` reads these back.
 SignalKind = Literal["impression", "click", "decline", "accept"]
@@ -191,4 +207,74 @@ class Store(Protocol):
         self, store_id: str, visitor_id: str, product_id: str, kind: SignalKind, at_ms: int
     ) -> None:
         """Record what a visitor did with an offered product (read back by `visitor_state`)."""
+        ...
+
+    # events (POST /v1/events)
+    async def record_events(
+        self, store_id: str, events: Sequence[StoredEvent], dedupe_since_ms: int
+    ) -> list[bool]:
+        """Store events durably (committed before returning), each id once: an id already
+        stored since `dedupe_since_ms` is a duplicate. Also updates the counters per (surface,
+        kind, product, arm, type) and, for events with a visitor, the visitor's signals.
+        True = newly stored."""
+        ...
+
+    async def event_counters(self, store_id: str) -> dict[tuple[str, str, str, str, str], int]:
+        """Event counts by (surface, kind, product_id, arm or "", type)."""
+        ...
+
+    # one-click accept
+    async def claim_idempotency(
+        self,
+        store_id: str,
+        key: str,
+        fingerprint: str,
+        owner: str,
+        now_ms: int,
+        *,
+        lease_ms: int,
+        ttl_ms: int,
+    ) -> IdempotencyClaim:
+        """Atomically claim `key` for `owner`. A finished key answers `done` with the stored
+        response (or `mismatch` for another fingerprint); a running one `in_progress` unless its
+        lease has run out, in which case the new owner takes it over. Keys expire after ttl."""
+        ...
+
+    async def complete_idempotency(
+        self, store_id: str, key: str, owner: str, status: int, body: bytes
+    ) -> None: ...
+
+    async def release_idempotency(self, store_id: str, key: str, owner: str) -> None:
+        """Forget a claim whose answer must not be replayed (a retryable failure)."""
+        ...
+
+    async def reserve_accept(
+        self,
+        store_id: str,
+        order_id: str,
+        product_id: str,
+        idempotency_key: str,
+        *,
+        cap: int,
+        now_ms: int,
+        lease_ms: int,
+    ) -> Reservation:
+        """Atomically reserve one accept of `product_id` on the order: `already_accepted` when it
+        was charged, `in_progress` when another key holds a live reservation, `cap_reached` when
+        the order has `cap` accepted or reserved offers; the same key re-reserves its own."""
+        ...
+
+    async def cancel_accept(
+        self, store_id: str, order_id: str, product_id: str, idempotency_key: str
+    ) -> None: ...
+
+    async def complete_accept(
+        self, store_id: str, order_id: str, line: OrderLine, charge_id: str, now_ms: int
+    ) -> None:
+        """Mark the reservation charged and append the line to the order: it now counts as
+        purchased by the order's customer and visitor."""
+        ...
+
+    async def rotate_webhook_secret(self, store_id: str, new_secret: str) -> StoreRecord:
+        """Make `new_secret` current and keep the previous one valid for verification."""
         ...

@@ -36,10 +36,12 @@ from .base import (
     StoreRecord,
     VisitorState,
 )
+from .sqlite_commerce import SCHEMA as COMMERCE_SCHEMA
+from .sqlite_commerce import SQLiteCommerce
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Data is kept in the shape it is read: an order's lines in its row, a shopper's purchases in
 # one row, a product's co-purchase counts and neighbour list in one row each. Importing 20k
@@ -305,6 +307,33 @@ def _add_purchases(conn: sqlite3.Connection, store_id: str, orders: Sequence[Ord
     )
 
 
+def add_bought_line(
+    conn: sqlite3.Connection, store_id: str, order_id: str, line: OrderLine, at_ms: int
+) -> None:
+    """An accepted offer joins its order: a line, a purchase by the order's buyer, an accept
+    signal for the order's subject (so no surface offers it to them again)."""
+    row = conn.execute(
+        "SELECT id, placed_at_ms, currency, customer_id, visitor_id, lines FROM orders"
+        " WHERE store_id = ? AND id = ?",
+        (store_id, order_id),
+    ).fetchone()
+    if row is None:
+        return
+    oid, _placed_at_ms, currency, customer_id, visitor_id, lines = row
+    merged = [*orjson.loads(lines), (line.product_id, line.quantity, line.price)]
+    conn.execute(
+        "UPDATE orders SET lines = ? WHERE store_id = ? AND id = ?",
+        (orjson.dumps(merged), store_id, order_id),
+    )
+    bought = Order(oid, at_ms, currency, (line,), customer_id, visitor_id)
+    _add_purchases(conn, store_id, [bought])
+    conn.execute(
+        "INSERT INTO visitor_signals (store_id, visitor_id, kind, product_id, at_ms)"
+        " VALUES (?, ?, 'accept', ?, ?)",
+        (store_id, visitor_id or f"order:{order_id}", line.product_id, at_ms),
+    )
+
+
 def _return_from_order(
     conn: sqlite3.Connection, store_id: str, ret: ProductReturn
 ) -> list[str] | None:
@@ -344,7 +373,7 @@ def _baskets_page(
     return (rows[-1][0] if len(rows) == limit else None), baskets
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteCommerce):
     """The `Store` protocol on one SQLite file.
 
     Two connections per object. Reads run on the event loop thread: they are short, and in
@@ -395,8 +424,14 @@ class SQLiteStore:
                 if not self._in_memory:
                     writer.execute("PRAGMA journal_mode = WAL")  # persists in the file
                 writer.execute("PRAGMA cache_size = -65536")  # 64 MiB for bulk writes
+                # A big import grows the WAL; truncate it after checkpoints, not keep it.
+                writer.execute("PRAGMA journal_size_limit = 67108864")
                 _migrate(writer)
-                reader = writer if self._in_memory else self._connect()
+                if self._in_memory:
+                    reader = writer
+                else:
+                    reader = self._connect()
+                    reader.execute("PRAGMA query_only = ON")
             except BaseException:
                 writer.close()
                 raise
@@ -857,7 +892,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
             raise StoreError(
                 f"the database has schema version {found}; this release knows {SCHEMA_VERSION}"
             )
-        for statement in _SCHEMA.split(";"):
+        for statement in (_SCHEMA + ";" + COMMERCE_SCHEMA).split(";"):
             if statement.strip():
                 conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -1,0 +1,72 @@
+"""POST /v1/events: sendBeacon (text/plain) or JSON batches of shopper events."""
+
+from __future__ import annotations
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..events import MAX_EVENTS, Rejected, StoredEvent, validate_event
+from ..exceptions import ApiError, ValidationFailed
+from ..storage.base import StoreRecord
+from ..types import DAY_MS, now_ms
+from .common import (
+    BROWSER_BODY_LIMIT,
+    cors_headers,
+    engine,
+    json_response,
+    publishable_store,
+    read_body,
+)
+
+NOT_A_BATCH = 'The body must be a JSON object {"key": ..., "events": [...]}.'
+
+
+async def post_events(request: Request) -> Response:
+    record: StoreRecord | None = None
+    try:
+        raw = await read_body(request, BROWSER_BODY_LIMIT)
+        try:
+            batch = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            batch = None
+        body_key = batch.get("key") if isinstance(batch, dict) else None
+        record = await publishable_store(request, body_key if isinstance(body_key, str) else None)
+        events = batch.get("events") if isinstance(batch, dict) else None
+        if not isinstance(events, list):
+            raise ValidationFailed(
+                NOT_A_BATCH, details=[{"field": "events", "message": NOT_A_BATCH}]
+            )
+        if len(events) > MAX_EVENTS:
+            raise ValidationFailed(
+                f"A batch holds at most {MAX_EVENTS} events.",
+                details=[{"field": "events", "message": f"at most {MAX_EVENTS} events"}],
+            )
+        now = now_ms()
+        good: list[StoredEvent] = []
+        rejected: list[Rejected] = []
+        seen: set[str] = set()
+        duplicates = 0
+        for index, raw_event in enumerate(events):
+            result = validate_event(index, raw_event, record.id, record.signing_keys, now)
+            if isinstance(result, Rejected):
+                rejected.append(result)
+            elif result.id in seen:
+                duplicates += 1
+            else:
+                seen.add(result.id)
+                good.append(result)
+        fresh = await engine(request).store.record_events(record.id, good, now - DAY_MS)
+        accepted = sum(fresh)
+        duplicates += len(fresh) - accepted
+        return json_response(
+            {
+                "accepted": accepted,
+                "duplicates": duplicates,
+                "rejected": [r.as_dict() for r in rejected],
+            },
+            202,
+            cors_headers(request, record),
+        )
+    except ApiError as exc:
+        return json_response(exc.body(), exc.status_code, cors_headers(request, record))

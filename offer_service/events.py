@@ -1,0 +1,100 @@
+"""Shopper events (impression, click, accept, decline, view): validation of each event on its own.
+
+A batch is never all-or-nothing: every event is checked separately, the good ones are stored and
+each bad one is reported with its index and a stable code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .storage.base import SigningKey
+from .tokens import BadToken, verify
+
+EventType = Literal["impression", "click", "accept", "decline", "view"]
+EVENT_TYPES: frozenset[str] = frozenset(("impression", "click", "accept", "decline", "view"))
+MAX_EVENTS = 100
+MAX_ID_LENGTH = 64
+# Events stamped further than this from the server's clock are implausible: rejected.
+MAX_CLOCK_SKEW_MS = 7 * 86_400_000
+
+INVALID_EVENT = "invalid_event"
+BAD_TOKEN = "bad_token"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """A validated event with the offer it refers to, as its token proved it."""
+
+    id: str
+    type: str
+    ts_ms: int
+    received_ms: int
+    visitor_id: str | None
+    surface: str
+    kind: str
+    product_id: str
+    offer_id: str
+    order_id: str | None
+    arm: str | None
+    offer_price: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    index: int
+    code: str
+    field: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"index": self.index, "code": self.code}
+        if self.field:
+            out["field"] = self.field
+        return out
+
+
+def validate_event(
+    index: int, raw: object, store_id: str, keys: Sequence[SigningKey], now_ms: int
+) -> StoredEvent | Rejected:
+    """One event of a batch: a StoredEvent, or why it was rejected."""
+    if not isinstance(raw, dict):
+        return Rejected(index, INVALID_EVENT)
+    event_id = raw.get("id")
+    if not isinstance(event_id, str) or not 1 <= len(event_id) <= MAX_ID_LENGTH:
+        return Rejected(index, INVALID_EVENT, "id")
+    event_type = raw.get("type")
+    if event_type not in EVENT_TYPES:
+        return Rejected(index, INVALID_EVENT, "type")
+    ts = raw.get("ts")
+    if type(ts) is not int or abs(ts - now_ms) > MAX_CLOCK_SKEW_MS:
+        return Rejected(index, INVALID_EVENT, "ts")
+    visitor_id = raw.get("visitor_id")
+    if visitor_id is not None and (not isinstance(visitor_id, str) or len(visitor_id) > 128):
+        return Rejected(index, INVALID_EVENT, "visitor_id")
+    token = raw.get("token")
+    if not isinstance(token, str):
+        return Rejected(index, INVALID_EVENT, "token")
+    try:
+        claims = verify(token, keys, now_ms / 1000)
+    except BadToken:
+        return Rejected(index, BAD_TOKEN, "token")
+    if claims.store_id != store_id:
+        return Rejected(index, BAD_TOKEN, "token")
+    return StoredEvent(
+        id=event_id,
+        type=str(event_type),
+        ts_ms=ts,
+        received_ms=now_ms,
+        visitor_id=visitor_id or None,
+        surface=claims.surface,
+        kind=claims.kind,
+        product_id=claims.product_id,
+        offer_id=claims.offer_id,
+        order_id=claims.order_id,
+        arm=claims.arm,
+        offer_price=claims.offer_price,
+        currency=claims.currency,
+    )

@@ -1,0 +1,317 @@
+"""SQLite tables where money and measurement meet: events, idempotency keys and accepts."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import orjson
+
+from ..orders import OrderLine
+from .base import IdempotencyClaim, Reservation, StoreRecord
+
+if TYPE_CHECKING:
+    from ..events import StoredEvent
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    store_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    visitor_id TEXT,
+    surface TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    product_id TEXT NOT NULL,
+    offer_id TEXT NOT NULL,
+    order_id TEXT,
+    arm TEXT,
+    offer_price INTEGER NOT NULL,
+    currency TEXT NOT NULL,
+    PRIMARY KEY (store_id, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS events_by_time ON events (store_id, received_ms);
+
+CREATE TABLE IF NOT EXISTS event_counters (
+    store_id TEXT NOT NULL,
+    surface TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    product_id TEXT NOT NULL,
+    arm TEXT NOT NULL,
+    type TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (store_id, surface, kind, product_id, arm, type)
+) WITHOUT ROWID;
+
+-- state: 'running' (owner holds it since started_ms) or 'done' (status and body replayable).
+CREATE TABLE IF NOT EXISTS idempotency (
+    store_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    state TEXT NOT NULL,
+    status INTEGER NOT NULL DEFAULT 0,
+    body BLOB NOT NULL DEFAULT x'',
+    started_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    PRIMARY KEY (store_id, key)
+) WITHOUT ROWID;
+
+-- One row per offer accepted (or being accepted) on an order. state: 'reserved' or 'charged'.
+CREATE TABLE IF NOT EXISTS accepts (
+    store_id TEXT NOT NULL,
+    order_id TEXT NOT NULL,
+    product_id TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    state TEXT NOT NULL,
+    charge_id TEXT,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (store_id, order_id, product_id)
+) WITHOUT ROWID
+"""
+
+_INSERT_EVENT = """
+INSERT OR IGNORE INTO events (store_id, id, type, ts_ms, received_ms, visitor_id, surface, kind,
+    product_id, offer_id, order_id, arm, offer_price, currency)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+_COUNT_EVENT = """
+INSERT INTO event_counters (store_id, surface, kind, product_id, arm, type, n)
+VALUES (?, ?, ?, ?, ?, ?, 1)
+ON CONFLICT (store_id, surface, kind, product_id, arm, type) DO UPDATE SET n = n + 1
+"""
+
+_SIGNAL = """
+INSERT INTO visitor_signals (store_id, visitor_id, kind, product_id, at_ms) VALUES (?, ?, ?, ?, ?)
+"""
+
+# Event types that are also a visitor's signals for the per-visitor filters.
+_SIGNAL_TYPES = frozenset(("impression", "click", "decline", "accept"))
+
+
+class SQLiteCommerce:
+    """Mixed into SQLiteStore: the event, idempotency and accept parts of the Store protocol."""
+
+    if TYPE_CHECKING:
+
+        def _query(self, action: str, sql: str, params: Any = ()) -> list[Any]: ...
+        async def _write(self, action: str, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+        async def get_store(self, store_id: str) -> StoreRecord | None: ...
+
+    async def record_events(
+        self, store_id: str, events: Sequence[StoredEvent], dedupe_since_ms: int
+    ) -> list[bool]:
+        if not events:
+            return []
+
+        def insert(conn: sqlite3.Connection) -> list[bool]:
+            fresh = []
+            for e in events:
+                cursor = conn.execute(
+                    _INSERT_EVENT,
+                    (
+                        store_id,
+                        e.id,
+                        e.type,
+                        e.ts_ms,
+                        e.received_ms,
+                        e.visitor_id,
+                        e.surface,
+                        e.kind,
+                        e.product_id,
+                        e.offer_id,
+                        e.order_id,
+                        e.arm,
+                        e.offer_price,
+                        e.currency,
+                    ),
+                )
+                # Ids are kept for good, so "seen in the last 24 h" is always caught; an id
+                # older than the window is a duplicate too (stricter than the contract needs).
+                new = cursor.rowcount == 1
+                fresh.append(new)
+                if not new:
+                    continue
+                conn.execute(
+                    _COUNT_EVENT, (store_id, e.surface, e.kind, e.product_id, e.arm or "", e.type)
+                )
+                if e.visitor_id and e.type in _SIGNAL_TYPES:
+                    conn.execute(_SIGNAL, (store_id, e.visitor_id, e.type, e.product_id, e.ts_ms))
+            return fresh
+
+        return await self._write("record events", insert)
+
+    async def event_counters(self, store_id: str) -> dict[tuple[str, str, str, str, str], int]:
+        rows = self._query(
+            "read event counters",
+            "SELECT surface, kind, product_id, arm, type, n FROM event_counters WHERE store_id = ?",
+            (store_id,),
+        )
+        return {(s, k, p, a, t): n for s, k, p, a, t, n in rows}
+
+    async def claim_idempotency(
+        self,
+        store_id: str,
+        key: str,
+        fingerprint: str,
+        owner: str,
+        now_ms: int,
+        *,
+        lease_ms: int,
+        ttl_ms: int,
+    ) -> IdempotencyClaim:
+        def claim(conn: sqlite3.Connection) -> IdempotencyClaim:
+            row = conn.execute(
+                "SELECT fingerprint, state, status, body, started_ms, expires_ms FROM idempotency"
+                " WHERE store_id = ? AND key = ?",
+                (store_id, key),
+            ).fetchone()
+            if row is not None and row[5] <= now_ms:
+                conn.execute(
+                    "DELETE FROM idempotency WHERE store_id = ? AND key = ?", (store_id, key)
+                )
+                row = None
+            if row is None:
+                conn.execute(
+                    "INSERT INTO idempotency (store_id, key, fingerprint, owner, state,"
+                    " started_ms, expires_ms) VALUES (?, ?, ?, ?, 'running', ?, ?)",
+                    (store_id, key, fingerprint, owner, now_ms, now_ms + ttl_ms),
+                )
+                return IdempotencyClaim("claimed")
+            found_fingerprint, state, status, body, started_ms, _ = row
+            if found_fingerprint != fingerprint:
+                return IdempotencyClaim("mismatch")
+            if state == "done":
+                return IdempotencyClaim("done", status, bytes(body))
+            if now_ms - started_ms < lease_ms:
+                return IdempotencyClaim("in_progress")
+            # The owner died mid-request: take the claim over.
+            conn.execute(
+                "UPDATE idempotency SET owner = ?, started_ms = ? WHERE store_id = ? AND key = ?",
+                (owner, now_ms, store_id, key),
+            )
+            return IdempotencyClaim("claimed")
+
+        return await self._write("claim an idempotency key", claim)
+
+    async def complete_idempotency(
+        self, store_id: str, key: str, owner: str, status: int, body: bytes
+    ) -> None:
+        def complete(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE idempotency SET state = 'done', status = ?, body = ?"
+                " WHERE store_id = ? AND key = ? AND owner = ?",
+                (status, body, store_id, key, owner),
+            )
+
+        await self._write("complete an idempotency key", complete)
+
+    async def release_idempotency(self, store_id: str, key: str, owner: str) -> None:
+        def release(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "DELETE FROM idempotency WHERE store_id = ? AND key = ? AND owner = ?"
+                " AND state = 'running'",
+                (store_id, key, owner),
+            )
+
+        await self._write("release an idempotency key", release)
+
+    async def reserve_accept(
+        self,
+        store_id: str,
+        order_id: str,
+        product_id: str,
+        idempotency_key: str,
+        *,
+        cap: int,
+        now_ms: int,
+        lease_ms: int,
+    ) -> Reservation:
+        def reserve(conn: sqlite3.Connection) -> Reservation:
+            row = conn.execute(
+                "SELECT idempotency_key, state, updated_ms FROM accepts"
+                " WHERE store_id = ? AND order_id = ? AND product_id = ?",
+                (store_id, order_id, product_id),
+            ).fetchone()
+            if row is not None:
+                held_by, state, updated_ms = row
+                if held_by == idempotency_key:
+                    # Our own reservation, left by a request that died: carry on. If it was
+                    # even charged, the charge is repeated with the same processor key, which
+                    # the processor answers without charging again.
+                    return "reserved"
+                if state == "charged":
+                    return "already_accepted"
+                if now_ms - updated_ms < lease_ms:
+                    return "in_progress"
+                conn.execute(
+                    "UPDATE accepts SET idempotency_key = ?, updated_ms = ?"
+                    " WHERE store_id = ? AND order_id = ? AND product_id = ?",
+                    (idempotency_key, now_ms, store_id, order_id, product_id),
+                )
+                return "reserved"
+            (taken,) = conn.execute(
+                "SELECT COUNT(*) FROM accepts WHERE store_id = ? AND order_id = ?",
+                (store_id, order_id),
+            ).fetchone()
+            if taken >= cap:
+                return "cap_reached"
+            conn.execute(
+                "INSERT INTO accepts (store_id, order_id, product_id, idempotency_key, state,"
+                " updated_ms) VALUES (?, ?, ?, ?, 'reserved', ?)",
+                (store_id, order_id, product_id, idempotency_key, now_ms),
+            )
+            return "reserved"
+
+        return await self._write("reserve an accept", reserve)
+
+    async def cancel_accept(
+        self, store_id: str, order_id: str, product_id: str, idempotency_key: str
+    ) -> None:
+        def cancel(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "DELETE FROM accepts WHERE store_id = ? AND order_id = ? AND product_id = ?"
+                " AND idempotency_key = ? AND state = 'reserved'",
+                (store_id, order_id, product_id, idempotency_key),
+            )
+
+        await self._write("cancel an accept", cancel)
+
+    async def complete_accept(
+        self, store_id: str, order_id: str, line: OrderLine, charge_id: str, now_ms: int
+    ) -> None:
+        from .sqlite import add_bought_line
+
+        def complete(conn: sqlite3.Connection) -> None:
+            cursor = conn.execute(
+                "UPDATE accepts SET state = 'charged', charge_id = ?, updated_ms = ?"
+                " WHERE store_id = ? AND order_id = ? AND product_id = ? AND state = 'reserved'",
+                (charge_id, now_ms, store_id, order_id, line.product_id),
+            )
+            if cursor.rowcount == 1:  # not when a retry completes an accept already charged
+                add_bought_line(conn, store_id, order_id, line, now_ms)
+
+        await self._write("complete an accept", complete)
+
+    async def rotate_webhook_secret(self, store_id: str, new_secret: str) -> StoreRecord:
+        def rotate(conn: sqlite3.Connection) -> None:
+            row = conn.execute(
+                "SELECT webhook_secrets FROM stores WHERE id = ?", (store_id,)
+            ).fetchone()
+            if row is None:
+                raise sqlite3.DatabaseError(f"unknown store {store_id!r}")
+            current = orjson.loads(row[0])
+            conn.execute(
+                "UPDATE stores SET webhook_secrets = ?, version = version + 1 WHERE id = ?",
+                (orjson.dumps([new_secret, *current[:1]]), store_id),
+            )
+
+        await self._write("rotate the webhook secret", rotate)
+        record = await self.get_store(store_id)
+        assert record is not None
+        return record
