@@ -10,6 +10,13 @@ from pydantic.json_schema import models_json_schema
 
 from . import __version__
 from .models import (
+    AcceptRequest,
+    AcceptResponse,
+    DeclineRequest,
+    DeclineResponse,
+    EventsRequest,
+    EventsResponse,
+    WebhookSecretResponse,
     CatalogImportResponse,
     CatalogPage,
     ErrorResponse,
@@ -70,6 +77,54 @@ OPERATIONS: list[Operation] = [
         "publishable",
         {200: OffersResponse, **ERRORS},
         body=OffersRequest,
+    ),
+    Operation(
+        "post",
+        "/v1/events",
+        "Record shopper events (text/plain from sendBeacon, or JSON)",
+        "publishable",
+        {202: EventsResponse, 401: ErrorResponse, 413: ErrorResponse, 422: ErrorResponse},
+        body=EventsRequest,
+        body_types=("application/json", "text/plain"),
+    ),
+    Operation(
+        "post",
+        "/v1/accept",
+        "One-click post-purchase accept (Idempotency-Key header required)",
+        "publishable",
+        {
+            200: AcceptResponse,
+            400: ErrorResponse,
+            402: ErrorResponse,
+            409: ErrorResponse,
+            410: ErrorResponse,
+            502: ErrorResponse,
+            **ERRORS,
+        },
+        body=AcceptRequest,
+        params=[
+            _param(
+                "Idempotency-Key",
+                "header",
+                {"type": "string", "minLength": 1, "maxLength": 255},
+                required=True,
+            )
+        ],
+    ),
+    Operation(
+        "post",
+        "/v1/decline",
+        "Decline an offer; on thank_you, get at most one cheaper alternative",
+        "publishable",
+        {200: DeclineResponse, 410: ErrorResponse, **ERRORS},
+        body=DeclineRequest,
+    ),
+    Operation(
+        "post",
+        "/v1/admin/webhook-secret/rotate",
+        "Make a new webhook secret current; the previous one keeps verifying",
+        "secret",
+        {200: WebhookSecretResponse, 401: ErrorResponse, 403: ErrorResponse},
     ),
     Operation(
         "put",
@@ -167,7 +222,8 @@ def document() -> dict[str, Any]:
             params.append(_param("key", "query", {"type": "string"}))
         if params:
             item["parameters"] = params
-        if op.body is not None or op.body_list_of is not None or op.method in ("post", "put"):
+        has_body = op.body is not None or op.body_list_of is not None
+        if has_body or op.body_types != ("application/json",):
             if op.body is not None:
                 schema: dict[str, Any] = ref(op.body)
             elif op.body_list_of is not None:
