@@ -12,14 +12,13 @@ from . import __version__
 from .models import (
     AcceptRequest,
     AcceptResponse,
-    DeclineRequest,
-    DeclineResponse,
-    EventsRequest,
-    EventsResponse,
-    WebhookSecretResponse,
     CatalogImportResponse,
     CatalogPage,
+    DeclineRequest,
+    DeclineResponse,
     ErrorResponse,
+    EventsRequest,
+    EventsResponse,
     Health,
     NeighborsResponse,
     OffersRequest,
@@ -28,6 +27,7 @@ from .models import (
     ProductOut,
     ReturnRequest,
     ReturnsResponse,
+    WebhookSecretResponse,
 )
 from .policy import StoreRules
 
