@@ -274,3 +274,27 @@ def test_cors_answers_only_the_stores_origins(
         )
         assert r.headers.get("vary") == "Origin"
         assert (r.headers.get("access-control-allow-origin") == origin) is allowed
+
+
+@pytest.mark.parametrize("path", ["/v1/offers", "/v1/events", "/v1/accept", "/v1/decline"])
+def test_preflight_allows_only_the_stores_origins(demo_server: LiveServer, path: str) -> None:
+    with demo_server.client() as c:
+        ok = c.options(
+            path,
+            params={"key": "pk_demo"},
+            headers={
+                "Origin": "http://localhost:5173",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type,idempotency-key",
+            },
+        )
+        assert ok.status_code == 204
+        assert ok.headers["access-control-allow-origin"] == "http://localhost:5173"
+        assert "Idempotency-Key" in ok.headers["access-control-allow-headers"]
+        assert ok.headers["vary"] == "Origin"
+        evil = c.options(
+            path, params={"key": "pk_demo"}, headers={"Origin": "https://evil.example"}
+        )
+        assert "access-control-allow-origin" not in evil.headers
+        no_key = c.options(path, headers={"Origin": "http://localhost:5173"})
+        assert "access-control-allow-origin" not in no_key.headers

@@ -81,7 +81,7 @@
       m.amount / (ZERO.includes(m.currency) ? 1 : 100)
     );
   const post = (path, body, headers) =>
-    fetch(endpoint + '/v1/' + path, {
+    fetch(endpoint + '/v1/' + path + '?key=' + encodeURIComponent(key), {
       method: 'POST',
       credentials: 'omit',
       headers: Object.assign({ 'Content-Type': 'application/json' }, headers),
