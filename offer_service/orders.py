@@ -28,6 +28,8 @@ class Order:
     customer_id: str | None = None
     visitor_id: str | None = None
     status: OrderStatus = "placed"
+    # Product ids sent back so far (the whole order once `status` is "returned").
+    returned: tuple[ProductId, ...] = ()
 
     @property
     def product_ids(self) -> frozenset[ProductId]:
@@ -47,3 +49,13 @@ class ProductReturn:
     at_ms: int
     order_id: OrderId | None = None
     customer_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedOffer:
+    """An offer accepted one-click and charged: its line was appended to the order."""
+
+    order_id: OrderId
+    product_id: ProductId
+    charge_id: str
+    at_ms: int

@@ -185,3 +185,32 @@ async def test_rotating_the_webhook_secret_keeps_the_previous_one(store: Store) 
     assert rotated.webhook_secrets == ("whsec_new", record.webhook_secret)
     again = await store.rotate_webhook_secret(record.id, "whsec_newer")
     assert again.webhook_secrets == ("whsec_newer", "whsec_new")
+
+
+async def test_orders_events_and_accepts_are_read_back_by_time_range(store: Store) -> None:
+    from offer_service.orders import ProductReturn
+
+    record = await new_store(store)
+    await store.upsert_products(record.id, [product("a"), product("b")])
+    await store.add_orders(
+        record.id,
+        [order("o1", ["a"], at_ms=NOW - 10, customer="c1"), order("o2", ["a", "b"], at_ms=NOW)],
+    )
+    await store.add_returns(record.id, [ProductReturn(("a",), NOW, order_id="o2")])
+    orders = [o async for o in store.iter_orders(record.id, NOW - 10, NOW + 1)]
+    assert [o.id for o in orders] == ["o1", "o2"]
+    assert orders[1].returned == ("a",) and orders[1].status == "placed"
+    assert [o.id async for o in store.iter_orders(record.id, NOW - 5, NOW + 1)] == ["o2"]
+
+    await store.record_events(record.id, [event("e1"), event("e2", "click")], NOW - TTL)
+    events = [e async for e in store.iter_events(record.id, NOW, NOW + 1)]
+    assert [(e.id, e.type, e.product_id, e.offer_price) for e in events] == [
+        ("e1", "impression", "p1", 900),
+        ("e2", "click", "p1", 900),
+    ]
+    assert [e async for e in store.iter_events(record.id, NOW + 1, NOW + 2)] == []
+
+    await store.reserve_accept(record.id, "o1", "b", "k", cap=3, now_ms=NOW, lease_ms=LEASE)
+    await store.complete_accept(record.id, "o1", OrderLine("b", 1, 900), "ch_9", NOW)
+    accepts = [a async for a in store.iter_accepts(record.id, NOW, NOW + 1)]
+    assert [(a.order_id, a.product_id, a.charge_id) for a in accepts] == [("o1", "b", "ch_9")]

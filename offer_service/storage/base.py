@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from ..catalog import Product
-from ..orders import Order, OrderLine, ProductReturn
+from ..orders import AcceptedOffer, Order, OrderLine, ProductReturn
 from ..policy import StoreRules
 
 if TYPE_CHECKING:
@@ -156,6 +156,10 @@ class Store(Protocol):
         ...
 
     async def get_order(self, store_id: str, order_id: str) -> Order | None: ...
+    def iter_orders(self, store_id: str, since_ms: int, until_ms: int) -> AsyncIterator[Order]:
+        """Orders placed in [since_ms, until_ms), oldest first, with lines, status and returns."""
+        ...
+
     async def add_returns(self, store_id: str, returns: Sequence[ProductReturn]) -> int:
         """Record returns; a return naming every line of an order marks the order returned."""
         ...
@@ -221,6 +225,18 @@ class Store(Protocol):
 
     async def event_counters(self, store_id: str) -> dict[tuple[str, str, str, str, str], int]:
         """Event counts by (surface, kind, product_id, arm or "", type)."""
+        ...
+
+    def iter_events(
+        self, store_id: str, since_ms: int, until_ms: int
+    ) -> AsyncIterator[StoredEvent]:
+        """Stored events received in [since_ms, until_ms), oldest first."""
+        ...
+
+    def iter_accepts(
+        self, store_id: str, since_ms: int, until_ms: int
+    ) -> AsyncIterator[AcceptedOffer]:
+        """Charged one-click accepts completed in [since_ms, until_ms), oldest first."""
         ...
 
     # one-click accept

@@ -237,6 +237,23 @@ def _basket(lines: bytes) -> frozenset[str]:
     return frozenset(line[0] for line in orjson.loads(lines))
 
 
+_ORDER_COLUMNS = "id, placed_at_ms, currency, customer_id, visitor_id, status, lines, returned"
+
+
+def _order(row: tuple[Any, ...]) -> Order:
+    order_id, placed_at_ms, currency, customer_id, visitor_id, status, lines, returned = row
+    return Order(
+        id=order_id,
+        placed_at_ms=placed_at_ms,
+        currency=currency,
+        lines=tuple(OrderLine(*line) for line in orjson.loads(lines)),
+        customer_id=customer_id,
+        visitor_id=visitor_id,
+        status=cast(OrderStatus, status),
+        returned=tuple(orjson.loads(returned)),
+    )
+
+
 def _store_record(row: tuple[Any, ...]) -> StoreRecord:
     store_id, name, pk, sk, webhook_secrets, signing_keys, rules, created_at_ms = row
     return StoreRecord(
@@ -659,22 +676,22 @@ class SQLiteStore(SQLiteCommerce):
     async def get_order(self, store_id: str, order_id: str) -> Order | None:
         rows = self._query(
             "read an order",
-            "SELECT placed_at_ms, currency, customer_id, visitor_id, status, lines FROM orders"
-            " WHERE store_id = ? AND id = ?",
+            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE store_id = ? AND id = ?",
             (store_id, order_id),
         )
-        if not rows:
-            return None
-        placed_at_ms, currency, customer_id, visitor_id, status, lines = rows[0]
-        return Order(
-            id=order_id,
-            placed_at_ms=placed_at_ms,
-            currency=currency,
-            lines=tuple(OrderLine(*line) for line in orjson.loads(lines)),
-            customer_id=customer_id,
-            visitor_id=visitor_id,
-            status=cast(OrderStatus, status),
+        return _order(rows[0]) if rows else None
+
+    async def iter_orders(
+        self, store_id: str, since_ms: int, until_ms: int
+    ) -> AsyncIterator[Order]:
+        rows = self._query(
+            "read orders",
+            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE store_id = ?"
+            " AND placed_at_ms >= ? AND placed_at_ms < ? ORDER BY placed_at_ms, id",
+            (store_id, since_ms, until_ms),
         )
+        for row in rows:
+            yield _order(row)
 
     async def add_returns(self, store_id: str, returns: Sequence[ProductReturn]) -> int:
         """Record returns against the customer named and the order's buyer; the count of

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
-from ..orders import OrderLine
+from ..orders import AcceptedOffer, OrderLine
 from .base import IdempotencyClaim, Reservation, StoreRecord
 
 if TYPE_CHECKING:
@@ -153,6 +153,34 @@ class SQLiteCommerce:
             (store_id,),
         )
         return {(s, k, p, a, t): n for s, k, p, a, t, n in rows}
+
+    async def iter_events(
+        self, store_id: str, since_ms: int, until_ms: int
+    ) -> AsyncIterator[StoredEvent]:
+        from ..events import StoredEvent
+
+        rows = self._query(
+            "read events",
+            "SELECT id, type, ts_ms, received_ms, visitor_id, surface, kind, product_id, offer_id,"
+            " order_id, arm, offer_price, currency FROM events WHERE store_id = ?"
+            " AND received_ms >= ? AND received_ms < ? ORDER BY received_ms, id",
+            (store_id, since_ms, until_ms),
+        )
+        for row in rows:
+            yield StoredEvent(*row)
+
+    async def iter_accepts(
+        self, store_id: str, since_ms: int, until_ms: int
+    ) -> AsyncIterator[AcceptedOffer]:
+        rows = self._query(
+            "read accepts",
+            "SELECT order_id, product_id, charge_id, updated_ms FROM accepts WHERE store_id = ?"
+            " AND state = 'charged' AND updated_ms >= ? AND updated_ms < ?"
+            " ORDER BY updated_ms, order_id, product_id",
+            (store_id, since_ms, until_ms),
+        )
+        for row in rows:
+            yield AcceptedOffer(*row)
 
     async def claim_idempotency(
         self,
