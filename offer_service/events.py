@@ -66,7 +66,8 @@ def validate_event(
     if not isinstance(event_id, str) or not 1 <= len(event_id) <= MAX_ID_LENGTH:
         return Rejected(index, INVALID_EVENT, "id")
     event_type = raw.get("type")
-    if event_type not in EVENT_TYPES:
+    # A str check first: an unhashable value (a JSON object) cannot be looked up in a set.
+    if not isinstance(event_type, str) or event_type not in EVENT_TYPES:
         return Rejected(index, INVALID_EVENT, "type")
     ts = raw.get("ts")
     if type(ts) is not int or abs(ts - now_ms) > MAX_CLOCK_SKEW_MS:

@@ -154,3 +154,16 @@ def test_signed_admin_writes_are_verified(demo_server: LiveServer) -> None:
             headers={"Authorization": "Bearer sk_demo", "X-Offer-Signature": forged},
         )
         assert r.status_code == 401
+
+
+def test_an_event_with_an_object_for_its_type_is_rejected_not_a_500(
+    demo_server: LiveServer,
+) -> None:
+    # Found by schemathesis: an unhashable "type" used to crash the batch.
+    with demo_server.client() as c:
+        r = c.post(
+            "/v1/events",
+            json={"key": "pk_demo", "events": [{"id": "0", "type": {}, "token": "x", "ts": 0}]},
+        )
+        assert r.status_code == 202
+        assert r.json()["rejected"] == [{"index": 0, "code": "invalid_event", "field": "type"}]
