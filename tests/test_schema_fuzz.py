@@ -43,6 +43,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 @schema.parametrize()
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-def test_every_operation_answers_within_its_schema(case: schemathesis.Case, live: LiveServer) -> None:
+def test_every_operation_answers_within_its_schema(
+    case: schemathesis.Case, live: LiveServer
+) -> None:
     headers = {"Authorization": "Bearer sk_demo", "X-Offer-Key": "pk_demo"}
     case.call_and_validate(base_url=live.url, headers=headers, checks=CHECKS)
