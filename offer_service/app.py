@@ -12,13 +12,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .endpoints import accept, admin, events, offers, ops
+from .endpoints import accept, admin, dashboard, events, offers, ops
+from .endpoints import metrics as report
 from .endpoints.common import json_response
 from .engine import Engine
-from .exceptions import ApiError
+from .exceptions import ApiError, StoreUnavailable, store_unavailable
 from .settings import Settings
+from .spool import Spool
 from .storage import open_store
-from .telemetry import Metrics, RequestContext
+from .telemetry import Metrics, RequestContext, configure_logging
+from .worker import background
 
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 BROWSER_ROUTES = ("/v1/offers", "/v1/events", "/v1/accept", "/v1/decline")
@@ -40,22 +43,35 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _store_unavailable(request: Request, exc: Exception) -> Response:
+    # Only what cannot be answered from the in-process cache gets here (a cache miss, an
+    # admin write, a one-click accept): fail closed, fast, and say when to retry.
+    error = store_unavailable()
+    return json_response(error.body(), error.status_code, error.headers)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
+    configure_logging(settings.log_level)
     store = open_store(settings.store_url)
     engine = Engine(store)
     metrics = Metrics()
+    spool = Spool(settings.spool_dir)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
         if settings.demo:
             from .demo import install_demo
+            from .storefront import charge_url_from_env
 
-            await install_demo(store)
+            await install_demo(store, charge_url_from_env())
         try:
-            yield
+            async with background(store, spool, aggregate=settings.aggregator):
+                yield
         finally:
+            spool.close()
+            await engine.exposures.close()
             await engine.charger.close()
             await store.close()
 
@@ -74,19 +90,32 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/v1/admin/rules", admin.put_rules, methods=["PUT"]),
         Route("/v1/admin/rules", admin.get_rules, methods=["GET"]),
         Route("/v1/admin/webhook-secret/rotate", admin.rotate_webhook_secret, methods=["POST"]),
+        Route("/v1/admin/metrics", report.get_metrics, methods=["GET"]),
+        Route("/dashboard", dashboard.get_dashboard, methods=["GET"]),
+        Route("/dashboard/report.csv", dashboard.get_dashboard_csv, methods=["GET"]),
+        Route("/dashboard/{name}", dashboard.get_asset, methods=["GET"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),
         Route("/openapi.json", ops.openapi_json, methods=["GET"]),
         Route("/sdk/v1/{name}", ops.sdk, methods=["GET"]),
     ]
+    if settings.demo:
+        from . import storefront
+
+        routes += storefront.routes()
     app = Starlette(
         routes=routes,
         middleware=[Middleware(RequestContext, metrics=metrics)],
-        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            StoreUnavailable: _store_unavailable,
+        },
         lifespan=lifespan,
     )
     app.state.engine = engine
+    app.state.spool = spool
     app.state.metrics = metrics
     app.state.settings = settings
     return app

@@ -172,21 +172,24 @@ def _ladder(inputs: CandidateInputs) -> list[Candidate]:
 
 def _affinity(inputs: CandidateInputs, anchor_ids: frozenset[str]) -> list[Candidate]:
     per_anchor: dict[str, dict[str, float]] = {}
+    # The anchor that contributes most to each candidate (the first anchor on a tie), tracked
+    # while scoring: searching every anchor afterwards costs candidates x anchors, which a large
+    # cart (hundreds of lines, thousands of candidates) turns into most of the work.
+    strongest: dict[str, tuple[float, str]] = {}
+    products, basket_counts, n = inputs.products, inputs.basket_counts, inputs.basket_total
     for anchor in inputs.anchors:
+        anchor_count = basket_counts.get(anchor.id, 0)
         scores: dict[str, float] = {}
         for pc in inputs.neighbors.get(anchor.id, ()):
-            if pc.pair_count < inputs.min_pair_count or pc.product_id in anchor_ids:
+            pid = pc.product_id
+            if pc.pair_count < inputs.min_pair_count or pid in anchor_ids or pid not in products:
                 continue
-            if pc.product_id not in inputs.products:
-                continue
-            r = pair_relevance(
-                pc.pair_count,
-                inputs.basket_counts.get(anchor.id, 0),
-                inputs.basket_counts.get(pc.product_id, 0),
-                inputs.basket_total,
-            )
+            r = pair_relevance(pc.pair_count, anchor_count, basket_counts.get(pid, 0), n)
             if r > 0:
-                scores[pc.product_id] = r
+                scores[pid] = r
+                held = strongest.get(pid)
+                if held is None or r > held[0]:
+                    strongest[pid] = (r, anchor.id)
         if scores:
             per_anchor[anchor.id] = scores
     if not per_anchor:
@@ -196,14 +199,8 @@ def _affinity(inputs: CandidateInputs, anchor_ids: frozenset[str]) -> list[Candi
     for pid, relevance in combine_affinity(per_anchor).items():
         if relevance <= 0:
             continue
-        # The reason names the anchor that contributes most (first anchor on a tie).
-        strongest = max(
-            (a for a in per_anchor if pid in per_anchor[a]), key=lambda a: per_anchor[a][pid]
-        )
-        reason = f"Frequently bought with {titles[strongest]}"
-        out.append(
-            Candidate(inputs.products[pid], "cross_sell", min(relevance, 1.0), reason, "affinity")
-        )
+        reason = f"Frequently bought with {titles[strongest[pid][1]]}"
+        out.append(Candidate(products[pid], "cross_sell", min(relevance, 1.0), reason, "affinity"))
     return out
 
 

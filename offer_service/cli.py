@@ -1,4 +1,5 @@
-"""The `offer-service` command: serve, demo, stores create, import."""
+"""The `offer-service` command: serve, worker, demo, stores create, import, dashboard-url,
+simulate, evaluate."""
 
 from __future__ import annotations
 
@@ -57,6 +58,11 @@ def cmd_serve(args: argparse.Namespace, *, demo: bool = False) -> int:
     import uvicorn
 
     os.environ["OFFER_STORE_URL"] = _store_url(args)
+    # The app (in each uvicorn worker process) reads its settings from the environment.
+    if getattr(args, "spool_dir", None):
+        os.environ["OFFER_SPOOL_DIR"] = args.spool_dir
+    if getattr(args, "no_aggregator", False):
+        os.environ["OFFER_AGGREGATOR"] = "0"
     if demo:
         os.environ["OFFER_DEMO"] = "1"
         os.environ.setdefault("OFFER_DEMO_PORT", str(args.port))
@@ -72,6 +78,9 @@ def cmd_serve(args: argparse.Namespace, *, demo: bool = False) -> int:
         port=args.port,
         workers=getattr(args, "workers", 1) or 1,
         log_level="warning" if demo else "info",
+        # The app logs JSON lines itself (telemetry.configure_logging); uvicorn's access log
+        # would print query strings, which carry publishable keys and order tokens.
+        log_config=None,
         access_log=False,
     )
     return 0
@@ -201,7 +210,25 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--spool-dir",
+        help="where events wait while the store is unreachable "
+        "(default: $OFFER_SPOOL_DIR or ./offer-data/spool)",
+    )
+    serve.add_argument(
+        "--no-aggregator",
+        action="store_true",
+        help="do not aggregate the Redis event streams here (separate `worker` processes do)",
+    )
     store_url(serve)
+
+    worker = sub.add_parser(
+        "worker", help="aggregate a Redis store's event streams (apart from `serve`)"
+    )
+    worker.add_argument(
+        "--spool-dir", help="also replay spool files left by this machine's service processes"
+    )
+    store_url(worker)
 
     demo = sub.add_parser("demo", help="load the demo store and serve it with a demo storefront")
     demo.add_argument("--host", default="127.0.0.1")
@@ -225,13 +252,50 @@ def build_parser() -> argparse.ArgumentParser:
         "--currency", help="currency of prices in the file (default USD; GBP for online-retail)"
     )
     store_url(imp)
+
+    from . import dashboard, evaluate, simulate
+
+    dashboard.add_parser(sub, store_url)
+    simulate.add_parser(sub)
+    evaluate.add_parser(sub)
     return parser
+
+
+def cmd_dashboard_url(args: argparse.Namespace) -> int:
+    from .dashboard import cmd_dashboard_url as run
+
+    return run(args, _store_url(args))
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .simulate import cmd_simulate as run
+
+    return run(args)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import cmd_evaluate as run
+
+    return run(args)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from .telemetry import configure_logging
+    from .worker import run_worker
+
+    configure_logging(os.environ.get("OFFER_LOG_LEVEL", "info"))
+    asyncio.run(run_worker(_store_url(args), args.spool_dir))
+    return 0
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve,
+    "worker": cmd_worker,
     "demo": lambda a: cmd_serve(a, demo=True),
     "import": cmd_import,
+    "dashboard-url": cmd_dashboard_url,
+    "simulate": cmd_simulate,
+    "evaluate": cmd_evaluate,
 }
 
 

@@ -11,7 +11,7 @@ import random
 from .catalog import Product
 from .ingest import import_orders
 from .orders import Order, OrderLine
-from .policy import StoreRules
+from .policy import RateLimits, StoreRules
 from .storage.base import Store, StoreRecord
 from .types import DAY_MS, now_ms
 
@@ -314,7 +314,14 @@ def demo_orders(count: int = 900, seed: int = 7, end_ms: int | None = None) -> l
 
 
 def demo_rules(charge_url: str | None = None) -> StoreRules:
-    return StoreRules(allowed_origins=list(DEMO_ORIGINS), charge_url=charge_url)
+    # The demo is what load tests and the simulator point at from one address: no throttling.
+    limits = RateLimits(
+        browser_per_second=1_000_000,
+        browser_burst=1_000_000,
+        admin_per_second=1_000_000,
+        admin_burst=1_000_000,
+    )
+    return StoreRules(allowed_origins=list(DEMO_ORIGINS), charge_url=charge_url, rate_limits=limits)
 
 
 async def install_demo(store: Store, charge_url: str | None = None) -> StoreRecord:

@@ -2,7 +2,7 @@
 answers `/v1/offers` with bytes.
 
 The hot path for a warm pre-purchase request: resolve the key (cached), check the store's
-version (cached, refreshed in the background at most once a second), find the prepared list for
+version (cached, never more than a second old: see versions.py), find the prepared list for
 (store, surface, anchors, version), read the visitor's state (one store round trip, only when a
 visitor or customer is known), filter, and join cached JSON fragments. Pre-purchase tokens are
 not visitor-specific, so they are signed once per prepared list; order-bound tokens are signed
@@ -11,7 +11,8 @@ per request.
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
+import random
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -24,22 +25,26 @@ from . import decide
 from .accept import Charger
 from .candidates import CandidateInputs
 from .catalog import Product
-from .exceptions import ApiError, Forbidden, NotFound
+from .exceptions import ApiError, Forbidden, NotFound, StoreUnavailable
+from .experiments import Assignment, assign, in_holdout, variant_rules
+from .exposures import ExposureLog
+from .learning import Learner
 from .local_cache import LocalCache
 from .models import OffersRequest
 from .orders import Order
 from .policy import StoreRules
+from .ratelimit import RateLimiter
 from .rules import PricedOffer, order_suppressed
 from .storage.base import EMPTY_VISITOR, PairCount, Store, StoreRecord, VisitorState
 from .surfaces import SURFACES, Surface, clamp_limit
 from .tokens import OfferClaims, new_offer_id, order_token_valid, sign
 from .types import HOUR_MS
+from .versions import Versions
 
 NEIGHBORS_PER_ANCHOR = 50
 BEST_SELLERS_PER_CATEGORY = 20
 # A prepared list lives this long before a background refresh; its tokens live `offer_ttl`.
 PREPARED_TTL_S = 60.0
-VERSION_TTL_S = 1.0
 STORE_TTL_S = 5.0
 
 
@@ -58,12 +63,12 @@ def _iso(epoch_s: int) -> str:
     return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def in_holdout(store_id: str, visitor_id: str, share: float, experiment: str = "holdout") -> bool:
-    """Deterministic bucketing: the same visitor is always in or out of a store's holdout."""
-    if share <= 0:
-        return False
-    digest = hashlib.blake2b(f"{store_id}:{experiment}:{visitor_id}".encode(), digest_size=8)
-    return int.from_bytes(digest.digest(), "big") / 2**64 < share
+HOLDOUT_TAIL = b',"holdout":true,"experiment":null,"offers":[]}'
+
+
+def _treatment_head(assignment: Assignment | None) -> bytes:
+    arm = b"null" if assignment is None else orjson.dumps(assignment.arm)
+    return b',"holdout":false,"experiment":' + arm + b',"offers":['
 
 
 def order_subject(order: Order) -> str:
@@ -92,11 +97,21 @@ class Engine:
         self.store = store
         self.clock = clock
         self.charger = Charger()
+        self.exposures = ExposureLog(store, clock=clock)
+        self.limiter = RateLimiter()
+        # Learned P(accept) per store, refreshed in the background; `_prepare` samples from it
+        # once per prepared list, and a request only flips `explores()`'s coin.
+        self.learner = Learner(store, clock=clock)
+        self.rng = random.Random()
         self._stores: LocalCache[str, StoreRecord | None] = LocalCache(10_000, STORE_TTL_S)
-        self._versions: LocalCache[str, int] = LocalCache(10_000, VERSION_TTL_S, jitter=0.0)
+        self._versions = Versions(self.store.version, self._refresh_record)
         self._prepared: LocalCache[tuple[object, ...], Prepared] = LocalCache(
             50_000, PREPARED_TTL_S
         )
+
+    def explores(self) -> bool:
+        """Whether this response gives its last slot to an under-explored offer."""
+        return self.rng.random() < self.learner.config.explore_share
 
     # tenants and versions
 
@@ -104,7 +119,19 @@ class Engine:
         return await self._stores.get(key, lambda: self.store.store_by_key(key))
 
     async def version(self, store_id: str) -> int:
-        return await self._versions.get(store_id, lambda: self.store.version(store_id))
+        return await self._versions.get(store_id)
+
+    async def _refresh_record(self, store_id: str) -> None:
+        """Another process changed the store: its rules may have changed too."""
+        fresh = await self.store.get_store(store_id)
+        if fresh is not None:
+            for key in (fresh.publishable_key, fresh.secret_key):
+                self._stores.set(key, fresh)
+
+    def _current(self, record: StoreRecord) -> StoreRecord:
+        """The cached record, refreshed when the version changed since `record` was read."""
+        fresh = self._stores.peek(record.publishable_key)
+        return fresh if fresh is not None and fresh.id == record.id else record
 
     async def changed(self, record: StoreRecord) -> None:
         """Make a write made through this process visible to its very next request."""
@@ -116,6 +143,8 @@ class Engine:
     # the offers request
 
     async def offers(self, record: StoreRecord, req: OffersRequest, request_id: str) -> bytes:
+        version = await self.version(record.id)
+        record = self._current(record)
         rules = record.rules
         surface = req.surface
         limit = clamp_limit(surface, req.limit, rules.surface_counts.get(surface))
@@ -128,10 +157,10 @@ class Engine:
             + str(limit).encode()
         )
         if req.visitor_id and in_holdout(record.id, req.visitor_id, rules.holdout_share):
-            return head + b',"holdout":true,"experiment":null,"offers":[]}'
+            self.exposures.seen(record.id, req.visitor_id, surface, holdout=True, arm=None)
+            return head + HOLDOUT_TAIL
         now_s = self.clock()
         now_ms = int(now_s * 1000)
-        version = await self.version(record.id)
         spec = SURFACES[surface]
         if spec.post_purchase:
             return head + await self._post_purchase(record, req, version, limit, now_s)
@@ -140,17 +169,21 @@ class Engine:
             anchor_ids: tuple[str, ...] = (req.product_id or "",)
         else:
             anchor_ids = tuple(sorted({item.product_id for item in req.items or ()}))
-        key = (record.id, surface, version, anchor_ids)
+        arm = assign(record.id, rules, surface, req.visitor_id)
+        label = arm.arm if arm else None
+        key = (record.id, surface, version, anchor_ids, label)
         prepared = await self._prepared.get(
-            key, lambda: self._prepare(record, surface, anchor_ids, None, int(now_s))
+            key, lambda: self._prepare(record, surface, anchor_ids, None, int(now_s), arm)
         )
         if prepared.error is None and prepared.tokens_expire_s - now_s < PREPARED_TTL_S:
             # Served stale for too long (the store was unreachable): never hand out a token
             # that is about to expire; build it again now.
-            prepared = await self._prepare(record, surface, anchor_ids, None, int(now_s))
+            prepared = await self._prepare(record, surface, anchor_ids, None, int(now_s), arm)
             self._prepared.set(key, prepared)
         if prepared.error is not None:
             raise prepared.error
+        if req.visitor_id:
+            self.exposures.seen(record.id, req.visitor_id, surface, holdout=False, arm=label)
         visitor = await self._visitor(record, req.visitor_id, req.customer_id, rules, now_ms)
         chosen = decide.finish(
             prepared.offers,
@@ -160,12 +193,13 @@ class Engine:
             surface=surface,
             exclude=req.exclude,
             now_ms=now_ms,
+            explore=self.explores(),
         )
         parts = [
             prepared.fragments[i][0] + str(rank).encode() + prepared.fragments[i][1]
             for rank, i in enumerate(chosen, start=1)
         ]
-        return head + b',"holdout":false,"experiment":null,"offers":[' + b",".join(parts) + b"]}"
+        return head + _treatment_head(arm) + b",".join(parts) + b"]}"
 
     async def _visitor(
         self,
@@ -178,7 +212,12 @@ class Engine:
         if not visitor_id and not customer_id:
             return EMPTY_VISITOR
         since = now_ms - rules.frequency_cap.window_hours * HOUR_MS
-        return await self.store.visitor_state(record.id, visitor_id, customer_id, since)
+        try:
+            return await self.store.visitor_state(record.id, visitor_id, customer_id, since)
+        except StoreUnavailable:
+            # Offers from the cache beat no offers: without the visitor's history for a
+            # moment, a product they declined or were shown often may be offered again.
+            return EMPTY_VISITOR
 
     async def _post_purchase(
         self, record: StoreRecord, req: OffersRequest, version: int, limit: int, now_s: float
@@ -194,17 +233,28 @@ class Engine:
             raise NotFound(
                 f"Order {order_id!r} has not been sent to this store.", code="unknown_order"
             )
-        tail = b',"holdout":false,"experiment":null,"offers":['
+        surface = req.surface
+        # An email or SMS link carries no visitor id: the order's buyer is bucketed instead, so
+        # a holdout visitor's order gets no post-purchase offers either.
+        visitor_id = req.visitor_id or order.visitor_id
+        share = record.rules.holdout_share
+        if visitor_id and not req.visitor_id and in_holdout(record.id, visitor_id, share):
+            self.exposures.seen(record.id, visitor_id, surface, holdout=True, arm=None)
+            return HOLDOUT_TAIL
+        arm = assign(record.id, record.rules, surface, visitor_id)
+        label = arm.arm if arm else None
+        if visitor_id:
+            self.exposures.seen(record.id, visitor_id, surface, holdout=False, arm=label)
+        tail = _treatment_head(arm)
         if order_suppressed(order.status):
             return tail + b"]}"
-        surface = req.surface
         # The order's lines are in the key: an accepted offer appends one, and must not be
         # offered again.
         # The order's lines are in the key: an accepted offer appends one, which must not be
         # offered again.
-        key = (record.id, surface, version, ("order", order_id, len(order.lines)))
+        key = (record.id, surface, version, ("order", order_id, len(order.lines)), label)
         prepared = await self._prepared.get(
-            key, lambda: self._prepare(record, surface, (), order, int(now_s))
+            key, lambda: self._prepare(record, surface, (), order, int(now_s), arm)
         )
         if prepared.error is not None:
             raise prepared.error
@@ -220,13 +270,16 @@ class Engine:
             surface=surface,
             exclude=req.exclude,
             now_ms=now_ms,
+            explore=self.explores(),
         )
         expires = int(now_s) + record.rules.offer_ttl_seconds
         offers = []
         for rank, i in enumerate(chosen, start=1):
             offer = prepared.offers[i]
             offer_id = new_offer_id()
-            token = self.sign(record, surface, offer, offer_id, int(now_s), expires, order_id)
+            token = self.sign(
+                record, surface, offer, offer_id, int(now_s), expires, order_id, arm=arm
+            )
             offers.append(
                 orjson.dumps(
                     {
@@ -249,6 +302,8 @@ class Engine:
         issued_s: int,
         expires_s: int,
         order_id: str | None,
+        *,
+        arm: Assignment | None = None,
     ) -> str:
         product = offer.candidate.product
         claims = OfferClaims(
@@ -265,6 +320,7 @@ class Engine:
             expires_at=expires_s,
             nonce=secrets.token_urlsafe(9),
             order_id=order_id,
+            arm=arm.arm if arm else None,
         )
         return sign(claims, record.signing_keys[0])
 
@@ -277,8 +333,11 @@ class Engine:
         anchor_ids: Sequence[str],
         order: Order | None,
         now_s: int,
+        arm: Assignment | None = None,
     ) -> Prepared:
         store, sid = self.store, record.id
+        if arm is not None:
+            record = dataclasses.replace(record, rules=variant_rules(record.rules, arm.variant))
         if order is not None:
             anchor_ids = sorted(order.product_ids)
         anchors_found = await store.get_products(sid, anchor_ids)
@@ -299,14 +358,14 @@ class Engine:
             )
         anchors = tuple(anchors_found[a] for a in anchor_ids if a in anchors_found)
         inputs = await self.gather(record, surface, anchors, order)
-        offers = decide.prepare(inputs, record.rules)
+        offers = decide.prepare(inputs, record.rules, self.learner.current(record), self.rng)
         if SURFACES[surface].post_purchase:
             return Prepared(offers)
         expires = now_s + record.rules.offer_ttl_seconds
         fragments = []
         for offer in offers:
             offer_id = new_offer_id()
-            token = self.sign(record, surface, offer, offer_id, now_s, expires, None)
+            token = self.sign(record, surface, offer, offer_id, now_s, expires, None, arm=arm)
             ident = orjson.dumps(
                 {
                     "offer_id": offer_id,

@@ -8,6 +8,7 @@ OfferServiceError
 │   ├── NotFound             404
 │   └── PayloadTooLarge      413
 └── StoreError               a storage backend failed (wrapped, never shown raw)
+    └── StoreUnavailable     the backend cannot be reached now (503 store_unavailable)
 """
 
 from __future__ import annotations
@@ -74,6 +75,21 @@ class PayloadTooLarge(ApiError):
 
 class StoreError(OfferServiceError):
     """A storage backend failed; raised `from` the backend's own exception."""
+
+
+class StoreUnavailable(StoreError):
+    """The backend cannot be reached (down, restarting, too slow): a retry later may succeed.
+    Reads fall back to cached data, events to the spool; money paths fail closed with 503."""
+
+
+STORE_UNAVAILABLE = "The store is unreachable right now; retry shortly."
+
+
+def store_unavailable() -> ApiError:
+    """What a client sees when a StoreUnavailable could not be answered around (503)."""
+    return ApiError(
+        STORE_UNAVAILABLE, code="store_unavailable", status_code=503, headers={"Retry-After": "1"}
+    )
 
 
 def field_error(field: str, message: str) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from .models import (
     WebhookSecretResponse,
 )
 from .policy import StoreRules
+from .report_models import MetricsReport
 
 REF = "#/components/schemas/{model}"
 
@@ -47,6 +48,8 @@ class Operation:
     query: type[BaseModel] | None = None
     params: list[dict[str, Any]] = field(default_factory=list)
     response_type: str = "application/json"
+    # Other media types the success answer can take (as a string), chosen by `Accept`.
+    alternatives: tuple[str, ...] = ()
 
 
 def _param(name: str, where: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
@@ -59,6 +62,7 @@ ERRORS = {
     404: ErrorResponse,
     413: ErrorResponse,
     422: ErrorResponse,
+    429: ErrorResponse,
 }
 
 OPERATIONS: list[Operation] = [
@@ -83,7 +87,13 @@ OPERATIONS: list[Operation] = [
         "/v1/events",
         "Record shopper events (text/plain from sendBeacon, or JSON)",
         "publishable",
-        {202: EventsResponse, 401: ErrorResponse, 413: ErrorResponse, 422: ErrorResponse},
+        {
+            202: EventsResponse,
+            401: ErrorResponse,
+            413: ErrorResponse,
+            422: ErrorResponse,
+            429: ErrorResponse,
+        },
         body=EventsRequest,
         body_types=("application/json", "text/plain"),
     ),
@@ -124,7 +134,7 @@ OPERATIONS: list[Operation] = [
         "/v1/admin/webhook-secret/rotate",
         "Make a new webhook secret current; the previous one keeps verifying",
         "secret",
-        {200: WebhookSecretResponse, 401: ErrorResponse, 403: ErrorResponse},
+        {200: WebhookSecretResponse, 401: ErrorResponse, 403: ErrorResponse, 429: ErrorResponse},
     ),
     Operation(
         "put",
@@ -140,7 +150,13 @@ OPERATIONS: list[Operation] = [
         "/v1/admin/catalog",
         "The catalog, one page at a time",
         "secret",
-        {200: CatalogPage, 401: ErrorResponse, 403: ErrorResponse, 422: ErrorResponse},
+        {
+            200: CatalogPage,
+            401: ErrorResponse,
+            403: ErrorResponse,
+            429: ErrorResponse,
+            422: ErrorResponse,
+        },
         params=[
             _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}),
             _param("cursor", "query", {"type": "string"}),
@@ -186,7 +202,39 @@ OPERATIONS: list[Operation] = [
         "/v1/admin/rules",
         "The store's business rules",
         "secret",
-        {200: StoreRules, 401: ErrorResponse, 403: ErrorResponse},
+        {200: StoreRules, 401: ErrorResponse, 403: ErrorResponse, 429: ErrorResponse},
+    ),
+    Operation(
+        "get",
+        "/v1/admin/metrics",
+        "The measurement report (JSON, or CSV with Accept: text/csv)",
+        "secret",
+        {
+            200: MetricsReport,
+            401: ErrorResponse,
+            403: ErrorResponse,
+            429: ErrorResponse,
+            422: ErrorResponse,
+        },
+        params=[
+            _param("from", "query", {"type": "string", "description": "ISO 8601 or epoch ms"}),
+            _param("to", "query", {"type": "string", "description": "ISO 8601 or epoch ms"}),
+            _param("surface", "query", {"$ref": REF.format(model="Surface")}),
+            _param("window_days", "query", {"type": "integer", "minimum": 1, "maximum": 90}),
+        ],
+        alternatives=("text/csv",),
+    ),
+    Operation(
+        "get",
+        "/dashboard",
+        "The dashboard (secret key, or a signed link from `offer-service dashboard-url`)",
+        "none",
+        {200: None, 401: ErrorResponse},
+        params=[
+            _param(name, "query", {"type": "string"})
+            for name in ("store", "expires", "sig", "from", "to", "surface")
+        ],
+        response_type="text/html",
     ),
     Operation("get", "/healthz", "The process is up", "none", {200: Health}),
     Operation("get", "/readyz", "The store is reachable", "none", {200: Health, 503: Health}),
@@ -240,6 +288,9 @@ def document() -> dict[str, Any]:
             entry: dict[str, Any] = {"description": "OK" if status < 400 else "Error"}
             if model is not None:
                 entry["content"] = {"application/json": {"schema": ref(model)}}
+                if status < 300:
+                    for media in op.alternatives:
+                        entry["content"][media] = {"schema": {"type": "string"}}
             else:
                 entry["content"] = {op.response_type: {"schema": {"type": "string"}}}
             responses[str(status)] = entry

@@ -49,6 +49,53 @@ class FrequencyCap(_Model):
     window_hours: int = Field(24, ge=1, le=24 * 30)
 
 
+# Experiment and variant names travel in arms ("<experiment>:<variant>"), tokens and CSV reports.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$"
+
+
+class Variant(_Model):
+    """One arm of an experiment: the store's rules with these fields replaced."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    weight: float = Field(1.0, gt=0, le=1000, description="Relative share of the visitors.")
+    discounts: DiscountRules | None = None
+    value: Literal["price", "margin"] | None = Field(None, description="Ranking strategy.")
+    margin_floor: int | None = Field(None, ge=0)
+    price_band: PriceBand | None = None
+
+
+class Experiment(_Model):
+    """Named variants of rules or ranking on some surfaces; a visitor's arm is sticky (a hash of
+    store, experiment name and visitor id, independent of the holdout's)."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    surfaces: list[Surface] = Field(
+        default_factory=list, description="Surfaces it runs on; empty: every surface."
+    )
+    variants: list[Variant] = Field(min_length=2, max_length=10)
+    active: bool = True
+
+    @model_validator(mode="after")
+    def _distinct_variants(self) -> Experiment:
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError(f"experiment {self.name}: variant names must be distinct")
+        if self.name == "holdout":
+            raise ValueError("the experiment name holdout is reserved for the holdout group")
+        return self
+
+
+class RateLimits(_Model):
+    """Requests per second (sustained) and burst, per publishable key and client address on the
+    browser routes, and per secret key on the admin routes."""
+
+    # Generous enough for many shoppers behind one NAT; a page makes a handful of calls.
+    browser_per_second: float = Field(100.0, gt=0, le=1_000_000)
+    browser_burst: int = Field(200, ge=1, le=1_000_000)
+    admin_per_second: float = Field(50.0, gt=0, le=1_000_000)
+    admin_burst: int = Field(200, ge=1, le=1_000_000)
+
+
 class StoreRules(_Model):
     """`PUT /v1/admin/rules`. Every field has a default, so `{}` is a valid rule set."""
 
@@ -66,6 +113,11 @@ class StoreRules(_Model):
     charge_url: str | None = None
     min_pair_count: int = Field(2, ge=1, le=1000)
     offer_ttl_seconds: int = Field(3600, ge=60, le=7 * 86400)
+    rate_limits: RateLimits = Field(default_factory=lambda: RateLimits())
+    experiments: list[Experiment] = Field(default_factory=list, max_length=20)
+    attribution_window_days: int = Field(
+        7, ge=1, le=90, description="Days after a click in which buying the product credits it."
+    )
 
     @model_validator(mode="after")
     def _counts_within_hard_max(self) -> StoreRules:
@@ -73,4 +125,23 @@ class StoreRules(_Model):
             hard_max = SURFACES[surface].hard_max
             if not 1 <= count <= hard_max:
                 raise ValueError(f"surface_counts.{surface.value} must be between 1 and {hard_max}")
+        return self
+
+    @model_validator(mode="after")
+    def _one_experiment_per_surface(self) -> StoreRules:
+        # A visitor's arm on a surface must be unambiguous: it is the response's `experiment`.
+        names = [e.name for e in self.experiments]
+        if len(set(names)) != len(names):
+            raise ValueError("experiment names must be distinct")
+        taken: set[Surface] = set()
+        for e in self.experiments:
+            if not e.active:
+                continue
+            surfaces = set(e.surfaces or SURFACES)
+            if surfaces & taken:
+                raise ValueError(
+                    f"experiment {e.name}: another active experiment already runs on "
+                    + ", ".join(sorted(s.value for s in surfaces & taken))
+                )
+            taken |= surfaces
         return self

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping, Sequence
 
+from .learning import Learned
 from .policy import StoreRules
 from .rules import PricedOffer
 from .surfaces import SURFACES, Surface
+
+# The exploration slot considers only this many under-explored offers, best first by posterior
+# mean: trying the tail of a long candidate list teaches little and costs a draw each.
+EXPLORE_POOL = 50
+# ...and flags this many of them, so a visitor who owns or declined one still gets another.
+EXPLORERS = 3
 
 # With value = "margin" and an unknown cost, assume this share of the offer price is margin.
 # Conservative on purpose (below a typical 40-50% retail gross margin) so a guessed margin does
@@ -48,3 +56,49 @@ def rank(
         return (-score(o, surface, rules, learned.get(pid)), -o.candidate.relevance, pid)
 
     return sorted(offers, key=key)
+
+
+def sampled_p_accept(
+    offers: Sequence[PricedOffer], surface: Surface, learned: Learned, rng: random.Random
+) -> dict[str, float]:
+    """P(accept) for one ranking: a Thompson draw for each offer with enough evidence, the
+    posterior mean for an under-explored one; offers without evidence are left to the prior.
+
+    Under-explored offers are not drawn: their wide posteriors would let every new offer win
+    top slots by luck (flooding); they are tried through the bounded exploration slot instead.
+    Draws go in product-id order, so a seeded `rng` reproduces the ranking.
+    """
+    out: dict[str, float] = {}
+    drawn: list[str] = []
+    for o in offers:
+        pid = o.candidate.product.id
+        if (surface.value, pid) not in learned.evidence:
+            continue
+        if learned.explored(surface, pid):
+            drawn.append(pid)
+        else:
+            out[pid] = learned.posterior(surface, pid).mean
+    for pid in sorted(drawn):
+        out[pid] = learned.posterior(surface, pid).draw(rng)
+    return out
+
+
+def explorers(
+    ranked: Sequence[PricedOffer],
+    surface: Surface,
+    rules: StoreRules,
+    learned: Learned,
+    rng: random.Random,
+    n: int = EXPLORERS,
+) -> list[PricedOffer]:
+    """The under-explored offers to try in the exploration slot: among the first EXPLORE_POOL
+    under-explored offers of `ranked`, the `n` with the best Thompson-sampled score (relevance
+    and value still count: exploring an unrelated or worthless offer teaches nothing useful)."""
+    pool = [o for o in ranked if not learned.explored(surface, o.candidate.product.id)]
+    pool = pool[:EXPLORE_POOL]
+    sampled = []
+    for o in sorted(pool, key=lambda o: o.candidate.product.id):
+        p = learned.posterior(surface, o.candidate.product.id).draw(rng)
+        sampled.append((-score(o, surface, rules, p), o.candidate.product.id, o))
+    sampled.sort(key=lambda s: (s[0], s[1]))
+    return [o for _, _, o in sampled[:n]]

@@ -25,6 +25,8 @@ class PricedOffer:
     offer_price: int  # minor units
     margin: int | None  # offer_price - cost; None when the cost is unknown
     band_factor: float  # post-purchase price band multiplier (1.0 inside it and pre-purchase)
+    # A candidate for the per-request exploration slot (see `decide.finish`).
+    explore: bool = False
 
 
 # --- static rules: the product and the store ---------------------------------------------------

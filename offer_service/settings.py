@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 DEFAULT_STORE_URL = "sqlite:///./offer-data/offers.db"
+DEFAULT_SPOOL_DIR = "./offer-data/spool"
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,6 +15,12 @@ class Settings:
     # Serve the demo storefront at /demo/ (the `demo` command turns it on).
     demo: bool = False
     log_level: str = "info"
+    # Take the client address from X-Forwarded-For (only behind a proxy that sets it).
+    trust_proxy: bool = False
+    # Where events wait while the shared store is unreachable (one file per process).
+    spool_dir: str = DEFAULT_SPOOL_DIR
+    # Aggregate the Redis event streams in this process (off when separate workers do it).
+    aggregator: bool = True
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -21,4 +28,7 @@ class Settings:
             store_url=os.environ.get("OFFER_STORE_URL", DEFAULT_STORE_URL),
             demo=os.environ.get("OFFER_DEMO", "") == "1",
             log_level=os.environ.get("OFFER_LOG_LEVEL", "info"),
+            trust_proxy=os.environ.get("OFFER_TRUST_PROXY", "") == "1",
+            spool_dir=os.environ.get("OFFER_SPOOL_DIR", DEFAULT_SPOOL_DIR),
+            aggregator=os.environ.get("OFFER_AGGREGATOR", "1") != "0",
         )

@@ -37,5 +37,5 @@ def verify(
     for secret in secrets:
         expected = signature(secret, body, timestamp).rpartition("v1=")[2]
         for given in candidates:
-            ok |= hmac.compare_digest(expected, given)
+            ok |= hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace"))
     return ok

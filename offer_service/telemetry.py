@@ -70,6 +70,67 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
+# On every response. Pages that need more (the demo storefront, the dashboard) set their own
+# Content-Security-Policy; everything else is data and may load nothing at all.
+SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"strict-origin-when-cross-origin"),
+    (b"x-frame-options", b"DENY"),
+    (b"strict-transport-security", b"max-age=31536000"),
+)
+API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
+
+
+def with_security_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    present = {name.lower() for name, _ in headers}
+    out = headers + [h for h in SECURITY_HEADERS if h[0] not in present]
+    if b"content-security-policy" not in present:
+        out.append(API_CSP)
+    return out
+
+
+# Secrets that must never reach a log line, whatever logged them: secret keys, webhook
+# secrets, offer tokens (payload.signature) and order tokens (64 hex digits).
+_SECRETS = re.compile(
+    r"(sk_[A-Za-z0-9_-]{8,}|whsec_[A-Za-z0-9_-]{8,}"
+    r"|[A-Za-z0-9_-]{20,}\.[A-Za-z0-9_-]{20,}|\b[0-9a-f]{64}\b)"
+)
+
+
+def redact(text: str) -> str:
+    return _SECRETS.sub("[redacted]", text)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the request id when there is one; secrets redacted."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": redact(record.getMessage()),
+        }
+        for name in ("request_id", "path", "status", "duration_ms"):
+            value = getattr(record, name, None)
+            if value is not None:
+                entry[name] = value
+        if record.exc_info:
+            entry["error"] = redact(self.formatException(record.exc_info))
+        return orjson.dumps(entry).decode()
+
+
+def configure_logging(level: str = "info") -> None:
+    """JSON lines on stderr for this service and uvicorn's own loggers."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    for name in ("offer_service", "uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers = [handler]
+        logger.propagate = False
+        logger.setLevel(level.upper())
+
+
 class RequestContext:
     """Gives every request an id (echoing a sane X-Request-Id), adds it to the response, counts
     the request, and turns any unhandled exception into a JSON 500 without a trace."""
@@ -93,6 +154,7 @@ class RequestContext:
             request_id = "req_" + secrets.token_hex(8)
         scope.setdefault("state", {})["request_id"] = request_id
         header = (b"x-request-id", request_id.encode("latin-1"))
+        path = scope.get("path", "")
         started = False
         status = 500
         t0 = time.perf_counter()
@@ -102,20 +164,22 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), header]
+                message["headers"] = with_security_headers([*message.get("headers", []), header])
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
-            log.exception("unhandled error", extra={"request_id": request_id})
+            log.exception("unhandled error", extra={"request_id": request_id, "path": path})
             if not started:
                 status = 500
                 await send(
                     {
                         "type": "http.response.start",
                         "status": 500,
-                        "headers": [(b"content-type", b"application/json"), header],
+                        "headers": with_security_headers(
+                            [(b"content-type", b"application/json"), header]
+                        ),
                     }
                 )
                 await send({"type": "http.response.body", "body": INTERNAL_ERROR})

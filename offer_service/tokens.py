@@ -155,5 +155,7 @@ def order_token_valid(
     """Constant-time check against every valid webhook secret (two during a rotation)."""
     ok = False
     for secret in webhook_secrets:
-        ok |= hmac.compare_digest(order_token(secret, store_id, order_id), given)
+        # Bytes: compare_digest refuses str with non-ASCII characters, which a caller may send.
+        expected = order_token(secret, store_id, order_id).encode()
+        ok |= hmac.compare_digest(expected, given.encode("utf-8", "replace"))
     return ok

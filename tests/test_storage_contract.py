@@ -28,6 +28,8 @@ from offer_service.storage.base import PairCount, Store, StoreRecord, VisitorSta
 from offer_service.storage.sqlite import SCHEMA_VERSION, SQLiteStore
 from offer_service.types import HOUR_MS, now_ms
 
+from .redis_servers import redis_backend, redis_cluster_backend
+
 pytestmark = pytest.mark.anyio
 
 BackendFactory = Callable[[Path], AbstractAsyncContextManager[Store]]
@@ -44,7 +46,11 @@ async def sqlite_backend(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 # name -> factory of an open store, closed on exit.
-BACKENDS: dict[str, BackendFactory] = {"sqlite": sqlite_backend}
+BACKENDS: dict[str, BackendFactory] = {
+    "sqlite": sqlite_backend,
+    "redis": redis_backend,
+    "redis-cluster": redis_cluster_backend,
+}
 
 
 @pytest.fixture(params=sorted(BACKENDS))

@@ -98,3 +98,14 @@ def test_order_token_is_the_documented_hmac() -> None:
     assert order_token("whsec_x", "st_1", "1001") == expected
     assert order_token_valid(["whsec_old", "whsec_x"], "st_1", "1001", expected)
     assert not order_token_valid(["whsec_x"], "st_1", "1002", expected)
+
+
+def test_a_non_ascii_order_token_is_refused_not_crashed_on() -> None:
+    # Found by schemathesis: compare_digest raises on non-ASCII str.
+    assert not order_token_valid(["whsec_x"], "st_1", "1001", "å" * 64)
+
+
+def test_a_non_ascii_signature_is_refused_not_crashed_on() -> None:
+    from offer_service.signatures import verify as verify_signature
+
+    assert not verify_signature("t=1800000000,v1=ü", b"{}", ["whsec_x"], 1_800_000_000)

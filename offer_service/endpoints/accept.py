@@ -8,13 +8,15 @@ from starlette.responses import Response
 
 from .. import accept as accepting
 from ..decline import decline
-from ..exceptions import ApiError, ValidationFailed
+from ..exceptions import ApiError, StoreUnavailable, ValidationFailed, store_unavailable
 from ..models import AcceptRequest, DeclineRequest, validation_failed
 from ..storage.base import StoreRecord
 from .common import (
     BROWSER_BODY_LIMIT,
+    body_key,
     cors_headers,
     engine,
+    error_response,
     json_response,
     publishable_store,
     read_body,
@@ -38,7 +40,7 @@ async def post_accept(request: Request) -> Response:
         try:
             req = AcceptRequest.model_validate_json(raw)
         except ValidationError as exc:
-            await publishable_store(request)
+            await publishable_store(request, body_key(raw))
             raise validation_failed(exc, "The accept request is invalid.") from None
         record = await publishable_store(request, req.key)
         e = engine(request)
@@ -48,7 +50,10 @@ async def post_accept(request: Request) -> Response:
             outcome.body, outcome.status, headers=headers, media_type="application/json"
         )
     except ApiError as exc:
-        return json_response(exc.body(), exc.status_code, cors_headers(request, record))
+        return error_response(request, exc, record)
+    except StoreUnavailable:
+        # Fail closed: nothing was charged, and the same Idempotency-Key can be retried.
+        return error_response(request, store_unavailable(), record)
 
 
 async def post_decline(request: Request) -> Response:
@@ -58,12 +63,12 @@ async def post_decline(request: Request) -> Response:
         try:
             req = DeclineRequest.model_validate_json(raw)
         except ValidationError as exc:
-            await publishable_store(request)
+            await publishable_store(request, body_key(raw))
             raise validation_failed(exc, "The decline request is invalid.") from None
         record = await publishable_store(request, req.key)
         downsell = await decline(engine(request), record, req.token, req.visitor_id)
         return json_response({"downsell": downsell}, 200, cors_headers(request, record))
     except ValidationFailed as exc:
-        return json_response(exc.body(), exc.status_code, cors_headers(request, record))
+        return error_response(request, exc, record)
     except ApiError as exc:
-        return json_response(exc.body(), exc.status_code, cors_headers(request, record))
+        return error_response(request, exc, record)

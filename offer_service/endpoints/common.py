@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..engine import Engine
-from ..exceptions import Forbidden, PayloadTooLarge, Unauthorized
+from ..exceptions import ApiError, Forbidden, PayloadTooLarge, Unauthorized
 from ..signatures import verify
 from ..storage.base import StoreRecord
 
@@ -57,9 +57,16 @@ async def publishable_store(request: Request, body_key: str | None = None) -> St
     key = request.query_params.get("key") or request.headers.get("x-offer-key") or body_key
     if not key:
         raise Unauthorized(MISSING_KEY, code="missing_key")
-    record = await engine(request).store_by_key(key)
+    e = engine(request)
+    record = await e.store_by_key(key)
     if record is None:
         raise Unauthorized(UNKNOWN_KEY, code="unknown_key")
+    limits = record.rules.rate_limits
+    e.limiter.enforce(
+        (record.id, "browser", client_address(request)),
+        limits.browser_per_second,
+        limits.browser_burst,
+    )
     return record
 
 
@@ -85,7 +92,19 @@ async def secret_store(request: Request, body: bytes = b"") -> StoreRecord:
         raise Unauthorized(SECRET_REQUIRED, code="missing_key")
     if signed is not None and not verify(signed, body, record.webhook_secrets, time.time()):
         raise Unauthorized(BAD_SIGNATURE, code="bad_signature")
+    limits = record.rules.rate_limits
+    e.limiter.enforce((record.id, "admin"), limits.admin_per_second, limits.admin_burst)
     return record
+
+
+def client_address(request: Request) -> str:
+    """The client's address: the socket peer, or the first X-Forwarded-For hop when the
+    service runs behind a proxy it trusts (OFFER_TRUST_PROXY=1)."""
+    if request.app.state.settings.trust_proxy:
+        forwarded = request.headers.get("x-forwarded-for")
+        if forwarded:
+            return forwarded.split(",")[0].strip()
+    return request.client.host if request.client else ""
 
 
 def origin_allowed(origin: str, allowed: list[str]) -> bool:
@@ -103,6 +122,14 @@ def origin_allowed(origin: str, allowed: list[str]) -> bool:
     return False
 
 
+def error_response(request: Request, exc: ApiError, record: StoreRecord | None) -> Response:
+    """An API error on a browser route: its own headers (Retry-After) plus CORS, so the page
+    can read why it failed."""
+    return json_response(
+        exc.body(), exc.status_code, {**exc.headers, **cors_headers(request, record)}
+    )
+
+
 def cors_headers(request: Request, record: StoreRecord | None) -> dict[str, str]:
     """CORS response headers for a browser route: only the store's own origins."""
     headers = {"Vary": "Origin"}
@@ -110,3 +137,14 @@ def cors_headers(request: Request, record: StoreRecord | None) -> dict[str, str]
     if origin and record is not None and origin_allowed(origin, record.rules.allowed_origins):
         headers["Access-Control-Allow-Origin"] = origin
     return headers
+
+
+def body_key(raw: bytes) -> str | None:
+    """The `key` field of a JSON body that failed validation, so a bad key is still a 401 and a
+    good one lets the 422 through."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    key = data.get("key") if isinstance(data, dict) else None
+    return key if isinstance(key, str) else None

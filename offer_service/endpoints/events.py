@@ -8,12 +8,14 @@ from starlette.responses import Response
 
 from ..events import MAX_EVENTS, Rejected, StoredEvent, validate_event
 from ..exceptions import ApiError, ValidationFailed
+from ..spool import record_events as spooled
 from ..storage.base import StoreRecord
 from ..types import DAY_MS, now_ms
 from .common import (
     BROWSER_BODY_LIMIT,
     cors_headers,
     engine,
+    error_response,
     json_response,
     publishable_store,
     read_body,
@@ -56,7 +58,9 @@ async def post_events(request: Request) -> Response:
             else:
                 seen.add(result.id)
                 good.append(result)
-        fresh = await engine(request).store.record_events(record.id, good, now - DAY_MS)
+        # Committed to the store, or (store unreachable) to this process's spool file.
+        spool = getattr(request.app.state, "spool", None)
+        fresh = await spooled(engine(request).store, spool, record.id, good, now - DAY_MS)
         accepted = sum(fresh)
         duplicates += len(fresh) - accepted
         return json_response(
@@ -69,4 +73,4 @@ async def post_events(request: Request) -> Response:
             cors_headers(request, record),
         )
     except ApiError as exc:
-        return json_response(exc.body(), exc.status_code, cors_headers(request, record))
+        return error_response(request, exc, record)

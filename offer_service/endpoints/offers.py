@@ -13,9 +13,10 @@ from ..models import OffersRequest, validation_failed
 from ..storage.base import StoreRecord
 from .common import (
     BROWSER_BODY_LIMIT,
+    body_key,
     cors_headers,
     engine,
-    json_response,
+    error_response,
     publishable_store,
     read_body,
 )
@@ -35,7 +36,7 @@ async def get_offers(request: Request) -> Response:
             raise validation_failed(exc, INVALID) from None
         return await _answer(request, record, req)
     except ApiError as exc:
-        return json_response(exc.body(), exc.status_code, cors_headers(request, record))
+        return error_response(request, exc, record)
 
 
 async def post_offers(request: Request) -> Response:
@@ -46,12 +47,12 @@ async def post_offers(request: Request) -> Response:
             req = OffersRequest.model_validate_json(raw or b"{}")
         except ValidationError as exc:
             # The key may be in the body: resolve the store first so a bad key is a 401.
-            await publishable_store(request, _body_key(raw))
+            await publishable_store(request, body_key(raw))
             raise validation_failed(exc, INVALID) from None
         record = await publishable_store(request, req.key)
         return await _answer(request, record, req)
     except ApiError as exc:
-        return json_response(exc.body(), exc.status_code, cors_headers(request, record))
+        return error_response(request, exc, record)
 
 
 async def _answer(request: Request, record: StoreRecord, req: OffersRequest) -> Response:
@@ -79,14 +80,3 @@ async def preflight(request: Request) -> Response:
             }
         )
     return Response(None, 204, headers=headers)
-
-
-def _body_key(raw: bytes) -> str | None:
-    import orjson
-
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    key = data.get("key") if isinstance(data, dict) else None
-    return key if isinstance(key, str) else None

@@ -8,9 +8,14 @@ __all__ = ["Store", "StoreRecord", "VisitorState", "open_store"]
 
 
 def open_store(url: str) -> Store:
-    """`sqlite:///path` (the embedded default) or, later, `redis://` and `redis+cluster://`."""
+    """`sqlite:///path` (the embedded default), `redis://host:port/db` (one Redis shared by
+    many service processes) or `redis+cluster://host:port` (Redis Cluster)."""
     if url.startswith("sqlite://"):
         from .sqlite import SQLiteStore
 
         return SQLiteStore.from_url(url)
+    if url.split("://", 1)[0] in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
+        from .redis import RedisStore
+
+        return RedisStore.from_url(url)
     raise ValueError(f"unsupported store URL scheme: {url.split(':', 1)[0]!r}")

@@ -1,0 +1,1040 @@
+"""The benchmark harness: the offer service against the framework's own limit, on this machine.
+
+Every figure is a ratio measured in the same run against a baseline measured the same way, so it
+says something about the service rather than the machine. Servers are started here, one uvicorn
+worker each with the same flags, pinned to one core (`--server-cpu`); the load generator (wrk when
+installed, else Locust's fast HTTP client) runs on another (`--client-cpu`). Each comparison is
+interleaved over `--rounds` rounds (A B, B A, A B, ...) and reported as the median ratio with its
+min and max.
+
+Sections (`--only a,b`; default all):
+  offers   warm-cache GET /v1/offers (product_page, 4 offers, a visitor_id so the visitor filters
+           run, signed tokens) throughput vs a bare Starlette + orjson endpoint answering the same
+           bytes. Target >= 0.65x.
+  latency  p99 at half the bare endpoint's maximum rate, service vs bare. Target <= 2x.
+  redis    offers throughput on the Redis backend vs warm SQLite. Target >= 0.6x. Skipped (with
+           a message) when the Redis backend or redis-server is missing.
+  events   events ingested per second on one core, 20 per POST /v1/events, each committed before
+           the 202 (checked by counting stored rows). Target >= 20,000/s.
+  flat     p99 with 1M products and 5M order lines vs 1k products (stores in the real data's shape,
+           see synthetic.py; built once and cached in --workdir): warm product pages, and cold
+           carts whose anchor sets are all new (every request a cache miss). Target <= 1.2x.
+  memory   resident size of the service per 100k products (and the SQLite file per 100k).
+
+    python load_tests/bench.py                    # all sections; the first run builds the stores
+    python load_tests/bench.py --only offers,latency --rounds 5 --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import synthetic  # noqa: E402 (sibling modules)
+from workload import DEFAULT_DATASET  # noqa: E402
+
+SECTIONS = ("offers", "latency", "redis", "events", "flat", "memory")
+# The uvicorn flags of both servers. `offer-service serve` resolves uvicorn's "auto" loop and
+# HTTP parser to these when uvloop and httptools are installed (they are, with uvicorn[standard]).
+UVICORN_FLAGS = ["--workers", "1", "--loop", "uvloop", "--http", "httptools"]
+UVICORN_FLAGS += ["--no-access-log", "--log-level", "warning"]
+SERVICE_APP = "offer_service.app:create_app"
+BARE_APP = "bare_app:create_app"
+OFFERS_LIMIT = 4
+EVENTS_PER_BATCH = 20
+HOT_PRODUCTS = 200
+VISITORS = 1000
+REAL_CACHE_VERSION = 1
+
+TARGETS = {
+    "offers": (">=", 0.65),
+    "latency": ("<=", 2.0),
+    "redis": (">=", 0.6),
+    "events": (">=", 20_000),
+    "flat_warm": ("<=", 1.2),
+    "flat_cold": ("<=", 1.2),
+}
+
+
+# --- results -------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Load:
+    """One load run: what the generator saw."""
+
+    requests: int
+    seconds: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    p999_ms: float
+    max_ms: float
+    errors: int  # connect, read, write, timeout
+    bad_status: int  # answers >= 400
+    accepted: int = 0  # events section: batches answered 202 with every event accepted
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+@dataclass(slots=True)
+class Row:
+    """One line of the printed table."""
+
+    key: str
+    label: str
+    values: list[float] = field(default_factory=list)
+    unit: str = "x"
+    note: str = ""
+    skipped: str = ""
+
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    def met(self) -> str:
+        if self.skipped or self.key not in TARGETS or not self.values:
+            return ""
+        op, limit = TARGETS[self.key]
+        ok = self.median() >= limit if op == ">=" else self.median() <= limit
+        return "yes" if ok else "NO"
+
+    def target(self) -> str:
+        if self.key not in TARGETS:
+            return ""
+        op, limit = TARGETS[self.key]
+        return f"{op} {_fmt(limit, self.unit)}"
+
+
+def _fmt(value: float, unit: str) -> str:
+    if unit == "x":
+        return f"{value:.2f}x"
+    if unit == "/s":
+        return f"{value:,.0f}/s"
+    if unit == "MB":
+        return f"{value:,.1f} MB"
+    return f"{value:,.2f}{unit}"
+
+
+def render(rows: list[Row], header: str) -> str:
+    lines = [header, ""]
+    lines.append(
+        f"{'measure':<56} {'median':>10} {'min':>10} {'max':>10} {'target':>10} {'met':>4}"
+    )
+    lines.append("-" * 105)
+    for row in rows:
+        if row.skipped:
+            lines.append(f"{row.label:<56} skipped: {row.skipped}")
+            continue
+        lo, hi = min(row.values), max(row.values)
+        lines.append(
+            f"{row.label:<56} {_fmt(row.median(), row.unit):>10} {_fmt(lo, row.unit):>10} "
+            f"{_fmt(hi, row.unit):>10} {row.target():>10} {row.met():>4}"
+        )
+        if row.note:
+            lines.append(f"    {row.note}")
+    return "\n".join(lines)
+
+
+# --- processes -----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Server:
+    """One uvicorn process, pinned to a core."""
+
+    def __init__(self, name: str, app: str, env: dict[str, str], cpu: str, log_dir: Path) -> None:
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = ["taskset", "-c", cpu, sys.executable, "-m", "uvicorn", app, "--factory"]
+        command += ["--host", "127.0.0.1", "--port", str(self.port), *UVICORN_FLAGS]
+        self.log_path = log_dir / f"{name}.log"
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            command,
+            cwd=HERE,
+            env={**os.environ, **env, "PYTHONPATH": str(HERE)},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(OSError):
+                if get(self.url + "/healthz")[0] == 200:
+                    break
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start; see {self.log_path}")
+            time.sleep(0.1)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def rss_mb(self) -> float:
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        match = re.search(r"VmRSS:\s+(\d+) kB", status)
+        return int(match.group(1)) / 1024 if match else 0.0
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def get(url: str, timeout: float = 30.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def cpu_busy(seconds: float = 1.0) -> float:
+    """The share of all CPUs' time spent busy over `seconds` (/proc/stat)."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields[:8]), idle
+
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return 1.0 - (idle1 - idle0) / max(total1 - total0, 1)
+
+
+# --- load generation ------------------------------------------------------------------------------
+
+_LUA_DONE = """
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function done(summary, latency, requests)
+  local accepted = 0
+  for _, t in ipairs(threads) do accepted = accepted + (t:get("accepted") or 0) end
+  local e = summary.errors
+  io.write(string.format("WRKJSON {\\"requests\\":%d,\\"us\\":%d,\\"errors\\":%d,\\"status\\":%d,"
+    .. "\\"p50\\":%d,\\"p90\\":%d,\\"p99\\":%d,\\"p999\\":%d,\\"max\\":%d,\\"accepted\\":%d}\\n",
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency:percentile(99.9), latency.max, accepted))
+end
+"""
+
+
+def _lua_list(values: Sequence[str]) -> str:
+    return "{" + ",".join(json.dumps(v) for v in values) + "}"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to send: GETs of `paths` in a round robin, or (with `events_key`) POST /v1/events
+    batches of 20 impressions with unique ids, as the snippet sends them. With `rate`, the
+    connections together send about `rate` requests per second (exponential gaps: Poisson
+    arrivals); without it, each connection sends its next request as soon as the answer is in."""
+
+    paths: tuple[str, ...] = ()
+    rate: float | None = None
+    events_key: str = ""
+    tokens: tuple[str, ...] = ()
+    prefix: str = ""
+    visitors: int = 5000
+
+    def lua(self, connections: int) -> str:
+        script = self._lua_events() if self.events_key else self._lua_get()
+        if self.rate:
+            mean_ms = connections * 1000.0 / self.rate
+            script += (
+                "function delay() return math.floor(-math.log(1 - math.random()) * "
+                f"{mean_ms:.4f} + 0.5) end\n"
+            )
+        return script + _LUA_DONE
+
+    def _lua_get(self) -> str:
+        return f"""
+local paths = {_lua_list(self.paths)}
+local reqs = {{}}
+for k, p in ipairs(paths) do reqs[k] = wrk.format("GET", p) end
+local n = #reqs
+local i = 0
+function init(args)
+  math.randomseed(os.time() + math.floor(os.clock() * 1e6))
+  i = math.random(n)
+end
+function request() i = i % n + 1; return reqs[i] end
+"""
+
+    def _lua_events(self) -> str:
+        return f"""
+local tokens = {_lua_list(self.tokens)}
+local nt = #tokens
+local head = '{{"key":"{self.events_key}","events":['
+local ts = string.format("%d", os.time() * 1000)
+local headers = {{["Content-Type"] = "text/plain;charset=UTF-8"}}
+local counter = 0
+accepted = 0
+function request()
+  local parts = {{}}
+  for k = 1, {EVENTS_PER_BATCH} do
+    counter = counter + 1
+    parts[k] = '{{"id":"{self.prefix}' .. counter .. '","type":"impression","token":"'
+      .. tokens[counter % nt + 1] .. '","ts":' .. ts .. ',"visitor_id":"ev-'
+      .. (counter % {self.visitors}) .. '"}}'
+  end
+  return wrk.format("POST", "/v1/events", headers, head .. table.concat(parts, ",") .. "]}}")
+end
+function response(status, headers, body)
+  if status == 202 and string.find(body, '"accepted":{EVENTS_PER_BATCH},', 1, true) then
+    accepted = accepted + 1
+  end
+end
+"""
+
+
+class Driver:
+    """Runs load against a URL: wrk with a generated Lua script, or Locust's fast client."""
+
+    def __init__(self, cpu: str, connections: int, workdir: Path, force_locust: bool) -> None:
+        self.cpu = cpu
+        self.connections = connections
+        self.workdir = workdir
+        self.wrk = None if force_locust else shutil.which("wrk")
+        self.name = self.wrk_version() if self.wrk else "Locust FastHttpUser (wrk not found)"
+
+    def wrk_version(self) -> str:
+        assert self.wrk is not None
+        out = subprocess.run([self.wrk, "-v"], capture_output=True, text=True)
+        first = (out.stdout or out.stderr).strip().splitlines()[0]
+        return first.split("[")[0].strip()
+
+    def run(self, url: str, plan: Plan, seconds: float, connections: int | None = None) -> Load:
+        connections = connections or self.connections
+        if self.wrk is None:
+            return self._locust(url, plan, seconds, connections)
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", dir=self.workdir, delete=False) as f:
+            f.write(plan.lua(connections))
+        try:
+            command = ["taskset", "-c", self.cpu, self.wrk, "-t1", f"-c{connections}"]
+            command += [f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", f.name, url]
+            out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        finally:
+            os.unlink(f.name)
+        match = re.search(r"^WRKJSON (.*)$", out, re.MULTILINE)
+        if match is None:
+            raise RuntimeError(f"wrk printed no summary:\n{out}")
+        d = json.loads(match.group(1))
+        return Load(
+            requests=d["requests"],
+            seconds=d["us"] / 1e6,
+            p50_ms=d["p50"] / 1000,
+            p90_ms=d["p90"] / 1000,
+            p99_ms=d["p99"] / 1000,
+            p999_ms=d["p999"] / 1000,
+            max_ms=d["max"] / 1000,
+            errors=d["errors"],
+            bad_status=d["status"],
+            accepted=d["accepted"],
+        )
+
+    def _locust(self, url: str, plan: Plan, seconds: float, connections: int) -> Load:
+        """The fallback: Locust's FastHttpUser sending the same requests (locust_driver.py)."""
+        spec = self.workdir / "locust_plan.json"
+        spec.write_text(json.dumps(asdict(plan)))
+        command = ["taskset", "-c", self.cpu, sys.executable, str(HERE / "locust_driver.py")]
+        command += ["--host", url, "--plan", str(spec), "--users", str(connections)]
+        command += ["--seconds", str(seconds)]
+        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        d = json.loads(out.strip().splitlines()[-1])
+        return Load(**d)
+
+
+# --- the stores under test ------------------------------------------------------------------------
+
+
+def real_store_db(workdir: Path, dataset: Path) -> Path:
+    """The full Online Retail import in a SQLite file, built once (about 40 s) and cached."""
+    stat = dataset.stat()
+    db = workdir / f"retail-v{REAL_CACHE_VERSION}-{stat.st_size}-{stat.st_mtime_ns}.db"
+    if db.exists():
+        return db
+    from offer_service.storage.sqlite import SQLiteStore
+
+    print(f"importing {dataset.name} into {db} (once)", file=sys.stderr, flush=True)
+    building = db.with_suffix(".building.db")
+    for leftover in workdir.glob(building.name + "*"):
+        leftover.unlink()
+
+    async def build() -> None:
+        store = SQLiteStore(str(building))
+        await store.open()
+        try:
+            await synthetic.import_real(store, dataset)
+        finally:
+            await store.close()
+
+    asyncio.run(build())
+    synthetic._checkpoint(building)
+    building.replace(db)
+    return db
+
+
+def fresh_copy(db: Path, run_dir: Path, name: str) -> Path:
+    """A copy the run may write to, so every run starts from the same cached state."""
+    target = run_dir / name
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{target}{suffix}").unlink(missing_ok=True)
+    shutil.copyfile(db, target)
+    return target
+
+
+def best_sellers(store_url: str, limit: int) -> list[str]:
+    from offer_service.storage import open_store
+
+    async def read() -> list[str]:
+        store = open_store(store_url)
+        await store.open()
+        try:
+            return [
+                pid for pid, _ in await store.best_sellers(synthetic.KEYS.store_id, None, limit)
+            ]
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def offers_path(product: str, visitor: str) -> str:
+    from urllib.parse import quote
+
+    return (
+        f"/v1/offers?key={synthetic.KEYS.publishable_key}&surface=product_page"
+        f"&product_id={quote(product, safe='')}&visitor_id={visitor}&limit={OFFERS_LIMIT}"
+    )
+
+
+def cart_path(items: Sequence[str], visitor: str) -> str:
+    from urllib.parse import quote
+
+    joined = ",".join(quote(i, safe="") for i in items)
+    return (
+        f"/v1/offers?key={synthetic.KEYS.publishable_key}&surface=cart"
+        f"&items={joined}&visitor_id={visitor}"
+    )
+
+
+@dataclass(slots=True)
+class Warm:
+    """A warmed store: paths that answer 4 offers, an answer's bytes, tokens for events."""
+
+    paths: list[str]
+    products: list[str]
+    visitors: list[str]
+    answer: bytes
+    tokens: list[str]
+
+
+def warm_up(server: Server, candidates: list[str], want_products: int, seed: int = 1) -> Warm:
+    """Find visitors outside the holdout and products answering 4 offers, and fill the cache."""
+    from offer_service.models import OffersResponse
+
+    rng = random.Random(seed)
+    visitors = []
+    for i in range(VISITORS * 2):
+        visitor = f"bench-v-{i}"
+        status, body = get(server.url + offers_path(candidates[0], visitor))
+        if status == 200 and not OffersResponse.model_validate_json(body).holdout:
+            visitors.append(visitor)
+        if len(visitors) == VISITORS:
+            break
+    products: list[str] = []
+    answers: list[bytes] = []
+    tokens: list[str] = []
+    for product in candidates:
+        status, body = get(server.url + offers_path(product, visitors[0]))
+        if status != 200:
+            continue
+        parsed = OffersResponse.model_validate_json(body)
+        if len(parsed.offers) == OFFERS_LIMIT:
+            products.append(product)
+            answers.append(body)
+            tokens.extend(o.token for o in parsed.offers)
+        if len(products) == want_products:
+            break
+    if not products:
+        raise RuntimeError(f"no product of {server.name} answers {OFFERS_LIMIT} offers")
+    paths = [offers_path(rng.choice(products), v) for v in visitors for _ in range(5)]
+    rng.shuffle(paths)
+    answers.sort(key=len)
+    return Warm(paths, products, visitors, answers[len(answers) // 2], tokens)
+
+
+# --- the sections --------------------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    driver: Driver
+    run_dir: Path
+    rows: list[Row] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)
+    servers: list[Server] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    # CPU busy share seen just before each measured run (our servers idle): other processes.
+    background: list[float] = field(default_factory=list)
+
+    def quiet(self) -> None:
+        """Wait (up to --quiet-wait s) until other processes leave the machine nearly idle: a
+        shared machine's other work lands on the pinned cores too and skews a run."""
+        deadline = time.monotonic() + self.args.quiet_wait
+        busy = cpu_busy()
+        while busy > self.args.quiet_busy and time.monotonic() < deadline:
+            busy = cpu_busy(2.0)
+        self.background.append(busy)
+
+    def server(self, name: str, app: str, env: dict[str, str]) -> Server:
+        s = Server(name, app, env, self.args.server_cpu, self.run_dir)
+        self.servers.append(s)
+        return s
+
+    def stop(self, server: Server) -> None:
+        server.stop()
+        self.servers.remove(server)
+
+    def interleave(self, runs: dict[str, Callable[[], Load]], rounds: int) -> dict[str, list[Load]]:
+        """Each round runs every measurement once, alternating the order round by round."""
+        names = list(runs)
+        out: dict[str, list[Load]] = {n: [] for n in names}
+        for r in range(rounds):
+            for name in names if r % 2 == 0 else names[::-1]:
+                load = runs[name]()
+                out[name].append(load)
+                print(
+                    f"    round {r + 1} {name}: {load.rps:,.0f} req/s, p50 {load.p50_ms:.2f} ms,"
+                    f" p99 {load.p99_ms:.2f} ms, errors {load.errors + load.bad_status}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        return out
+
+    def closed(
+        self, server: Server, plan: Plan, connections: int | None = None
+    ) -> Callable[[], Load]:
+        """Warm-up, then one measured run."""
+
+        def run() -> Load:
+            self.quiet()
+            self.driver.run(server.url, plan, self.args.warmup, connections)
+            return self.driver.run(server.url, plan, self.args.duration, connections)
+
+        return run
+
+    def add(self, row: Row, loads: dict[str, list[Load]] | None = None) -> None:
+        self.rows.append(row)
+        if loads:
+            self.raw[row.key] = {
+                k: [asdict(v) | {"rps": v.rps} for v in ls] for k, ls in loads.items()
+            }
+
+
+def run_offers_and_latency(b: Bench, sqlite_db: Path) -> tuple[Server, Warm]:
+    args = b.args
+    svc = b.server("service-sqlite", SERVICE_APP, {"OFFER_STORE_URL": f"sqlite:///{sqlite_db}"})
+    warm = warm_up(svc, best_sellers(f"sqlite:///{sqlite_db}", HOT_PRODUCTS * 2), HOT_PRODUCTS)
+    payload = b.run_dir / "bare_payload.json"
+    payload.write_bytes(warm.answer)
+    b.raw["answer_bytes"] = len(warm.answer)
+    b.notes.append(
+        f"warm answer: product_page, {OFFERS_LIMIT} offers, {len(warm.answer):,} bytes; "
+        f"{len(warm.products)} products x {len(warm.visitors)} visitors"
+    )
+    bare = b.server("bare", BARE_APP, {"BARE_PAYLOAD": str(payload)})
+    script = Plan(tuple(warm.paths))
+    bare_max: list[float] = []
+    if "offers" in args.only:
+        print("offers: warm-cache throughput, service vs bare", file=sys.stderr)
+        loads = b.interleave(
+            {"bare": b.closed(bare, script), "service": b.closed(svc, script)}, args.rounds
+        )
+        ratios = [s.rps / a.rps for s, a in zip(loads["service"], loads["bare"], strict=True)]
+        bare_max = [a.rps for a in loads["bare"]]
+        b.add(
+            Row(
+                "offers",
+                "offers throughput / bare, warm cache",
+                ratios,
+                note=f"service {statistics.median(s.rps for s in loads['service']):,.0f} req/s, "
+                f"bare {statistics.median(bare_max):,.0f} req/s, {args.connections} connections; "
+                f"errors {sum(x.errors + x.bad_status for x in loads['service'])}",
+            ),
+            loads,
+        )
+        if args.profile:
+            profile(b, svc, script)
+    if "latency" in args.only:
+        if not bare_max:
+            bare_max = [b.closed(bare, script)().rps]
+        rate = statistics.median(bare_max) / 2
+        print(f"latency: p99 at {rate:,.0f} req/s (half the bare maximum)", file=sys.stderr)
+        paced = Plan(tuple(warm.paths), rate=rate)
+        loads = b.interleave(
+            {"bare": b.closed(bare, paced), "service": b.closed(svc, paced)}, args.rounds
+        )
+        ratios = [s.p99_ms / a.p99_ms for s, a in zip(loads["service"], loads["bare"], strict=True)]
+        med = statistics.median
+        b.add(
+            Row(
+                "latency",
+                f"p99 at half bare max ({rate:,.0f} req/s) / bare p99",
+                ratios,
+                note=f"service p99 {med(s.p99_ms for s in loads['service']):.2f} ms at "
+                f"{med(s.rps for s in loads['service']):,.0f} req/s; bare p99 "
+                f"{med(a.p99_ms for a in loads['bare']):.2f} ms at "
+                f"{med(a.rps for a in loads['bare']):,.0f} req/s",
+            ),
+            loads,
+        )
+    b.stop(bare)
+    return svc, warm
+
+
+RAW_TO = ("-f", "raw", "-o")
+
+
+def profile(b: Bench, svc: Server, script: Plan) -> None:
+    """py-spy on the service under the offers load: where a warm request's time goes."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        b.notes.append("profile: py-spy not installed (pip install py-spy)")
+        return
+    out = b.run_dir / "profile-offers.txt"
+    seconds = max(5, round(b.args.duration))
+    print(f"profile: py-spy record for {seconds} s under the offers load", file=sys.stderr)
+    spy_proc = subprocess.Popen(
+        [spy, "record", "-p", str(svc.pid), "-d", str(seconds), "-r", "250", *RAW_TO, str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)
+    load = b.driver.run(svc.url, script, seconds + 1)
+    spy_proc.wait()
+    if not out.exists():
+        b.notes.append("profile: py-spy wrote nothing (ptrace not permitted? try as root)")
+        return
+    b.raw["profile_file"] = str(out)
+    b.raw["profile_summary"] = summarise_profile(out, load.rps)
+    b.notes.append(f"profile: {out} (collapsed stacks: flamegraph.pl or speedscope read it)")
+
+
+def summarise_profile(path: Path, rps: float, top: int = 25) -> str:
+    """Self and inclusive time per function, as shares of all samples and as us per request."""
+    self_time: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        self_time[frames[-1]] = self_time.get(frames[-1], 0) + n
+        for f in set(frames):
+            inclusive[f] = inclusive.get(f, 0) + n
+    if not total:
+        return "no samples"
+    us_per_request = 1e6 / rps if rps else 0.0
+
+    def table(counts: dict[str, int], title: str) -> list[str]:
+        lines = [f"{title} (share of samples, ~us per request at {rps:,.0f} req/s):"]
+        for name, n in sorted(counts.items(), key=lambda kv: -kv[1])[:top]:
+            share = n / total
+            lines.append(f"  {100 * share:5.1f}%  {share * us_per_request:7.1f} us  {name}")
+        return lines
+
+    interesting = {
+        k: v
+        for k, v in inclusive.items()
+        if any(m in k for m in ("offer_service/", "starlette/", "pydantic/", "urllib/"))
+    }
+    return "\n".join([*table(self_time, "self"), "", *table(interesting, "inclusive")])
+
+
+# A cache for the benchmark: nothing to persist.
+REDIS_FLAGS = ("--save", "", "--appendonly", "no")
+
+
+def run_redis(b: Bench, sqlite_svc: Server, sqlite_warm: Warm, dataset: Path) -> Server | None:
+    reason = redis_missing()
+    if reason:
+        b.add(Row("redis", "offers on Redis / warm SQLite", skipped=reason))
+        return None
+    port = free_port()
+    redis_dir = b.run_dir / "redis"
+    redis_dir.mkdir(exist_ok=True)
+    command = ["taskset", "-c", b.args.client_cpu, "redis-server", *REDIS_FLAGS]
+    command += ["--dir", str(redis_dir), "--port", str(port)]
+    redis = subprocess.Popen(
+        command,
+        stdout=(b.run_dir / "redis.log").open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        _wait_port(port)
+        print("redis: importing the data set through the Store API", file=sys.stderr, flush=True)
+        from offer_service.storage import open_store
+
+        async def load() -> None:
+            store = open_store(url)
+            await store.open()
+            try:
+                await synthetic.import_real(store, dataset)
+            finally:
+                await store.close()
+
+        asyncio.run(load())
+        svc = b.server("service-redis", SERVICE_APP, {"OFFER_STORE_URL": url})
+        warm = warm_up(svc, sqlite_warm.products, HOT_PRODUCTS)
+        script = Plan(tuple(sqlite_warm.paths))
+        print("redis: warm-cache throughput, Redis vs SQLite backend", file=sys.stderr)
+        loads = b.interleave(
+            {"sqlite": b.closed(sqlite_svc, script), "redis": b.closed(svc, script)},
+            b.args.rounds,
+        )
+        ratios = [r.rps / s.rps for r, s in zip(loads["redis"], loads["sqlite"], strict=True)]
+        b.add(
+            Row(
+                "redis",
+                "offers on Redis / warm SQLite",
+                ratios,
+                note=f"redis {statistics.median(r.rps for r in loads['redis']):,.0f} req/s; "
+                f"redis-server on CPU {b.args.client_cpu} with the load generator; "
+                f"{len(warm.products)} products answer {OFFERS_LIMIT} offers on both",
+            ),
+            loads,
+        )
+        b.stop(svc)
+    finally:
+        redis.terminate()
+        redis.wait(timeout=15)
+    return None
+
+
+def redis_missing() -> str:
+    if importlib.util.find_spec("offer_service.storage.redis") is None:
+        return "offer_service/storage/redis.py is not there yet (the Redis backend)"
+    if shutil.which("redis-server") is None:
+        return "redis-server is not installed (apt-get install redis-server)"
+    return ""
+
+
+def _wait_port(port: int, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listens on port {port}") from None
+            time.sleep(0.05)
+
+
+def count_events(db: Path) -> int:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return int(
+            conn.execute("SELECT COUNT(*) FROM events WHERE type = 'impression'").fetchone()[0]
+        )
+    finally:
+        conn.close()
+
+
+def run_events(b: Bench, svc: Server, warm: Warm, db: Path) -> None:
+    print("events: batches of 20 impressions, committed before the 202", file=sys.stderr)
+    rates, durable = [], []
+    loads: list[Load] = []
+    for r in range(b.args.rounds):
+        prefix = f"b{r}-{random.getrandbits(32):08x}-"
+        script = Plan(
+            events_key=synthetic.KEYS.publishable_key,
+            tokens=tuple(warm.tokens[:200]),
+            prefix=prefix,
+        )
+        b.quiet()
+        before = count_events(db)
+        load = b.driver.run(svc.url, script, b.args.duration)
+        stored = count_events(db) - before
+        accepted = load.accepted * EVENTS_PER_BATCH
+        rates.append(accepted / load.seconds)
+        durable.append(stored >= accepted > 0)
+        loads.append(load)
+        print(
+            f"    round {r + 1}: {accepted / load.seconds:,.0f} events/s "
+            f"({load.rps:,.0f} batches/s, p99 {load.p99_ms:.1f} ms), {stored:,} rows stored for "
+            f"{accepted:,} accepted",
+            file=sys.stderr,
+            flush=True,
+        )
+    b.add(
+        Row(
+            "events",
+            f"events ingested per second, one core, {EVENTS_PER_BATCH} per batch",
+            rates,
+            unit="/s",
+            note=f"every acknowledged event found stored: {'yes' if all(durable) else 'NO'} "
+            "(rows counted after each run; a batch is committed before its 202, SQLite WAL with "
+            "synchronous=NORMAL: survives a process crash, an OS crash can lose the last commits)",
+        ),
+        {"service": loads},
+    )
+
+
+def run_flat(b: Bench, dataset: Path) -> None:
+    args = b.args
+    cached = synthetic.cached_sqlite
+    small_db, small_meta = cached(args.workdir, dataset, args.small_products, args.small_lines)
+    big_db, big_meta = cached(args.workdir, dataset, args.big_products, args.big_lines)
+    small_db = fresh_copy(small_db, b.run_dir, "small.db")
+    servers = {
+        "small": b.server(
+            "service-small", SERVICE_APP, {"OFFER_STORE_URL": f"sqlite:///{small_db}"}
+        ),
+        "big": b.server("service-big", SERVICE_APP, {"OFFER_STORE_URL": f"sqlite:///{big_db}"}),
+    }
+    rss_start = {k: s.rss_mb() for k, s in servers.items()}
+    warm = {}
+    for name, db in (("small", small_db), ("big", big_db)):
+        warm[name] = warm_up(servers[name], best_sellers(f"sqlite:///{db}", 2000), HOT_PRODUCTS)
+    label = {
+        "small": f"{small_meta['products']:,} products / {small_meta['order_lines']:,} lines",
+        "big": f"{big_meta['products']:,} products / {big_meta['order_lines']:,} lines",
+    }
+    print(f"flat: warm product pages at {args.flat_rate:g} req/s", file=sys.stderr)
+    runs = {
+        n: b.closed(servers[n], Plan(tuple(warm[n].paths), rate=args.flat_rate), 16)
+        for n in servers
+    }
+    loads = b.interleave(runs, args.rounds)
+    med = statistics.median
+    b.add(
+        Row(
+            "flat_warm",
+            "flat p99, warm product pages: 1M / 1k products",
+            [g.p99_ms / s.p99_ms for g, s in zip(loads["big"], loads["small"], strict=True)],
+            note=f"p99 {med(x.p99_ms for x in loads['big']):.2f} ms ({label['big']}) vs "
+            f"{med(x.p99_ms for x in loads['small']):.2f} ms ({label['small']}) "
+            f"at {args.flat_rate:g} req/s",
+        ),
+        loads,
+    )
+
+    print(f"flat: cold carts (new anchor sets) at {args.flat_cold_rate:g} req/s", file=sys.stderr)
+    pools = {
+        n: best_sellers(f"sqlite:///{db}", 20_000)
+        for n, db in (("small", small_db), ("big", big_db))
+    }
+    counter = iter(range(10**9))
+
+    def cold(name: str) -> Callable[[], Load]:
+        def run() -> Load:
+            # New pairs every run: a pair seen before would be a cache hit.
+            rng = random.Random(next(counter))
+            paths = tuple(
+                cart_path(rng.sample(pools[name], 2), rng.choice(warm[name].visitors))
+                for _ in range(int(args.flat_cold_rate * (args.duration + 2) * 1.5))
+            )
+            plan = Plan(paths, rate=args.flat_cold_rate)
+            b.quiet()
+            return b.driver.run(servers[name].url, plan, args.duration, connections=8)
+
+        return run
+
+    loads = b.interleave({n: cold(n) for n in servers}, args.rounds)
+    b.add(
+        Row(
+            "flat_cold",
+            "flat p99, cold carts (every request a miss): 1M / 1k",
+            [g.p99_ms / s.p99_ms for g, s in zip(loads["big"], loads["small"], strict=True)],
+            note=f"p99 {med(x.p99_ms for x in loads['big']):.2f} ms vs "
+            f"{med(x.p99_ms for x in loads['small']):.2f} ms at {args.flat_cold_rate:g} req/s",
+        ),
+        loads,
+    )
+    if "memory" in args.only:
+        rss = {k: s.rss_mb() for k, s in servers.items()}
+        per = (args.big_products - args.small_products) / 100_000
+        file_mb = {
+            "small": small_db.stat().st_size / 2**20,
+            "big": big_db.stat().st_size / 2**20,
+        }
+        b.add(
+            Row(
+                "memory",
+                "service resident size per 100k products",
+                [(rss["big"] - rss["small"]) / per],
+                unit="MB",
+                note=f"RSS after the flat runs {rss['big']:,.0f} MB (1M) vs {rss['small']:,.0f} MB"
+                f" (1k); at start {rss_start['big']:,.0f} vs {rss_start['small']:,.0f} MB. The "
+                f"catalog lives in the store: SQLite file "
+                f"{(file_mb['big'] - file_mb['small']) / per:,.0f} MB per 100k products "
+                f"(with its {big_meta['order_lines']:,} order lines and pair counts)",
+            )
+        )
+    for s in list(servers.values()):
+        b.stop(s)
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def machine(driver: Driver, args: argparse.Namespace) -> str:
+    model = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    versions = ", ".join(
+        f"{p} {importlib.metadata.version(p)}"
+        for p in ("uvicorn", "starlette", "orjson", "pydantic")
+    )
+    flags = " ".join(UVICORN_FLAGS)
+    return (
+        f"{os.cpu_count()} x {model}, Linux {platform.release()}, "
+        f"Python {platform.python_version()}; {versions}\n"
+        f"servers: 1 uvicorn worker each ({flags}) on CPU {args.server_cpu}; "
+        f"load: {driver.name} on CPU {args.client_cpu}, -t1 -c{args.connections}, "
+        f"{args.duration:g} s per run after {args.warmup:g} s warm-up, "
+        f"{args.rounds} rounds interleaved"
+    )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--only", default=",".join(SECTIONS), help=f"comma-separated: {','.join(SECTIONS)}"
+    )
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")
+    p.add_argument("--warmup", type=float, default=3.0, help="seconds of load before each run")
+    p.add_argument("--connections", type=int, default=50)
+    p.add_argument("--server-cpu", default="0")
+    p.add_argument("--client-cpu", default="1")
+    p.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
+    p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "offer_bench")
+    p.add_argument("--flat-rate", type=float, default=400.0, help="req/s of warm product pages")
+    p.add_argument("--flat-cold-rate", type=float, default=50.0, help="req/s of cold carts")
+    p.add_argument("--big-products", type=int, default=1_000_000)
+    p.add_argument("--big-lines", type=int, default=5_000_000)
+    p.add_argument("--small-products", type=int, default=1_000)
+    p.add_argument("--small-lines", type=int, default=5_000)
+    p.add_argument(
+        "--quiet-busy",
+        type=float,
+        default=0.15,
+        help="before each run, wait until at most this share of all CPUs is busy (default 0.15)",
+    )
+    p.add_argument("--quiet-wait", type=float, default=120.0, help="wait at most this long (s)")
+    p.add_argument("--profile", action="store_true", help="py-spy the service under offers load")
+    p.add_argument("--locust", action="store_true", help="drive with Locust even if wrk exists")
+    p.add_argument("--json", type=Path, help="also write every measurement here")
+    args = p.parse_args(argv)
+    args.only = {s.strip() for s in args.only.split(",") if s.strip()}
+    unknown = args.only - set(SECTIONS)
+    if unknown:
+        p.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.dataset.exists():
+        raise SystemExit(f"the data set is not at {args.dataset} (--dataset)")
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=args.workdir))
+    driver = Driver(args.client_cpu, args.connections, run_dir, args.locust)
+    b = Bench(args, driver, run_dir)
+    started = time.monotonic()
+    try:
+        needs_service = args.only & {"offers", "latency", "redis", "events"}
+        if needs_service:
+            db = fresh_copy(real_store_db(args.workdir, args.dataset), run_dir, "retail.db")
+            svc, warm = run_offers_and_latency(b, db)
+            if "redis" in args.only:
+                run_redis(b, svc, warm, args.dataset)
+            if "events" in args.only:
+                run_events(b, svc, warm, db)
+            b.stop(svc)
+        if args.only & {"flat", "memory"}:
+            run_flat(b, args.dataset)
+    finally:
+        for s in list(b.servers):
+            s.stop()
+    header = machine(driver, args)
+    if b.background:
+        noisy = sum(1 for x in b.background if x > args.quiet_busy)
+        header += (
+            f"\nother processes before each run: median {statistics.median(b.background):.0%}, "
+            f"max {max(b.background):.0%} of all CPUs busy"
+            + (f"; {noisy} run(s) started on a busy machine: treat as noisy" if noisy else "")
+        )
+    if b.notes:
+        header += "\n" + "\n".join(b.notes)
+    print()
+    print(render(b.rows, header))
+    if "profile_summary" in b.raw:
+        print()
+        print(b.raw["profile_summary"])
+    print(f"\n({time.monotonic() - started:.0f} s; logs and scripts in {run_dir})")
+    if args.json:
+        args.json.write_text(
+            json.dumps({"machine": header, "rows": [asdict(r) for r in b.rows], **b.raw}, indent=2)
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""The measurement report as CSV: one figure per row, ready for a spreadsheet's pivot table.
+
+Columns: `section,dimension,key,metric,value,ci_low,ci_high,currency`. Money is in minor units
+(`currency` names them); averages of money carry two decimals; rates are fractions.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+HEADER = ("section", "dimension", "key", "metric", "value", "ci_low", "ci_high", "currency")
+# Fields that name a row rather than measure it.
+_LABELS = frozenset(("surface", "kind", "product_id", "arm", "title", "start"))
+
+Row = tuple[str, str, str, str, Any, Any, Any, str]
+
+
+def _figures(section: str, dimension: str, key: str, data: Mapping[str, Any]) -> Iterator[Row]:
+    for metric, v in data.items():
+        if metric in _LABELS:
+            continue
+        if isinstance(v, Mapping) and "ci" in v:
+            low, high = v["ci"] if v["ci"] is not None else (None, None)
+            yield (section, dimension, key, metric, v["value"], low, high, v.get("currency", ""))
+        elif isinstance(v, Mapping) and "amount" in v:
+            yield (section, dimension, key, metric, v["amount"], None, None, v["currency"])
+        elif isinstance(v, int | float) and not isinstance(v, bool):
+            yield (section, dimension, key, metric, v, None, None, "")
+
+
+def rows(report: Mapping[str, Any]) -> Iterator[Row]:
+    """Every figure of the report as a row."""
+    for name in ("store_id", "from", "to", "surface", "currency", "generated_at"):
+        yield ("report", "", "", name, report[name], None, None, "")
+    yield (
+        "report",
+        "",
+        "",
+        "attribution_window_days",
+        report["attribution"]["window_days"],
+        None,
+        None,
+        "",
+    )
+    yield from _figures("totals", "", "", report["totals"])
+    yield from _figures("orders", "", "", report["orders"])
+    holdout = report["holdout"]
+    yield from _figures("holdout", "", "", holdout)
+    for group, data in holdout["groups"].items():
+        yield from _figures("holdout", "group", group, data)
+    for arm in holdout["arms"]:
+        yield from _figures("holdout", "arm", arm["arm"], arm)
+    for dimension, table in report["breakdown"].items():
+        label = "product_id" if dimension == "product" else dimension
+        for row in table:
+            key = row[label]
+            yield from _figures("breakdown", dimension, "" if key is None else str(key), row)
+    for point in report["series"]["attach_rate"]["points"]:
+        yield from _figures("series", "attach_rate", point["start"], point)
+
+
+def _cell(x: Any) -> Any:
+    return "" if x is None else x
+
+
+def to_csv(report: Mapping[str, Any]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(HEADER)
+    for row in rows(report):
+        writer.writerow([_cell(x) for x in row])
+    return out.getvalue()

@@ -1,0 +1,219 @@
+"""The simulator's plumbing: an HTTP client for the service's API (bounded concurrency, retries on
+429 and 503), and a local charge endpoint that approves every charge."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+import threading
+from collections.abc import Awaitable, Iterable
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+import orjson
+
+T = TypeVar("T")
+RETRIES = 8
+# Orders per POST: at most the ingest's incremental-affinity batch (a bigger one recounts all).
+ORDERS_PER_POST = 500
+
+
+class SimulationError(RuntimeError):
+    """The service answered something a well-behaved client cannot carry on from."""
+
+
+class Api:
+    """The service's API as the simulated shoppers and the merchant's backend use it."""
+
+    def __init__(self, url: str, publishable_key: str, secret_key: str, concurrency: int) -> None:
+        self.url = url.rstrip("/")
+        self.pk = publishable_key
+        self.admin_headers = {"Authorization": f"Bearer {secret_key}"}
+        self._limit = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
+        self._client: httpx.AsyncClient | None = None
+
+    async def __aenter__(self) -> Api:
+        limits = httpx.Limits(
+            max_connections=self._concurrency, max_keepalive_connections=self._concurrency
+        )
+        self._client = httpx.AsyncClient(base_url=self.url, timeout=60, limits=limits)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One call; waits out 429 (Retry-After) and 503 answers."""
+        assert self._client is not None, "use `async with Api(...)`"
+        for attempt in range(RETRIES):
+            async with self._limit:
+                response = await self._client.request(method, path, **kwargs)
+            if response.status_code not in (429, 503):
+                return response
+            await asyncio.sleep(float(response.headers.get("retry-after", "0.2")) * (attempt + 1))
+        return response
+
+    async def expect(self, status: int, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self.request(method, path, **kwargs)
+        if response.status_code != status:
+            raise SimulationError(f"{method} {path}: {response.status_code} {response.text[:300]}")
+        return orjson.loads(response.content)
+
+    @staticmethod
+    async def gather(calls: Iterable[Awaitable[T]]) -> list[T]:
+        return list(await asyncio.gather(*calls))
+
+    # the merchant's backend (secret key)
+
+    async def catalog(self) -> list[dict[str, Any]]:
+        products: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            params = {"limit": "1000", **({"cursor": cursor} if cursor else {})}
+            page = await self.expect(
+                200, "GET", "/v1/admin/catalog", params=params, headers=self.admin_headers
+            )
+            products.extend(page["products"])
+            cursor = page["next_cursor"]
+            if not cursor or len(products) >= 10_000:
+                return products
+
+    async def rules(self) -> dict[str, Any]:
+        rules: dict[str, Any] = await self.expect(
+            200, "GET", "/v1/admin/rules", headers=self.admin_headers
+        )
+        return rules
+
+    async def put_rules(self, rules: dict[str, Any]) -> None:
+        await self.expect(200, "PUT", "/v1/admin/rules", json=rules, headers=self.admin_headers)
+
+    async def orders(self, orders: list[dict[str, Any]]) -> dict[str, str]:
+        """Record orders; their order tokens by id."""
+        tokens: dict[str, str] = {}
+        for start in range(0, len(orders), ORDERS_PER_POST):
+            batch = orders[start : start + ORDERS_PER_POST]
+            body = await self.expect(
+                200, "POST", "/v1/admin/orders", json=batch, headers=self.admin_headers
+            )
+            if body["rejected"]:
+                raise SimulationError(f"orders rejected: {body['rejected'][:3]}")
+            tokens.update(body["order_tokens"])
+        return tokens
+
+    async def returns(self, order_id: str, product_ids: list[str]) -> None:
+        await self.expect(
+            200,
+            "POST",
+            "/v1/admin/returns",
+            json={"order_id": order_id, "product_ids": product_ids},
+            headers=self.admin_headers,
+        )
+
+    async def report(self, since_ms: int, until_ms: int) -> dict[str, Any]:
+        report: dict[str, Any] = await self.expect(
+            200,
+            "GET",
+            "/v1/admin/metrics",
+            params={"from": str(since_ms), "to": str(until_ms)},
+            headers=self.admin_headers,
+        )
+        return report
+
+    # the shopper's browser (publishable key)
+
+    async def offers(
+        self, surface: str, anchor: tuple[str, ...], visitor_id: str | None = None
+    ) -> dict[str, Any]:
+        params = {"key": self.pk, "surface": surface}
+        params["product_id" if surface == "product_page" else "items"] = ",".join(anchor)
+        if visitor_id:
+            params["visitor_id"] = visitor_id
+        body: dict[str, Any] = await self.expect(200, "GET", "/v1/offers", params=params)
+        return body
+
+    async def thank_you(self, order_id: str, order_token: str, visitor_id: str) -> dict[str, Any]:
+        params = {
+            "key": self.pk,
+            "surface": "thank_you",
+            "order_id": order_id,
+            "order_token": order_token,
+            "visitor_id": visitor_id,
+        }
+        body: dict[str, Any] = await self.expect(200, "GET", "/v1/offers", params=params)
+        return body
+
+    async def send_events(self, events: list[dict[str, Any]], per_batch: int) -> None:
+        async def send(batch: list[dict[str, Any]]) -> None:
+            body = await self.expect(
+                202,
+                "POST",
+                "/v1/events",
+                content=orjson.dumps({"key": self.pk, "events": batch}),
+                headers={"Content-Type": "text/plain"},
+            )
+            if body["rejected"]:
+                raise SimulationError(f"events rejected: {body['rejected'][:3]}")
+
+        batches = [events[i : i + per_batch] for i in range(0, len(events), per_batch)]
+        await self.gather(send(b) for b in batches)
+
+    async def accept(self, token: str, idempotency_key: str) -> bool:
+        response = await self.request(
+            "POST",
+            "/v1/accept",
+            json={"key": self.pk, "token": token, "quantity": 1},
+            headers={"Idempotency-Key": idempotency_key},
+        )
+        return response.status_code == 200
+
+
+class ApprovingChargeEndpoint:
+    """A merchant's charge endpoint that approves every charge, once per idempotency key, on
+    127.0.0.1 in a thread of its own: for simulations against a store that has none."""
+
+    def __init__(self) -> None:
+        import uvicorn
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import Response
+        from starlette.routing import Route
+
+        ids = itertools.count(1)
+        charges: dict[str, str] = {}
+        lock = threading.Lock()
+
+        async def charge(request: Request) -> Response:
+            key = str(orjson.loads(await request.body()).get("idempotency_key", ""))
+            with lock:
+                charge_id = charges.setdefault(key, f"ch_sim_{next(ids):07d}")
+            return Response(orjson.dumps({"charge_id": charge_id}), media_type="application/json")
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port: int = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/charge"
+        app = Starlette(routes=[Route("/charge", charge, methods=["POST"])])
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    async def start(self) -> None:
+        self._thread.start()
+        for _ in range(500):
+            if self._server.started:
+                return
+            await asyncio.sleep(0.01)
+        raise SimulationError("the local charge endpoint did not start")
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        await asyncio.to_thread(self._thread.join, 10)

@@ -1,0 +1,186 @@
+"""Redis keys where money moves: idempotency claims, accept reservations, charged accepts.
+
+Each check-and-write is one Lua script, so two service processes racing on one Idempotency-Key
+or one offer see exactly one winner. Semantics follow `sqlite_commerce.py`, with one deliberate
+difference: a claim by the owner that already holds it answers `claimed` again, so a call the
+client retried after a dropped connection does not lock its own request out. Owners are random
+per request, so no other request can ever present the same one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from ..exceptions import StoreError
+from ..orders import AcceptedOffer, OrderLine
+from . import keys
+from .base import IdempotencyClaim, Reservation, StoreRecord
+from .keys import StoreKeys
+from .redis_client import hex_id, sha1, subjects
+from .redis_events import RedisEvents
+from .redis_scripts import (
+    CANCEL_ACCEPT,
+    CLAIM_IDEMPOTENCY,
+    COMPLETE_ACCEPT,
+    COMPLETE_IDEMPOTENCY,
+    RELEASE_IDEMPOTENCY,
+    RESERVE_ACCEPT,
+    ROTATE_WEBHOOK_SECRET,
+)
+
+# Compare-and-set retries before a write gives up (only under heavy contention on one order).
+CAS_ATTEMPTS = 20
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisCommerce(RedisEvents):
+    """Mixed into RedisStore: the idempotency and accept parts of the Store protocol."""
+
+    async def get_store(self, store_id: str) -> StoreRecord | None:
+        raise NotImplementedError  # RedisStore provides it
+
+    async def claim_idempotency(
+        self,
+        store_id: str,
+        key: str,
+        fingerprint: str,
+        owner: str,
+        now_ms: int,
+        *,
+        lease_ms: int,
+        ttl_ms: int,
+    ) -> IdempotencyClaim:
+        reply = await self._script(
+            "claim an idempotency key",
+            CLAIM_IDEMPOTENCY,
+            [StoreKeys(store_id).idempotency(key)],
+            [fingerprint, owner, str(now_ms), str(lease_ms), str(ttl_ms), str(now_ms + ttl_ms)],
+            # Fails closed quickly: the accept answers 503 and the client retries with the same
+            # key. Completing after a charge is patient instead (money has moved).
+            deadline_s=self.accept_timeout_s,
+        )
+        state = _text(reply[0])
+        if state == "done":
+            return IdempotencyClaim("done", int(reply[1]), bytes(reply[2]))
+        if state not in ("claimed", "in_progress", "mismatch"):
+            raise StoreError(f"unexpected idempotency state {state!r}")
+        return IdempotencyClaim(state)  # type: ignore[arg-type]
+
+    async def complete_idempotency(
+        self, store_id: str, key: str, owner: str, status: int, body: bytes
+    ) -> None:
+        await self._script(
+            "complete an idempotency key",
+            COMPLETE_IDEMPOTENCY,
+            [StoreKeys(store_id).idempotency(key)],
+            [owner, str(status), body],
+        )
+
+    async def release_idempotency(self, store_id: str, key: str, owner: str) -> None:
+        await self._script(
+            "release an idempotency key",
+            RELEASE_IDEMPOTENCY,
+            [StoreKeys(store_id).idempotency(key)],
+            [owner],
+        )
+
+    async def reserve_accept(
+        self,
+        store_id: str,
+        order_id: str,
+        product_id: str,
+        idempotency_key: str,
+        *,
+        cap: int,
+        now_ms: int,
+        lease_ms: int,
+    ) -> Reservation:
+        reply = _text(
+            await self._script(
+                "reserve an accept",
+                RESERVE_ACCEPT,
+                [StoreKeys(store_id).accepts(order_id)],
+                [product_id, idempotency_key, str(cap), str(now_ms), str(lease_ms)],
+                deadline_s=self.accept_timeout_s,
+            )
+        )
+        if reply not in ("reserved", "already_accepted", "cap_reached", "in_progress"):
+            raise StoreError(f"unexpected reservation {reply!r}")
+        return reply  # type: ignore[return-value]
+
+    async def cancel_accept(
+        self, store_id: str, order_id: str, product_id: str, idempotency_key: str
+    ) -> None:
+        await self._script(
+            "cancel an accept",
+            CANCEL_ACCEPT,
+            [StoreKeys(store_id).accepts(order_id)],
+            [product_id, idempotency_key],
+        )
+
+    async def complete_accept(
+        self, store_id: str, order_id: str, line: OrderLine, charge_id: str, now_ms: int
+    ) -> None:
+        k = StoreKeys(store_id)
+        member = f"{hex_id(order_id)} {hex_id(line.product_id)} {charge_id}"
+        for _ in range(CAS_ATTEMPTS):
+            raw = await self._write("read an order", lambda c: c.hget(k.orders, order_id))
+            args: list[Any]
+            if raw is None:
+                args = ["", b"", f"order:{order_id}"]
+                buyers: list[str] = []
+            else:
+                order = orjson.loads(raw)
+                order[5].append([line.product_id, line.quantity, line.price])
+                args = [sha1(raw), orjson.dumps(order), order[3] or f"order:{order_id}"]
+                buyers = subjects(order[2], order[3])
+            done = await self._script(
+                "complete an accept",
+                COMPLETE_ACCEPT,
+                [k.accepts(order_id)],
+                [
+                    k.prefix,
+                    order_id,
+                    line.product_id,
+                    charge_id,
+                    str(now_ms),
+                    *args,
+                    member,
+                    str(keys.VISITOR_TTL_S),
+                    *buyers,
+                ],
+            )
+            if done:
+                return
+        raise StoreError(f"order {order_id!r} kept changing while an accept completed")
+
+    async def iter_accepts(
+        self, store_id: str, since_ms: int, until_ms: int
+    ) -> AsyncIterator[AcceptedOffer]:
+        log = StoreKeys(store_id).accept_log
+        async for member, at_ms in self._score_range(log, since_ms, until_ms):
+            order_hex, product_hex, charge_id = member.decode().split(" ", 2)
+            yield AcceptedOffer(
+                bytes.fromhex(order_hex).decode(),
+                bytes.fromhex(product_hex).decode(),
+                charge_id,
+                at_ms,
+            )
+
+    async def rotate_webhook_secret(self, store_id: str, new_secret: str) -> StoreRecord:
+        await self._script(
+            "rotate the webhook secret",
+            ROTATE_WEBHOOK_SECRET,
+            [StoreKeys(store_id).record],
+            [new_secret],
+        )
+        record = await self.get_store(store_id)
+        if record is None:
+            raise StoreError(f"unknown store {store_id!r}")
+        return record

@@ -1,0 +1,113 @@
+"""`offer-service serve` as real subprocesses, for the tests that need processes: two servers on
+one SQLite file, and a server killed with SIGKILL and restarted on the same file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from offer_service.demo import install_demo
+from offer_service.policy import StoreRules
+from offer_service.storage import open_store
+
+from .conftest import free_port
+from .flows import UNLIMITED
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class ServeProcess:
+    """One `python -m offer_service.cli serve` on a loopback port."""
+
+    def __init__(self, store_url: str, log_path: Path, port: int | None = None) -> None:
+        self.store_url = store_url
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 (closed in stop/kill)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("OFFER_DEMO", None)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "offer_service.cli",
+                "serve",
+                "--port",
+                str(self.port),
+                "--store-url",
+                store_url,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self._wait_healthy()
+
+    def _wait_healthy(self, timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"offer-service serve exited early:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"offer-service serve did not become healthy:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, **kwargs)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, no flushing, nothing."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self._log.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+
+def prepare_demo_store(store_url: str, **rules: Any) -> None:
+    """Install the demo store (pk_demo / sk_demo / whsec_demo) into the file before serving it,
+    with `rules` applied over its rules (so every process starts with the same rules)."""
+
+    async def run() -> None:
+        store = open_store(store_url)
+        await store.open()
+        try:
+            record = await install_demo(store)
+            merged = {**record.rules.model_dump(), **rules}
+            if "rate_limits" in merged:
+                merged["rate_limits"] = {**merged["rate_limits"], **UNLIMITED}
+            await store.set_rules(record.id, StoreRules.model_validate(merged))
+        finally:
+            await store.close()
+
+    asyncio.run(run())

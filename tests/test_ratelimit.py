@@ -1,0 +1,50 @@
+"""Rate limits: GCRA arithmetic, and 429 with Retry-After on the real routes."""
+
+from __future__ import annotations
+
+from offer_service.policy import RateLimits, StoreRules
+from offer_service.ratelimit import RateLimiter
+
+from .conftest import LiveServer
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_burst_is_allowed_then_requests_are_spaced_at_the_rate() -> None:
+    clock = Clock()
+    limiter = RateLimiter(clock=clock)
+    assert [limiter.check("k", per_second=2, burst=3) for _ in range(3)] == [0.0, 0.0, 0.0]
+    wait = limiter.check("k", per_second=2, burst=3)
+    assert wait == 0.5
+    clock.now += 0.5
+    assert limiter.check("k", per_second=2, burst=3) == 0.0
+    assert limiter.check("k", per_second=2, burst=3) == 0.5
+
+
+def test_keys_are_limited_separately() -> None:
+    limiter = RateLimiter(clock=Clock())
+    assert limiter.check("a", per_second=1, burst=1) == 0.0
+    assert limiter.check("a", per_second=1, burst=1) > 0
+    assert limiter.check("b", per_second=1, burst=1) == 0.0
+
+
+def test_browser_and_admin_routes_answer_429_with_retry_after(server: LiveServer) -> None:
+    limits = RateLimits(browser_per_second=1, browser_burst=3, admin_per_second=1, admin_burst=2)
+    record = server.create_store(rules=StoreRules(rate_limits=limits))
+    with server.client() as c:
+        params = {"key": record.publishable_key, "surface": "cart", "items": "x"}
+        statuses = [c.get("/v1/offers", params=params).status_code for _ in range(4)]
+        assert statuses == [404, 404, 404, 429]
+        r = c.get("/v1/offers", params=params)
+        assert r.status_code == 429
+        assert r.json()["error"]["code"] == "rate_limited"
+        assert int(r.headers["retry-after"]) >= 1
+        admin = {"Authorization": f"Bearer {record.secret_key}"}
+        codes = [c.get("/v1/admin/catalog", headers=admin).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]

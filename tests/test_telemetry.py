@@ -1,0 +1,49 @@
+"""Security headers on every response; JSON logs that never hold a secret."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+
+from offer_service.telemetry import JsonFormatter, redact
+
+from .conftest import LiveServer
+
+
+def test_every_response_carries_the_security_headers(demo_server: LiveServer) -> None:
+    with demo_server.client() as c:
+        for r in (
+            c.get("/healthz"),
+            c.get("/v1/offers", params={"key": "pk_demo", "surface": "cart", "items": "cam-x100"}),
+            c.get("/v1/nope"),
+            c.get("/v1/admin/catalog"),
+        ):
+            assert r.headers["x-content-type-options"] == "nosniff"
+            assert r.headers["x-frame-options"] == "DENY"
+            assert r.headers["referrer-policy"] == "strict-origin-when-cross-origin"
+            assert "default-src 'none'" in r.headers["content-security-policy"]
+            assert "access-control-allow-credentials" not in r.headers
+
+
+def test_secrets_are_redacted_from_log_lines() -> None:
+    token = "eyJ2IjoxLCJraWQiOiJrMSJ9aaaaaaa.c2lnbmF0dXJlc2lnbmF0dXJlc2ln"
+    text = (
+        "Bearer sk_nNv7XXqJYDp4Z4PGGl7GBm4Ou4LeC7 whsec_WpmDcfVhXMuTcZkgNQJ9wDVa "
+        f"token={token} order_token={'ab' * 32} product sd-128"
+    )
+    out = redact(text)
+    assert "sk_nNv7" not in out and "whsec_Wpm" not in out
+    assert token not in out and "ab" * 32 not in out
+    assert "product sd-128" in out
+
+
+def test_log_lines_are_json_with_the_request_id() -> None:
+    record = logging.LogRecord(
+        "offer_service", logging.ERROR, __file__, 1, "boom sk_abcdefghijkl", None, None
+    )
+    record.request_id = "req_1"
+    line = orjson.loads(JsonFormatter().format(record))
+    assert line["level"] == "error"
+    assert line["request_id"] == "req_1"
+    assert line["message"] == "boom [redacted]"
