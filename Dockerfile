@@ -9,6 +9,8 @@ FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 offers
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/* && rm -rf /wheels
+# Owned by the service user, so a volume mounted here (SQLite file, event spool) is writable.
+RUN mkdir -p /home/offers/offer-data && chown offers:offers /home/offers/offer-data
 USER offers
 WORKDIR /home/offers
 ENV OFFER_STORE_URL=sqlite:////home/offers/offer-data/offers.db

@@ -295,6 +295,7 @@ def _form(params: Mapping[str, str], report: Mapping[str, Any], surfaces: Sequen
         for k in ("store", "expires", "sig")
         if params.get(k)
     )
+    to = params.get("to") or report["to"]
     options = '<option value="">All surfaces</option>' + "".join(
         f'<option value="{s}"{" selected" if report["surface"] == s else ""}>{s}</option>'
         for s in surfaces
@@ -302,7 +303,7 @@ def _form(params: Mapping[str, str], report: Mapping[str, Any], surfaces: Sequen
     return (
         f'<form method="get" action="/dashboard" class="range">{hidden}'
         f'<label>From <input type="date" name="from" value="{report["from"][:10]}"></label>'
-        f'<label>To <input type="date" name="to" value="{escape(params.get("to", "")[:10])}">'
+        f'<label>To <input type="date" name="to" value="{escape(to[:10])}">'
         f'</label><label>Surface <select name="surface">{options}</select></label>'
         '<button type="submit">Show</button></form>'
     )

@@ -32,7 +32,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +51,8 @@ from .storage.base import PairCount
 from .surfaces import Surface
 
 METHODS = ("engine", "best_sellers", "random")
+# Basket sizes (distinct products) the text report breaks hit rates down by.
+SIZES = ((2, 10, "2-10"), (11, 30, "11-30"), (31, 100, "31-100"), (101, math.inf, "101+"))
 DEFAULT_PER_BASKET = 8
 DEFAULT_SEED = 7
 BEST_SELLERS_PER_CATEGORY = 20  # as the engine reads them (engine.BEST_SELLERS_PER_CATEGORY)
@@ -107,6 +109,8 @@ class Result:
     evaluated: int = 0  # the queries actually asked
     baskets: int = 0
     unseen: float = 0.0  # weight of queries whose hidden product was never sold before
+    # basket size label -> [baskets, weight, weighted hits at max k per method in METHODS order]
+    sizes: dict[str, list[float]] = field(default_factory=dict)
 
     def merge(self, other: Result) -> None:
         for name, tally in other.tallies.items():
@@ -115,6 +119,10 @@ class Result:
         self.evaluated += other.evaluated
         self.baskets += other.baskets
         self.unseen += other.unseen
+        for label, row in other.sizes.items():
+            mine = self.sizes.setdefault(label, [0.0] * len(row))
+            for i, v in enumerate(row):
+                mine[i] += v
 
     def metrics(self, catalog_size: int) -> dict[str, dict[str, float]]:
         w = self.weight or 1.0
@@ -242,7 +250,7 @@ def evaluate_baskets(
     result = empty_result(ks)
     k_max = max(ks)
     catalog = trained.catalog_set
-    engine, best, rand = (result.tallies[m] for m in METHODS)
+    tallies = [result.tallies[m] for m in METHODS]
     for basket_id, product_ids in baskets:
         items = sorted(set(product_ids))
         n = len(items)
@@ -252,15 +260,25 @@ def evaluate_baskets(
         hidden = items if not per_basket or n <= per_basket else rng.sample(items, per_basket)
         weight = n / len(hidden)
         result.baskets += 1
+        label = next(name for low, high, name in SIZES if low <= n <= high)
+        by_size = result.sizes.setdefault(label, [0.0] * (2 + len(METHODS)))
+        by_size[0] += 1
         for h in hidden:
             cart = [p for p in items if p != h]
             result.weight += weight
             result.evaluated += 1
+            by_size[1] += weight
             if h not in catalog:
                 result.unseen += weight
-            engine.add(engine_ranking(trained, cart, k_max), h, weight, ks)
-            best.add(best_seller_ranking(trained, cart, k_max), h, weight, ks)
-            rand.add(random_ranking(trained, cart, k_max, rng), h, weight, ks)
+            rankings = (
+                engine_ranking(trained, cart, k_max),
+                best_seller_ranking(trained, cart, k_max),
+                random_ranking(trained, cart, k_max, rng),
+            )
+            for i, (tally, ranking) in enumerate(zip(tallies, rankings, strict=True)):
+                tally.add(ranking, h, weight, ks)
+                if h in ranking:
+                    by_size[2 + i] += weight
     return result
 
 
@@ -341,7 +359,7 @@ def parse_split(text: str) -> int:
     return int(day.timestamp() * 1000)
 
 
-def cmd_evaluate(args: argparse.Namespace, out: Callable[[str], object] = sys.stdout.write) -> int:
+def cmd_evaluate(args: argparse.Namespace) -> int:
     from .importers.online_retail import parse_online_retail
 
     ks = parse_ks(args.k)
@@ -361,9 +379,10 @@ def cmd_evaluate(args: argparse.Namespace, out: Callable[[str], object] = sys.st
     seconds = time.monotonic() - started
     metrics = result.metrics(len(trained.catalog))
     if args.json:
-        out(orjson.dumps(metrics).decode() + "\n")
+        sys.stdout.write(orjson.dumps(metrics).decode() + "\n")
     else:
-        out(table(metrics, result, ks, len(before), len(trained.catalog), args.split, seconds))
+        text = table(metrics, result, ks, len(before), len(trained.catalog), args.split, seconds)
+        sys.stdout.write(text)
     return 0
 
 
@@ -398,5 +417,24 @@ def table(
     k = max(ks)
     base = metrics["best_sellers"][f"hit_rate@{k}"]
     ratio = metrics["engine"][f"hit_rate@{k}"] / base if base else math.inf
-    lines += ["", f"engine / best sellers at hit rate@{k}: {ratio:.2f}x; took {seconds:.1f} s"]
+    lines += [
+        "",
+        f"engine / best sellers at hit rate@{k}: {ratio:.2f}x; took {seconds:.1f} s",
+        "",
+        f"Hit rate@{k} by basket size (distinct products):",
+        "",
+        "| basket size | baskets | queries | " + " | ".join(METHODS) + " | engine / best |",
+        "|---|" + "---:|" * (len(METHODS) + 3),
+    ]
+    for _, _, label in SIZES:
+        row = result.sizes.get(label)
+        if row is None:
+            continue
+        baskets, weight, *hits = row
+        rates = [h / weight for h in hits]
+        versus = f"{rates[0] / rates[1]:.2f}x" if rates[1] else "-"
+        cells = [f"{r:.2%}" for r in rates]
+        lines.append(
+            f"| {label} | {baskets:,.0f} | {weight:,.0f} | " + " | ".join(cells) + f" | {versus} |"
+        )
     return "\n".join(lines) + "\n"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import logging
 import time
@@ -74,6 +75,7 @@ class ExposureLog:
         self._recent: set[tuple[str, str]] = set()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._closing = asyncio.Event()
 
     def seen(
         self, store_id: str, visitor_id: str, surface: str, *, holdout: bool, arm: str | None
@@ -92,7 +94,8 @@ class ExposureLog:
             self._task = asyncio.get_running_loop().create_task(self._flush_soon())
 
     async def _flush_soon(self) -> None:
-        await asyncio.sleep(self.flush_after_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), self.flush_after_s)
         await self.flush()
 
     async def flush(self) -> None:
@@ -110,7 +113,8 @@ class ExposureLog:
                         self._recent.discard((store_id, e.id))
 
     async def close(self) -> None:
-        """Finish the write in flight and write what is left (at shutdown)."""
+        """Write what is pending now and wait for it (at shutdown)."""
+        self._closing.set()
         if self._task is not None:
             await self._task
         await self.flush()

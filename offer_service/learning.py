@@ -34,6 +34,7 @@ from .surfaces import SURFACES, Surface
 from .types import DAY_MS, MINUTE_MS
 
 __all__ = [
+    "SIGNALS",
     "Beta",
     "Evidence",
     "Feedback",
@@ -57,9 +58,10 @@ REFRESH_S = 60.0
 
 log = logging.getLogger(__name__)
 
-# Indices of the four decayed counts kept per (surface, product).
-_IMPRESSIONS, _CLICKS, _ACCEPTS, _PURCHASES = range(4)
-_SIGNALS = {"impression": _IMPRESSIONS, "click": _CLICKS, "accept": _ACCEPTS}
+# The four decayed counts kept per (surface, product), by index.
+SIGNALS = ("impression", "click", "accept", "purchase")
+_INDEX = {name: i for i, name in enumerate(SIGNALS)}
+_EVENT_TYPES = frozenset(("impression", "click", "accept"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,18 +219,18 @@ class Feedback:
             if max(c) < NEGLIGIBLE:
                 del self.counts[key]
 
-    def add(self, surface: str, product_id: str, signal: int, at_ms: int) -> None:
+    def add(self, surface: str, product_id: str, signal: str, at_ms: int) -> None:
+        """Count one `signal` (one of SIGNALS) of the offer of `product_id` on `surface`."""
         c = self.counts.get((surface, product_id))
         if c is None:
             c = self.counts[(surface, product_id)] = [0.0, 0.0, 0.0, 0.0]
-        c[signal] += self.weight(at_ms)
+        c[_INDEX[signal]] += self.weight(at_ms)
 
     def add_event(self, e: StoredEvent) -> None:
-        signal = _SIGNALS.get(e.type)
-        if signal is None:  # views, declines (impressions without a click), exposures
+        if e.type not in _EVENT_TYPES:  # views, declines (impressions without a click), ...
             return
-        self.add(e.surface, e.product_id, signal, e.received_ms)
-        if signal == _CLICKS and e.visitor_id:
+        self.add(e.surface, e.product_id, e.type, e.received_ms)
+        if e.type == "click" and e.visitor_id:
             self.clicks.append(e)
 
     def add_orders(self, orders: Iterable[Order], until_ms: int) -> None:
@@ -238,7 +240,7 @@ class Feedback:
         if batch:
             for line in credit(batch, (), self.clicks, self.window_ms):
                 if line.via == "click":
-                    self.add(line.offer.surface, line.product_id, _PURCHASES, line.placed_at_ms)
+                    self.add(line.offer.surface, line.product_id, "purchase", line.placed_at_ms)
         self.orders_until_ms = max(self.orders_until_ms, until_ms)
         # A click older than the window can no longer credit an order not yet read.
         oldest = self.orders_until_ms - self.window_ms

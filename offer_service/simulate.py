@@ -33,7 +33,7 @@ import orjson
 from .sim_model import Behaviour, OfferSeen, Shopper, compare, format_table, truths
 from .sim_support import Api, ApprovingChargeEndpoint
 
-CHUNK = 400
+CHUNK = 2000
 EVENTS_PER_BATCH = 80
 DEMO_KEYS = ("pk_demo", "sk_demo")
 
@@ -209,6 +209,7 @@ async def simulate(
     secret_key: str = DEMO_KEYS[1],
     concurrency: int = 24,
     lift_limits: bool = True,
+    chunk: int = CHUNK,
 ) -> Simulation:
     """Run the simulation and read the report of its own time window."""
     b = behaviour or Behaviour()
@@ -225,9 +226,9 @@ async def simulate(
         try:
             if patched != rules:
                 await api.put_rules(patched)
-            simulator = Simulator(api, b, visitors=visitors, seed=seed)
+            simulator = Simulator(api, b, visitors=visitors, seed=seed, chunk=chunk)
             sim = await simulator.run()
-            sim.report = await api.report(sim.started_ms - 60_000, _now_ms() + 60_000)
+            sim.report = await api.report(sim.started_ms - 10_000, _now_ms() + 5_000)
         finally:
             if patched != rules:
                 await api.put_rules(rules)

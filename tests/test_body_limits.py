@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from urllib.parse import urlparse
 
@@ -12,10 +13,9 @@ def raw_request(url: str, head: bytes, body: bytes, timeout: float = 10.0) -> by
     parsed = urlparse(url)
     with socket.create_connection((parsed.hostname, parsed.port), timeout=timeout) as s:
         s.sendall(head)
-        try:
+        # The server may answer and close before reading it all.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             s.sendall(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server may answer and close before reading it all
         chunks = []
         try:
             while True:

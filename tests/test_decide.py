@@ -1,16 +1,25 @@
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 from typing import Any
 
-from offer_service.candidates import CandidateInputs
+from offer_service import rules as static_rules
+from offer_service.candidates import CandidateInputs, generate
 from offer_service.catalog import Product
-from offer_service.decide import PREPARED_MAX, PREPARED_PER_FAMILY, decide, finish, prepare
+from offer_service.decide import (
+    PREPARED_MAX,
+    PREPARED_PER_FAMILY,
+    arrange,
+    decide,
+    finish,
+    prepare,
+)
 from offer_service.policy import StoreRules
 from offer_service.rules import PricedOffer
-from offer_service.storage.base import EMPTY_VISITOR, VisitorState
+from offer_service.storage.base import EMPTY_VISITOR, PairCount, VisitorState
 from offer_service.surfaces import Surface
-from offer_service.types import DAY_MS
+from offer_service.types import DAY_MS, ProductFlag
 
 RULES = StoreRules()
 NOW = 1_700_000_000_000
@@ -192,3 +201,38 @@ def test_prepare_keeps_a_bounded_list_with_few_spares_per_family() -> None:
     prepared = prepare(i, RULES)
     assert len(prepared) == PREPARED_MAX == 20
     assert sum(o.candidate.product.family == "cam-t" for o in prepared) == PREPARED_PER_FAMILY == 3
+
+
+def test_prepare_prices_only_contenders_and_keeps_exactly_the_full_ranking() -> None:
+    # prepare prices candidates best bound first and stops once no later one can reach the list;
+    # the kept list must be the one pricing every candidate gives, whatever the catalog.
+    rng = random.Random(5)
+    flags: list[tuple[ProductFlag, ...]] = [(), ("new",), ("clearance",), ()]
+    for trial in range(40):
+        surface = rng.choice([Surface.CART, Surface.PRODUCT_PAGE, Surface.THANK_YOU])
+        anchor = product("anchor", "Anchor", 5000, category="c", family="anchor-fam")
+        extras = []
+        for n in range(rng.randrange(1, 120)):
+            amount = rng.choice([rng.randrange(100, 20000), 1000])  # ties on purpose
+            cost = rng.choice([None, rng.randrange(0, amount + 1)])
+            extras.append(
+                product(
+                    f"p{n:03}", f"P{n}", amount, cost=cost, flags=rng.choice(flags),
+                    family=rng.choice([None, "f1", "f2", "f3"]),
+                    compare_at_price=rng.choice([None, amount + 500]),
+                )
+            )  # fmt: skip
+        products = {p.id: p for p in [anchor, *extras]}
+        pairs = [PairCount(p.id, rng.randrange(2, 40)) for p in extras]
+        # Partners bought at most 5x as often as with the anchor: lift > 1, all relevant.
+        counts = {pc.product_id: rng.randrange(pc.pair_count, 5 * pc.pair_count) for pc in pairs}
+        neighbors, counts["anchor"] = {"anchor": pairs}, 300
+        i = CandidateInputs(
+            surface=surface, anchors=(anchor,), products=products, neighbors=neighbors,
+            basket_counts=counts, basket_total=2000, family_members={}, category_best_sellers={},
+            order_total=30000 if surface == Surface.THANK_YOU else None,
+        )  # fmt: skip
+        rules = StoreRules(value=rng.choice(["price", "margin"]), margin_floor=rng.choice([0, 300]))
+        candidates = generate(i)
+        everything = static_rules.price(candidates, surface, {"anchor"}, i.order_total, rules)
+        assert prepare(i, rules) == arrange(everything, surface, rules), trial

@@ -4,29 +4,37 @@ accepts and events, whichever instance a request reaches."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import orjson
 import pytest
 
 from offer_service.demo import DEMO_STORE_ID, DEMO_WEBHOOK_SECRET
+from offer_service.events import StoredEvent
+from offer_service.spool import Spool
 from offer_service.storage.keys import StoreKeys
 from offer_service.storage.redis import RedisStore
 
 from .charge_double import ChargeDouble, running_charge_double
 from .flows import ADMIN, PK, accept, error_code, order_with_offers
-from .processes import ServeProcess, prepare_demo_store
+from .processes import ROOT, ServeProcess, prepare_demo_store
 from .redis_servers import RELAXED, RedisServer, opened_redis
 
 pytestmark = pytest.mark.timeout(240)
 
 ACCEPTS = 50
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +78,12 @@ def instances(
         second.stop()
 
 
-def read(store_url: str, fn: object) -> object:
-    async def run() -> object:
+def read(store_url: str, fn: Callable[[RedisStore], Awaitable[T]]) -> T:
+    """Run `fn` on a store of its own (the test's view of Redis, apart from the instances)."""
+
+    async def run() -> T:
         async with opened_redis(store_url) as store:
-            return await fn(store)  # type: ignore[operator]
+            return await fn(store)
 
     return asyncio.run(run())
 
@@ -148,7 +158,8 @@ def test_concurrent_accepts_with_one_key_across_both_instances_charge_once(
     assert retry.status_code == 200 and retry.content == won[0].content
     assert [c.order_id for c in charges.charges].count(order_id) == 1
     order = read(redis_url, lambda s: s.get_order(DEMO_STORE_ID, order_id))
-    assert [line.product_id for line in order.lines].count(offers[0]["product_id"]) == 1  # type: ignore[attr-defined]
+    assert order is not None
+    assert [line.product_id for line in order.lines].count(str(offers[0]["product_id"])) == 1
 
 
 def test_concurrent_accepts_of_one_offer_with_different_keys_charge_once(
@@ -201,7 +212,7 @@ def test_events_posted_to_both_instances_add_up_once(
                     totals[name] += r.json()[name]
 
     after = read(redis_url, lambda s: s.event_counters(DEMO_STORE_ID))
-    counted = after.get(counter, 0) - before.get(counter, 0)  # type: ignore[attr-defined]
+    counted = after.get(counter, 0) - before.get(counter, 0)
     print(f"\n200 events sent twice across two instances: counted {counted}, totals {totals}")
     assert totals == {"accepted": 200, "duplicates": 200}
     assert counted == 200
@@ -232,10 +243,64 @@ def test_the_instances_aggregate_events_themselves_and_trim_the_stream(
 
     deadline = time.monotonic() + 30
     while True:
-        counted, length = read(redis_url, state)  # type: ignore[misc]
+        counted, length = read(redis_url, state)
         if (counted == 100 and length <= 1) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     print(f"\ncounted by the instances' aggregators: {counted}; stream entries left: {length}")
     assert counted == 100
     assert length <= 1  # acknowledged entries are trimmed (the last delivered one is kept)
+
+
+def test_a_separate_worker_aggregates_and_replays_orphaned_spools(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    url = server.url + RELAXED
+    events = [
+        StoredEvent(
+            f"w-{i}", "click", 1, 1, None, "cart", "cross_sell", "p", "o", None, None, 1, "X"
+        )
+        for i in range(6)
+    ]
+
+    async def prepare() -> str:
+        async with opened_redis(url) as store:
+            record = await store.create_store("Worker")
+            await store.record_events(record.id, events[:3], 0)
+            orphan = Spool(tmp_path / "spool")  # a service process that died with a spool
+            await orphan.append(record.id, events[3:], 0)
+            orphan.close()
+            return record.id
+
+    store_id = asyncio.run(prepare())
+    k = StoreKeys(store_id)
+    log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "offer_service.cli", "worker"),
+            *("--store-url", url, "--spool-dir", str(tmp_path / "spool")),
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+
+        async def counted() -> int:
+            async with opened_redis(url) as store:
+                field = orjson.dumps(["cart", "cross_sell", "p", "", "click"])
+                return int(await store._do("read a counter", "hget", k.counters, field) or 0)
+
+        deadline = time.monotonic() + 30
+        while asyncio.run(counted()) < 6 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert asyncio.run(counted()) == 6
+        assert list((tmp_path / "spool").glob("*.spool")) == []
+        os.kill(worker.pid, signal.SIGTERM)
+        assert worker.wait(timeout=20) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        log.close()
+        server.stop()

@@ -5,14 +5,16 @@ StoreUnavailable, and the spool that keeps events while Redis is away."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from redis.cluster import key_slot
+from redis.crc import key_slot
 
 from offer_service.events import StoredEvent
 from offer_service.exceptions import StoreError, StoreUnavailable
@@ -22,7 +24,6 @@ from offer_service.storage import open_store
 from offer_service.storage.base import PairCount
 from offer_service.storage.keys import GROUP, StoreKeys
 from offer_service.storage.redis import RedisStore
-from offer_service.worker import Aggregator
 
 from .redis_servers import RELAXED, RedisServer, free_port, opened_redis, shared_redis
 from .test_storage_contract import order, product
@@ -61,7 +62,9 @@ async def store() -> AsyncIterator[RedisStore]:
 
 
 @pytest.fixture
-async def raw() -> AsyncIterator[Redis]:
+async def raw() -> AsyncIterator[Any]:
+    # A plain client, to look at and tamper with the keys directly (redis-py's annotations
+    # cover sync and async clients at once, so replies are typed loosely: Any here).
     client = Redis.from_url(shared_redis().url)
     try:
         yield client
@@ -87,7 +90,7 @@ def test_open_store_chooses_redis_and_redis_cluster_by_scheme() -> None:
 
 
 async def test_every_key_of_a_store_lives_in_the_store_s_cluster_slot(
-    store: RedisStore, raw: Redis
+    store: RedisStore, raw: Any
 ) -> None:
     record = await store.create_store("Tagged", store_id=f"st_{uuid.uuid4().hex[:8]}")
     sid = record.id
@@ -119,7 +122,7 @@ async def test_a_store_id_with_braces_is_refused(store: RedisStore) -> None:
 
 
 async def test_counters_come_from_the_consumer_group_and_count_each_event_once(
-    store: RedisStore, raw: Redis
+    store: RedisStore, raw: Any
 ) -> None:
     record = await store.create_store("Events")
     k = StoreKeys(record.id)
@@ -132,8 +135,7 @@ async def test_counters_come_from_the_consumer_group_and_count_each_event_once(
     # A consumer reads ten entries and dies before acknowledging them.
     dead = await raw.xreadgroup(GROUP, "dead-consumer", {k.events: ">"}, count=10)
     assert len(dead[0][1]) == 10
-    counted = await Aggregator(store, "live").run_once()
-    assert counted == 20
+    assert await store.aggregate(record.id, "live") == 20
     # The dead consumer's entries are claimed (XAUTOCLAIM) once they are idle long enough.
     assert await store.reclaim(record.id, "live", min_idle_ms=60_000) == 0
     assert await store.reclaim(record.id, "live", min_idle_ms=0) == 10
@@ -161,7 +163,7 @@ async def test_reading_counters_counts_what_no_worker_has_counted_yet(store: Red
     assert [e.id async for e in store.iter_events(record.id, NOW, NOW + 1)] == ["a", "b", "c"]
 
 
-async def test_an_event_appended_twice_is_counted_once(store: RedisStore, raw: Redis) -> None:
+async def test_an_event_appended_twice_is_counted_once(store: RedisStore, raw: Any) -> None:
     record = await store.create_store("Twice")
     k = StoreKeys(record.id)
     await store.record_events(record.id, [event("once")], NOW - DAY)
@@ -173,7 +175,7 @@ async def test_an_event_appended_twice_is_counted_once(store: RedisStore, raw: R
 
 
 async def test_poison_entries_go_to_the_dead_letter_stream_after_n_deliveries(
-    store: RedisStore, raw: Redis
+    store: RedisStore, raw: Any
 ) -> None:
     record = await store.create_store("Poison")
     k = StoreKeys(record.id)
@@ -194,7 +196,7 @@ async def test_poison_entries_go_to_the_dead_letter_stream_after_n_deliveries(
     assert (await store.event_counters(record.id))[COUNTER] == 2
 
 
-async def test_trimming_never_drops_an_unacknowledged_entry(store: RedisStore, raw: Redis) -> None:
+async def test_trimming_never_drops_an_unacknowledged_entry(store: RedisStore, raw: Any) -> None:
     record = await store.create_store("Trim")
     k = StoreKeys(record.id)
     await store.record_events(record.id, [event(f"a{i}") for i in range(10)], NOW - DAY)
@@ -216,6 +218,22 @@ async def test_trimming_never_drops_an_unacknowledged_entry(store: RedisStore, r
     await store.trim_events(record.id)
     assert await raw.xlen(k.events) <= 1  # at most the last delivered entry is kept
     assert (await store.event_counters(record.id))[COUNTER] == 19
+
+
+async def test_the_event_log_keeps_the_days_it_is_told_and_the_counters_keep_counting() -> None:
+    now = int(time.time() * 1000)
+    old = [dataclasses.replace(event(f"old-{i}"), received_ms=now - 40 * DAY) for i in range(3)]
+    recent = [dataclasses.replace(event(f"new-{i}"), received_ms=now) for i in range(2)]
+    async with opened_redis(shared_redis().url + RELAXED + "&event_log_days=30") as store:
+        record = await store.create_store("Retention")
+        await store.record_events(record.id, old + recent, 0)
+        await store.drain(record.id)
+
+        await store.trim_events(record.id)
+
+        kept = [e.id async for e in store.iter_events(record.id, 0, now + 1)]
+        assert kept == ["new-0", "new-1"]
+        assert (await store.event_counters(record.id))[COUNTER] == 5
 
 
 async def test_idle_consumers_without_pending_entries_are_forgotten(store: RedisStore) -> None:
@@ -323,3 +341,45 @@ async def test_a_live_writer_s_spool_file_is_not_taken_by_another_replayer(
     assert await other.replay(store) == 0
     assert await writer.replay(store) == 1
     writer.close()
+
+
+# the same data on both backends
+
+
+@pytest.mark.dataset
+@pytest.mark.parametrize("bulk", [True, False], ids=["recount", "increments"])
+async def test_the_france_orders_give_the_same_affinity_on_redis_and_sqlite(
+    datasets: Path, tmp_path: Path, store: RedisStore, bulk: bool
+) -> None:
+    from offer_service.importers import parse_online_retail
+    from offer_service.ingest import import_orders
+    from offer_service.storage.sqlite import SQLiteStore
+
+    parsed = parse_online_retail(datasets / "online_retail_france.csv")
+    sqlite = SQLiteStore(str(tmp_path / "offers.db"))
+    await sqlite.open()
+    try:
+        results = []
+        for backend in (sqlite, store):
+            record = await backend.create_store("France")
+            await backend.upsert_products(record.id, parsed.products)
+            summary = await import_orders(
+                backend, record, parsed.orders, parsed.returns, bulk_threshold=0 if bulk else 10**6
+            )
+            ids = [p.id for p in parsed.products]
+            results.append(
+                (
+                    summary,
+                    await backend.basket_count(record.id),
+                    await backend.product_basket_counts(record.id, ids),
+                    await backend.best_sellers(record.id, None, 50),
+                    {pid: await backend.neighbors(record.id, pid, 50) for pid in ids},
+                    {pid: await backend.pair_counts(record.id, pid) for pid in ids[:200]},
+                )
+            )
+    finally:
+        await sqlite.close()
+
+    on_sqlite, on_redis = results
+    assert on_sqlite[0].imported > 300 and on_sqlite[0].rebuilt == bulk
+    assert on_redis == on_sqlite

@@ -1,8 +1,9 @@
 """The Store protocol every backend implements, and the records it returns.
 
-Backends: `sqlite.py` (embedded default) and, later, `redis.py`. The one contract test suite in
-`tests/test_storage_contract.py` runs against each. Every method is async so network backends fit;
-every method is scoped by `store_id` (a tenant); a backend wraps its own errors in `StoreError`.
+Backends: `sqlite.py` (embedded default) and `redis.py` (Redis and Redis Cluster). The one
+contract test suite in `tests/test_storage_contract.py` runs against each. Every method is async
+so network backends fit; every method is scoped by `store_id` (a tenant); a backend wraps its own
+errors in `StoreError` (`StoreUnavailable` when it cannot be reached at all).
 """
 
 from __future__ import annotations

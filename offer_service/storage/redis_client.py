@@ -22,7 +22,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -41,6 +41,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..exceptions import StoreError, StoreUnavailable
+from .keys import StoreKeys
 from .redis_scripts import Script
 
 T = TypeVar("T")
@@ -112,6 +113,10 @@ def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
+def flat(rows: Iterable[Sequence[Any]]) -> list[Any]:
+    return [value for row in rows for value in row]
+
+
 def subjects(customer_id: str | None, visitor_id: str | None) -> list[str]:
     """Purchase subjects, as the SQLite backend names them: 'c:<customer>', 'v:<visitor>'."""
     out = []
@@ -143,6 +148,9 @@ class RedisBase:
         self.connect_timeout_s = _ms(self.options, "connect_timeout_ms", CONNECT_TIMEOUT_S)
         self.accept_timeout_s = _ms(self.options, "accept_timeout_ms", ACCEPT_TIMEOUT_S)
         self.events_timeout_s = _ms(self.options, "events_timeout_ms", EVENTS_TIMEOUT_S)
+        # Days of raw events kept for measurement (0: all, as the SQLite backend keeps them);
+        # the counters keep counting whatever the retention.
+        self.event_log_days = int(self.options.get("event_log_days", "0"))
         self._fast: Client = None
         self._durable: Client = None
         self._down_until = 0.0
@@ -175,6 +183,11 @@ class RedisBase:
         if now - self._logged_at >= 1.0:
             self._logged_at = now
             log.warning(message)
+
+    async def _require_store(self, k: StoreKeys, store_id: str) -> None:
+        """Writes to an unknown store are errors, as in the SQLite backend."""
+        if not await self._write("check a store", lambda c: c.exists(k.record)):
+            raise StoreError(f"unknown store {store_id!r}")
 
     # plumbing
 

@@ -29,6 +29,7 @@ import orjson
 from redis.exceptions import ResponseError
 
 from ..exceptions import StoreError
+from ..types import DAY_MS, now_ms
 from . import keys
 from .keys import GROUP, StoreKeys
 from .redis_client import RedisBase, chunks
@@ -253,8 +254,14 @@ class RedisEvents(RedisBase):
             start = "(" + (last.decode() if isinstance(last, bytes) else last)
 
     async def trim_events(self, store_id: str) -> int:
-        """Drop stream entries every group has acknowledged; the number dropped."""
+        """Drop stream entries every group has acknowledged, and events older than the event
+        log's retention (`event_log_days`, when set); the stream entries dropped."""
         k = StoreKeys(store_id)
+        if self.event_log_days > 0:
+            oldest = now_ms() - self.event_log_days * DAY_MS
+            await self._do(
+                "expire old events", "zremrangebyscore", k.event_log, "-inf", f"({oldest}"
+            )
         return int(await self._script("trim the event stream", TRIM_EVENTS, [k.events], []))
 
     async def drop_idle_consumers(self, store_id: str, idle_ms: int = keys.CONSUMER_IDLE_MS) -> int:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 from urllib.parse import urlencode
 
 import pytest
@@ -22,6 +25,8 @@ from .conftest import ARTIFACTS, PageLog, Shop, csp_violations, needs_chromium
 
 pytestmark = needs_chromium
 
+T = TypeVar("T")
+
 CHARTS = (
     "take-rate-by-surface",
     "incremental-rpv",
@@ -29,6 +34,16 @@ CHARTS = (
     "top-offers-by-margin",
     "returns",
 )
+
+
+def off_thread(make: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion in a thread: Playwright's sync API owns this thread's loop."""
+
+    async def run() -> T:
+        return await make()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, run()).result()
 
 
 def _record(shop: Shop) -> StoreRecord:
@@ -42,7 +57,7 @@ def _record(shop: Shop) -> StoreRecord:
         finally:
             await store.close()
 
-    return asyncio.run(read())
+    return off_thread(read)
 
 
 @pytest.fixture
@@ -58,7 +73,8 @@ def signed_link(shop: Shop) -> str:
     ]
     shop.admin("PUT", "/v1/admin/rules", json=rules)
     behaviour = Behaviour(arm_multiplier={"rank:margin": 1.5}, offer_return_rate=0.2)
-    asyncio.run(simulate(shop.url, visitors=1500, seed=3, behaviour=behaviour))
+    # In small chunks, so orders arrive over a few seconds: attach rate has a time series.
+    off_thread(lambda: simulate(shop.url, visitors=1500, seed=3, behaviour=behaviour, chunk=150))
     params = link_params(_record(shop), int(time.time()) + 600)
     return f"{shop.url}/dashboard?{urlencode(params)}"
 
@@ -76,6 +92,7 @@ def test_every_chart_renders_with_data(page: Page, page_log: PageLog, signed_lin
     # Two arms and all offers: three intervals against the holdout.
     assert page.locator('svg[data-chart="incremental-rpv"] circle[data-value]').count() == 3
     assert page.locator('svg[data-chart="take-rate-by-surface"] rect[data-value]').count() == 3
+    assert page.locator('svg[data-chart="attach-rate-over-time"] circle[data-value]').count() > 1
     assert "attribution window" in page.inner_text("header")
     assert page.locator('[data-kpi="rpv"] .tile-value').inner_text() != "n/a"
     ARTIFACTS.mkdir(exist_ok=True)
