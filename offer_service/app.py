@@ -90,6 +90,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/v1/admin/rules", admin.put_rules, methods=["PUT"]),
         Route("/v1/admin/rules", admin.get_rules, methods=["GET"]),
         Route("/v1/admin/webhook-secret/rotate", admin.rotate_webhook_secret, methods=["POST"]),
+        Route("/v1/admin/signing-key/rotate", admin.rotate_signing_key, methods=["POST"]),
         Route("/v1/admin/metrics", report.get_metrics, methods=["GET"]),
         Route("/dashboard", dashboard.get_dashboard, methods=["GET"]),
         Route("/dashboard/report.csv", dashboard.get_dashboard_csv, methods=["GET"]),

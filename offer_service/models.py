@@ -301,5 +301,10 @@ class EventsResponse(BaseModel):
     rejected: list[EventRejection]
 
 
+class SigningKeyResponse(BaseModel):
+    kid: str
+    verifying: list[str]
+
+
 class WebhookSecretResponse(BaseModel):
     webhook_secret: str

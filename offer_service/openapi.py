@@ -27,6 +27,7 @@ from .models import (
     ProductOut,
     ReturnRequest,
     ReturnsResponse,
+    SigningKeyResponse,
     WebhookSecretResponse,
 )
 from .policy import StoreRules
@@ -128,6 +129,13 @@ OPERATIONS: list[Operation] = [
         "publishable",
         {200: DeclineResponse, 410: ErrorResponse, **ERRORS},
         body=DeclineRequest,
+    ),
+    Operation(
+        "post",
+        "/v1/admin/signing-key/rotate",
+        "Make a new key sign offer tokens; the previous key keeps verifying, older ones retire",
+        "secret",
+        {200: SigningKeyResponse, 401: ErrorResponse, 403: ErrorResponse, 429: ErrorResponse},
     ),
     Operation(
         "post",

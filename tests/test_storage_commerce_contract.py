@@ -214,3 +214,20 @@ async def test_orders_events_and_accepts_are_read_back_by_time_range(store: Stor
     await store.complete_accept(record.id, "o1", OrderLine("b", 1, 900), "ch_9", NOW)
     accepts = [a async for a in store.iter_accepts(record.id, NOW, NOW + 1)]
     assert [(a.order_id, a.product_id, a.charge_id) for a in accepts] == [("o1", "b", "ch_9")]
+
+
+async def test_rotating_the_signing_key_keeps_the_previous_one_and_retires_older(
+    store: Store,
+) -> None:
+    from offer_service.storage.base import SigningKey
+
+    record = await new_store(store)
+    first = record.signing_keys[0]
+    before = await store.version(record.id)
+    k2 = SigningKey("k2", b"2" * 32)
+    rotated = await store.rotate_signing_key(record.id, k2)
+    assert rotated.signing_keys == (k2, first)
+    k3 = SigningKey("k3", b"3" * 32)
+    again = await store.rotate_signing_key(record.id, k3)
+    assert again.signing_keys == (k3, k2)
+    assert await store.version(record.id) > before  # cached tokens are signed again

@@ -19,6 +19,7 @@ from ..ingest import import_orders
 from ..models import ReturnRequest, validation_failed
 from ..orders import ProductReturn
 from ..policy import StoreRules
+from ..storage.base import SigningKey
 from ..tokens import order_token
 from ..types import now_ms
 from .common import (
@@ -204,3 +205,15 @@ async def rotate_webhook_secret(request: Request) -> Response:
     updated = await engine(request).store.rotate_webhook_secret(record.id, new_secret)
     await engine(request).changed(updated)
     return json_response({"webhook_secret": new_secret})
+
+
+async def rotate_signing_key(request: Request) -> Response:
+    """Make a new key sign offer tokens. Tokens of the previous key keep verifying (offers already
+    on pages still work); tokens of any older key are rejected from now on."""
+    raw = await read_body(request, BROWSER_BODY_LIMIT)
+    record = await secret_store(request, raw)
+    numbers = [int(k.kid[1:]) for k in record.signing_keys if k.kid[1:].isdigit()]
+    new_key = SigningKey(kid=f"k{max(numbers, default=0) + 1}", secret=secrets.token_bytes(32))
+    updated = await engine(request).store.rotate_signing_key(record.id, new_key)
+    await engine(request).changed(updated)
+    return json_response({"kid": new_key.kid, "verifying": [k.kid for k in updated.signing_keys]})

@@ -295,3 +295,8 @@ class Store(Protocol):
     async def rotate_webhook_secret(self, store_id: str, new_secret: str) -> StoreRecord:
         """Make `new_secret` current and keep the previous one valid for verification."""
         ...
+
+    async def rotate_signing_key(self, store_id: str, new_key: SigningKey) -> StoreRecord:
+        """Make `new_key` sign offer tokens; the previous signing key keeps verifying, and any
+        older one is retired (its tokens are rejected from then on). Bumps the version."""
+        ...

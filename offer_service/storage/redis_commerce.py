@@ -17,7 +17,7 @@ import orjson
 from ..exceptions import StoreError
 from ..orders import AcceptedOffer, OrderLine
 from . import keys
-from .base import IdempotencyClaim, Reservation, StoreRecord
+from .base import IdempotencyClaim, Reservation, SigningKey, StoreRecord
 from .keys import StoreKeys
 from .redis_client import hex_id, sha1, subjects
 from .redis_events import RedisEvents
@@ -28,6 +28,7 @@ from .redis_scripts import (
     COMPLETE_IDEMPOTENCY,
     RELEASE_IDEMPOTENCY,
     RESERVE_ACCEPT,
+    ROTATE_SIGNING_KEY,
     ROTATE_WEBHOOK_SECRET,
 )
 
@@ -172,6 +173,18 @@ class RedisCommerce(RedisEvents):
                 charge_id,
                 at_ms,
             )
+
+    async def rotate_signing_key(self, store_id: str, new_key: SigningKey) -> StoreRecord:
+        await self._script(
+            "rotate the signing key",
+            ROTATE_SIGNING_KEY,
+            [StoreKeys(store_id).record],
+            [orjson.dumps({"kid": new_key.kid, "secret": new_key.secret.hex()}).decode()],
+        )
+        record = await self.get_store(store_id)
+        if record is None:
+            raise StoreError(f"unknown store {store_id!r}")
+        return record
 
     async def rotate_webhook_secret(self, store_id: str, new_secret: str) -> StoreRecord:
         await self._script(

@@ -107,6 +107,20 @@ return 1
 """,
 )
 
+# KEYS: record. ARGV: the new key as JSON {"kid", "secret"}. The new key signs, the previous
+# signing key still verifies, older ones are retired.
+ROTATE_SIGNING_KEY = Script(
+    "rotate_signing_key",
+    """
+local cur = redis.call('HGET', KEYS[1], 'signing')
+if not cur then return redis.error_reply('ERR unknown store') end
+local keys = cjson.decode(cur)
+redis.call('HSET', KEYS[1], 'signing', '[' .. ARGV[1] .. ',' .. cjson.encode(keys[1]) .. ']')
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+return 1
+""",
+)
+
 # KEYS: record. ARGV: prefix, then (id, has family 0/1, family, category, product JSON) * n.
 # Keeps the family sets and the per-category best-seller index in step with the catalog.
 UPSERT_PRODUCTS = Script(

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 
 from ..orders import AcceptedOffer, OrderLine
-from .base import IdempotencyClaim, Reservation, StoreRecord
+from .base import IdempotencyClaim, Reservation, SigningKey, StoreRecord
 
 if TYPE_CHECKING:
     from ..events import StoredEvent
@@ -340,6 +340,25 @@ class SQLiteCommerce:
             )
 
         await self._write("rotate the webhook secret", rotate)
+        record = await self.get_store(store_id)
+        assert record is not None
+        return record
+
+    async def rotate_signing_key(self, store_id: str, new_key: SigningKey) -> StoreRecord:
+        def rotate(conn: sqlite3.Connection) -> None:
+            row = conn.execute(
+                "SELECT signing_keys FROM stores WHERE id = ?", (store_id,)
+            ).fetchone()
+            if row is None:
+                raise sqlite3.DatabaseError(f"unknown store {store_id!r}")
+            current = orjson.loads(row[0])
+            keys = [{"kid": new_key.kid, "secret": new_key.secret.hex()}, *current[:1]]
+            conn.execute(
+                "UPDATE stores SET signing_keys = ?, version = version + 1 WHERE id = ?",
+                (orjson.dumps(keys), store_id),
+            )
+
+        await self._write("rotate the signing key", rotate)
         record = await self.get_store(store_id)
         assert record is not None
         return record
