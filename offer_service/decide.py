@@ -21,6 +21,8 @@ PREPARED_MAX = 20
 # ...and at most this many per family: a response shows one, the rest are spares for visitors
 # who own or declined the first.
 PREPARED_PER_FAMILY = 3
+# Candidates priced per step of `_price_contenders`: a list's worth and its slack.
+_BATCH = 2 * PREPARED_MAX
 
 
 def prepare(
@@ -70,10 +72,6 @@ def _price_contenders(
             if _score_bound(ordered[start + _BATCH], prior) < threshold:
                 break
     return priced
-
-
-# Candidates priced per step of `_price_contenders`: a list's worth and its slack.
-_BATCH = 2 * PREPARED_MAX
 
 
 def _score_bound(c: Candidate, prior: float) -> float:

@@ -237,7 +237,7 @@ OPERATIONS: list[Operation] = [
         "/dashboard",
         "The dashboard (secret key, or a signed link from `offer-service dashboard-url`)",
         "none",
-        {200: None, 401: ErrorResponse},
+        {200: None, 401: ErrorResponse, 403: ErrorResponse, 422: ErrorResponse},
         params=[
             _param(name, "query", {"type": "string"})
             for name in ("store", "expires", "sig", "from", "to", "surface")

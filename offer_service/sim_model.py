@@ -4,7 +4,7 @@ report's figures (expectations under the behaviour, given the offers actually sh
 from __future__ import annotations
 
 import argparse
-import random
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,6 +97,13 @@ class Behaviour:
         )
 
 
+def uniform(key: str) -> float:
+    """A uniform number in [0, 1) fixed by `key` (a hash, so keys that differ by a character
+    give independent numbers)."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
 @dataclass(frozen=True, slots=True)
 class OfferSeen:
     product_id: str
@@ -114,7 +121,10 @@ class Shopper:
     surface: str
     anchor: tuple[str, ...]
     base: list[tuple[str, int]]
-    rng: random.Random
+    # Every random choice of the shopper is a hash of this key and what is being decided
+    # (`draw`), not the next number of a stream: a choice never depends on how many others came
+    # before it, so the same shopper decides the same whatever offers the service showed.
+    key: str
     holdout: bool = False
     arm: str | None = None
     offers: list[OfferSeen] = field(default_factory=list)
@@ -132,6 +142,11 @@ class Shopper:
     returned: list[str] = field(default_factory=list)
     _events: int = 0
 
+    def draw(self, what: str, about: OfferSeen | str = "") -> float:
+        """A uniform number in [0, 1) for one decision of this shopper (about a product)."""
+        product = about.product_id if isinstance(about, OfferSeen) else about
+        return uniform(f"{self.key}:{what}:{product}")
+
     @property
     def order_id(self) -> str:
         return f"{self.visitor_id}-o"
@@ -146,17 +161,17 @@ class Shopper:
     def decide(self, b: Behaviour, would_be: list[OfferSeen]) -> None:
         """Convert or not, click, and buy offers (or, in the holdout, the same products)."""
         self.p_conv = b.conversion + (0.0 if self.holdout else b.conversion_lift)
-        self.converted = self.rng.random() < self.p_conv
+        self.converted = self.draw("convert") < self.p_conv
         p_buy_given_click = b.buy_after_click[self.surface] * b.multiplier(self.arm)
         if self.holdout:
             self.would_be = would_be
             p = b.p_buy(self.surface, True, None)
-            self.bought = [o for o in would_be if self.rng.random() < p and self.converted]
+            self.bought = [o for o in would_be if self.converted and self.draw("buy", o) < p]
             return
         for o in self.offers:
-            if self.rng.random() < b.click_rate[self.surface]:
+            if self.draw("click", o) < b.click_rate[self.surface]:
                 self.clicked.append(o)
-                if self.converted and self.rng.random() < p_buy_given_click:
+                if self.converted and self.draw("buy", o) < p_buy_given_click:
                     self.bought.append(o)
 
     def _event(self, kind: str, o: OfferSeen, ts: int) -> dict[str, Any]:
@@ -181,7 +196,7 @@ class Shopper:
         thank-you page, at the organic share of the treatment's take rate."""
         self.organic_later_pool = pool
         p = b.thank_you_take * b.organic_share
-        self.organic_later = [o for o in pool if self.rng.random() < p]
+        self.organic_later = [o for o in pool if self.draw("accept", o) < p]
 
     def order(self, placed_at: str) -> dict[str, Any]:
         lines = [{"product_id": pid, "quantity": 1, "price": price} for pid, price in self.base]
@@ -199,7 +214,8 @@ class Shopper:
         }
 
     def decide_thank_you(self, b: Behaviour) -> None:
-        self.to_accept = [o for o in self.thank_you_offers if self.rng.random() < b.thank_you_take]
+        p = b.thank_you_take
+        self.to_accept = [o for o in self.thank_you_offers if self.draw("accept", o) < p]
 
     def thank_you_events(self, now_ms: int) -> list[dict[str, Any]]:
         return [self._event("impression", o, now_ms) for o in self.thank_you_offers]
@@ -209,8 +225,8 @@ class Shopper:
 
     def decide_returns(self, b: Behaviour) -> None:
         offered = [o.product_id for o in self.bought + self.organic_later + self.accepted]
-        self.returned = [pid for pid in offered if self.rng.random() < b.offer_return_rate]
-        self.returned += [pid for pid, _ in self.base if self.rng.random() < b.base_return_rate]
+        self.returned = [p for p in offered if self.draw("return", p) < b.offer_return_rate]
+        self.returned += [p for p, _ in self.base if self.draw("return", p) < b.base_return_rate]
 
 
 # --- the true values ---------------------------------------------------------------------------

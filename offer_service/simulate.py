@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from .sim_model import Behaviour, OfferSeen, Shopper, compare, format_table, truths
+from .sim_model import Behaviour, OfferSeen, Shopper, compare, format_table, truths, uniform
 from .sim_support import Api, ApprovingChargeEndpoint
 
 CHUNK = 2000
@@ -128,12 +128,20 @@ class Simulator:
         return self.sim
 
     def _shopper(self, i: int) -> Shopper:
-        rng = random.Random(f"{self.seed}:{i}")
+        key = f"{self.seed}:{i}"
         surfaces = list(self.b.surface_mix)
-        surface = rng.choices(surfaces, weights=[self.b.surface_mix[s] for s in surfaces])[0]
-        anchor = rng.choice(self.anchors if surface == "product_page" else self.carts)
+        weights = [self.b.surface_mix[s] for s in surfaces]
+        u = uniform(f"{key}:surface") * sum(weights)
+        surface = surfaces[-1]
+        for s, w in zip(surfaces, weights, strict=True):
+            if u < w:
+                surface = s
+                break
+            u -= w
+        pages = self.anchors if surface == "product_page" else self.carts
+        anchor = pages[int(uniform(f"{key}:page") * len(pages))]
         base = [(pid, self.prices[pid]) for pid in anchor]
-        return Shopper(i, f"sim-{self.seed}-{i}", surface, anchor, base, rng)
+        return Shopper(i, f"sim-{self.seed}-{i}", surface, anchor, base, key)
 
     async def _chunk(self, indices: range) -> None:
         shoppers = [self._shopper(i) for i in indices]

@@ -13,6 +13,7 @@ from offer_service.candidates import CandidateInputs
 from offer_service.decide import decide
 from offer_service.evaluate import (
     Trained,
+    _with_hidden,
     best_seller_ranking,
     engine_ranking,
     evaluate,
@@ -109,7 +110,33 @@ def test_sampled_hidden_products_are_weighted_to_stand_for_every_query(trained: 
     result = evaluate_baskets(trained, LATER, KS, per_basket=1)
     assert (result.evaluated, result.weight) == (3, 7)  # t1 counts 2, t2 3, t3 2
     again = evaluate_baskets(trained, list(reversed(LATER)), KS, per_basket=1)
-    assert again.metrics(6) == result.metrics(6)  # per basket, whatever the order
+    for method, values in result.metrics(6).items():  # per basket, whatever the order
+        assert again.metrics(6)[method] == pytest.approx(values)
+    assert result.tallies["best_sellers"].hits[5] == 7  # the baselines answer every query
+
+
+def test_the_engine_hit_rate_standard_error_matches_the_hand_computation(
+    trained: Trained,
+) -> None:
+    assert evaluate_baskets(trained, LATER, KS, per_basket=0).standard_error(5) == 0.0
+    # With two asked per basket only t2 (d, e, f) is sampled; d and e are hits, f a miss.
+    asked = random.Random("7:t2").sample(["d", "e", "f"], 2)
+    result = evaluate_baskets(trained, LATER, KS, per_basket=2, seed=7)
+    hits = sum(p in ("d", "e") for p in asked)
+    # n^2 (1 - m/n) s^2 / m with n = 3, m = 2 and s^2 the sample variance of the hits.
+    s2 = 0.0 if hits == 2 else 0.5
+    assert result.standard_error(5) == pytest.approx((9 * (1 - 2 / 3) * s2 / 2) ** 0.5 / 7)
+    assert result.metrics(6)["engine"]["hit_rate@5"] == pytest.approx((2 + 3 * hits / 2) / 7)
+
+
+def test_best_sellers_for_a_basket_less_one_product(trained: Trained) -> None:
+    for _, basket in LATER:
+        outside = best_seller_ranking(trained, basket, 5)
+        for hidden in basket:
+            cart = [p for p in basket if p != hidden]
+            assert _with_hidden(trained, outside, hidden, 5) == best_seller_ranking(
+                trained, cart, 5
+            )
 
 
 def test_forked_workers_give_the_same_result(trained: Trained) -> None:
@@ -168,7 +195,9 @@ def test_the_table_names_every_method_and_the_basket_sizes(
     assert "| 2-10 | 3 | 7 |" in text
 
 
-@pytest.mark.parametrize("bad", [["--k", "0"], ["--k", "x"], ["--split", "11/01/2011"]])
+@pytest.mark.parametrize(
+    "bad", [["--k", "0"], ["--k", "x"], ["--split", "11/01/2011"], ["--per-basket", "1"]]
+)
 def test_bad_arguments_are_refused(tmp_path: Path, bad: list[str]) -> None:
     path = tmp_path / "invoices.csv"
     write_invoices(path)

@@ -15,14 +15,20 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
+from offer_service.cli import main
 from offer_service.policy import Experiment, Variant
 from offer_service.sim_model import Behaviour
 from offer_service.simulate import Simulation, simulate
 
 from .charge_double import ChargeDouble, running_charge_double
+from .conftest import LiveServer
 from .processes import ServeProcess, prepare_demo_store
+
+# The simulation takes about a minute on two idle cores; leave room for a busy machine.
+pytestmark = pytest.mark.timeout(900)
 
 VISITORS = 20_000
 SEED = 7
@@ -59,7 +65,6 @@ def simulation(
         server.stop()
 
 
-@pytest.mark.timeout(600)
 def test_every_true_parameter_lies_inside_its_95_percent_interval(simulation: Simulation) -> None:
     rows = simulation.comparisons()
     checked = [r for r in rows if r["checked"]]
@@ -116,3 +121,28 @@ def test_holdout_visitors_saw_no_offer_and_every_accept_was_charged_once(
     assert accepted > 100
     assert charge.charge_count == accepted
     assert simulation.report["totals"]["one_click_accepts"] == accepted
+
+
+def test_the_command_prints_truth_next_to_estimate(
+    demo_server: LiveServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`offer-service simulate` against the demo store, which has no charge endpoint: the run
+    brings its own and puts the store's rules back afterwards."""
+    with demo_server.client() as c:
+        before = c.get("/v1/admin/rules", headers={"Authorization": "Bearer sk_demo"}).json()
+    code = main(
+        ["simulate", "--url", demo_server.url, "--visitors", "400", "--seed", "3", "--json"]
+    )
+    out = orjson.loads(capsys.readouterr().out)
+    assert code in (0, 1)
+    assert out["visitors"] == 400 and out["holdout_offers_seen"] == 0
+    assert out["failed_accepts"] == 0
+    rows = {r["parameter"]: r for r in out["comparisons"]}
+    assert rows["take_rate[thank_you]"]["true"] == 0.15
+    assert rows["incremental_revenue_per_visitor"]["ci"] is not None
+    with demo_server.client() as c:
+        after = c.get("/v1/admin/rules", headers={"Authorization": "Bearer sk_demo"}).json()
+        assert after == before
+    assert main(["simulate", "--url", demo_server.url, "--visitors", "100"]) in (0, 1)
+    table = capsys.readouterr().out
+    assert "parameter" in table and "95% interval" in table and "100 visitors in" in table
