@@ -18,7 +18,7 @@ both skip products already in the cart, as the engine does.
 The baselines answer every query. The engine's cost grows with the cart, and Online Retail
 baskets are wholesale orders (up to 748 products): asking it all 104,513 queries takes about an
 hour of CPU. So by default every basket takes part but the engine is asked about at most
-`--per-basket` (6) of its products, drawn with a seeded RNG, each answer standing for n / asked
+`--per-basket` (4) of its products, drawn with a seeded RNG, each answer standing for n / asked
 queries of a basket of n: its figures estimate the mean over every query, and the report gives
 their standard error (`--per-basket 0` asks every query: no sampling, no error).
 The engine's coverage counts the queries asked. Work is split over `--jobs` processes (default:
@@ -55,7 +55,7 @@ from .surfaces import Surface
 METHODS = ("engine", "best_sellers", "random")
 # Basket sizes (distinct products) the text report breaks hit rates down by.
 SIZES = ((2, 10, "2-10"), (11, 30, "11-30"), (31, 100, "31-100"), (101, math.inf, "101+"))
-DEFAULT_PER_BASKET = 6
+DEFAULT_PER_BASKET = 4
 DEFAULT_SEED = 7
 BEST_SELLERS_PER_CATEGORY = 20  # as the engine reads them (engine.BEST_SELLERS_PER_CATEGORY)
 
