@@ -50,5 +50,5 @@ class RateLimiter:
     def enforce(self, key: Hashable, per_second: float, burst: int) -> None:
         wait = self.check(key, per_second, burst)
         if wait > 0:
-            retry_after = str(max(1, math.ceil(wait)))
+            retry_after = str(max(1, math.ceil(min(wait, 86_400.0))))
             raise RateLimited(RATE_LIMITED, headers={"Retry-After": retry_after})
