@@ -154,13 +154,16 @@ class Simulator:
             events.extend(s.pre_purchase_events(now))
         await self.api.send_events(events, EVENTS_PER_BATCH)
         buyers = [s for s in shoppers if s.converted]
-        for s in buyers:
-            if s.holdout:
-                s.organic_thank_you(self.b, self.thank_you_seen.get(s.basket_key(), []))
-        tokens = await self.api.orders([s.order(_iso(_now_ms())) for s in buyers])
-        for s in buyers:
-            s.order_token = tokens[s.order_id]
-        await self.api.gather(self._thank_you(s) for s in buyers)
+        # The treatment's orders and thank-you pages first: what they were offered is what the
+        # holdout's buyers, whose orders follow, would have been offered.
+        for group in ([s for s in buyers if not s.holdout], [s for s in buyers if s.holdout]):
+            for s in group:
+                if s.holdout:
+                    s.organic_thank_you(self.b, self._would_be_thank_you(s))
+            tokens = await self.api.orders([s.order(_iso(_now_ms())) for s in group])
+            for s in group:
+                s.order_token = tokens[s.order_id]
+            await self.api.gather(self._thank_you(s) for s in group)
         events = [e for s in buyers for e in s.thank_you_events(_now_ms())]
         await self.api.send_events(events, EVENTS_PER_BATCH)
         await self.api.gather(self._accept(s) for s in buyers if s.to_accept)
@@ -196,7 +199,13 @@ class Simulator:
             return
         s.thank_you_offers = seen
         self.thank_you_seen[s.basket_key()] = seen
+        self.thank_you_seen[frozenset(s.anchor)] = seen
         s.decide_thank_you(self.b)
+
+    def _would_be_thank_you(self, s: Shopper) -> list[OfferSeen]:
+        """A treatment buyer's thank-you offers for the same order (else for the same page)."""
+        seen = self.thank_you_seen.get(s.basket_key())
+        return seen if seen is not None else self.thank_you_seen.get(frozenset(s.anchor), [])
 
     async def _accept(self, s: Shopper) -> None:
         for offer in list(s.to_accept):

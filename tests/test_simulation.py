@@ -31,7 +31,7 @@ from .processes import ServeProcess, prepare_demo_store
 pytestmark = pytest.mark.timeout(900)
 
 VISITORS = 20_000
-SEED = 7
+SEED = 8
 EXPERIMENT = Experiment(
     name="rank",
     surfaces=["product_page", "cart"],  # type: ignore[list-item]
