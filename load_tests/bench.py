@@ -673,33 +673,36 @@ def run_offers_and_latency(b: Bench, sqlite_db: Path) -> tuple[Server, Warm]:
 RAW_TO = ("-f", "raw", "-o")
 
 
-def profile(b: Bench, svc: Server, script: Plan) -> None:
+def profile(b: Bench, svc: Server, script: Plan, name: str = "offers") -> None:
     """py-spy on the service under the offers load: where a warm request's time goes."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
         b.notes.append("profile: py-spy not installed (pip install py-spy)")
         return
-    out = b.run_dir / "profile-offers.txt"
+    out = b.run_dir / f"profile-{name}.txt"
     seconds = max(5, round(b.args.duration))
-    print(f"profile: py-spy record for {seconds} s under the offers load", file=sys.stderr)
+    print(f"profile: py-spy record for {seconds} s under the {name} load", file=sys.stderr)
     spy_proc = subprocess.Popen(
         [spy, "record", "-p", str(svc.pid), "-d", str(seconds), "-r", "250", *RAW_TO, str(out)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     time.sleep(0.5)
-    load = b.driver.run(svc.url, script, seconds + 1)
+    load = b.measure(svc, script, seconds + 1)
     spy_proc.wait()
     if not out.exists():
         b.notes.append("profile: py-spy wrote nothing (ptrace not permitted? try as root)")
         return
-    b.raw["profile_file"] = str(out)
-    b.raw["profile_summary"] = summarise_profile(out, load.rps)
-    b.notes.append(f"profile: {out} (collapsed stacks: flamegraph.pl or speedscope read it)")
+    b.raw.setdefault("profiles", {})[name] = {
+        "file": str(out),
+        "summary": summarise_profile(out, load.cpu_us, load.rps),
+    }
+    b.notes.append(f"profile ({name}): {out} (collapsed stacks, for flamegraph.pl or speedscope)")
 
 
-def summarise_profile(path: Path, rps: float, top: int = 25) -> str:
-    """Self and inclusive time per function, as shares of all samples and as us per request."""
+def summarise_profile(path: Path, cpu_us: float, rps: float, top: int = 25) -> str:
+    """Self and inclusive time per function, as shares of all samples and as microseconds of
+    CPU per request (the share of the server's measured CPU time per request)."""
     self_time: dict[str, int] = {}
     inclusive: dict[str, int] = {}
     total = 0
@@ -715,13 +718,15 @@ def summarise_profile(path: Path, rps: float, top: int = 25) -> str:
             inclusive[f] = inclusive.get(f, 0) + n
     if not total:
         return "no samples"
-    us_per_request = 1e6 / rps if rps else 0.0
 
     def table(counts: dict[str, int], title: str) -> list[str]:
-        lines = [f"{title} (share of samples, ~us per request at {rps:,.0f} req/s):"]
+        lines = [
+            f"{title} (share of samples; us of CPU per request, of {cpu_us:,.0f} us measured at "
+            f"{rps:,.0f} req/s under py-spy):"
+        ]
         for name, n in sorted(counts.items(), key=lambda kv: -kv[1])[:top]:
             share = n / total
-            lines.append(f"  {100 * share:5.1f}%  {share * us_per_request:7.1f} us  {name}")
+            lines.append(f"  {100 * share:5.1f}%  {share * cpu_us:7.1f} us  {name}")
         return lines
 
     interesting = {
@@ -796,6 +801,8 @@ def run_redis(b: Bench, sqlite_svc: Server, sqlite_warm: Warm, dataset: Path) ->
                 "service CPU per request (redis-server's own CPU not counted)",
             )
         )
+        if b.args.profile:
+            profile(b, svc, script, "redis-offers")
         b.stop(svc)
     finally:
         redis.terminate()
@@ -880,6 +887,11 @@ def run_events(b: Bench, svc: Server, warm: Warm, db: Path) -> None:
             note="events acknowledged / CPU seconds the service used (its writer thread included)",
         )
     )
+    if b.args.profile:
+        prefix = f"p-{random.getrandbits(32):08x}-"
+        tokens = tuple(warm.tokens[:200])
+        plan = Plan(events_key=synthetic.KEYS.publishable_key, tokens=tokens, prefix=prefix)
+        profile(b, svc, plan, "events")
 
 
 def _count(n: int) -> str:
@@ -1093,9 +1105,9 @@ def main(argv: list[str] | None = None) -> int:
         header += "\n" + "\n".join(b.notes)
     print()
     print(render(b.rows, header))
-    if "profile_summary" in b.raw:
-        print()
-        print(b.raw["profile_summary"])
+    for name, found in b.raw.get("profiles", {}).items():
+        print(f"\nprofile of the {name} load:")
+        print(found["summary"])
     print(f"\n({time.monotonic() - started:.0f} s; logs and scripts in {run_dir})")
     if args.json:
         args.json.write_text(

@@ -1,10 +1,11 @@
 """Big stores in the shape of the real one: the Online Retail data set tiled to any size.
 
-A store of N products is built from shards, each a copy of the real catalog (the last one a random
-part of it) under its own ids (`85123A-17`); its orders are real orders of the data set, drawn at
-random and restricted to the shard's products, until the shard has its share of the order lines.
-So basket sizes, product popularity, co-purchase structure and repeat customers keep the real
-shape at every scale, and products of different shards are never bought together.
+A store of N products is built from shards of `shard_size` products (default 1,000), each a random
+part of the real catalog under its own ids (`85123A-17`); a shard's orders are real orders of the
+data set, drawn at random and restricted to the shard's products, until the shard has its share of
+the order lines. So popularity, co-purchase structure and repeat customers keep the real shape at
+every scale, products of different shards are never bought together, and a 1k-product store is
+exactly one shard of a 1M-product one: comparing the two compares catalog size and nothing else.
 
 Everything is written through the Store API in bulk (products, orders, pair counts, neighbour
 lists), as `ingest.rebuild_affinity` would, but a shard at a time so memory stays flat: pairs never
@@ -35,7 +36,8 @@ from offer_service.policy import StoreRules
 from offer_service.storage.base import PairCount, Store
 
 # Bump when the generated data changes for the same arguments (invalidates cached files).
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
+SHARD_SIZE = 1_000
 NEIGHBORS_K = 50
 
 
@@ -95,7 +97,7 @@ async def import_real(store: Store, dataset: Path) -> dict[str, int]:
 
 
 def _chosen(base: list[Product], shard: int, count: int) -> list[Product]:
-    """The real products a shard copies: all of them, or a random part for the last shard."""
+    """The real products a shard copies: a random part of the catalog, its own for each shard."""
     return base if count >= len(base) else random.Random(shard).sample(base, count)
 
 
@@ -168,15 +170,22 @@ class _Pairs(Mapping[tuple[str, str], int]):
 
 
 async def generate(
-    store: Store, dataset: Path, products: int, lines: int, seed: int = 7, log: bool = True
+    store: Store,
+    dataset: Path,
+    products: int,
+    lines: int,
+    seed: int = 7,
+    shard_size: int = SHARD_SIZE,
+    log: bool = True,
 ) -> dict[str, int]:
     from offer_service.importers import read_online_retail
 
     parsed = read_online_retail(dataset)
     base = sorted(parsed.products, key=lambda p: p.id)
     real = [o for o in parsed.orders if o.lines]
-    shards = math.ceil(products / len(base))
-    sizes = [min(len(base), products - s * len(base)) for s in range(shards)]
+    shard_size = min(shard_size, len(base))
+    shards = math.ceil(products / shard_size)
+    sizes = [min(shard_size, products - s * shard_size) for s in range(shards)]
     budgets = [round(lines * size / products) for size in sizes]
 
     # Pass 1: the orders of every shard, so N (all baskets of the store) is known before any
@@ -210,7 +219,7 @@ async def generate(
         written_orders += len(orders)
         written_lines += sum(len(o.lines) for o in orders)
         pairs += len(increments)
-        if log and (s % 10 == 0 or s == shards - 1):
+        if log and (s % 50 == 0 or s == shards - 1):
             print(
                 f"  shard {s + 1}/{shards}: {written_orders:,} orders, {written_lines:,} lines,"
                 f" {pairs:,} pairs, {time.monotonic() - started:.0f} s",
@@ -228,12 +237,17 @@ async def generate(
 
 
 def cached_sqlite(
-    out_dir: Path, dataset: Path, products: int, lines: int, seed: int = 7
+    out_dir: Path,
+    dataset: Path,
+    products: int,
+    lines: int,
+    seed: int = 7,
+    shard_size: int = SHARD_SIZE,
 ) -> tuple[Path, dict[str, int]]:
     """The generated store's SQLite file (built on first use) and its counts."""
     from offer_service.storage.sqlite import SQLiteStore
 
-    name = f"synthetic-v{GENERATOR_VERSION}-{products}p-{lines}l-s{seed}"
+    name = f"synthetic-v{GENERATOR_VERSION}-{products}p-{lines}l-{shard_size}sh-s{seed}"
     db, meta = out_dir / f"{name}.db", out_dir / f"{name}.json"
     if db.exists() and meta.exists():
         return db, json.loads(meta.read_text())
@@ -248,7 +262,7 @@ def cached_sqlite(
         await store.open()
         try:
             started = time.monotonic()
-            counts = await generate(store, dataset, products, lines, seed)
+            counts = await generate(store, dataset, products, lines, seed, shard_size)
             counts["build_seconds"] = round(time.monotonic() - started)
             return counts
         finally:
@@ -281,10 +295,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--products", type=int, default=1_000_000)
     parser.add_argument("--lines", type=int, default=5_000_000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--shard-size", type=int, default=SHARD_SIZE, help="products per shard")
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     parser.add_argument("--out", type=Path, default=Path("/tmp/offer_bench"))
     args = parser.parse_args(argv)
-    db, counts = cached_sqlite(args.out, args.dataset, args.products, args.lines, args.seed)
+    db, counts = cached_sqlite(
+        args.out, args.dataset, args.products, args.lines, args.seed, args.shard_size
+    )
     print(json.dumps({"db": str(db), **counts}, indent=2))
     return 0
 
