@@ -10,6 +10,7 @@ import orjson
 from . import candidates, rules
 from .engine import Engine, offer_body, order_subject
 from .exceptions import ApiError, Forbidden
+from .experiments import assign, variant_rules
 from .storage.base import StoreRecord
 from .surfaces import Surface
 from .tokens import BadToken, new_offer_id, verify
@@ -46,19 +47,25 @@ async def decline(
     candidate = candidates.downsell(declined, members)
     if candidate is None:
         return None
+    # The downsell belongs to the same arm as the offer declined: priced by its rules, and
+    # signed with it, so its events and accept count for that arm.
+    arm = assign(record.id, record.rules, Surface.THANK_YOU, visitor_id or order.visitor_id)
+    store_rules = variant_rules(record.rules, arm.variant) if arm else record.rules
     priced = rules.price(
-        [candidate], Surface.THANK_YOU, order.product_ids, order.total, record.rules
+        [candidate], Surface.THANK_YOU, order.product_ids, order.total, store_rules
     )
     if not priced:
         return None
-    since = now_ms - record.rules.frequency_cap.window_hours * HOUR_MS
+    since = now_ms - store_rules.frequency_cap.window_hours * HOUR_MS
     visitor = await store.visitor_state(record.id, order_subject(order), order.customer_id, since)
     offer = priced[0]
-    if not rules.visitor_allows(offer, visitor, record.rules, now_ms):
+    if not rules.visitor_allows(offer, visitor, store_rules, now_ms):
         return None
     offer_id = new_offer_id()
-    expires = int(now_s) + record.rules.offer_ttl_seconds
-    signed = engine.sign(record, Surface.THANK_YOU, offer, offer_id, int(now_s), expires, order.id)
+    expires = int(now_s) + store_rules.offer_ttl_seconds
+    signed = engine.sign(
+        record, Surface.THANK_YOU, offer, offer_id, int(now_s), expires, order.id, arm=arm
+    )
     body: dict[str, Any] = {
         "offer_id": offer_id,
         "product_id": offer.candidate.product.id,

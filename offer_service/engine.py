@@ -248,8 +248,6 @@ class Engine:
         tail = _treatment_head(arm)
         if order_suppressed(order.status):
             return tail + b"]}"
-        # The order's lines are in the key: an accepted offer appends one, and must not be
-        # offered again.
         # The order's lines are in the key: an accepted offer appends one, which must not be
         # offered again.
         key = (record.id, surface, version, ("order", order_id, len(order.lines)), label)

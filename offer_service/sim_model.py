@@ -69,16 +69,58 @@ class Behaviour:
     @classmethod
     def add_arguments(cls, p: argparse.ArgumentParser) -> None:
         d = cls()
-        p.add_argument("--conversion", type=float, default=d.conversion)
-        p.add_argument("--conversion-lift", type=float, default=d.conversion_lift)
-        p.add_argument("--thank-you-take", type=float, default=d.thank_you_take)
-        p.add_argument("--organic-share", type=float, default=d.organic_share)
-        p.add_argument("--offer-return-rate", type=float, default=d.offer_return_rate)
-        p.add_argument("--base-return-rate", type=float, default=d.base_return_rate)
-        p.add_argument("--click-rate", action="append", metavar="SURFACE=P")
-        p.add_argument("--buy-after-click", action="append", metavar="SURFACE=P")
-        p.add_argument("--surface-mix", action="append", metavar="SURFACE=W")
-        p.add_argument("--arm-multiplier", action="append", metavar="ARM=X")
+        p.add_argument(
+            "--conversion", type=float, default=d.conversion, help="base chance a visitor orders"
+        )
+        p.add_argument(
+            "--conversion-lift",
+            type=float,
+            default=d.conversion_lift,
+            help="added to the treatment's chance to order (the offers' true effect on it)",
+        )
+        p.add_argument(
+            "--thank-you-take",
+            type=float,
+            default=d.thank_you_take,
+            help="chance a buyer accepts each thank-you offer one-click",
+        )
+        p.add_argument(
+            "--organic-share",
+            type=float,
+            default=d.organic_share,
+            help="holdout buyers buy what they would have been offered at this share of the"
+            " treatment's rates (1 = the offers add nothing)",
+        )
+        p.add_argument(
+            "--offer-return-rate",
+            type=float,
+            default=d.offer_return_rate,
+            help="chance an offer item is returned",
+        )
+        p.add_argument(
+            "--base-return-rate",
+            type=float,
+            default=d.base_return_rate,
+            help="chance any other item is returned",
+        )
+        p.add_argument(
+            "--click-rate", action="append", metavar="SURFACE=P", help="chance an offer is clicked"
+        )
+        p.add_argument(
+            "--buy-after-click",
+            action="append",
+            metavar="SURFACE=P",
+            help="chance a clicked offer is bought with the order",
+        )
+        p.add_argument(
+            "--surface-mix", action="append", metavar="SURFACE=W", help="landing page weights"
+        )
+        p.add_argument(
+            "--arm-multiplier",
+            action="append",
+            metavar="ARM=X",
+            help="an experiment arm's shoppers buy what they clicked X times as often",
+        )
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> Behaviour:

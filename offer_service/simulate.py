@@ -291,12 +291,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def add_parser(sub: Any) -> None:
     """Register `simulate` on the CLI's subparsers."""
     p = sub.add_parser("simulate", help="drive synthetic shoppers through a running service")
-    p.add_argument("--url", default="http://127.0.0.1:8000")
-    p.add_argument("--visitors", type=int, default=20_000)
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="where the service answers")
+    p.add_argument("--visitors", type=int, default=20_000, help="synthetic visitors to run")
+    p.add_argument("--seed", type=int, default=1, help="the same seed replays the same shoppers")
     p.add_argument("--key", default=DEMO_KEYS[0], help="publishable key (default: the demo's)")
     p.add_argument("--secret-key", default=DEMO_KEYS[1], help="secret key (default: the demo's)")
-    p.add_argument("--concurrency", type=int, default=24)
+    p.add_argument("--concurrency", type=int, default=24, help="requests in flight")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     Behaviour.add_arguments(p)
 

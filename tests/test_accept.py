@@ -734,6 +734,49 @@ def test_decline_returns_a_cheaper_sibling_never_the_declined_product(shop: Shop
     assert downsells >= 1, "no declined thank-you offer had a cheaper sibling"
 
 
+def test_a_downsell_keeps_the_arm_of_the_offer_declined(shop: Shop) -> None:
+    c = shop.client
+    experiment = {
+        "name": "downsell-discount",
+        "surfaces": ["thank_you"],
+        "variants": [
+            {"name": "none", "discounts": {"downsell": 0}},
+            {"name": "twenty", "discounts": {"downsell": 20, "default_cap": 20}},
+        ],
+    }
+    set_rules(c, experiments=[experiment])
+    keys = signing_keys(shop.server.store_url, "demo")
+    seen: dict[str, set[int]] = {}
+    for n in range(16):
+        visitor = f"v-downsell-arm-{n}"
+        order_id = f"o-downsell-arm-{n}"
+        order_token = place_order(c, order_id, ["tripod-travel"])
+        params = {
+            "key": PK,
+            "surface": "thank_you",
+            "order_id": order_id,
+            "order_token": order_token,
+            "visitor_id": visitor,
+            "limit": 2,
+        }
+        body = c.get("/v1/offers", params=params).json()
+        arm = body["experiment"]
+        assert arm in ("downsell-discount:none", "downsell-discount:twenty"), body
+        for offer in body["offers"]:
+            assert verify(offer["token"], keys, time.time()).arm == arm
+            r = c.post(
+                "/v1/decline", json={"key": PK, "token": offer["token"], "visitor_id": visitor}
+            )
+            assert r.status_code == 200, r.text
+            down = r.json()["downsell"]
+            if down is None:
+                continue
+            # Signed into the same arm, and priced by that arm's rules.
+            assert verify(down["token"], keys, time.time()).arm == arm
+            seen.setdefault(arm, set()).add(down["discount_pct"])
+    assert seen == {"downsell-discount:none": {0}, "downsell-discount:twenty": {20}}
+
+
 def test_a_declined_product_is_not_offered_again_on_that_order(shop: Shop) -> None:
     c = shop.client
     order_token, offers = order_with_offers(c, "o-no-again")
