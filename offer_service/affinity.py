@@ -15,6 +15,7 @@ returns; order ingestion feeds `pair_increments`; the request path reads neighbo
 from __future__ import annotations
 
 import heapq
+import math
 from array import array
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
@@ -26,6 +27,7 @@ from operator import lt
 from .storage.base import PairCount
 
 __all__ = [
+    "INDEPENDENT_ANCHORS",
     "AffinityCounts",
     "NeighborStats",
     "build_neighbor_lists",
@@ -39,6 +41,11 @@ __all__ = [
 
 NEGATIVE_SHRINKAGE = "shrinkage must be >= 0, got {shrinkage!r}"
 BAD_K = "k must be >= 0, got {k!r}"
+BAD_INDEPENDENT = "independent must be >= 1, got {independent!r}"
+
+# A cart's anchors count as at most this many independent reasons to want a candidate (see
+# `combine`).
+INDEPENDENT_ANCHORS = 2
 
 # Unsigned C int: 4 bytes per stored partner id and per count (a list would take 8 per pointer).
 _TYPECODE = "I"
@@ -297,20 +304,39 @@ def _top_k(
     return best
 
 
-def combine(per_anchor: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
-    """One relevance per candidate from several anchors' (a cart's), by noisy-OR:
-    1 - prod(1 - r_i). Candidates come back best first, ties by id; only positive scores count.
-    The anchors themselves are not removed from the candidates: that is an eligibility rule."""
-    # Noisy-OR reads each anchor as an independent reason to want the candidate. Unlike the mean
-    # it never dilutes a strong match with unrelated cart items (the result is >= the best r_i);
-    # unlike the max it rewards candidates that several items point to; and it stays in [0, 1].
-    remaining: dict[str, float] = {}
-    # Multiplying in a fixed anchor order makes the floats independent of mapping order.
+def combine(
+    per_anchor: Mapping[str, Mapping[str, float]], independent: int = INDEPENDENT_ANCHORS
+) -> dict[str, float]:
+    """One relevance per candidate from several anchors' (a cart's): a noisy-OR in which the
+    cart's anchors count as at most `independent` independent reasons,
+
+        1 - prod_i (1 - r_i) ** w,    w = min(1, independent / n),
+
+    n being the anchors with any relevant neighbour (r_i = 0 for a candidate not among an
+    anchor's). Up to `independent` anchors it is the plain noisy-OR 1 - prod(1 - r_i).
+    Candidates come back best first, ties by id; only positive scores count. The anchors
+    themselves are not removed from the candidates: that is an eligibility rule."""
+    # Noisy-OR reads each anchor as an independent reason to want the candidate: unlike the mean
+    # it never dilutes a strong match with an unrelated item of a small cart, unlike the max it
+    # rewards candidates that several items point to, and it stays in [0, 1]. But a large cart's
+    # items are not independent reasons (one buyer's taste, the same baskets behind many pairs):
+    # over hundreds of anchors the product reaches 0 for dozens of candidates, all score about
+    # 1 and price alone ranks them (a wholesale order of 100+ products then did worse than the
+    # best sellers). Raising it to independent / n keeps the total evidence of the cart at that
+    # many anchors' worth: the ranking follows the mean over the cart of -log(1 - r_i), the
+    # summed similarity of item-based collaborative filtering normalised by cart size, which
+    # does not saturate. `independent` was chosen on a validation month (docs/evaluation.md).
+    if independent < 1:
+        raise ValueError(BAD_INDEPENDENT.format(independent=independent))
+    log_miss: dict[str, float] = {}
+    # Summing in a fixed anchor order makes the floats independent of mapping order.
     for anchor in sorted(per_anchor):
         for candidate, score in per_anchor[anchor].items():
             if score > 0.0:
-                remaining[candidate] = remaining.get(candidate, 1.0) * (1.0 - min(score, 1.0))
-    combined = sorted(((c, 1.0 - rest) for c, rest in remaining.items()), key=_best_first)
+                miss = math.log1p(-score) if score < 1.0 else -math.inf
+                log_miss[candidate] = log_miss.get(candidate, 0.0) + miss
+    w = min(1.0, independent / len(per_anchor)) if per_anchor else 1.0
+    combined = sorted(((c, -math.expm1(w * lm)) for c, lm in log_miss.items()), key=_best_first)
     return dict(combined)
 
 

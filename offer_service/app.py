@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .endpoints import accept, admin, dashboard, events, offers, ops
+from .endpoints import accept, admin, dashboard, events, feeds, journeys, keys, offers, ops
 from .endpoints import metrics as report
 from .endpoints.common import json_response
 from .engine import Engine
@@ -75,8 +75,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await engine.charger.close()
             await store.close()
 
+    # The hot path: called straight from RequestContext (see there).
+    get_offers = Route("/v1/offers", offers.GetOffers(), methods=["GET"])
     routes = [
-        Route("/v1/offers", offers.get_offers, methods=["GET"]),
+        get_offers,
         Route("/v1/offers", offers.post_offers, methods=["POST"]),
         Route("/v1/events", events.post_events, methods=["POST"]),
         Route("/v1/accept", accept.post_accept, methods=["POST"]),
@@ -91,6 +93,26 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/v1/admin/rules", admin.get_rules, methods=["GET"]),
         Route("/v1/admin/webhook-secret/rotate", admin.rotate_webhook_secret, methods=["POST"]),
         Route("/v1/admin/signing-key/rotate", admin.rotate_signing_key, methods=["POST"]),
+        Route(
+            "/v1/admin/orders/{order_id:path}/events", journeys.post_order_event, methods=["POST"]
+        ),
+        Route(
+            "/v1/admin/customers/{customer_id:path}/sms-consent",
+            journeys.post_sms_consent,
+            methods=["POST"],
+        ),
+        Route(
+            "/v1/admin/customers/{customer_id:path}/sms-consent",
+            journeys.get_sms_consent,
+            methods=["GET"],
+        ),
+        Route("/v1/admin/feed-key", journeys.get_feed_key, methods=["GET"]),
+        Route("/v1/admin/feed-key/rotate", journeys.rotate_feed_key, methods=["POST"]),
+        Route("/v1/journeys/{order_id:path}", journeys.get_journey, methods=["GET"]),
+        Route("/v1/feeds/{feed_key}/{touchpoint}", feeds.get_feed, methods=["GET"]),
+        Route("/r/{code}", feeds.redirect, methods=["GET"]),
+        Route("/v1/admin/publishable-key/rotate", keys.rotate_publishable_key, methods=["POST"]),
+        Route("/v1/admin/secret-key/rotate", keys.rotate_secret_key, methods=["POST"]),
         Route("/v1/admin/metrics", report.get_metrics, methods=["GET"]),
         Route("/dashboard", dashboard.get_dashboard, methods=["GET"]),
         Route("/dashboard/report.csv", dashboard.get_dashboard_csv, methods=["GET"]),
@@ -107,7 +129,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes += storefront.routes()
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(RequestContext, metrics=metrics)],
+        middleware=[Middleware(RequestContext, metrics=metrics, direct=(get_offers,))],
         exception_handlers={
             ApiError: _api_error,
             HTTPException: _http_error,

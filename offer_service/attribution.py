@@ -4,9 +4,10 @@ An order line is credited to an offer, once, when
 1. it was accepted one-click (a charged accept of that product on that order), or else
 2. the order's visitor clicked an offer of that product within the attribution window before
    the order was placed (the last such click wins).
-The offer's surface, kind and experiment arm come from its signed token, as the offer's events
-carry it; a one-click accept is matched to its offer through the events of the same order and
-product (the snippet sends an impression before any accept).
+Clicks flagged as invalid traffic (`traffic.py`) credit nothing. The offer's surface, kind and
+experiment arm come from its signed token, as the offer's events carry it; a one-click accept
+is matched to its offer through the events of the same order and product (the snippet sends an
+impression before any accept).
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ class ClickIndex:
     def __init__(self, events: Iterable[StoredEvent]) -> None:
         clicks: dict[tuple[str, str], list[tuple[int, OfferRef]]] = {}
         for e in events:
-            if e.type == "click" and e.visitor_id:
+            # A flagged click (a bot's, or one without an impression) earns nothing.
+            if e.type == "click" and e.visitor_id and e.flag is None:
                 clicks.setdefault((e.visitor_id, e.product_id), []).append((e.ts_ms, _ref(e)))
         self._times: dict[tuple[str, str], list[int]] = {}
         self._refs: dict[tuple[str, str], list[OfferRef]] = {}

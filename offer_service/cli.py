@@ -110,6 +110,47 @@ def cmd_stores_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stores_rotate_key(args: argparse.Namespace) -> int:
+    """`stores rotate-key`: what POST /v1/admin/<kind>-key/rotate does, run by an operator with
+    access to the store's data (for when the secret key itself may be in the wrong hands)."""
+    import secrets
+
+    from .types import now_ms
+
+    async def run() -> dict[str, Any] | None:
+        from .storage import open_store
+
+        store = open_store(_store_url(args))
+        await store.open()
+        try:
+            if await store.get_store(args.store) is None:
+                return None
+            prefix, size = ("pk_", 18) if args.kind == "publishable" else ("sk_", 24)
+            new_key = prefix + secrets.token_urlsafe(size)
+            now, grace_ms = now_ms(), args.grace_seconds * 1000
+            await store.rotate_api_key(
+                args.store, args.kind, new_key, grace_ms=grace_ms, now_ms=now
+            )
+        finally:
+            await store.close()
+        expires = now + grace_ms
+        return {
+            f"{args.kind}_key": new_key,
+            "previous_key_expires_at": time.strftime(
+                "%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires / 1000)
+            )
+            if grace_ms
+            else None,
+        }
+
+    result = asyncio.run(run())
+    if result is None:
+        print(f"error: no store {args.store!r} in {_store_url(args)}", file=sys.stderr)
+        return 1
+    _print_json(result)
+    return 0
+
+
 def _guess_format(kind: str, path: Path, given: str | None) -> str:
     if given:
         return given
@@ -242,6 +283,18 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--origin", action="append", help="allowed storefront origin (repeatable)")
     create.add_argument("--charge-url")
     store_url(create)
+    rotate = stores_sub.add_parser(
+        "rotate-key", help="replace a store's publishable or secret key and print the new one"
+    )
+    rotate.add_argument("--store", required=True, help="the store id")
+    rotate.add_argument("--kind", required=True, choices=["publishable", "secret"])
+    rotate.add_argument(
+        "--grace-seconds",
+        type=int,
+        default=86_400,
+        help="how long the old key keeps working (default 86400; 0 revokes it now)",
+    )
+    store_url(rotate)
 
     imp = sub.add_parser("import", help="import a catalog or orders file into a store")
     imp.add_argument("kind", choices=["catalog", "orders"])
@@ -302,6 +355,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "stores":
+        if args.stores_command == "rotate-key":
+            return cmd_stores_rotate_key(args)
         return cmd_stores_create(args)
     return COMMANDS[args.command](args)
 

@@ -55,10 +55,14 @@ def dashboard_url(base_url: str, record: StoreRecord, expires_s: int) -> str:
 
 
 def link_valid(record: StoreRecord, expires: str, sig: str, now_s: float) -> bool:
-    if not expires.isdigit() or int(expires) <= now_s:
+    """A link signed with the current secret key, or with a retired one in its grace period
+    (so rotating the secret key with no grace revokes every link at once)."""
+    if not expires.isdecimal() or int(expires) <= now_s:
         return False
-    expected = link_signature(record.secret_key, record.id, int(expires))
-    return hmac.compare_digest(expected, sig)
+    return any(
+        hmac.compare_digest(link_signature(key, record.id, int(expires)), sig)
+        for key in record.secret_keys(int(now_s * 1000))
+    )
 
 
 # --- formatting --------------------------------------------------------------------------------
@@ -212,6 +216,15 @@ def tiles(report: Mapping[str, Any]) -> str:
                 amount(o["aov"]["value"], cur),
                 "without offer items " + amount(o["aov_without_offer_items"]["value"], cur),
                 "aov",
+            ),
+            _tile(
+                "Invalid traffic left out",
+                f"{report['invalid_traffic']['events']:,}",
+                ", ".join(
+                    f"{n:,} {reason.replace('_', ' ')}"
+                    for reason, n in report["invalid_traffic"]["by_reason"].items()
+                ),
+                "invalid",
             ),
             _tile(
                 "Visitors measured",

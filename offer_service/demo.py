@@ -1,7 +1,8 @@
 """The demo store: a small camera, coffee and skincare catalog with orders, so affinity is real.
 
-Keys: publishable `pk_demo`, secret `sk_demo`; every http://localhost:* and http://127.0.0.1:*
-origin is allowed. Installing it twice changes nothing (products upsert, orders de-duplicate).
+Keys: publishable `pk_demo`, secret `sk_demo`, feed key `fk_demo`; every http://localhost:* and
+http://127.0.0.1:* origin is allowed. Installing it twice changes nothing (products upsert,
+orders de-duplicate).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ DEMO_STORE_ID = "demo"
 DEMO_PUBLISHABLE_KEY = "pk_demo"
 DEMO_SECRET_KEY = "sk_demo"
 DEMO_WEBHOOK_SECRET = "whsec_demo"
+DEMO_FEED_KEY = "fk_demo"
 DEMO_ORIGINS = ["http://localhost:*", "http://127.0.0.1:*"]
 
 
@@ -341,6 +343,8 @@ async def install_demo(store: Store, charge_url: str | None = None) -> StoreReco
     await store.upsert_products(record.id, CATALOG)
     # Orders are fixed in time so a restart finds the same ids and imports nothing new.
     await import_orders(store, record, demo_orders(end_ms=1_764_000_000_000), [])
+    if not await store.feed_keys(record.id):
+        await store.rotate_feed_key(record.id, DEMO_FEED_KEY)
     return record
 
 

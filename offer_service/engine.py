@@ -28,12 +28,13 @@ from .catalog import Product
 from .exceptions import ApiError, Forbidden, NotFound, StoreUnavailable
 from .experiments import Assignment, assign, in_holdout, variant_rules
 from .exposures import ExposureLog
+from .group_commit import GroupCommit
 from .learning import Learner
 from .local_cache import LocalCache
-from .models import OffersRequest
+from .models import OfferQuery, OffersRequest
 from .orders import Order
 from .policy import StoreRules
-from .ratelimit import RateLimiter
+from .ratelimit import RateLimiter, SharedLimits
 from .rules import PricedOffer, order_suppressed
 from .storage.base import EMPTY_VISITOR, PairCount, Store, StoreRecord, VisitorState
 from .surfaces import SURFACES, Surface, clamp_limit
@@ -98,7 +99,10 @@ class Engine:
         self.clock = clock
         self.charger = Charger()
         self.exposures = ExposureLog(store, clock=clock)
-        self.limiter = RateLimiter()
+        # Event batches arriving together are written together (one commit).
+        self.events = GroupCommit(store)
+        # On Redis every instance counts against one limit; in-process otherwise.
+        self.limiter = RateLimiter(shared=store if isinstance(store, SharedLimits) else None)
         # Learned P(accept) per store, refreshed in the background; `_prepare` samples from it
         # once per prepared list, and a request only flips `explores()`'s coin.
         self.learner = Learner(store, clock=clock)
@@ -109,9 +113,9 @@ class Engine:
             50_000, PREPARED_TTL_S
         )
 
-    def explores(self) -> bool:
+    def explores(self, rules: StoreRules) -> bool:
         """Whether this response gives its last slot to an under-explored offer."""
-        return self.rng.random() < self.learner.config.explore_share
+        return self.rng.random() < rules.learning.explore_share
 
     # tenants and versions
 
@@ -137,12 +141,22 @@ class Engine:
         """Make a write made through this process visible to its very next request."""
         self._versions.set(record.id, await self.store.version(record.id))
         fresh = await self.store.get_store(record.id)
-        for key in (record.publishable_key, record.secret_key):
+        # Retired keys too: a key rotation may just have ended their grace period.
+        retired = (r.key for r in record.retired_keys)
+        for key in (record.publishable_key, record.secret_key, *retired):
             self._stores.set(key, fresh)
 
     # the offers request
 
-    async def offers(self, record: StoreRecord, req: OffersRequest, request_id: str) -> bytes:
+    async def offers(
+        self,
+        record: StoreRecord,
+        req: OffersRequest | OfferQuery,
+        request_id: str,
+        flag: str | None = None,
+    ) -> bytes:
+        """The response body. `flag`: the request's invalid-traffic reason (a bot or a
+        prefetch still gets offers, but its exposure is flagged, out of the holdout comparison)."""
         version = await self.version(record.id)
         record = self._current(record)
         rules = record.rules
@@ -157,13 +171,15 @@ class Engine:
             + str(limit).encode()
         )
         if req.visitor_id and in_holdout(record.id, req.visitor_id, rules.holdout_share):
-            self.exposures.seen(record.id, req.visitor_id, surface, holdout=True, arm=None)
+            self.exposures.seen(
+                record.id, req.visitor_id, surface, holdout=True, arm=None, flag=flag
+            )
             return head + HOLDOUT_TAIL
         now_s = self.clock()
         now_ms = int(now_s * 1000)
         spec = SURFACES[surface]
         if spec.post_purchase:
-            return head + await self._post_purchase(record, req, version, limit, now_s)
+            return head + await self._post_purchase(record, req, version, limit, now_s, flag)
 
         if spec.anchor == "product":
             anchor_ids: tuple[str, ...] = (req.product_id or "",)
@@ -183,7 +199,9 @@ class Engine:
         if prepared.error is not None:
             raise prepared.error
         if req.visitor_id:
-            self.exposures.seen(record.id, req.visitor_id, surface, holdout=False, arm=label)
+            self.exposures.seen(
+                record.id, req.visitor_id, surface, holdout=False, arm=label, flag=flag
+            )
         visitor = await self._visitor(record, req.visitor_id, req.customer_id, rules, now_ms)
         chosen = decide.finish(
             prepared.offers,
@@ -193,7 +211,7 @@ class Engine:
             surface=surface,
             exclude=req.exclude,
             now_ms=now_ms,
-            explore=self.explores(),
+            explore=self.explores(rules),
         )
         parts = [
             prepared.fragments[i][0] + str(rank).encode() + prepared.fragments[i][1]
@@ -220,7 +238,13 @@ class Engine:
             return EMPTY_VISITOR
 
     async def _post_purchase(
-        self, record: StoreRecord, req: OffersRequest, version: int, limit: int, now_s: float
+        self,
+        record: StoreRecord,
+        req: OffersRequest | OfferQuery,
+        version: int,
+        limit: int,
+        now_s: float,
+        flag: str | None = None,
     ) -> bytes:
         order_id = req.order_id or ""
         # Checked before the order is looked up, so order ids cannot be probed.
@@ -239,12 +263,12 @@ class Engine:
         visitor_id = req.visitor_id or order.visitor_id
         share = record.rules.holdout_share
         if visitor_id and not req.visitor_id and in_holdout(record.id, visitor_id, share):
-            self.exposures.seen(record.id, visitor_id, surface, holdout=True, arm=None)
+            self.exposures.seen(record.id, visitor_id, surface, holdout=True, arm=None, flag=flag)
             return HOLDOUT_TAIL
         arm = assign(record.id, record.rules, surface, visitor_id)
         label = arm.arm if arm else None
         if visitor_id:
-            self.exposures.seen(record.id, visitor_id, surface, holdout=False, arm=label)
+            self.exposures.seen(record.id, visitor_id, surface, holdout=False, arm=label, flag=flag)
         tail = _treatment_head(arm)
         if order_suppressed(order.status):
             return tail + b"]}"
@@ -268,7 +292,7 @@ class Engine:
             surface=surface,
             exclude=req.exclude,
             now_ms=now_ms,
-            explore=self.explores(),
+            explore=self.explores(record.rules),
         )
         expires = int(now_s) + record.rules.offer_ttl_seconds
         offers = []

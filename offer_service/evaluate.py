@@ -22,7 +22,8 @@ hour of CPU. So by default every basket takes part but the engine is asked about
 queries of a basket of n: its figures estimate the mean over every query, and the report gives
 their standard error (`--per-basket 0` asks every query: no sampling, no error).
 The engine's coverage counts the queries asked. Work is split over `--jobs` processes (default:
-one per CPU).
+one per CPU). `--until` ends the test window: settings are chosen on a validation month (split a
+month earlier, test until the official split) so that the official figure is measured once.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ BEST_SELLERS_PER_CATEGORY = 20  # as the engine reads them (engine.BEST_SELLERS_
 
 BAD_K = "--k takes positive integers separated by commas, e.g. 1,2,5"
 BAD_SPLIT = "--split takes a date, YYYY-MM-DD (UTC)"
+BAD_UNTIL = "--until takes a date, YYYY-MM-DD (UTC), after --split"
 
 
 @dataclass(slots=True)
@@ -367,6 +369,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--orders", required=True, help="Online Retail CSV or .tar.xz of daily CSVs")
     p.add_argument("--format", default="online-retail", choices=["online-retail"])
     p.add_argument("--split", required=True, help="train before this UTC date, test from it")
+    p.add_argument("--until", help="test only on orders before this UTC date (a validation window)")
     p.add_argument("--k", default="1,2,5", help="cut-offs, comma-separated (default 1,2,5)")
     p.add_argument(
         "--per-basket",
@@ -389,11 +392,11 @@ def parse_ks(text: str) -> tuple[int, ...]:
     return tuple(ks)
 
 
-def parse_split(text: str) -> int:
+def parse_split(text: str, error: str = BAD_SPLIT) -> int:
     try:
         day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
     except ValueError:
-        raise SystemExit(f"error: {BAD_SPLIT}") from None
+        raise SystemExit(f"error: {error}") from None
     return int(day.timestamp() * 1000)
 
 
@@ -402,6 +405,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     ks = parse_ks(args.k)
     split_ms = parse_split(args.split)
+    until_ms = math.inf if args.until is None else parse_split(args.until, BAD_UNTIL)
+    if until_ms <= split_ms:
+        raise SystemExit(f"error: {BAD_UNTIL}")
     if args.per_basket == 1 or args.per_basket < 0:
         # One answer per basket leaves its share of the standard error unknown.
         raise SystemExit("error: --per-basket takes 0 (every query) or at least 2")
@@ -412,7 +418,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     started = time.monotonic()
     parsed = parse_online_retail(path)
     before = [o for o in parsed.orders if o.placed_at_ms < split_ms]
-    after = [(o.id, sorted(o.product_ids)) for o in parsed.orders if o.placed_at_ms >= split_ms]
+    after = [
+        (o.id, sorted(o.product_ids))
+        for o in parsed.orders
+        if split_ms <= o.placed_at_ms < until_ms
+    ]
     trained = train(before, parsed.products)
     result = evaluate(
         trained, after, ks, per_basket=args.per_basket, seed=args.seed, jobs=args.jobs
@@ -422,7 +432,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(orjson.dumps(metrics).decode() + "\n")
     else:
-        text = table(metrics, result, ks, len(before), len(trained.catalog), args.split, seconds)
+        text = table(
+            metrics, result, ks, len(before), len(trained.catalog), args.split, seconds, args.until
+        )
         sys.stdout.write(text)
     return 0
 
@@ -435,12 +447,14 @@ def table(
     catalog_size: int,
     split: str,
     seconds: float,
+    until: str | None = None,
 ) -> str:
     """The evaluation as a Markdown table with a few lines of context."""
+    window = "" if until is None else f" placed before {until}"
     heads = [f"hit rate@{k}" for k in ks] + ["MRR", "coverage"]
     lines = [
         f"Trained on {trained_orders:,} orders before {split} ({catalog_size:,} products sold); "
-        f"tested on {result.baskets:,} later baskets of 2+ products.",
+        f"tested on {result.baskets:,} later baskets of 2+ products{window}.",
         f"{round(result.weight):,} leave-one-out queries, "
         f"{result.unseen / (result.weight or 1):.1%} of them hiding a product never sold before "
         "the split (no method can find it). "

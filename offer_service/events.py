@@ -41,6 +41,8 @@ class StoredEvent:
     arm: str | None
     offer_price: int
     currency: str
+    # Why this event is invalid traffic (`traffic.REASONS`), or None for a billable event.
+    flag: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +59,15 @@ class Rejected:
 
 
 def validate_event(
-    index: int, raw: object, store_id: str, keys: Sequence[SigningKey], now_ms: int
+    index: int,
+    raw: object,
+    store_id: str,
+    keys: Sequence[SigningKey],
+    now_ms: int,
+    flag: str | None = None,
 ) -> StoredEvent | Rejected:
-    """One event of a batch: a StoredEvent, or why it was rejected."""
+    """One event of a batch: a StoredEvent (carrying the request's invalid-traffic `flag`), or
+    why it was rejected."""
     if not isinstance(raw, dict):
         return Rejected(index, INVALID_EVENT)
     event_id = raw.get("id")
@@ -98,4 +106,5 @@ def validate_event(
         arm=claims.arm,
         offer_price=claims.offer_price,
         currency=claims.currency,
+        flag=flag,
     )

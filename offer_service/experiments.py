@@ -20,10 +20,22 @@ HOLDOUT_SALT = "holdout"
 _SCALE = 2.0**64
 
 
+# Recent visitors' buckets: a returning visitor costs a dict lookup, not a hash.
+_BUCKETS: dict[tuple[str, str, str], float] = {}
+_BUCKETS_MAX = 100_000
+
+
 def bucket(store_id: str, salt: str, visitor_id: str) -> float:
     """A uniform number in [0, 1), fixed for (store, salt, visitor)."""
+    key = (store_id, salt, visitor_id)
+    found = _BUCKETS.get(key)
+    if found is not None:
+        return found
     digest = hashlib.blake2b(f"{store_id}:{salt}:{visitor_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / _SCALE
+    if len(_BUCKETS) >= _BUCKETS_MAX:
+        _BUCKETS.clear()
+    value = _BUCKETS[key] = int.from_bytes(digest, "big") / _SCALE
+    return value
 
 
 def in_holdout(store_id: str, visitor_id: str, share: float, salt: str = HOLDOUT_SALT) -> bool:

@@ -3,7 +3,8 @@
 A holdout visitor gets no offers, so no token and no event of theirs can say they were there; the
 server records it instead. Each offers request with a `visitor_id` notes an `exposure` event: one
 per visitor, surface and UTC day (a deterministic event id, so the store's event dedupe keeps
-one), with `kind` "holdout" or "treatment" and the visitor's experiment arm. Exposures are
+one), with `kind` "holdout" or "treatment" and the visitor's experiment arm. A request from a
+bot or a prefetch is noted with its flag (`traffic.py`) and an id of its own. Exposures are
 written behind the request, in batches, so the offers path never waits on a store write; a
 process that dies loses at most the last `FLUSH_AFTER_S` of them.
 """
@@ -39,10 +40,19 @@ def exposure_id(visitor_id: str, surface: str, day: int) -> str:
 
 
 def exposure(
-    visitor_id: str, surface: str, *, holdout: bool, arm: str | None, at_ms: int
+    visitor_id: str,
+    surface: str,
+    *,
+    holdout: bool,
+    arm: str | None,
+    at_ms: int,
+    flag: str | None = None,
 ) -> StoredEvent:
+    """The exposure event. A flagged one (a bot's or a prefetch's request) has an id of its own,
+    so it never takes the place of the visitor's real exposure that day."""
+    event_id = exposure_id(visitor_id, surface, at_ms // DAY_MS)
     return StoredEvent(
-        id=exposure_id(visitor_id, surface, at_ms // DAY_MS),
+        id=event_id if flag is None else f"{event_id}:{flag}",
         type=EXPOSURE,
         ts_ms=at_ms,
         received_ms=at_ms,
@@ -55,6 +65,7 @@ def exposure(
         arm=arm,
         offer_price=0,
         currency="",
+        flag=flag,
     )
 
 
@@ -72,23 +83,32 @@ class ExposureLog:
         self.flush_after_s = flush_after_s
         self.clock = clock
         self._pending: dict[str, list[StoredEvent]] = {}
-        self._recent: set[tuple[str, str]] = set()
+        self._recent: set[tuple[str, str, str, int, str | None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._closing = asyncio.Event()
 
     def seen(
-        self, store_id: str, visitor_id: str, surface: str, *, holdout: bool, arm: str | None
+        self,
+        store_id: str,
+        visitor_id: str,
+        surface: str,
+        *,
+        holdout: bool,
+        arm: str | None,
+        flag: str | None = None,
     ) -> None:
-        """Note that the visitor asked for offers on `surface` (call from the event loop)."""
+        """Note that the visitor asked for offers on `surface` (call from the event loop); a
+        `flag` (traffic.REASONS) marks a request that is no shopper's view."""
         at_ms = int(self.clock() * 1000)
-        key = (store_id, exposure_id(visitor_id, surface, at_ms // DAY_MS))
+        # What the event id is a hash of: a repeat visit costs no hashing.
+        key = (store_id, visitor_id, surface, at_ms // DAY_MS, flag)
         if key in self._recent:
             return
         if len(self._recent) >= RECENT_MAX:
             self._recent.clear()
         self._recent.add(key)
-        event = exposure(visitor_id, surface, holdout=holdout, arm=arm, at_ms=at_ms)
+        event = exposure(visitor_id, surface, holdout=holdout, arm=arm, at_ms=at_ms, flag=flag)
         self._pending.setdefault(store_id, []).append(event)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._flush_soon())
@@ -110,7 +130,8 @@ class ExposureLog:
                     # Forget them so the visitors' next requests record them again.
                     log.exception("could not record %d exposures", len(events))
                     for e in events:
-                        self._recent.discard((store_id, e.id))
+                        day = e.ts_ms // DAY_MS
+                        self._recent.discard((store_id, e.visitor_id or "", e.surface, day, e.flag))
 
     async def close(self) -> None:
         """Write what is pending now and wait for it (at shutdown)."""

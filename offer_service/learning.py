@@ -24,11 +24,12 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .attribution import credit
 from .events import StoredEvent
 from .orders import Order
+from .policy import LearningRules
 from .storage.base import Store, StoreRecord
 from .surfaces import SURFACES, Surface
 from .types import DAY_MS, MINUTE_MS
@@ -55,6 +56,8 @@ NEGLIGIBLE = 1e-3
 # Orders are read this long after they are placed: a webhook arrives a little after checkout.
 ORDER_SETTLE_MS = 10 * MINUTE_MS
 REFRESH_S = 60.0
+# The per-store settings (`StoreRules.learning`) and their defaults: one source for both.
+_STORE_DEFAULTS = LearningRules()
 
 log = logging.getLogger(__name__)
 
@@ -85,16 +88,19 @@ class SignalWeights:
 
 @dataclass(frozen=True, slots=True)
 class LearningConfig:
+    """How P(accept) is learned. `prior_strength`, `half_life_days` and `explore_share` are a
+    store's own (`StoreRules.learning`, see `for_store`); the rest is the process's."""
+
     weights: SignalWeights = field(default_factory=SignalWeights)
     # Pseudo-impressions the surface prior is worth: a new offer's draws spread widely, and a
     # few dozen impressions already move its mean.
-    prior_strength: float = 20.0
-    half_life_days: float = 14.0
+    prior_strength: float = _STORE_DEFAULTS.prior_strength
+    half_life_days: float = _STORE_DEFAULTS.half_life_days
     # Below this many (decayed) impressions an offer is under-explored: ranked by its posterior
     # mean and shown for exploration only through the exploration slot (see `decide.finish`).
     min_evidence: float = 50.0
     # At most this share of responses give one slot to an under-explored offer.
-    explore_share: float = 0.1
+    explore_share: float = _STORE_DEFAULTS.explore_share
     # A first load reads this many half-lives of history (older events weigh under 2%).
     horizon_half_lives: float = 6.0
 
@@ -103,6 +109,15 @@ class LearningConfig:
             raise ValueError("prior_strength and half_life_days must be > 0, min_evidence >= 0")
         if not 0.0 <= self.explore_share <= 1.0:
             raise ValueError("explore_share must be in [0, 1]")
+
+    def for_store(self, rules: LearningRules) -> LearningConfig:
+        """This configuration with a store's own learning settings."""
+        return replace(
+            self,
+            prior_strength=rules.prior_strength,
+            half_life_days=rules.half_life_days,
+            explore_share=rules.explore_share,
+        )
 
     @property
     def half_life_ms(self) -> float:
@@ -229,6 +244,8 @@ class Feedback:
     def add_event(self, e: StoredEvent) -> None:
         if e.type not in _EVENT_TYPES:  # views, declines (impressions without a click), ...
             return
+        if e.flag is not None:  # invalid traffic (traffic.py) teaches nothing about shoppers
+            return
         self.add(e.surface, e.product_id, e.type, e.received_ms)
         if e.type == "click" and e.visitor_id:
             self.clicks.append(e)
@@ -265,13 +282,16 @@ async def refresh(
     window_ms: int,
 ) -> Feedback:
     """`previous` extended with the events and orders since it (a first load reads the
-    horizon). Returns a new Feedback: the previous one may still be read meanwhile."""
-    if previous is None:
+    horizon, and so does a change of half-life). Returns a new Feedback: the previous one may
+    still be read meanwhile."""
+    if previous is None or previous.config.half_life_days != config.half_life_days:
+        # Counts faded at another half-life cannot be converted: fold the history again.
         since = now_ms - config.horizon_ms
         fb = Feedback(config, since, window_ms)
     else:
         fb = previous.copy()
         since = fb.as_of_ms
+        fb.config = config
         fb.window_ms = window_ms
     fb.advance(now_ms)
     async for e in store.iter_events(store_id, since, now_ms):
@@ -287,6 +307,7 @@ async def refresh(
 class _Slot:
     feedback: Feedback | None = None
     learned: Learned | None = None
+    config: LearningConfig | None = None  # of the last load started
     loaded_s: float = -math.inf
     task: asyncio.Task[None] | None = None
 
@@ -310,12 +331,16 @@ class Learner:
 
     def current(self, record: StoreRecord) -> Learned | None:
         """The store's latest snapshot, or None before its first load has finished. Never
-        waits: a missing or stale snapshot starts one background load (requires a running
-        event loop), and the caller ranks with what there is meanwhile."""
+        waits: a missing or stale snapshot, or a change of the store's learning settings, starts
+        one background load (requires a running event loop), and the caller ranks with what
+        there is meanwhile."""
         slot = self._slots.get(record.id)
         if slot is None:
             slot = self._slots[record.id] = _Slot()
-        if slot.task is None and self.clock() - slot.loaded_s >= self.refresh_s:
+        if slot.task is None and (
+            self.clock() - slot.loaded_s >= self.refresh_s
+            or slot.config != self.config.for_store(record.rules.learning)
+        ):
             slot.task = asyncio.get_running_loop().create_task(self._load(record, slot))
         return slot.learned
 
@@ -326,10 +351,11 @@ class Learner:
             await asyncio.shield(slot.task)
         else:
             await self._load(record, slot)
-        return slot.learned or Learned({}, self.config)
+        return slot.learned or Learned({}, self.config.for_store(record.rules.learning))
 
     async def _load(self, record: StoreRecord, slot: _Slot) -> None:
         started = self.clock()
+        slot.config = config = self.config.for_store(record.rules.learning)
         try:
             window_ms = record.rules.attribution_window_days * DAY_MS
             fb = await refresh(
@@ -337,7 +363,7 @@ class Learner:
                 record.id,
                 slot.feedback,
                 int(started * 1000),
-                config=self.config,
+                config=config,
                 window_ms=window_ms,
             )
             slot.feedback, slot.learned = fb, fb.snapshot()

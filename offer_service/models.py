@@ -7,6 +7,7 @@ and the tests validate real responses against them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -81,6 +82,23 @@ class OffersRequest(Wire):
             if not self.order_token:
                 raise _missing("order_token", "order_token is required with order_id")
         return self
+
+
+@dataclass(slots=True)
+class OfferQuery:
+    """A GET /v1/offers query already checked field by field against OffersRequest's limits
+    (the hot path's parser): the same attributes, without building a model per request."""
+
+    surface: Surface
+    key: str | None = None
+    product_id: str | None = None
+    items: list[CartItem] | None = None
+    order_id: str | None = None
+    order_token: str | None = None
+    visitor_id: str | None = None
+    customer_id: str | None = None
+    limit: int | None = None
+    exclude: list[str] = field(default_factory=list)
 
 
 class _MissingField(ValueError):
@@ -308,3 +326,25 @@ class SigningKeyResponse(BaseModel):
 
 class WebhookSecretResponse(BaseModel):
     webhook_secret: str
+
+
+class KeyRotationRequest(Wire):
+    """POST /v1/admin/publishable-key/rotate and /v1/admin/secret-key/rotate (body optional)."""
+
+    grace_seconds: int = Field(
+        86_400,
+        ge=0,
+        le=30 * 86_400,
+        description="How long the replaced key keeps working; 0 revokes it (and every earlier "
+        "key of the kind) at once.",
+    )
+
+
+class PublishableKeyResponse(BaseModel):
+    publishable_key: str
+    previous_key_expires_at: str | None = Field(description="null when revoked at once")
+
+
+class SecretKeyResponse(BaseModel):
+    secret_key: str
+    previous_key_expires_at: str | None = Field(description="null when revoked at once")

@@ -9,6 +9,15 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from . import __version__
+from .journey_models import (
+    FeedAnswer,
+    FeedKeyResponse,
+    JourneyResponse,
+    OrderEventRequest,
+    OrderEventResponse,
+    SmsConsentRequest,
+    SmsConsentResponse,
+)
 from .models import (
     AcceptRequest,
     AcceptResponse,
@@ -20,18 +29,22 @@ from .models import (
     EventsRequest,
     EventsResponse,
     Health,
+    KeyRotationRequest,
     NeighborsResponse,
     OffersRequest,
     OffersResponse,
     OrdersImportResponse,
     ProductOut,
+    PublishableKeyResponse,
     ReturnRequest,
     ReturnsResponse,
+    SecretKeyResponse,
     SigningKeyResponse,
     WebhookSecretResponse,
 )
 from .policy import StoreRules
 from .report_models import MetricsReport
+from .timeline import FEED_TOUCHPOINTS
 
 REF = "#/components/schemas/{model}"
 
@@ -237,17 +250,107 @@ OPERATIONS: list[Operation] = [
         "/dashboard",
         "The dashboard (secret key, or a signed link from `offer-service dashboard-url`)",
         "none",
-        {200: None, 401: ErrorResponse, 403: ErrorResponse, 422: ErrorResponse},
+        {200: None, 401: ErrorResponse, 403: ErrorResponse, 422: ErrorResponse, 429: ErrorResponse},
         params=[
             _param(name, "query", {"type": "string"})
             for name in ("store", "expires", "sig", "from", "to", "surface")
         ],
         response_type="text/html",
     ),
+    Operation(
+        "post",
+        "/v1/admin/orders/{order_id}/events",
+        "Record an order's shipment, delivery or return (signed webhook compatible)",
+        "secret",
+        {200: OrderEventResponse, **ERRORS},
+        body=OrderEventRequest,
+        params=[_param("order_id", "path", {"type": "string"}, required=True)],
+    ),
+    Operation(
+        "post",
+        "/v1/admin/customers/{customer_id}/sms-consent",
+        "Record a customer's SMS opt-in (with its source) or opt-out",
+        "secret",
+        {200: SmsConsentResponse, **ERRORS},
+        body=SmsConsentRequest,
+        params=[_param("customer_id", "path", {"type": "string"}, required=True)],
+    ),
+    Operation(
+        "get",
+        "/v1/admin/customers/{customer_id}/sms-consent",
+        "A customer's SMS consent in force and its history",
+        "secret",
+        {200: SmsConsentResponse, **ERRORS},
+        params=[_param("customer_id", "path", {"type": "string"}, required=True)],
+    ),
+    Operation(
+        "get",
+        "/v1/admin/feed-key",
+        "The store's feed key for email and SMS tools (made on first use)",
+        "secret",
+        {200: FeedKeyResponse, 401: ErrorResponse, 403: ErrorResponse, 429: ErrorResponse},
+    ),
+    Operation(
+        "post",
+        "/v1/admin/feed-key/rotate",
+        "Make a new feed key current; the previous one keeps working until the next rotation",
+        "secret",
+        {200: FeedKeyResponse, 401: ErrorResponse, 403: ErrorResponse, 429: ErrorResponse},
+    ),
+    Operation(
+        "get",
+        "/v1/journeys/{order_id}",
+        "An order's post-purchase timeline: touchpoints, their status and offers",
+        "secret",
+        {200: JourneyResponse, **ERRORS},
+        params=[
+            _param("order_id", "path", {"type": "string"}, required=True),
+            _param("at", "query", {"type": "string", "description": "ISO 8601 or epoch ms"}),
+        ],
+    ),
+    Operation(
+        "get",
+        "/v1/feeds/{feed_key}/{touchpoint}",
+        "A touchpoint's offers for an email or SMS tool (JSON, HTML fragment or SMS text)",
+        "none",
+        {200: FeedAnswer, 304: None, **ERRORS},
+        params=[
+            _param("feed_key", "path", {"type": "string"}, required=True),
+            _param("touchpoint", "path", {"type": "string", "enum": list(FEED_TOUCHPOINTS)}, True),
+            _param("order_id", "query", {"type": "string", "description": "Omitted: every order"}),
+            _param("format", "query", {"type": "string", "enum": ["json", "html", "sms"]}),
+        ],
+        alternatives=("text/html", "text/plain"),
+    ),
+    Operation(
+        "get",
+        "/r/{code}",
+        "A tracked link of an email or SMS: records the click, redirects to the product",
+        "none",
+        {302: None, 404: ErrorResponse, 429: ErrorResponse},
+        params=[_param("code", "path", {"type": "string"}, required=True)],
+    ),
     Operation("get", "/healthz", "The process is up", "none", {200: Health}),
     Operation("get", "/readyz", "The store is reachable", "none", {200: Health, 503: Health}),
     Operation(
         "get", "/metrics", "Prometheus metrics", "none", {200: None}, response_type="text/plain"
+    ),
+    # Last: a generated call may revoke the key every other operation uses.
+    Operation(
+        "post",
+        "/v1/admin/publishable-key/rotate",
+        "Make a new publishable key current; the old one works for grace_seconds (default 24 h)",
+        "secret",
+        {200: PublishableKeyResponse, **ERRORS},
+        body=KeyRotationRequest,
+    ),
+    Operation(
+        "post",
+        "/v1/admin/secret-key/rotate",
+        "Make a new secret key current; the old one works for grace_seconds (default 24 h)",
+        "secret",
+        {200: SecretKeyResponse, **ERRORS},
+        body=KeyRotationRequest,
     ),
 ]
 

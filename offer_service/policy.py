@@ -96,6 +96,26 @@ class RateLimits(_Model):
     admin_burst: int = Field(200, ge=1, le=1_000_000)
 
 
+class LearningRules(_Model):
+    """How the engine learns each offer's P(accept) from this store's shoppers."""
+
+    explore_share: float = Field(
+        0.1,
+        ge=0,
+        le=0.5,
+        description="Share of responses whose last slot may try an under-explored offer.",
+    )
+    prior_strength: float = Field(
+        20.0,
+        ge=1,
+        le=10_000,
+        description="Impressions the surface's prior P(accept) is worth in each posterior.",
+    )
+    half_life_days: float = Field(
+        14.0, ge=1, le=365, description="Days after which an impression or take counts half."
+    )
+
+
 class StoreRules(_Model):
     """`PUT /v1/admin/rules`. Every field has a default, so `{}` is a valid rule set."""
 
@@ -111,6 +131,12 @@ class StoreRules(_Model):
     checkout_accept: bool = False
     allowed_origins: list[str] = Field(default_factory=list)
     charge_url: str | None = None
+    storefront_url: str | None = Field(
+        None,
+        pattern=r"^https://[^\s/?#]+(/[^\s?#]*)?$",
+        max_length=300,
+        description="The shop's https address: relative product URLs in emails and SMS start here.",
+    )
     min_pair_count: int = Field(2, ge=1, le=1000)
     offer_ttl_seconds: int = Field(3600, ge=60, le=7 * 86400)
     rate_limits: RateLimits = Field(default_factory=lambda: RateLimits())
@@ -118,6 +144,7 @@ class StoreRules(_Model):
     attribution_window_days: int = Field(
         7, ge=1, le=90, description="Days after a click in which buying the product credits it."
     )
+    learning: LearningRules = Field(default_factory=LearningRules)
 
     @model_validator(mode="after")
     def _counts_within_hard_max(self) -> StoreRules:

@@ -29,6 +29,7 @@ from .measurement import (
     scaled,
 )
 from .orders import AcceptedOffer, Order
+from .traffic import REASONS
 from .types import DAY_MS
 
 DIMENSIONS = ("surface", "kind", "product", "arm")
@@ -183,6 +184,8 @@ def offer_tallies(
     for e in events:
         if e.type not in ("impression", "click") or not q.since_ms <= e.ts_ms < q.until_ms:
             continue
+        if e.flag is not None:  # invalid traffic: counted in `invalid_traffic` only
+            continue
         if q.surface and e.surface != q.surface:
             continue
         ref = OfferRef(e.surface, e.kind, e.product_id, e.arm)
@@ -313,6 +316,8 @@ def holdout_comparison(
     for e in events:
         if e.type != EXPOSURE or not e.visitor_id or not q.since_ms <= e.ts_ms < q.until_ms:
             continue
+        if e.flag is not None:  # a bot's or a prefetch's request: nobody saw anything
+            continue
         if q.surface and e.surface != q.surface:
             continue
         held = e.kind == HOLDOUT
@@ -345,6 +350,28 @@ def holdout_comparison(
         "groups": {"treatment": treatment.as_dict(currency), "holdout": holdout.as_dict(currency)},
         **_versus(treatment, holdout, currency),
         "arms": arm_rows,
+    }
+
+
+def invalid_traffic(q: ReportQuery, events: Iterable[StoredEvent]) -> dict[str, Any]:
+    """The period's events stored as invalid traffic (left out of every figure above: bots,
+    prefetches, actions without an impression), by reason and by event type."""
+    by_reason: dict[str, int] = dict.fromkeys(REASONS, 0)
+    by_type: Counter[str] = Counter()
+    total = 0
+    for e in events:
+        if not q.since_ms <= e.ts_ms < q.until_ms or (q.surface and e.surface != q.surface):
+            continue
+        total += 1
+        if e.flag is not None:
+            by_reason[e.flag] = by_reason.get(e.flag, 0) + 1
+            by_type[e.type] += 1
+    flagged = sum(by_reason.values())
+    return {
+        "events": flagged,
+        "share_of_events": round(flagged / total, 6) if total else None,
+        "by_reason": by_reason,
+        "by_type": dict(sorted(by_type.items())),
     }
 
 
@@ -427,4 +454,5 @@ def build(
         "holdout": holdout_comparison(q, events, kept, currency),
         "breakdown": by,
         "series": {"attach_rate": attach_series(kept, surface_lines)},
+        "invalid_traffic": invalid_traffic(q, events),
     }

@@ -60,6 +60,12 @@ def rows(report: Mapping[str, Any]) -> Iterator[Row]:
             yield from _figures("breakdown", dimension, "" if key is None else str(key), row)
     for point in report["series"]["attach_rate"]["points"]:
         yield from _figures("series", "attach_rate", point["start"], point)
+    invalid = report["invalid_traffic"]
+    yield from _figures("invalid_traffic", "", "", invalid)
+    for dimension in ("by_reason", "by_type"):
+        label = dimension.removeprefix("by_")
+        for key, n in invalid[dimension].items():
+            yield ("invalid_traffic", label, key, "events", n, None, None, "")
 
 
 def _cell(x: Any) -> Any:

@@ -143,6 +143,15 @@ class ReportSeries(_Out):
     attach_rate: Series
 
 
+class InvalidTraffic(_Out):
+    """Events stored as invalid traffic in the period, left out of every other figure."""
+
+    events: int
+    share_of_events: float | None = Field(description="of every event stored in the period")
+    by_reason: dict[str, int] = Field(description="bot, prefetch, no_impression")
+    by_type: dict[str, int] = Field(description="impression, click, ..., exposure")
+
+
 class MetricsReport(_Out):
     """GET /v1/admin/metrics (JSON; `Accept: text/csv` for one figure per row)."""
 
@@ -159,3 +168,4 @@ class MetricsReport(_Out):
     holdout: HoldoutComparison
     breakdown: Breakdown
     series: ReportSeries
+    invalid_traffic: InvalidTraffic

@@ -21,6 +21,9 @@ class Settings:
     spool_dir: str = DEFAULT_SPOOL_DIR
     # Aggregate the Redis event streams in this process (off when separate workers do it).
     aggregator: bool = True
+    # The service's public base URL (https://offers.example.com): tracked links in emails and
+    # SMS start with it. Unset: the URL the request came in on.
+    public_url: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -31,4 +34,5 @@ class Settings:
             trust_proxy=os.environ.get("OFFER_TRUST_PROXY", "") == "1",
             spool_dir=os.environ.get("OFFER_SPOOL_DIR", DEFAULT_SPOOL_DIR),
             aggregator=os.environ.get("OFFER_AGGREGATOR", "1") != "0",
+            public_url=os.environ.get("OFFER_PUBLIC_URL") or None,
         )

@@ -263,8 +263,14 @@ class Api:
             if body["rejected"]:
                 raise SimulationError(f"events rejected: {body['rejected'][:3]}")
 
-        batches = [events[i : i + per_batch] for i in range(0, len(events), per_batch)]
-        await self.gather(send(b) for b in batches)
+        # Impressions first, as a shopper's beacons deliver them: a click the service receives
+        # before its offer's impression is stored as invalid traffic (traffic.py).
+        for part in (
+            [e for e in events if e["type"] == "impression"],
+            [e for e in events if e["type"] != "impression"],
+        ):
+            batches = [part[i : i + per_batch] for i in range(0, len(part), per_batch)]
+            await self.gather(send(b) for b in batches)
 
     async def accept(self, token: str, idempotency_key: str) -> bool:
         response = await self.request(

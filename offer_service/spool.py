@@ -30,6 +30,7 @@ import orjson
 
 from .events import StoredEvent
 from .exceptions import StoreError, StoreUnavailable
+from .group_commit import GroupCommit
 from .settings import DEFAULT_SPOOL_DIR
 from .storage.base import Store
 
@@ -148,7 +149,7 @@ def _parse(line: bytes) -> tuple[str, int, list[StoredEvent]] | None:
 
 
 async def record_events(
-    store: Store,
+    store: Store | GroupCommit,
     spool: Spool | None,
     store_id: str,
     events: Sequence[StoredEvent],

@@ -20,6 +20,17 @@ from offer_service.storage import open_store
 from offer_service.storage.base import StoreRecord
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+# Test clients present themselves as a shopper's browser: httpx's own User-Agent is a known bot
+# (traffic.py), whose events the measurement report leaves out.
+BROWSER_UA = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+)
+
+
+def browser_client(base_url: str, **kwargs: object) -> httpx.Client:
+    headers = {"User-Agent": BROWSER_UA, **kwargs.pop("headers", {})}  # type: ignore[dict-item]
+    return httpx.Client(base_url=base_url, timeout=30, headers=headers, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +58,7 @@ class LiveServer:
     store_url: str
 
     def client(self, **kwargs: object) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30, **kwargs)  # type: ignore[arg-type]
+        return browser_client(self.url, **kwargs)
 
     def create_store(self, name: str = "Test store", **kwargs: object) -> StoreRecord:
         """Create a tenant directly in the server's store file (as `stores create` does)."""

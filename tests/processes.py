@@ -18,7 +18,7 @@ from offer_service.demo import install_demo
 from offer_service.policy import StoreRules
 from offer_service.storage import open_store
 
-from .conftest import free_port
+from .conftest import browser_client, free_port
 from .flows import UNLIMITED
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ class ServeProcess:
             return ""
 
     def client(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30, **kwargs)
+        return browser_client(self.url, **kwargs)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hooks, no flushing, nothing."""

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from offer_service.affinity import (
+    INDEPENDENT_ANCHORS,
     AffinityCounts,
     NeighborStats,
     build_neighbor_lists,
@@ -386,8 +387,31 @@ def test_combine_is_a_noisy_or_of_the_anchors() -> None:
     assert combined["p"] == pytest.approx(0.75, abs=1e-15)  # 1 - 0.5 * 0.5
     assert combined["q"] == pytest.approx(0.2, abs=1e-15)
     assert combined["r"] == pytest.approx(0.1, abs=1e-15)
+    three = {"a": {"x": 0.1}, "b": {"x": 0.2}, "c": {"x": 0.3}}
+    assert combine(three, independent=3)["x"] == pytest.approx(1 - 0.9 * 0.8 * 0.7, abs=1e-15)
+
+
+def test_combine_counts_a_larger_cart_as_a_few_independent_anchors() -> None:
+    # Past INDEPENDENT_ANCHORS (2) anchors, the product of misses is raised to 2 / n.
+    assert INDEPENDENT_ANCHORS == 2
     three = combine({"a": {"x": 0.1}, "b": {"x": 0.2}, "c": {"x": 0.3}})
-    assert three["x"] == pytest.approx(1 - 0.9 * 0.8 * 0.7, abs=1e-15)  # 0.496
+    assert three["x"] == pytest.approx(1 - (0.9 * 0.8 * 0.7) ** (2 / 3), abs=1e-15)  # 0.368
+    # A wholesale cart of 300 items: every item points to x, one in ten to y and to z. A
+    # noisy-OR scores x, y and z all above 0.99999 (then price alone ranks them); here x is
+    # 1 - 0.6^2 and y, backed by a tenth of the cart, 1 - 0.6^0.2. z's links are stronger,
+    # which counts, but not as much as being backed by the whole cart.
+    cart: dict[str, dict[str, float]] = {f"item{i:03d}": {"x": 0.4} for i in range(300)}
+    for i in range(0, 300, 10):
+        cart[f"item{i:03d}"].update(y=0.4, z=0.8)
+    combined = combine(cart)
+    assert list(combined) == ["x", "z", "y"]
+    assert combined["x"] == pytest.approx(1 - 0.6**2)
+    assert combined["y"] == pytest.approx(1 - 0.6**0.2)
+    assert combined["z"] == pytest.approx(1 - 0.2**0.2)
+    # A certain link (score 1) stays certain however large the cart.
+    assert combine({**cart, "item000": {"x": 1.0}})["x"] == 1.0
+    with pytest.raises(ValueError, match="independent must be >= 1"):
+        combine(cart, independent=0)
 
 
 def test_combine_never_scores_below_the_best_anchor_and_caps_at_one() -> None:

@@ -4,6 +4,8 @@ import random
 from dataclasses import replace
 from typing import Any
 
+import pytest
+
 from offer_service import rules as static_rules
 from offer_service.candidates import CandidateInputs, generate
 from offer_service.catalog import Product
@@ -236,3 +238,27 @@ def test_prepare_prices_only_contenders_and_keeps_exactly_the_full_ranking() -> 
         candidates = generate(i)
         everything = static_rules.price(candidates, surface, {"anchor"}, i.order_total, rules)
         assert prepare(i, rules) == arrange(everything, surface, rules), trial
+
+
+def test_a_wholesale_cart_is_offered_what_most_of_it_points_to_not_the_priciest_link() -> None:
+    # 100 items in the cart, every one bought with "broad", a fifth of them with the pricier
+    # "narrow" (the same pair strength each time). Combined by a plain noisy-OR both would score
+    # a relevance near 1 and the price alone would rank narrow first; the cart counts as two
+    # independent anchors (affinity.combine), so being backed by the whole cart wins.
+    cart = [product(f"item{n:03}", f"Item {n}", 500) for n in range(100)]
+    broad, narrow = product("broad", "Broad", 1000), product("narrow", "Narrow", 3000)
+    neighbors = {
+        a.id: [PairCount("broad", 30), *([PairCount("narrow", 30)] if n < 20 else [])]
+        for n, a in enumerate(cart)
+    }
+    i = CandidateInputs(
+        surface=Surface.CART, anchors=tuple(cart),
+        products={p.id: p for p in [*cart, broad, narrow]}, neighbors=neighbors,
+        basket_counts={**{a.id: 100 for a in cart}, "broad": 100, "narrow": 100},
+        basket_total=1000, family_members={}, category_best_sellers={},
+    )  # fmt: skip
+    prepared = prepare(i, RULES)
+    assert ids(prepared) == ["broad", "narrow"]
+    broad_relevance, narrow_relevance = (o.candidate.relevance for o in prepared)
+    assert broad_relevance == pytest.approx(0.343, abs=1e-3)  # 1 - (1 - 0.19)^2
+    assert narrow_relevance == pytest.approx(0.081, abs=1e-3)  # 1 - (1 - 0.19)^(20 x 2/100)

@@ -195,8 +195,29 @@ def test_the_table_names_every_method_and_the_basket_sizes(
     assert "| 2-10 | 3 | 7 |" in text
 
 
+def test_until_keeps_a_validation_window(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "invoices.csv"
+    write_invoices(path)
+    argv = ["evaluate", "--orders", str(path), "--split", "2011-11-01", "--k", "2"]
+    assert cli.main([*argv, "--until", "2011-11-04"]) == 0
+    text = capsys.readouterr().out
+    # The baskets of 2 and 3 November, not those of the 4th and 5th.
+    assert "tested on 2 later baskets of 2+ products placed before 2011-11-04." in text
+    assert "| 2-10 | 2 | 5 |" in text
+
+
 @pytest.mark.parametrize(
-    "bad", [["--k", "0"], ["--k", "x"], ["--split", "11/01/2011"], ["--per-basket", "1"]]
+    "bad",
+    [
+        ["--k", "0"],
+        ["--k", "x"],
+        ["--split", "11/01/2011"],
+        ["--per-basket", "1"],
+        ["--until", "2011-11-01"],
+        ["--until", "soon"],
+    ],
 )
 def test_bad_arguments_are_refused(tmp_path: Path, bad: list[str]) -> None:
     path = tmp_path / "invoices.csv"

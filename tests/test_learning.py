@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from pydantic import ValidationError
 
 from offer_service.candidates import Candidate
 from offer_service.catalog import Product
@@ -28,13 +29,15 @@ from offer_service.learning import (
 )
 from offer_service.models import OffersRequest
 from offer_service.orders import Order, OrderLine
-from offer_service.policy import StoreRules
+from offer_service.policy import LearningRules, StoreRules
 from offer_service.ranking import EXPLORERS, sampled_p_accept
 from offer_service.rules import PricedOffer
 from offer_service.storage.base import EMPTY_VISITOR, Store
 from offer_service.storage.sqlite import SQLiteStore
 from offer_service.surfaces import Surface
 from offer_service.types import DAY_MS, HOUR_MS, MINUTE_MS
+
+from .conftest import LiveServer
 
 RULES = StoreRules()
 CART = Surface.CART
@@ -265,7 +268,9 @@ async def test_the_learner_reads_stored_events_and_orders_off_the_request_path(
     store: Store,
 ) -> None:
     record = await store.create_store("Learning")
-    events = [event("impression", "p1", n=i, at=T - HOUR_MS) for i in range(30)]
+    # One of the impressions is the clicking visitor's: a click without one is invalid traffic.
+    events = [event("impression", "p1", n=i, at=T - HOUR_MS) for i in range(29)]
+    events += [event("impression", "p1", visitor="v", at=T - HOUR_MS)]
     events += [event("click", "p1", visitor="v", at=T - HOUR_MS)]
     await store.record_events(record.id, events + events, dedupe_since_ms=T - DAY_MS)  # twice
     bought = Order("o1", T - 30 * MINUTE_MS, "GBP", (OrderLine("p1", 1, 1000),), visitor_id="v")
@@ -322,3 +327,90 @@ async def test_the_engine_ranks_on_what_shoppers_took(store: Store) -> None:
 
 def page_event(type_: str, pid: str, n: int) -> StoredEvent:
     return replace(event(type_, pid, n=n, at=T + MINUTE_MS), surface="product_page")
+
+
+# --- per-store learning settings ----------------------------------------------------------------
+
+
+def test_a_store_tunes_its_own_learning_within_bounds() -> None:
+    default = StoreRules().learning
+    assert (
+        (default.explore_share, default.prior_strength, default.half_life_days)
+        == (
+            CONFIG.explore_share,
+            CONFIG.prior_strength,
+            CONFIG.half_life_days,
+        )
+        == (0.1, 20.0, 14.0)
+    )
+    own = CONFIG.for_store(LearningRules(explore_share=0.2, prior_strength=50, half_life_days=7))
+    assert (own.explore_share, own.prior_strength, own.half_life_days) == (0.2, 50, 7)
+    assert (own.weights, own.min_evidence) == (CONFIG.weights, CONFIG.min_evidence)
+    for field_name, bad in (
+        ("explore_share", -0.1),
+        ("explore_share", 0.6),
+        ("prior_strength", 0.5),
+        ("prior_strength", 20_000),
+        ("half_life_days", 0),
+        ("half_life_days", 400),
+    ):
+        with pytest.raises(ValidationError) as caught:
+            StoreRules.model_validate({"learning": {field_name: bad}})
+        assert [e["loc"] for e in caught.value.errors()] == [("learning", field_name)]
+
+
+def test_bad_learning_rules_are_a_422_naming_the_field(demo_server: LiveServer) -> None:
+    admin = {"Authorization": "Bearer sk_demo"}
+    with demo_server.client() as c:
+        rules = c.get("/v1/admin/rules", headers=admin).json()
+        assert rules["learning"] == {
+            "explore_share": 0.1,
+            "prior_strength": 20.0,
+            "half_life_days": 14.0,
+        }
+        bad = {**rules, "learning": {"explore_share": 0.9, "half_life_days": 0}}
+        r = c.put("/v1/admin/rules", json=bad, headers=admin)
+        assert r.status_code == 422
+        fields = {d["field"] for d in r.json()["error"]["details"]}
+        assert fields == {"learning.explore_share", "learning.half_life_days"}
+        good = {**rules, "learning": {"explore_share": 0.05, "prior_strength": 40}}
+        r = c.put("/v1/admin/rules", json=good, headers=admin)
+        assert r.status_code == 200, r.text
+        assert r.json()["learning"] == {
+            "explore_share": 0.05,
+            "prior_strength": 40.0,
+            "half_life_days": 14.0,
+        }
+
+
+@pytest.mark.anyio
+async def test_the_learner_uses_the_stores_prior_strength_and_half_life(store: Store) -> None:
+    own = LearningRules(prior_strength=50, half_life_days=7)
+    record = await store.create_store("Own learning", rules=StoreRules(learning=own))
+    week_old = [event("impression", "p1", n=i, at=T - 7 * DAY_MS) for i in range(40)]
+    await store.record_events(record.id, week_old, dedupe_since_ms=T - 30 * DAY_MS)
+    learner = Learner(store, clock=lambda: T / 1000, refresh_s=60)
+
+    b = (await learner.load(record)).posterior(CART, "p1")
+    # 40 impressions a week ago at a 7-day half-life weigh 20; the prior is worth 50.
+    assert b.alpha + b.beta == pytest.approx(50 + 20)
+    assert b.alpha == pytest.approx(0.08 * 50)
+
+    # A rules change reaches the learner at once (no waiting for the refresh interval), and a
+    # new half-life folds the history again.
+    record = await store.set_rules(record.id, StoreRules(learning=LearningRules()))
+    first = learner.current(record)
+    second = await learner.load(record)
+    assert second is not first
+    b = second.posterior(CART, "p1")
+    assert b.alpha + b.beta == pytest.approx(20 + 40 * 2**-0.5)
+
+
+def test_the_engine_explores_in_the_stores_share(tmp_path: Path) -> None:
+    engine = Engine(SQLiteStore.from_url(f"sqlite:///{tmp_path}/offers.db"))
+    engine.rng = random.Random(5)
+    never = StoreRules(learning=LearningRules(explore_share=0))
+    assert not any(engine.explores(never) for _ in range(2000))
+    half = StoreRules(learning=LearningRules(explore_share=0.5))
+    share = sum(engine.explores(half) for _ in range(4000)) / 4000
+    assert share == pytest.approx(0.5, abs=0.03)

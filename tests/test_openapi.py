@@ -25,6 +25,14 @@ def test_openapi_document_is_valid_and_covers_every_route(demo_server: LiveServe
         ("put", "/v1/admin/rules"),
         ("get", "/healthz"),
         ("get", "/readyz"),
+        ("post", "/v1/admin/orders/{order_id}/events"),
+        ("post", "/v1/admin/customers/{customer_id}/sms-consent"),
+        ("get", "/v1/admin/customers/{customer_id}/sms-consent"),
+        ("get", "/v1/admin/feed-key"),
+        ("post", "/v1/admin/feed-key/rotate"),
+        ("get", "/v1/journeys/{order_id}"),
+        ("get", "/v1/feeds/{feed_key}/{touchpoint}"),
+        ("get", "/r/{code}"),
     }
     present = {(m, p) for p, ops in spec["paths"].items() for m in ops}
     assert expected <= present

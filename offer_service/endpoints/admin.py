@@ -16,6 +16,7 @@ from .. import affinity, importers
 from ..catalog import Product
 from ..exceptions import NotFound, ValidationFailed
 from ..ingest import import_orders
+from ..lifecycle import OrderEvent
 from ..models import ReturnRequest, validation_failed
 from ..orders import ProductReturn
 from ..policy import StoreRules
@@ -68,7 +69,7 @@ async def put_catalog(request: Request) -> Response:
 async def get_catalog(request: Request) -> Response:
     record = await secret_store(request)
     limit_text = request.query_params.get("limit", str(DEFAULT_PAGE))
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
+    if not limit_text.isdecimal() or not 1 <= int(limit_text) <= MAX_PAGE:
         raise ValidationFailed(
             "The catalog page request is invalid.",
             details=[
@@ -138,6 +139,9 @@ async def post_returns(request: Request) -> Response:
         record.id,
         [ProductReturn(tuple(req.product_ids), at_ms, req.order_id, req.customer_id)],
     )
+    if req.order_id:  # the order's journey stops offering from the return on
+        event = OrderEvent(req.order_id, "returned", at_ms, tuple(sorted(set(req.product_ids))))
+        await store.add_order_event(record.id, event)
     await engine(request).changed(record)
     return json_response({"recorded": recorded})
 
@@ -146,7 +150,7 @@ async def neighbors(request: Request) -> Response:
     record = await secret_store(request)
     product_id: str = request.path_params["product_id"]
     limit_text = request.query_params.get("limit", "20")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 200:
+    if not limit_text.isdecimal() or not 1 <= int(limit_text) <= 200:
         raise ValidationFailed(
             "The neighbours request is invalid.",
             details=[{"field": "limit", "message": "limit must be an integer from 1 to 200"}],

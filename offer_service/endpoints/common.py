@@ -8,11 +8,13 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from ..engine import Engine
 from ..exceptions import ApiError, Forbidden, PayloadTooLarge, Unauthorized
 from ..signatures import verify
 from ..storage.base import StoreRecord
+from ..types import now_ms
 
 BROWSER_BODY_LIMIT = 64 * 1024
 IMPORT_BODY_LIMIT = 256 * 1024 * 1024
@@ -41,7 +43,7 @@ def json_response(
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refusing (413) as soon as it is known to exceed `limit`."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isdecimal() and int(declared) > limit:
         raise PayloadTooLarge(f"The body is larger than this route's limit of {limit} bytes.")
     chunks: list[bytes] = []
     size = 0
@@ -55,17 +57,20 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 async def publishable_store(request: Request, body_key: str | None = None) -> StoreRecord:
     key = request.query_params.get("key") or request.headers.get("x-offer-key") or body_key
+    return await browser_store(engine(request), key, client_address(request))
+
+
+async def browser_store(e: Engine, key: str | None, client: str) -> StoreRecord:
+    """The store of a publishable key, after the key's per-client rate limit."""
     if not key:
         raise Unauthorized(MISSING_KEY, code="missing_key")
-    e = engine(request)
     record = await e.store_by_key(key)
-    if record is None:
+    # A retired key is refused from the end of its grace period, whatever a cache holds.
+    if record is None or (key != record.publishable_key and not record.key_kind(key, now_ms())):
         raise Unauthorized(UNKNOWN_KEY, code="unknown_key")
     limits = record.rules.rate_limits
-    e.limiter.enforce(
-        (record.id, "browser", client_address(request)),
-        limits.browser_per_second,
-        limits.browser_burst,
+    await e.limiter.admit(
+        record.id, "browser:" + client, limits.browser_per_second, limits.browser_burst
     )
     return record
 
@@ -79,9 +84,10 @@ async def secret_store(request: Request, body: bytes = b"") -> StoreRecord:
     if auth.lower().startswith("bearer "):
         key = auth[7:].strip()
         record = await e.store_by_key(key)
-        if record is None:
+        kind = record.key_kind(key, now_ms()) if record is not None else None
+        if record is None or kind is None:
             raise Unauthorized(UNKNOWN_KEY, code="unknown_key")
-        if key != record.secret_key:
+        if kind != "secret":
             raise Forbidden(PUBLISHABLE_ON_ADMIN, code="secret_key_required")
     elif signed is not None:
         store_id = request.headers.get("x-offer-store") or request.query_params.get("store_id")
@@ -93,7 +99,7 @@ async def secret_store(request: Request, body: bytes = b"") -> StoreRecord:
     if signed is not None and not verify(signed, body, record.webhook_secrets, time.time()):
         raise Unauthorized(BAD_SIGNATURE, code="bad_signature")
     limits = record.rules.rate_limits
-    e.limiter.enforce((record.id, "admin"), limits.admin_per_second, limits.admin_burst)
+    await e.limiter.admit(record.id, "admin", limits.admin_per_second, limits.admin_burst)
     return record
 
 
@@ -101,10 +107,16 @@ def client_address(request: Request) -> str:
     """The client's address: the socket peer, or the first X-Forwarded-For hop when the
     service runs behind a proxy it trusts (OFFER_TRUST_PROXY=1)."""
     if request.app.state.settings.trust_proxy:
-        forwarded = request.headers.get("x-forwarded-for")
-        if forwarded:
-            return forwarded.split(",")[0].strip()
+        return forwarded_or_peer(request.headers.get("x-forwarded-for"), request.scope)
     return request.client.host if request.client else ""
+
+
+def forwarded_or_peer(forwarded: str | None, scope: Scope) -> str:
+    """The first X-Forwarded-For hop if there is one, else the socket peer."""
+    if forwarded:
+        return forwarded.split(",")[0].strip()
+    client = scope.get("client")
+    return client[0] if client else ""
 
 
 def origin_allowed(origin: str, allowed: list[str]) -> bool:

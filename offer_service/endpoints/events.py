@@ -10,6 +10,7 @@ from ..events import MAX_EVENTS, Rejected, StoredEvent, validate_event
 from ..exceptions import ApiError, ValidationFailed
 from ..spool import record_events as spooled
 from ..storage.base import StoreRecord
+from ..traffic import classify
 from ..types import DAY_MS, now_ms
 from .common import (
     BROWSER_BODY_LIMIT,
@@ -45,12 +46,14 @@ async def post_events(request: Request) -> Response:
                 details=[{"field": "events", "message": f"at most {MAX_EVENTS} events"}],
             )
         now = now_ms()
+        # Bots and speculative loads are stored, flagged, and left out of the metrics.
+        flag = classify(request.scope["headers"])
         good: list[StoredEvent] = []
         rejected: list[Rejected] = []
         seen: set[str] = set()
         duplicates = 0
         for index, raw_event in enumerate(events):
-            result = validate_event(index, raw_event, record.id, record.signing_keys, now)
+            result = validate_event(index, raw_event, record.id, record.signing_keys, now, flag)
             if isinstance(result, Rejected):
                 rejected.append(result)
             elif result.id in seen:
@@ -60,7 +63,7 @@ async def post_events(request: Request) -> Response:
                 good.append(result)
         # Committed to the store, or (store unreachable) to this process's spool file.
         spool = getattr(request.app.state, "spool", None)
-        fresh = await spooled(engine(request).store, spool, record.id, good, now - DAY_MS)
+        fresh = await spooled(engine(request).events, spool, record.id, good, now - DAY_MS)
         accepted = sum(fresh)
         duplicates += len(fresh) - accepted
         return json_response(

@@ -29,7 +29,7 @@ def _time(params: Mapping[str, str], name: str, default: int) -> int:
     text = params.get(name)
     if not text:
         return default
-    if text.lstrip("-").isdigit():
+    if text.lstrip("-").isdecimal():
         return int(text)
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "+"))
@@ -58,7 +58,7 @@ def parse_query(record: StoreRecord, params: Mapping[str, str], now: int) -> rep
     window_text = params.get("window_days")
     window = record.rules.attribution_window_days
     if window_text:
-        if not window_text.isdigit() or not 1 <= int(window_text) <= 90:
+        if not window_text.isdecimal() or not 1 <= int(window_text) <= 90:
             details.append({"field": "window_days", "message": "an integer from 1 to 90"})
         else:
             window = int(window_text)

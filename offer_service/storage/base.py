@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from ..catalog import Product
+from ..lifecycle import OrderEvent, ShortLink, SmsConsent
 from ..orders import AcceptedOffer, Order, OrderLine, ProductReturn
 from ..policy import StoreRules
 
@@ -26,6 +27,18 @@ class SigningKey:
 
     kid: str
     secret: bytes
+
+
+KeyKind = Literal["publishable", "secret"]
+
+
+@dataclass(frozen=True, slots=True)
+class RetiredKey:
+    """A publishable or secret key replaced by a rotation, still accepted until `expires_ms`."""
+
+    key: str
+    kind: KeyKind
+    expires_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +55,29 @@ class StoreRecord:
     signing_keys: tuple[SigningKey, ...]
     rules: StoreRules
     created_at_ms: int
+    # Keys replaced by a rotation, in their grace period (expired ones may linger: check).
+    retired_keys: tuple[RetiredKey, ...] = ()
 
     @property
     def webhook_secret(self) -> str:
         return self.webhook_secrets[0]
+
+    def key_kind(self, key: str, now_ms: int) -> KeyKind | None:
+        """What `key` is to this store at `now_ms`: its publishable or secret key (current, or
+        retired and still in its grace period), or None."""
+        if key == self.publishable_key:
+            return "publishable"
+        if key == self.secret_key:
+            return "secret"
+        for retired in self.retired_keys:
+            if retired.key == key and now_ms < retired.expires_ms:
+                return retired.kind
+        return None
+
+    def secret_keys(self, now_ms: int) -> tuple[str, ...]:
+        """The current secret key, then the retired ones still in their grace period."""
+        retired = [r for r in self.retired_keys if r.kind == "secret" and now_ms < r.expires_ms]
+        return (self.secret_key, *(r.key for r in retired))
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,9 +251,12 @@ class Store(Protocol):
         self, store_id: str, events: Sequence[StoredEvent], dedupe_since_ms: int
     ) -> list[bool]:
         """Store events durably (committed before returning), each id once: an id already
-        stored since `dedupe_since_ms` is a duplicate. Also updates the counters per (surface,
-        kind, product, arm, type) and, for events with a visitor, the visitor's signals.
-        True = newly stored."""
+        stored since `dedupe_since_ms` is a duplicate. An unflagged click, accept or decline
+        with no unflagged impression of the same offer and visitor received in the
+        `traffic.IMPRESSION_MATCH_WINDOW_MS` before it (earlier in the batch included) is stored
+        with the flag `no_impression`. Also updates the counters per (surface, kind, product,
+        arm, type), flagged events included, and, for events with a visitor, the visitor's
+        signals. True = newly stored."""
         ...
 
     async def event_counters(self, store_id: str) -> dict[tuple[str, str, str, str, str], int]:
@@ -299,4 +334,52 @@ class Store(Protocol):
     async def rotate_signing_key(self, store_id: str, new_key: SigningKey) -> StoreRecord:
         """Make `new_key` sign offer tokens; the previous signing key keeps verifying, and any
         older one is retired (its tokens are rejected from then on). Bumps the version."""
+        ...
+
+    async def rotate_api_key(
+        self, store_id: str, kind: KeyKind, new_key: str, *, grace_ms: int, now_ms: int
+    ) -> StoreRecord:
+        """Make `new_key` the store's publishable or secret key. The key it replaces still
+        resolves (`store_by_key`, `key_kind`) until `now_ms + grace_ms`; keys of that kind
+        retired earlier expire no later than that either (so a grace of 0 revokes every old key
+        of the kind at once). `new_key` must be no key of any store. Bumps the version."""
+        ...
+
+    # post-purchase journeys
+    async def add_order_event(self, store_id: str, event: OrderEvent) -> bool:
+        """Record a lifecycle event of an order (shipped, delivered, returned); False when
+        the very same event (type, time, products) was recorded before."""
+        ...
+
+    async def order_events(self, store_id: str, order_id: str) -> list[OrderEvent]:
+        """The order's lifecycle events, oldest first."""
+        ...
+
+    async def add_sms_consent(self, store_id: str, consent: SmsConsent) -> bool:
+        """Record a change of a customer's SMS consent; False when already recorded."""
+        ...
+
+    async def sms_consents(self, store_id: str, customer_id: str) -> list[SmsConsent]:
+        """Every recorded change of the customer's SMS consent, oldest first."""
+        ...
+
+    async def rotate_feed_key(self, store_id: str, new_key: str) -> tuple[str, ...]:
+        """Make `new_key` the store's feed key; the previous one keeps resolving until the next
+        rotation, older ones stop. The store's feed keys after it, current first."""
+        ...
+
+    async def feed_keys(self, store_id: str) -> tuple[str, ...]:
+        """The store's feed keys, current first (empty before the first rotation)."""
+        ...
+
+    async def store_by_feed_key(self, feed_key: str) -> str | None:
+        """The id of the store a current or previous feed key belongs to."""
+        ...
+
+    async def put_short_links(self, store_id: str, links: Sequence[ShortLink]) -> None:
+        """Store tracked links by code; a code already stored keeps its first link."""
+        ...
+
+    async def short_link(self, code: str) -> ShortLink | None:
+        """The tracked link of a code (codes are global: a link's URL names no store)."""
         ...

@@ -3,8 +3,9 @@
 A store's keys all start with `offer:{<store_id>}:`: the braces are Redis Cluster's hash tag, so
 every key of one store lives in one slot and a Lua script or a pipeline may touch any of them
 together. The variable part of a key (a product, visitor or order id) always comes last, so two
-key families can never produce the same name. Only two kinds of key are global (outside any
-store's slot): the index from API keys to stores, and the set of store ids the worker walks.
+key families can never produce the same name. Only a few keys are global (outside any store's
+slot): the index from API keys to stores, the set of store ids the worker walks, and the indexes
+that a URL naming no store reaches (feed keys, the codes of tracked links).
 """
 
 from __future__ import annotations
@@ -158,6 +159,15 @@ class StoreKeys:
         """STRING: the received ms of a recorded event ('a' prepended once aggregated)."""
         return self.prefix + "seen:" + event_id
 
+    def shown(self, offer_id: str, visitor_id: str) -> str:
+        """STRING: a valid impression's received ms (what a click, accept or decline of the
+        offer by the visitor needs); expires after `traffic.IMPRESSION_MATCH_WINDOW_MS`."""
+        return self.prefix + "shown:" + offer_id + "\x1f" + visitor_id
+
+    def rate(self, bucket: str) -> str:
+        """STRING: a rate limit's theoretical arrival time (microseconds, Redis's clock)."""
+        return self.prefix + "rl:" + bucket
+
     @property
     def counters(self) -> str:
         """HASH: JSON [surface, kind, product, arm, type] -> count."""
@@ -181,3 +191,31 @@ class StoreKeys:
     def accept_log(self) -> str:
         """ZSET: '<hex order> <hex product> <charge id>' scored by the charge's ms."""
         return self.prefix + "acclog"
+
+    # post-purchase journeys
+    def order_events(self, order_id: str) -> str:
+        """SET of JSON [type, at ms, [product ids]]: an order's lifecycle events."""
+        return self.prefix + "oevents:" + order_id
+
+    def sms_consent(self, customer_id: str) -> str:
+        """SET of JSON [at ms, status, source]: a customer's SMS consent changes."""
+        return self.prefix + "smsconsent:" + customer_id
+
+    @property
+    def feed_keys(self) -> str:
+        """LIST: the current feed key, then the previous one."""
+        return self.prefix + "feedkeys"
+
+
+def feed_key_index(feed_key: str) -> str:
+    """STRING (global): a feed key -> its store id."""
+    return f"{PREFIX}:feedkey:{feed_key}"
+
+
+def short_link(code: str) -> str:
+    """STRING (global): a tracked link's code -> the ShortLink JSON (it names its store)."""
+    return f"{PREFIX}:link:{code}"
+
+
+# Tracked links in emails and SMS keep working this long after they were first made.
+SHORT_LINK_TTL_S = 400 * 86_400

@@ -6,7 +6,8 @@ cluster). Optional query parameters set the timeouts, in ms (defaults in `redis_
 `events_timeout_ms`; `event_log_days` bounds the raw events kept in memory. Key names and
 TTLs are in `keys.py`, the atomic check-and-writes in `redis_scripts.py`, the clients and
 their error handling in `redis_client.py`, events in `redis_events.py`, idempotency and
-accepts in `redis_commerce.py`, orders and affinity in `redis_orders.py`.
+accepts in `redis_commerce.py`, orders and affinity in `redis_orders.py`, post-purchase
+journeys in `redis_journeys.py`.
 
 Data is kept in the shape it is read, as in the SQLite backend: a product, an order, a
 product's co-purchase counts or its neighbour list is one hash field; a shopper's purchases one
@@ -29,11 +30,19 @@ from ..exceptions import StoreError
 from ..policy import StoreRules
 from ..types import now_ms
 from . import keys
-from .base import EMPTY_VISITOR, SignalKind, SigningKey, StoreRecord, VisitorState
+from .base import (
+    EMPTY_VISITOR,
+    RetiredKey,
+    SignalKind,
+    SigningKey,
+    StoreRecord,
+    VisitorState,
+)
 from .keys import GROUP, StoreKeys
-from .redis_client import Client, chunks, flat, subjects
+from .redis_client import Client, chunks, flat, run_script, subjects
+from .redis_journeys import RedisJourneys
 from .redis_orders import RedisOrders
-from .redis_scripts import CREATE_STORE, RECORD_SIGNAL, SET_RULES, UPSERT_PRODUCTS
+from .redis_scripts import CREATE_STORE, RATE_LIMIT, RECORD_SIGNAL, SET_RULES, UPSERT_PRODUCTS
 
 # Sizes of one script call or one command: big enough to amortise the round trip, small enough
 # that Redis (single-threaded) never stalls other clients for long.
@@ -63,10 +72,14 @@ def _record(store_id: str, h: Mapping[bytes, bytes]) -> StoreRecord:
         ),
         rules=StoreRules.model_validate_json(h[b"rules"]),
         created_at_ms=int(h[b"created"]),
+        retired_keys=tuple(
+            RetiredKey(key, kind, int(expires))
+            for key, kind, expires in orjson.loads(h.get(b"retired", b"[]"))
+        ),
     )
 
 
-class RedisStore(RedisOrders):
+class RedisStore(RedisOrders, RedisJourneys):
     """The `Store` protocol on Redis or Redis Cluster."""
 
     @classmethod
@@ -146,8 +159,9 @@ class RedisStore(RedisOrders):
         if store_id is None:
             return None
         record = await self.get_store(store_id.decode())
-        # An index entry left by a creation that failed halfway points at nothing of its own.
-        if record is None or key not in (record.publishable_key, record.secret_key):
+        # An index entry left by a creation that failed halfway points at nothing of its own;
+        # one of a retired key outlives its grace period by a moment.
+        if record is None or record.key_kind(key, now_ms()) is None:
             return None
         return record
 
@@ -281,6 +295,21 @@ class RedisStore(RedisOrders):
             accepted=frozenset(accepted),
             impressions=dict(impressions),
         )
+
+    async def rate_limit(self, store_id: str, bucket: str, per_second: float, burst: int) -> float:
+        """GCRA shared by every instance: one script, one round trip, on the fail-fast client
+        (a slow or absent Redis raises StoreUnavailable at once, and the caller counts the
+        request in its own process)."""
+        interval = max(1, round(1_000_000 / per_second))
+        tolerance = interval * max(burst - 1, 0)
+        key = StoreKeys(store_id).rate(bucket)
+        wait_us = await self._call(
+            "check a rate limit",
+            lambda c: run_script(c, RATE_LIMIT, [key], [interval, tolerance]),
+            fast=True,
+            breaker=True,
+        )
+        return int(wait_us) / 1_000_000
 
     async def record_visitor_signal(
         self, store_id: str, visitor_id: str, product_id: str, kind: SignalKind, at_ms: int

@@ -17,7 +17,7 @@ import orjson
 from ..exceptions import StoreError
 from ..orders import AcceptedOffer, OrderLine
 from . import keys
-from .base import IdempotencyClaim, Reservation, SigningKey, StoreRecord
+from .base import IdempotencyClaim, KeyKind, Reservation, SigningKey, StoreRecord
 from .keys import StoreKeys
 from .redis_client import hex_id, sha1, subjects
 from .redis_events import RedisEvents
@@ -28,6 +28,7 @@ from .redis_scripts import (
     COMPLETE_IDEMPOTENCY,
     RELEASE_IDEMPOTENCY,
     RESERVE_ACCEPT,
+    ROTATE_API_KEY,
     ROTATE_SIGNING_KEY,
     ROTATE_WEBHOOK_SECRET,
 )
@@ -193,6 +194,38 @@ class RedisCommerce(RedisEvents):
             [StoreKeys(store_id).record],
             [new_secret],
         )
+        record = await self.get_store(store_id)
+        if record is None:
+            raise StoreError(f"unknown store {store_id!r}")
+        return record
+
+    async def rotate_api_key(
+        self, store_id: str, kind: KeyKind, new_key: str, *, grace_ms: int, now_ms: int
+    ) -> StoreRecord:
+        # The key index is global (outside the store's slot): claim the new key first, so it
+        # can never belong to two stores, then switch the record in one script.
+        index = keys.key_index(new_key)
+        if not await self._do("claim a key", "set", index, store_id, nx=True):
+            raise StoreError("the new key is already a key of a store")
+        field = "pk" if kind == "publishable" else "sk"
+        until = now_ms + max(grace_ms, 0)
+        try:
+            reply = await self._script(
+                f"rotate the {kind} key",
+                ROTATE_API_KEY,
+                [StoreKeys(store_id).record],
+                [field, new_key, kind, str(until), str(now_ms)],
+            )
+        except BaseException:
+            await self._do("release a key", "delete", index)
+            raise
+        # The record decides whether a retired key is valid; its index entry is only cleaned up.
+        for old, at in zip(reply[::2], reply[1::2], strict=True):
+            old_index = keys.key_index(_text(old))
+            if int(at) <= now_ms:
+                await self._do("retire a key", "delete", old_index)
+            else:
+                await self._do("retire a key", "pexpireat", old_index, int(at))
         record = await self.get_store(store_id)
         if record is None:
             raise StoreError(f"unknown store {store_id!r}")

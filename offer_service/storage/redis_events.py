@@ -29,6 +29,7 @@ import orjson
 from redis.exceptions import ResponseError
 
 from ..exceptions import StoreError
+from ..traffic import IMPRESSION_MATCH_WINDOW_MS
 from ..types import DAY_MS, now_ms
 from . import keys
 from .keys import GROUP, StoreKeys
@@ -66,6 +67,7 @@ class RedisEvents(RedisBase):
             str(keys.EVENT_SEEN_TTL_MS),
             str(keys.IMPRESSION_WINDOW_MS),
             str(keys.VISITOR_TTL_S),
+            str(IMPRESSION_MATCH_WINDOW_MS),
         ]
         fresh: list[bool] = []
         for batch in chunks(events, EVENTS_PER_SCRIPT):
@@ -75,11 +77,14 @@ class RedisEvents(RedisBase):
                     e.id,
                     str(e.received_ms),
                     counter_field(e),
-                    orjson.dumps(dataclasses.astuple(e)),
+                    # The script appends the flag (it may decide it) and the closing bracket.
+                    orjson.dumps(dataclasses.astuple(e)[:-1])[:-1],
                     e.visitor_id or "",
                     e.type,
                     e.product_id,
                     str(e.ts_ms),
+                    e.offer_id,
+                    e.flag or "",
                 ]
             flags = await self._script(
                 "record events",

@@ -121,6 +121,63 @@ return 1
 """,
 )
 
+# KEYS: record. ARGV: the record's field ('pk' or 'sk'), the new key, its kind, the grace period's
+# end (ms), now (ms). The replaced key joins the record's `retired` list (JSON [[key, kind,
+# expires ms], ...]) until then; retired keys of the kind expire no later; expired ones are
+# dropped. Returns (key, expires ms) pairs whose index entries must expire at that time.
+ROTATE_API_KEY = Script(
+    "rotate_api_key",
+    """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return redis.error_reply('ERR unknown store') end
+local kind, until_ms, now = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local kept, out = {}, {}
+local raw = redis.call('HGET', KEYS[1], 'retired')
+if raw then
+  for _, r in ipairs(cjson.decode(raw)) do
+    if tonumber(r[3]) > now then
+      if r[2] == kind and tonumber(r[3]) > until_ms then
+        r[3] = ARGV[4]
+        out[#out + 1] = r[1]
+        out[#out + 1] = ARGV[4]
+      end
+      kept[#kept + 1] = r
+    end
+  end
+end
+if until_ms > now then kept[#kept + 1] = {cur, kind, ARGV[4]} end
+out[#out + 1] = cur
+out[#out + 1] = ARGV[4]
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if #kept > 0 then
+  redis.call('HSET', KEYS[1], 'retired', cjson.encode(kept))
+else
+  redis.call('HDEL', KEYS[1], 'retired')
+end
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+return out
+""",
+)
+
+# KEYS: a rate limit's bucket. ARGV: emission interval, burst tolerance (both microseconds).
+# GCRA on Redis's clock (so instances with skewed clocks agree): 0 when the request is allowed
+# and counted, else the microseconds to wait. The key expires when the bucket is full again.
+RATE_LIMIT = Script(
+    "rate_limit",
+    """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval, tolerance = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local wait = tat - tolerance - now
+if wait > 0 then return wait end
+local nxt = tat + interval
+redis.call('SET', KEYS[1], string.format('%.0f', nxt), 'PX', math.floor((nxt - now) / 1000) + 1)
+return 0
+""",
+)
+
 # KEYS: record. ARGV: prefix, then (id, has family 0/1, family, category, product JSON) * n.
 # Keeps the family sets and the per-category best-seller index in step with the catalog.
 UPSERT_PRODUCTS = Script(
@@ -292,9 +349,12 @@ return 1
 )
 
 # KEYS: events stream. ARGV: prefix, group, dedupe since ms, seen TTL ms, impression window ms,
-# visitor TTL s, then (id, received ms, counter field, event JSON, visitor or '', type, product,
-# ts ms) * n. Dedupe, the durable stream append and the visitor's signals in one step: 1 per
-# event newly recorded, 0 per duplicate.
+# visitor TTL s, impression match window ms, then (id, received ms, counter field, event JSON
+# without its last field (the flag) and closing bracket, visitor or '', type, product, ts ms,
+# offer id, flag or '') * n. Dedupe, the invalid-traffic check (a click, accept or decline
+# needs a valid impression of the offer by the visitor, remembered in a 'shown:' key for the
+# match window), the durable stream append and the visitor's signals in one step: 1 per event
+# newly recorded, 0 per duplicate.
 RECORD_EVENTS = Script(
     "record_events",
     _SIGNAL
@@ -304,8 +364,9 @@ if redis.call('EXISTS', stream) == 0 then
   redis.call('XGROUP', 'CREATE', stream, ARGV[2], '0', 'MKSTREAM')
 end
 local since = tonumber(ARGV[3])
+local acts = {click = true, accept = true, decline = true}
 local out = {}
-for i = 7, #ARGV, 8 do
+for i = 8, #ARGV, 10 do
   local id, received = ARGV[i], ARGV[i + 1]
   local sk = p .. 'seen:' .. id
   local prev = redis.call('GET', sk)
@@ -313,7 +374,18 @@ for i = 7, #ARGV, 8 do
     out[#out + 1] = 0
   else
     redis.call('SET', sk, received, 'PX', ARGV[4])
-    redis.call('XADD', stream, '*', 'i', id, 'r', received, 'c', ARGV[i + 2], 'e', ARGV[i + 3])
+    local flag, kind = ARGV[i + 9], ARGV[i + 5]
+    local shown = p .. 'shown:' .. ARGV[i + 8] .. '\31' .. ARGV[i + 4]
+    if flag == '' and kind == 'impression' then
+      redis.call('SET', shown, received, 'PX', ARGV[7])
+    elseif flag == '' and acts[kind] then
+      local at = redis.call('GET', shown)
+      if not at or tonumber(at) < tonumber(received) - tonumber(ARGV[7]) then
+        flag = 'no_impression'
+      end
+    end
+    local e = ARGV[i + 3] .. (flag == '' and ',null]' or (',"' .. flag .. '"]'))
+    redis.call('XADD', stream, '*', 'i', id, 'r', received, 'c', ARGV[i + 2], 'e', e)
     if ARGV[i + 4] ~= '' then
       signal(p, ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], id, ARGV[5], ARGV[6])
     end

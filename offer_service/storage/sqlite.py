@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import sqlite3
+import time
+import weakref
 from collections import Counter, defaultdict
 from collections.abc import (
     AsyncIterator,
@@ -15,7 +18,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -38,10 +41,18 @@ from .base import (
 )
 from .sqlite_commerce import SCHEMA as COMMERCE_SCHEMA
 from .sqlite_commerce import SQLiteCommerce
+from .sqlite_commerce import upgrade as upgrade_commerce
+from .sqlite_journeys import SCHEMA as JOURNEY_SCHEMA
+from .sqlite_journeys import SQLiteJourneys
+from .sqlite_keys import SCHEMA as KEYS_SCHEMA
+from .sqlite_keys import SQLiteKeys
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+# How long reads may share one read transaction (see SQLiteStore._snapshot).
+SNAPSHOT_MAX_S = 0.01
+
+SCHEMA_VERSION = 4
 
 # Data is kept in the shape it is read: an order's lines in its row, a shopper's purchases in
 # one row, a product's co-purchase counts and neighbour list in one row each. Importing 20k
@@ -158,20 +169,12 @@ _VISITOR_STATE = """
 SELECT 'purchases', subject, products FROM purchases
     WHERE store_id = :store AND subject IN (:customer, :visitor)
 UNION ALL
-SELECT DISTINCT 'return', product_id, 0 FROM returned
+SELECT 'return', product_id, 0 FROM returned
     WHERE store_id = :store AND subject IN (:customer, :visitor)
 UNION ALL
-SELECT DISTINCT kind, product_id, 0 FROM visitor_signals
-    WHERE store_id = :store AND visitor_id = :visitor_id AND kind IN ('decline', 'accept')
-UNION ALL
-SELECT 'impression', s.product_id, COUNT(*) FROM visitor_signals AS s
-    WHERE s.store_id = :store AND s.visitor_id = :visitor_id AND s.kind = 'impression'
-      AND s.at_ms >= :since
-      AND s.at_ms > COALESCE((
-          SELECT MAX(c.at_ms) FROM visitor_signals AS c
-          WHERE c.store_id = s.store_id AND c.visitor_id = s.visitor_id
-            AND c.kind = 'click' AND c.product_id = s.product_id), -1)
-    GROUP BY s.product_id
+SELECT kind, product_id, at_ms FROM visitor_signals
+    WHERE store_id = :store AND visitor_id = :visitor_id
+      AND (kind IN ('decline', 'accept') OR (kind IN ('impression', 'click') AND at_ms >= :since))
 """
 
 _UPSERT_PRODUCT = """
@@ -390,7 +393,12 @@ def _baskets_page(
     return (rows[-1][0] if len(rows) == limit else None), baskets
 
 
-class SQLiteStore(SQLiteCommerce):
+# The open store objects of this process, by file: a write through one ends the read
+# snapshots of all (see SQLiteStore._snapshot).
+_OPEN: dict[str, weakref.WeakSet[SQLiteStore]] = {}
+
+
+class SQLiteStore(SQLiteCommerce, SQLiteJourneys, SQLiteKeys):
     """The `Store` protocol on one SQLite file.
 
     Two connections per object. Reads run on the event loop thread: they are short, and in
@@ -407,6 +415,8 @@ class SQLiteStore(SQLiteCommerce):
         self.busy_timeout_ms = busy_timeout_ms
         self._reader: sqlite3.Connection | None = None
         self._writer: sqlite3.Connection | None = None
+        self._snapshot_until = 0.0  # the shared read transaction's end (monotonic time)
+        self._file = os.path.realpath(path) if path != ":memory:" else path
         self._write_lock = asyncio.Lock()
         # A `:memory:` database belongs to one connection: there is only one, used inline.
         self._in_memory = path == ":memory:"
@@ -453,10 +463,13 @@ class SQLiteStore(SQLiteCommerce):
                 writer.close()
                 raise
         self._writer, self._reader = writer, reader
+        _OPEN.setdefault(self._file, weakref.WeakSet()).add(self)
 
     async def close(self) -> None:
+        self._end_snapshot()
         reader, writer = self._reader, self._writer
         self._reader = self._writer = None
+        _OPEN.get(self._file, weakref.WeakSet()).discard(self)
         if writer is None:
             return
         async with self._write_lock:  # let a write in flight finish
@@ -471,11 +484,46 @@ class SQLiteStore(SQLiteCommerce):
     # plumbing
 
     def _query(self, action: str, sql: str, params: Any = ()) -> list[Any]:
-        """A read, on the loop thread."""
-        if self._reader is None:
+        """A read, on the loop thread, in the current read snapshot (see `_snapshot`)."""
+        reader = self._reader
+        if reader is None:
             raise StoreError("SQLite store is not open")
-        with _wrapped(action):
-            return self._reader.execute(sql, params).fetchall()
+        try:  # as _wrapped does, without a context manager per read
+            if not self._in_memory:
+                self._snapshot(reader)
+            return reader.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store could not {action}: {exc}") from exc
+
+    def _snapshot(self, reader: sqlite3.Connection) -> None:
+        """Reads share one read transaction for up to SNAPSHOT_MAX_S.
+
+        Starting a read transaction on a WAL file (a read mark, a file lock, the WAL index)
+        costs more than a small indexed query, so consecutive reads reuse one. Every write made
+        in this process, through any store object on the file, ends the shared snapshots
+        before it is acknowledged (see `_on_writer`): this process reads its own writes at
+        once, and another process's within SNAPSHOT_MAX_S.
+        """
+        now = time.monotonic()
+        if now < self._snapshot_until and reader.in_transaction:
+            return
+        self._end_snapshot()
+        reader.execute("BEGIN")
+        self._snapshot_until = now + SNAPSHOT_MAX_S
+        with suppress(RuntimeError):  # without a running loop, the next read or close ends it
+            # Not left open on an idle process: it would hold back checkpoints.
+            asyncio.get_running_loop().call_later(SNAPSHOT_MAX_S, self._end_stale_snapshot)
+
+    def _end_snapshot(self) -> None:
+        self._snapshot_until = 0.0
+        reader = self._reader
+        if reader is not None and reader.in_transaction:
+            with suppress(sqlite3.Error):
+                reader.execute("COMMIT")
+
+    def _end_stale_snapshot(self) -> None:
+        if time.monotonic() >= self._snapshot_until:
+            self._end_snapshot()
 
     async def _write(self, action: str, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` in one `BEGIN IMMEDIATE` transaction on the writer, off the loop."""
@@ -490,7 +538,12 @@ class SQLiteStore(SQLiteCommerce):
             with _wrapped(action):
                 if self._in_memory:
                     return fn(writer)
-                return await asyncio.to_thread(fn, writer)
+                try:
+                    return await asyncio.to_thread(fn, writer)
+                finally:
+                    # Before the caller goes on: later reads here must see this write.
+                    for store in list(_OPEN.get(self._file, ())):
+                        store._end_snapshot()
 
     async def _off_loop(self, fn: Callable[[], T]) -> T:
         """CPU-heavy preparation of a big write, before it takes the write lock."""
@@ -535,7 +588,8 @@ class SQLiteStore(SQLiteCommerce):
             # A key must not be either key of another store: a lookup would be ambiguous.
             taken = conn.execute(
                 "SELECT 1 FROM stores WHERE id = ?1"
-                " OR publishable_key IN (?2, ?3) OR secret_key IN (?2, ?3)",
+                " OR publishable_key IN (?2, ?3) OR secret_key IN (?2, ?3)"
+                " UNION ALL SELECT 1 FROM retired_keys WHERE key IN (?2, ?3)",
                 (record.id, record.publishable_key, record.secret_key),
             ).fetchone()
             if taken is not None or record.publishable_key == record.secret_key:
@@ -549,16 +603,19 @@ class SQLiteStore(SQLiteCommerce):
         rows = self._query(
             "read a store", f"SELECT {_STORE_COLUMNS} FROM stores WHERE id = ?", (store_id,)
         )
-        return _store_record(rows[0]) if rows else None
+        return self.with_retired_keys(_store_record(rows[0]) if rows else None, now_ms())
 
     async def store_by_key(self, key: str) -> StoreRecord | None:
+        now = now_ms()
         rows = self._query(
             "resolve a key",
             f"SELECT {_STORE_COLUMNS} FROM stores WHERE publishable_key = ?1"
-            f" UNION ALL SELECT {_STORE_COLUMNS} FROM stores WHERE secret_key = ?1",
-            (key,),
+            f" UNION ALL SELECT {_STORE_COLUMNS} FROM stores WHERE secret_key = ?1"
+            f" UNION ALL SELECT {_STORE_COLUMNS} FROM stores WHERE id = (SELECT store_id"
+            " FROM retired_keys WHERE key = ?1 AND expires_ms > ?2)",
+            (key, now),
         )
-        return _store_record(rows[0]) if rows else None
+        return self.with_retired_keys(_store_record(rows[0]) if rows else None, now)
 
     async def set_rules(self, store_id: str, rules: StoreRules) -> StoreRecord:
         def update(conn: sqlite3.Connection) -> StoreRecord:
@@ -868,16 +925,26 @@ class SQLiteStore(SQLiteCommerce):
         )
         purchased: dict[str, int] = {}
         sets: dict[str, set[str]] = {"return": set(), "decline": set(), "accept": set()}
-        impressions: dict[str, int] = {}
+        # Impressions in the window count until the visitor clicks that product (one plain
+        # index range read; counted here rather than with a correlated subquery per product).
+        shown: list[tuple[str, int]] = []
+        clicked: dict[str, int] = {}
         for kind, key, value in rows:
             if kind == "purchases":
                 for product_id, ms in orjson.loads(value).items():
                     if purchased.get(product_id, -1) < ms:
                         purchased[product_id] = ms
             elif kind == "impression":
-                impressions[key] = value
+                shown.append((key, value))
+            elif kind == "click":
+                if clicked.get(key, -1) < value:
+                    clicked[key] = value
             else:
                 sets[kind].add(key)
+        impressions: dict[str, int] = {}
+        for key, at_ms in shown:
+            if at_ms > clicked.get(key, -1):
+                impressions[key] = impressions.get(key, 0) + 1
         return VisitorState(
             purchased=purchased,
             returned=frozenset(sets["return"]),
@@ -909,9 +976,11 @@ def _migrate(conn: sqlite3.Connection) -> None:
             raise StoreError(
                 f"the database has schema version {found}; this release knows {SCHEMA_VERSION}"
             )
-        for statement in (_SCHEMA + ";" + COMMERCE_SCHEMA).split(";"):
+        schemas = (_SCHEMA, COMMERCE_SCHEMA, JOURNEY_SCHEMA, KEYS_SCHEMA)
+        for statement in ";".join(schemas).split(";"):
             if statement.strip():
                 conn.execute(statement)
+        upgrade_commerce(conn)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 
 from ..orders import AcceptedOffer, OrderLine
+from ..traffic import IMPRESSION_MATCH_WINDOW_MS, NEEDS_IMPRESSION, NO_IMPRESSION
 from .base import IdempotencyClaim, Reservation, SigningKey, StoreRecord
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ CREATE TABLE IF NOT EXISTS events (
     arm TEXT,
     offer_price INTEGER NOT NULL,
     currency TEXT NOT NULL,
+    flag TEXT,                       -- invalid traffic: bot, prefetch, no_impression
     PRIMARY KEY (store_id, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS events_by_time ON events (store_id, received_ms);
@@ -76,9 +78,30 @@ CREATE TABLE IF NOT EXISTS accepts (
 
 _INSERT_EVENT = """
 INSERT OR IGNORE INTO events (store_id, id, type, ts_ms, received_ms, visitor_id, surface, kind,
-    product_id, offer_id, order_id, arm, offer_price, currency)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    product_id, offer_id, order_id, arm, offer_price, currency, flag)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
+
+# A valid impression of the same offer by the same visitor, recent enough to match an action.
+# The index is named: the planner would otherwise scan the store's recent events by time.
+_SHOWN = """
+SELECT 1 FROM events INDEXED BY events_shown
+    WHERE store_id = ? AND offer_id = ? AND visitor_id IS ? AND received_ms >= ?
+    AND type = 'impression' AND flag IS NULL LIMIT 1
+"""
+
+
+def upgrade(conn: sqlite3.Connection) -> None:
+    """Bring an events table of an older file up to this schema (inside the migration)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+    if "flag" not in columns:
+        conn.execute("ALTER TABLE events ADD COLUMN flag TEXT")
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS events_shown"
+        " ON events (store_id, offer_id, visitor_id, received_ms)"
+        " WHERE type = 'impression' AND flag IS NULL"
+    )
+
 
 _COUNT_EVENT = """
 INSERT INTO event_counters (store_id, surface, kind, product_id, arm, type, n)
@@ -112,6 +135,12 @@ class SQLiteCommerce:
         def insert(conn: sqlite3.Connection) -> list[bool]:
             fresh = []
             for e in events:
+                flag = e.flag
+                if flag is None and e.type in NEEDS_IMPRESSION:
+                    since = e.received_ms - IMPRESSION_MATCH_WINDOW_MS
+                    shown = conn.execute(_SHOWN, (store_id, e.offer_id, e.visitor_id, since))
+                    if shown.fetchone() is None:
+                        flag = NO_IMPRESSION
                 cursor = conn.execute(
                     _INSERT_EVENT,
                     (
@@ -129,6 +158,7 @@ class SQLiteCommerce:
                         e.arm,
                         e.offer_price,
                         e.currency,
+                        flag,
                     ),
                 )
                 # Ids are kept for good, so "seen in the last 24 h" is always caught; an id
@@ -162,7 +192,7 @@ class SQLiteCommerce:
         rows = self._query(
             "read events",
             "SELECT id, type, ts_ms, received_ms, visitor_id, surface, kind, product_id, offer_id,"
-            " order_id, arm, offer_price, currency FROM events WHERE store_id = ?"
+            " order_id, arm, offer_price, currency, flag FROM events WHERE store_id = ?"
             " AND received_ms >= ? AND received_ms < ? ORDER BY received_ms, id",
             (store_id, since_ms, until_ms),
         )

@@ -1,0 +1,118 @@
+"""Post-purchase journeys on Redis (mixed into RedisStore): lifecycle events, SMS consent,
+feed keys and tracked short links.
+
+Lifecycle events and consent changes are members of a set per order or customer (a
+redelivered webhook adds nothing). Feed keys and link codes arrive in URLs that name no store,
+so each has a global index key, like API keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import cast
+
+import orjson
+
+from ..exceptions import StoreError
+from ..lifecycle import ConsentStatus, OrderEvent, OrderEventType, ShortLink, SmsConsent
+from . import keys
+from .keys import StoreKeys
+from .redis_client import RedisBase
+from .redis_scripts import Script
+
+# KEYS: the store's feed key list. ARGV: the new key. Pushes it, keeps it and the previous one,
+# and returns the keys dropped (their global index entries are deleted next).
+ROTATE_FEED_KEY = Script(
+    "rotate_feed_key",
+    """
+local dropped = redis.call('LRANGE', KEYS[1], 1, -1)
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, 1)
+return dropped
+""",
+)
+
+
+class RedisJourneys(RedisBase):
+    """The journey parts of the Store protocol."""
+
+    async def add_order_event(self, store_id: str, event: OrderEvent) -> bool:
+        k = StoreKeys(store_id)
+        await self._require_store(k, store_id)
+        member = orjson.dumps([event.type, event.at_ms, sorted(set(event.product_ids))])
+        added = await self._do(
+            "record an order event", "sadd", k.order_events(event.order_id), member
+        )
+        return bool(added)
+
+    async def order_events(self, store_id: str, order_id: str) -> list[OrderEvent]:
+        k = StoreKeys(store_id)
+        members = await self._read(
+            "read order events", lambda c: c.smembers(k.order_events(order_id))
+        )
+        rows = sorted(orjson.loads(m) for m in members)
+        events = [
+            OrderEvent(order_id, cast(OrderEventType, kind), at, tuple(ids))
+            for kind, at, ids in rows
+        ]
+        return sorted(events, key=lambda e: (e.at_ms, e.type, e.product_ids))
+
+    async def add_sms_consent(self, store_id: str, consent: SmsConsent) -> bool:
+        k = StoreKeys(store_id)
+        await self._require_store(k, store_id)
+        member = orjson.dumps([consent.at_ms, consent.status, consent.source])
+        added = await self._do(
+            "record SMS consent", "sadd", k.sms_consent(consent.customer_id), member
+        )
+        return bool(added)
+
+    async def sms_consents(self, store_id: str, customer_id: str) -> list[SmsConsent]:
+        k = StoreKeys(store_id)
+        members = await self._read(
+            "read SMS consent", lambda c: c.smembers(k.sms_consent(customer_id))
+        )
+        rows = sorted(orjson.loads(m) for m in members)
+        return [
+            SmsConsent(customer_id, cast(ConsentStatus, status), at, source)
+            for at, status, source in rows
+        ]
+
+    async def rotate_feed_key(self, store_id: str, new_key: str) -> tuple[str, ...]:
+        k = StoreKeys(store_id)
+        await self._require_store(k, store_id)
+        index = keys.feed_key_index(new_key)
+        if not await self._do("claim a feed key", "set", index, store_id, nx=True):
+            raise StoreError("the new feed key is already taken")
+        dropped = await self._script(
+            "rotate the feed key", ROTATE_FEED_KEY, [k.feed_keys], [new_key]
+        )
+        for old in dropped:
+            await self._do("retire a feed key", "delete", keys.feed_key_index(old.decode()))
+        return await self.feed_keys(store_id)
+
+    async def feed_keys(self, store_id: str) -> tuple[str, ...]:
+        k = StoreKeys(store_id)
+        values = await self._write("read feed keys", lambda c: c.lrange(k.feed_keys, 0, 1))
+        return tuple(v.decode() for v in values)
+
+    async def store_by_feed_key(self, feed_key: str) -> str | None:
+        value = await self._read(
+            "resolve a feed key", lambda c: c.get(keys.feed_key_index(feed_key))
+        )
+        return None if value is None else value.decode()
+
+    async def put_short_links(self, store_id: str, links: Sequence[ShortLink]) -> None:
+        # Codes of one store spread over every slot: one command each (a feed has a handful).
+        for link in links:
+            await self._do(
+                "store a short link",
+                "set",
+                keys.short_link(link.code),
+                orjson.dumps(link),
+                nx=True,
+                ex=keys.SHORT_LINK_TTL_S,
+            )
+
+    async def short_link(self, code: str) -> ShortLink | None:
+        value = await self._read("resolve a short link", lambda c: c.get(keys.short_link(code)))
+        return None if value is None else ShortLink(**orjson.loads(value))
