@@ -8,7 +8,7 @@ and the measurement report and the learned P(accept) leave them out. Three reaso
 - `prefetch`: the browser fetched it speculatively (`Sec-Purpose: prefetch` or `prerender`,
   `Purpose: prefetch`, `X-Moz: prefetch`, `X-Purpose: preview`): nobody may ever see that page;
 - `no_impression`: a click, accept or decline of an offer the same visitor never had a valid
-  impression of in the `IMPRESSION_MATCH_WINDOW_MS` before (decided by the store as it records
+  impression of in the `match_window_ms` before (decided by the store as it records
   the event, so it holds across every instance).
 
 Classifying a request is one pass over its raw headers and, for a User-Agent not seen lately,
@@ -32,8 +32,18 @@ REASONS: tuple[Flag, ...] = (BOT, PREFETCH, NO_IMPRESSION)
 
 # Event types that act on an offer and so need an impression of it before them.
 NEEDS_IMPRESSION = frozenset(("click", "accept", "decline"))
-# How far back an impression of the same offer and visitor is looked for.
+# How far back an impression of the same offer and visitor is looked for: a day on the web;
+# an email or SMS is read days after it was sent, so its offers' clicks look back as far as its
+# journey runs.
 IMPRESSION_MATCH_WINDOW_MS = DAY_MS
+MESSAGE_MATCH_WINDOW_MS = 30 * DAY_MS
+_MESSAGE_SURFACES = frozenset(("email", "sms"))
+
+
+def match_window_ms(surface: str) -> int:
+    """How long an impression on `surface` makes actions on its offer valid."""
+    return MESSAGE_MATCH_WINDOW_MS if surface in _MESSAGE_SURFACES else IMPRESSION_MATCH_WINDOW_MS
+
 
 # User-Agents that are not shoppers, by the names they carry (one word of the lower-cased
 # User-Agent, its version after a "/" left out). Maintained by hand from the crawler lists the

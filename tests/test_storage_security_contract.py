@@ -13,8 +13,12 @@ from offer_service.exceptions import StoreError
 from offer_service.ratelimit import SharedLimits
 from offer_service.storage.base import Store
 from offer_service.storage.sqlite import SQLiteStore
-from offer_service.traffic import IMPRESSION_MATCH_WINDOW_MS
-from offer_service.types import HOUR_MS, now_ms
+from offer_service.traffic import (
+    IMPRESSION_MATCH_WINDOW_MS,
+    MESSAGE_MATCH_WINDOW_MS,
+    match_window_ms,
+)
+from offer_service.types import DAY_MS, HOUR_MS, now_ms
 
 from .test_storage_commerce_contract import NOW, TTL, event
 from .test_storage_contract import new_store, store, unique
@@ -70,6 +74,33 @@ async def test_an_impression_matches_actions_only_inside_the_window(store: Store
     await store.record_events(record.id, [on(event("c", "click"), at=late)], late - TTL)
     found = {e.id: e.flag async for e in store.iter_events(record.id, start, late + 1)}
     assert found == {"i": None, "c": "no_impression"}
+
+
+async def test_a_message_impression_matches_clicks_for_as_long_as_its_journey(
+    store: Store,
+) -> None:
+    # An email is read days after it was sent: its offers' clicks look back 30 days, the web's 1.
+    record = await new_store(store)
+    start = now_ms() - 31 * DAY_MS
+    events = [
+        on(event("ie", "impression"), offer="off_mail", at=start, surface="email"),
+        on(event("iw", "impression"), offer="off_web", at=start),
+    ]
+    await store.record_events(record.id, events, start - TTL)
+    assert match_window_ms("email") == MESSAGE_MATCH_WINDOW_MS == 30 * DAY_MS
+    expected: dict[str, str | None] = {"ie": None, "iw": None}
+    for days, offer, surface, flag in (
+        (5, "off_mail", "email", None),
+        (5, "off_web", "cart", "no_impression"),
+        (29, "off_mail", "email", None),
+        (31, "off_mail", "email", "no_impression"),
+    ):
+        at = start + days * DAY_MS - HOUR_MS
+        click = on(event(f"c-{offer}-{days}", "click"), offer=offer, at=at, surface=surface)
+        await store.record_events(record.id, [click], at - TTL)
+        expected[click.id] = flag
+    found = {e.id: e.flag async for e in store.iter_events(record.id, start, now_ms() + 1)}
+    assert found == expected
 
 
 async def test_a_flagged_impression_does_not_make_later_actions_valid(store: Store) -> None:

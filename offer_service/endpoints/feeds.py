@@ -167,7 +167,7 @@ async def _feed_store(request: Request, feed_key: str) -> StoreRecord:
     if record is None:
         raise Unauthorized(UNKNOWN_FEED_KEY, code="unknown_feed_key")
     limits = record.rules.rate_limits
-    e.limiter.enforce((record.id, "feed"), limits.browser_per_second, limits.browser_burst)
+    await e.limiter.admit(record.id, "feed", limits.browser_per_second, limits.browser_burst)
     return record
 
 
@@ -210,8 +210,9 @@ async def redirect(request: Request) -> Response:
     if link is None or record is None or target is None:
         raise NotFound(UNKNOWN_LINK, code="unknown_link")
     limits = record.rules.rate_limits
-    e.limiter.enforce(
-        (record.id, "link", client_address(request)),
+    await e.limiter.admit(
+        record.id,
+        "link:" + client_address(request),
         limits.browser_per_second,
         limits.browser_burst,
     )

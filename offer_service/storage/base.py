@@ -253,7 +253,7 @@ class Store(Protocol):
         """Store events durably (committed before returning), each id once: an id already
         stored since `dedupe_since_ms` is a duplicate. An unflagged click, accept or decline
         with no unflagged impression of the same offer and visitor received in the
-        `traffic.IMPRESSION_MATCH_WINDOW_MS` before it (earlier in the batch included) is stored
+        `traffic.match_window_ms(surface)` before it (earlier in the batch included) is stored
         with the flag `no_impression`. Also updates the counters per (surface, kind, product,
         arm, type), flagged events included, and, for events with a visitor, the visitor's
         signals. True = newly stored."""

@@ -161,7 +161,7 @@ class StoreKeys:
 
     def shown(self, offer_id: str, visitor_id: str) -> str:
         """STRING: a valid impression's received ms (what a click, accept or decline of the
-        offer by the visitor needs); expires after `traffic.IMPRESSION_MATCH_WINDOW_MS`."""
+        offer by the visitor needs); expires after `traffic.match_window_ms(surface)`."""
         return self.prefix + "shown:" + offer_id + "\x1f" + visitor_id
 
     def rate(self, bucket: str) -> str:

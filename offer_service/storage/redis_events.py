@@ -29,7 +29,7 @@ import orjson
 from redis.exceptions import ResponseError
 
 from ..exceptions import StoreError
-from ..traffic import IMPRESSION_MATCH_WINDOW_MS
+from ..traffic import match_window_ms
 from ..types import DAY_MS, now_ms
 from . import keys
 from .keys import GROUP, StoreKeys
@@ -67,7 +67,6 @@ class RedisEvents(RedisBase):
             str(keys.EVENT_SEEN_TTL_MS),
             str(keys.IMPRESSION_WINDOW_MS),
             str(keys.VISITOR_TTL_S),
-            str(IMPRESSION_MATCH_WINDOW_MS),
         ]
         fresh: list[bool] = []
         for batch in chunks(events, EVENTS_PER_SCRIPT):
@@ -85,6 +84,7 @@ class RedisEvents(RedisBase):
                     str(e.ts_ms),
                     e.offer_id,
                     e.flag or "",
+                    str(match_window_ms(e.surface)),
                 ]
             flags = await self._script(
                 "record events",

@@ -349,12 +349,12 @@ return 1
 )
 
 # KEYS: events stream. ARGV: prefix, group, dedupe since ms, seen TTL ms, impression window ms,
-# visitor TTL s, impression match window ms, then (id, received ms, counter field, event JSON
-# without its last field (the flag) and closing bracket, visitor or '', type, product, ts ms,
-# offer id, flag or '') * n. Dedupe, the invalid-traffic check (a click, accept or decline
-# needs a valid impression of the offer by the visitor, remembered in a 'shown:' key for the
-# match window), the durable stream append and the visitor's signals in one step: 1 per event
-# newly recorded, 0 per duplicate.
+# visitor TTL s, then (id, received ms, counter field, event JSON without its last field (the
+# flag) and closing bracket, visitor or '', type, product, ts ms, offer id, flag or '', impression
+# match window ms) * n. Dedupe, the invalid-traffic check (a click, accept or decline needs a
+# valid impression of the offer by the visitor, remembered in a 'shown:' key for the match
+# window of the offer's surface), the durable stream append and the visitor's signals in one
+# step: 1 per event newly recorded, 0 per duplicate.
 RECORD_EVENTS = Script(
     "record_events",
     _SIGNAL
@@ -366,7 +366,7 @@ end
 local since = tonumber(ARGV[3])
 local acts = {click = true, accept = true, decline = true}
 local out = {}
-for i = 8, #ARGV, 10 do
+for i = 7, #ARGV, 11 do
   local id, received = ARGV[i], ARGV[i + 1]
   local sk = p .. 'seen:' .. id
   local prev = redis.call('GET', sk)
@@ -377,10 +377,10 @@ for i = 8, #ARGV, 10 do
     local flag, kind = ARGV[i + 9], ARGV[i + 5]
     local shown = p .. 'shown:' .. ARGV[i + 8] .. '\31' .. ARGV[i + 4]
     if flag == '' and kind == 'impression' then
-      redis.call('SET', shown, received, 'PX', ARGV[7])
+      redis.call('SET', shown, received, 'PX', ARGV[i + 10])
     elseif flag == '' and acts[kind] then
       local at = redis.call('GET', shown)
-      if not at or tonumber(at) < tonumber(received) - tonumber(ARGV[7]) then
+      if not at or tonumber(at) < tonumber(received) - tonumber(ARGV[i + 10]) then
         flag = 'no_impression'
       end
     end

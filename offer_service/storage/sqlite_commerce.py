@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 
 from ..orders import AcceptedOffer, OrderLine
-from ..traffic import IMPRESSION_MATCH_WINDOW_MS, NEEDS_IMPRESSION, NO_IMPRESSION
+from ..traffic import NEEDS_IMPRESSION, NO_IMPRESSION, match_window_ms
 from .base import IdempotencyClaim, Reservation, SigningKey, StoreRecord
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ class SQLiteCommerce:
             for e in events:
                 flag = e.flag
                 if flag is None and e.type in NEEDS_IMPRESSION:
-                    since = e.received_ms - IMPRESSION_MATCH_WINDOW_MS
+                    since = e.received_ms - match_window_ms(e.surface)
                     shown = conn.execute(_SHOWN, (store_id, e.offer_id, e.visitor_id, since))
                     if shown.fetchone() is None:
                         flag = NO_IMPRESSION
