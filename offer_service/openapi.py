@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,7 @@ from .models import (
     SigningKeyResponse,
     WebhookSecretResponse,
 )
+from .openapi_links import LINKS, operation_id
 from .policy import StoreRules
 from .report_models import MetricsReport
 from .timeline import FEED_TOUCHPOINTS
@@ -371,7 +373,10 @@ def document() -> dict[str, Any]:
 
     paths: dict[str, Any] = {}
     for op in OPERATIONS:
-        item: dict[str, Any] = {"summary": op.summary, "operationId": f"{op.method}_{op.path}"}
+        item: dict[str, Any] = {
+            "summary": op.summary,
+            "operationId": operation_id(op.method, op.path),
+        }
         params = list(op.params)
         if op.query is not None:
             for name, prop in op.query.model_json_schema(ref_template=REF)["properties"].items():
@@ -404,6 +409,9 @@ def document() -> dict[str, Any]:
                         entry["content"][media] = {"schema": {"type": "string"}}
             else:
                 entry["content"] = {op.response_type: {"schema": {"type": "string"}}}
+            links = LINKS.get((op.method, op.path), {}).get(status)
+            if links:
+                entry["links"] = copy.deepcopy(links)  # the caller may change its document
             responses[str(status)] = entry
         item["responses"] = responses
         if op.auth == "secret":

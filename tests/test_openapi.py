@@ -5,6 +5,7 @@ from __future__ import annotations
 from openapi_spec_validator import validate
 
 from offer_service.models import OffersRequest
+from offer_service.openapi import document
 
 from .conftest import LiveServer
 
@@ -46,3 +47,27 @@ def test_the_offers_body_schema_is_the_validating_models(demo_server: LiveServer
     assert schema["properties"]["limit"]["anyOf"][0]["minimum"] == 1
     surfaces = spec["components"]["schemas"]["Surface"]["enum"]
     assert surfaces == ["product_page", "cart", "checkout", "thank_you", "email", "sms"]
+
+
+def test_every_link_names_an_operation_of_the_document_and_its_parameters() -> None:
+    spec = document()
+    operations = {
+        op["operationId"]: (path, op) for path, ops in spec["paths"].items() for op in ops.values()
+    }
+    links = [
+        link
+        for ops in spec["paths"].values()
+        for op in ops.values()
+        for answer in op["responses"].values()
+        for link in answer.get("links", {}).values()
+    ]
+    assert len(links) >= 10
+    for link in links:
+        assert link["operationId"] in operations, link
+        path, op = operations[link["operationId"]]
+        declared = {(p["in"], p["name"]) for p in op.get("parameters", [])}
+        for name in link.get("parameters", {}):
+            where, _, param = name.partition(".")
+            assert (where, param) in declared or f"{{{param}}}" in path, (link, name)
+        if "requestBody" in link:
+            assert "requestBody" in op, link
