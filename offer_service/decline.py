@@ -38,6 +38,7 @@ async def decline(
     subjects = {s for s in (visitor_id, order_subject(order) if order else None) if s}
     for subject in sorted(subjects):
         await store.record_visitor_signal(record.id, subject, claims.product_id, "decline", now_ms)
+    engine.forget_visitors(record.id, subjects)
     if claims.surface != Surface.THANK_YOU.value or order is None:
         return None
     declined = (await store.get_products(record.id, [claims.product_id])).get(claims.product_id)

@@ -4,7 +4,8 @@ answers `/v1/offers` with bytes.
 The hot path for a warm pre-purchase request: resolve the key (cached), check the store's
 version (cached, never more than a second old: see versions.py), find the prepared list for
 (store, surface, anchors, version), read the visitor's state (one store round trip, only when a
-visitor or customer is known), filter, and join cached JSON fragments. Pre-purchase tokens are
+visitor or customer is known, and held for up to VISITOR_TTL_S), filter, and join cached JSON
+fragments. Pre-purchase tokens are
 not visitor-specific, so they are signed once per prepared list; order-bound tokens are signed
 per request.
 """
@@ -15,7 +16,7 @@ import dataclasses
 import random
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -25,6 +26,7 @@ from . import decide
 from .accept import Charger
 from .candidates import CandidateInputs
 from .catalog import Product
+from .events import StoredEvent
 from .exceptions import ApiError, Forbidden, NotFound, StoreUnavailable
 from .experiments import Assignment, assign, in_holdout, variant_rules
 from .exposures import ExposureLog
@@ -47,6 +49,12 @@ BEST_SELLERS_PER_CATEGORY = 20
 # A prepared list lives this long before a background refresh; its tokens live `offer_ttl`.
 PREPARED_TTL_S = 60.0
 STORE_TTL_S = 5.0
+# A visitor's state read for an offers request is reused for this long by later requests of the
+# same visitor to this process (the store's version unchanged). Events, accepts and declines
+# that go through this process forget it at once; another process's writes are seen within it.
+VISITOR_TTL_S = 1.0
+VISITORS_MAX = 100_000
+JOINED_MAX = 64
 
 
 @dataclass(slots=True)
@@ -58,6 +66,32 @@ class Prepared:
     fragments: list[tuple[bytes, bytes]] = field(default_factory=list)
     tokens_expire_s: int = 0
     error: ApiError | None = None
+    # Joined offers (pre-purchase only) by the chosen indices, and by limit for a visitor with
+    # no history who excludes nothing (the common answer, so `finish` runs once for it).
+    joined: dict[object, bytes] = field(default_factory=dict)
+
+    def join(self, chosen: list[int]) -> bytes:
+        key = tuple(chosen)
+        body = self.joined.get(key)
+        if body is None:
+            body = b",".join(
+                self.fragments[i][0] + str(rank).encode() + self.fragments[i][1]
+                for rank, i in enumerate(chosen, start=1)
+            )
+            if len(self.joined) < JOINED_MAX:
+                self.joined[key] = body
+        return body
+
+
+def _no_history(visitor: VisitorState) -> bool:
+    """Nothing the visitor rules read: every offer is allowed, whoever asks."""
+    return not (
+        visitor.purchased
+        or visitor.returned
+        or visitor.declined
+        or visitor.accepted
+        or visitor.impressions
+    )
 
 
 def _iso(epoch_s: int) -> str:
@@ -93,6 +127,22 @@ def offer_body(offer: PricedOffer, token: str, offer_id: str, expires_s: int) ->
     }
 
 
+class _VisitorEvents(GroupCommit):
+    """Group commit that makes this process's cached state of the events' visitors stale."""
+
+    def __init__(self, store: Store, forget: Callable[[str, Iterable[str]], None]) -> None:
+        super().__init__(store)
+        self._forget = forget
+
+    async def record_events(
+        self, store_id: str, events: Sequence[StoredEvent], dedupe_since_ms: int
+    ) -> list[bool]:
+        try:
+            return await super().record_events(store_id, events, dedupe_since_ms)
+        finally:
+            self._forget(store_id, {e.visitor_id for e in events if e.visitor_id})
+
+
 class Engine:
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
@@ -100,7 +150,10 @@ class Engine:
         self.charger = Charger()
         self.exposures = ExposureLog(store, clock=clock)
         # Event batches arriving together are written together (one commit).
-        self.events = GroupCommit(store)
+        self.events: GroupCommit = _VisitorEvents(store, self.forget_visitors)
+        # store id -> visitor id -> (customer id, store version, expiry, state); see VISITOR_TTL_S.
+        self._visitors: dict[str, dict[str, tuple[str | None, int, float, VisitorState]]] = {}
+        self._visitors_held = 0
         # On Redis every instance counts against one limit; in-process otherwise.
         self.limiter = RateLimiter(shared=store if isinstance(store, SharedLimits) else None)
         # Learned P(accept) per store, refreshed in the background; `_prepare` samples from it
@@ -202,22 +255,69 @@ class Engine:
             self.exposures.seen(
                 record.id, req.visitor_id, surface, holdout=False, arm=label, flag=flag
             )
-        visitor = await self._visitor(record, req.visitor_id, req.customer_id, rules, now_ms)
-        chosen = decide.finish(
-            prepared.offers,
-            visitor,
-            rules,
-            limit=limit,
-            surface=surface,
-            exclude=req.exclude,
-            now_ms=now_ms,
-            explore=self.explores(rules),
-        )
-        parts = [
-            prepared.fragments[i][0] + str(rank).encode() + prepared.fragments[i][1]
-            for rank, i in enumerate(chosen, start=1)
-        ]
-        return head + _treatment_head(arm) + b",".join(parts) + b"]}"
+        visitor = await self._cached_visitor(record, req, version, now_ms)
+        explore = self.explores(rules)
+        plain = not explore and not req.exclude and _no_history(visitor)
+        joined = prepared.joined.get(limit) if plain else None
+        if joined is None:
+            chosen = decide.finish(
+                prepared.offers,
+                visitor,
+                rules,
+                limit=limit,
+                surface=surface,
+                exclude=req.exclude,
+                now_ms=now_ms,
+                explore=explore,
+            )
+            joined = prepared.join(chosen)
+            # A replenish offer's due date moves with the clock, whoever asks.
+            if plain and all(o.candidate.kind != "replenish" for o in prepared.offers):
+                prepared.joined[limit] = joined
+        return head + _treatment_head(arm) + joined + b"]}"
+
+    async def _cached_visitor(
+        self, record: StoreRecord, req: OffersRequest | OfferQuery, version: int, now_ms: int
+    ) -> VisitorState:
+        """The visitor's state, reused for up to VISITOR_TTL_S by this process."""
+        visitor_id, customer_id = req.visitor_id, req.customer_id
+        if not visitor_id:
+            return await self._visitor(record, None, customer_id, record.rules, now_ms)
+        held = self._visitors.get(record.id)
+        now = time.monotonic()
+        if held is not None:
+            entry = held.get(visitor_id)
+            if (
+                entry is not None
+                and entry[2] > now
+                and entry[1] == version
+                and entry[0] == customer_id
+            ):
+                return entry[3]
+        state = await self._visitor(record, visitor_id, customer_id, record.rules, now_ms)
+        if state is EMPTY_VISITOR:
+            return state  # the store failed: nothing was read, nothing to keep
+        if self._visitors_held >= VISITORS_MAX:
+            self._visitors.clear()
+            self._visitors_held = 0
+        held = self._visitors.setdefault(record.id, {})
+        if visitor_id not in held:
+            self._visitors_held += 1
+        held[visitor_id] = (customer_id, version, now + VISITOR_TTL_S, state)
+        return state
+
+    def forget_visitors(self, store_id: str, visitor_ids: Iterable[str] | None = None) -> None:
+        """Drop cached visitor state: these visitors', or the whole store's."""
+        held = self._visitors.get(store_id)
+        if held is None:
+            return
+        if visitor_ids is None:
+            self._visitors_held -= len(held)
+            del self._visitors[store_id]
+            return
+        for visitor_id in visitor_ids:
+            if held.pop(visitor_id, None) is not None:
+                self._visitors_held -= 1
 
     async def _visitor(
         self,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .storage.base import SigningKey
-from .tokens import BadToken, verify
+from .tokens import BadToken, OfferClaims, verify
 
 EventType = Literal["impression", "click", "accept", "decline", "view"]
 EVENT_TYPES: frozenset[str] = frozenset(("impression", "click", "accept", "decline", "view"))
@@ -19,6 +19,12 @@ MAX_EVENTS = 100
 MAX_ID_LENGTH = 64
 # Events stamped further than this from the server's clock are implausible: rejected.
 MAX_CLOCK_SKEW_MS = 7 * 86_400_000
+
+# Genuine tokens already verified, with the keys they were verified against: the events of a
+# page, and the pages of many visitors, carry the same few tokens. Expiry and the keys are
+# checked again at every use; only tokens that passed `verify` are kept.
+_VERIFIED: dict[str, tuple[OfferClaims, Sequence[SigningKey]]] = {}
+_VERIFIED_MAX = 4096
 
 INVALID_EVENT = "invalid_event"
 BAD_TOKEN = "bad_token"
@@ -87,7 +93,7 @@ def validate_event(
     if not isinstance(token, str):
         return Rejected(index, INVALID_EVENT, "token")
     try:
-        claims = verify(token, keys, now_ms / 1000)
+        claims = _verify(token, keys, now_ms / 1000)
     except BadToken:
         return Rejected(index, BAD_TOKEN, "token")
     if claims.store_id != store_id:
@@ -108,3 +114,17 @@ def validate_event(
         currency=claims.currency,
         flag=flag,
     )
+
+
+def _verify(token: str, keys: Sequence[SigningKey], now_s: float) -> OfferClaims:
+    """`tokens.verify`, remembering the tokens it accepted."""
+    known = _VERIFIED.get(token)
+    if known is not None:
+        claims, verified_with = known
+        if claims.expires_at > now_s and (verified_with is keys or verified_with == keys):
+            return claims
+    claims = verify(token, keys, now_s)
+    if len(_VERIFIED) >= _VERIFIED_MAX:
+        _VERIFIED.clear()
+    _VERIFIED[token] = (claims, keys)
+    return claims

@@ -5,13 +5,21 @@ allowed when it does not arrive earlier than that time minus the burst tolerance
 requests evenly (no fixed-window edges) and says exactly how long to wait when it refuses.
 
 On a shared store that can (Redis: one Lua script, one round trip, Redis's clock) the numbers
-live in the store, so every instance counts against one limit. When the store fails or is slow
-the request is counted in this process instead: an outage never turns into 429s or 503s, it
-only makes the limit per instance for a moment.
+live in the store, so every instance counts against one limit. A busy bucket does not cost a
+round trip per request: an instance counts several requests in the store at once (a lease) and
+admits them locally for at most `LEASE_S`. A lease is sized to what the instance admitted on that
+bucket in the previous lease period and holds at most `1/LEASE_SHARE` of the bucket's burst, so
+a bucket seen at most once per period costs one round trip per request, exactly as without
+leases. Every request admitted was counted in the store first, so instances together never
+admit more than the limit; a lease not used up within `LEASE_S` is dropped, so with N busy
+instances a bucket may refuse up to N x burst/LEASE_SHARE requests early (5% of the burst per
+instance). When the store fails or is slow the request is counted in this process instead: an
+outage never turns into 429s or 503s, it only makes the limit per instance for a moment.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable, Hashable
@@ -23,6 +31,10 @@ RATE_LIMITED = "Too many requests; retry after the time in the Retry-After heade
 # After the shared limiter fails, requests are counted in-process this long before it is tried
 # again: a hung Redis must not cost every request its read timeout.
 SHARED_RETRY_S = 0.5
+# A lease of the shared limit is used for at most this long, and holds at most this share of a
+# bucket's burst.
+LEASE_S = 0.1
+LEASE_SHARE = 20
 
 
 class RateLimited(ApiError):
@@ -37,6 +49,26 @@ class SharedLimits(Protocol):
     async def rate_limit(self, store_id: str, bucket: str, per_second: float, burst: int) -> float:
         """0.0 when allowed (and counted), else the seconds to wait; StoreError on failure."""
         ...
+
+    async def rate_lease(
+        self, store_id: str, bucket: str, per_second: float, burst: int, want: int
+    ) -> tuple[int, float]:
+        """Count up to `want` requests at once: (how many, 0.0) with at least one, or (0, the
+        seconds to wait); StoreError on failure."""
+        ...
+
+
+class _Lease:
+    """Requests of one bucket counted in the shared store and not admitted yet."""
+
+    __slots__ = ("expires", "renewing", "slots", "started", "used")
+
+    def __init__(self) -> None:
+        self.slots = 0
+        self.used = 0
+        self.started = 0.0
+        self.expires = 0.0
+        self.renewing: asyncio.Future[float] | None = None
 
 
 class RateLimiter:
@@ -59,6 +91,7 @@ class RateLimiter:
         # Requests counted in this process because the shared limiter failed or rests.
         self.fallbacks = 0
         self._shared_rests_until = 0.0
+        self._leases: dict[Hashable, _Lease] = {}
 
     def check(self, key: Hashable, per_second: float, burst: int) -> float:
         """0.0 when allowed (and counted), else the seconds to wait before a retry."""
@@ -89,7 +122,7 @@ class RateLimiter:
         if self.shared is not None:
             if self._clock() >= self._shared_rests_until:
                 try:
-                    wait = await self.shared.rate_limit(store_id, bucket, per_second, burst)
+                    wait = await self._leased(self.shared, store_id, bucket, per_second, burst)
                 except StoreError:
                     self._shared_rests_until = self._clock() + SHARED_RETRY_S
                 else:
@@ -97,6 +130,65 @@ class RateLimiter:
                     return
             self.fallbacks += 1
         _refuse(self.check((store_id, bucket), per_second, burst))
+
+    async def _leased(
+        self, shared: SharedLimits, store_id: str, bucket: str, per_second: float, burst: int
+    ) -> float:
+        """Admit from this instance's lease of the bucket, renewing it (one round trip, one at
+        a time per bucket) when it is used up or expired: 0.0, or the seconds to wait."""
+        key = (store_id, bucket)
+        while True:
+            now = self._clock()
+            lease = self._leases.get(key)
+            if lease is None:
+                if len(self._leases) >= self._max_keys:
+                    self._sweep_leases(now)
+                lease = self._leases[key] = _Lease()
+            if lease.slots > 0 and now < lease.expires:
+                lease.slots -= 1
+                lease.used += 1
+                return 0.0
+            if lease.renewing is not None:
+                # The renewal's wait, or -1.0 when it failed: then try for ourselves.
+                wait = await asyncio.shield(lease.renewing)
+                if wait > 0:
+                    return wait
+                continue
+            # What this instance admitted on the bucket in the last lease period.
+            elapsed = now - lease.started
+            want = 1
+            if elapsed < 2 * LEASE_S:
+                want = math.ceil(lease.used * LEASE_S / max(elapsed, 0.001))
+            want = max(1, min(want, burst // LEASE_SHARE))
+            future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+            lease.renewing = future
+            try:
+                granted, wait = await shared.rate_lease(store_id, bucket, per_second, burst, want)
+            except BaseException:
+                future.set_result(-1.0)
+                raise
+            finally:
+                lease.renewing = None
+            future.set_result(wait)
+            if wait > 0 or granted < 1:
+                lease.slots = 0
+                return wait if wait > 0 else 1.0 / per_second
+            lease.slots = granted - 1
+            lease.used = 1
+            lease.started = self._clock()
+            lease.expires = lease.started + LEASE_S
+            return 0.0
+
+    def _sweep_leases(self, now: float) -> None:
+        """Forget the leases of buckets quiet for a whole period (none is being renewed)."""
+        self._leases = {
+            k: v
+            for k, v in self._leases.items()
+            if v.renewing is not None or now - v.started < 2 * LEASE_S
+        }
+        if len(self._leases) > self._max_keys // 2:
+            keep = list(self._leases.items())[len(self._leases) - self._max_keys // 2 :]
+            self._leases = dict(keep)
 
 
 def _refuse(wait: float) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import secrets
@@ -153,6 +154,9 @@ class RequestContext:
         self._direct = {
             (method, route.path): route for route in direct for method in route.methods or ()
         }
+        # Unique without a random draw per request: a random prefix per process, then a count.
+        self._prefix = "req_" + secrets.token_hex(6) + "_"
+        self._ids = itertools.count(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -166,7 +170,7 @@ class RequestContext:
                     request_id = candidate
                 break
         if not request_id:
-            request_id = "req_" + secrets.token_hex(8)
+            request_id = self._prefix + str(next(self._ids))
         scope.setdefault("state", {})["request_id"] = request_id
         header = (b"x-request-id", request_id.encode("latin-1"))
         path = scope.get("path", "")

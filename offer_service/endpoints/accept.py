@@ -45,6 +45,8 @@ async def post_accept(request: Request) -> Response:
         record = await publishable_store(request, req.key)
         e = engine(request)
         outcome = await accepting.accept(e.store, e.charger, record, key, req.token, req.quantity)
+        # The buyer now owns the product: no cached visitor state of this store may say otherwise.
+        e.forget_visitors(record.id)
         headers = cors_headers(request, record)
         return Response(
             outcome.body, outcome.status, headers=headers, media_type="application/json"

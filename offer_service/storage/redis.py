@@ -19,7 +19,6 @@ and more shards hold more stores. Writes that change what offers look like bump 
 from __future__ import annotations
 
 import secrets
-from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -39,10 +38,17 @@ from .base import (
     VisitorState,
 )
 from .keys import GROUP, StoreKeys
-from .redis_client import Client, chunks, flat, run_script, subjects
+from .redis_client import chunks, flat, run_script, subjects
 from .redis_journeys import RedisJourneys
 from .redis_orders import RedisOrders
-from .redis_scripts import CREATE_STORE, RATE_LIMIT, RECORD_SIGNAL, SET_RULES, UPSERT_PRODUCTS
+from .redis_scripts import (
+    CREATE_STORE,
+    RATE_LIMIT,
+    RECORD_SIGNAL,
+    SET_RULES,
+    UPSERT_PRODUCTS,
+    VISITOR_STATE,
+)
 
 # Sizes of one script call or one command: big enough to amortise the round trip, small enough
 # that Redis (single-threaded) never stalls other clients for long.
@@ -252,64 +258,52 @@ class RedisStore(RedisOrders, RedisJourneys):
             return EMPTY_VISITOR
         k = StoreKeys(store_id)
         names = subjects(customer_id, visitor_id)
-
-        async def read(c: Client) -> list[Any]:
-            pipe = c.pipeline(transaction=False)
-            for name in names:
-                pipe.hgetall(k.bought(name))
-            for name in names:
-                pipe.hkeys(k.returned(name))
-            if visitor_id:
-                pipe.smembers(k.declined(visitor_id))
-                pipe.smembers(k.accepted(visitor_id))
-                pipe.zrangebyscore(k.impressions(visitor_id), since_ms, "+inf", withscores=True)
-                pipe.hgetall(k.clicks(visitor_id))
-            result: list[Any] = await pipe.execute()
-            return result
-
-        # One round trip: a pipeline of reads, all in the store's slot.
-        replies = await self._read("read visitor state", read)
-        purchased: dict[str, int] = {}
-        for bought in replies[: len(names)]:
-            for product_id, ms in bought.items():
-                pid, at = product_id.decode(), int(ms)
-                if purchased.get(pid, -1) < at:
-                    purchased[pid] = at
-        returned = {pid.decode() for ids in replies[len(names) : 2 * len(names)] for pid in ids}
-        declined: set[str] = set()
-        accepted: set[str] = set()
-        impressions: Counter[str] = Counter()
+        state_keys = [k.bought(name) for name in names] + [k.returned(name) for name in names]
         if visitor_id:
-            declines, accepts, shown, clicks = replies[2 * len(names) :]
-            declined = {pid.decode() for pid in declines}
-            accepted = {pid.decode() for pid in accepts}
-            last_click = {pid.decode(): int(ms) for pid, ms in clicks.items()}
-            for member, at in shown:
-                pid = member.rsplit(b"\x1f", 1)[0].decode()
-                if at > last_click.get(pid, -1):
-                    impressions[pid] += 1
+            state_keys += [
+                k.declined(visitor_id),
+                k.accepted(visitor_id),
+                k.impressions(visitor_id),
+                k.clicks(visitor_id),
+            ]
+        # One round trip and one reply: the script reads every key (all in the store's slot)
+        # and counts the impressions that fall under the frequency cap.
+        purchases, returned, declined, accepted, shown = await self._read(
+            "read visitor state",
+            lambda c: run_script(c, VISITOR_STATE, state_keys, [len(names), since_ms]),
+        )
         return VisitorState(
-            purchased=purchased,
-            returned=frozenset(returned),
-            declined=frozenset(declined),
-            accepted=frozenset(accepted),
-            impressions=dict(impressions),
+            purchased={
+                purchases[i].decode(): int(purchases[i + 1]) for i in range(0, len(purchases), 2)
+            },
+            returned=frozenset(pid.decode() for pid in returned),
+            declined=frozenset(pid.decode() for pid in declined),
+            accepted=frozenset(pid.decode() for pid in accepted),
+            impressions={shown[i].decode(): int(shown[i + 1]) for i in range(0, len(shown), 2)},
         )
 
     async def rate_limit(self, store_id: str, bucket: str, per_second: float, burst: int) -> float:
         """GCRA shared by every instance: one script, one round trip, on the fail-fast client
         (a slow or absent Redis raises StoreUnavailable at once, and the caller counts the
         request in its own process)."""
+        _granted, wait = await self.rate_lease(store_id, bucket, per_second, burst, 1)
+        return wait
+
+    async def rate_lease(
+        self, store_id: str, bucket: str, per_second: float, burst: int, want: int
+    ) -> tuple[int, float]:
+        """Count up to `want` requests at once: (how many were counted, 0.0), at least one, or
+        (0, the seconds to wait) when not even one is allowed."""
         interval = max(1, round(1_000_000 / per_second))
         tolerance = interval * max(burst - 1, 0)
         key = StoreKeys(store_id).rate(bucket)
-        wait_us = await self._call(
+        granted, wait_us = await self._call(
             "check a rate limit",
-            lambda c: run_script(c, RATE_LIMIT, [key], [interval, tolerance]),
+            lambda c: run_script(c, RATE_LIMIT, [key], [interval, tolerance, max(1, want)]),
             fast=True,
             breaker=True,
         )
-        return int(wait_us) / 1_000_000
+        return int(granted), int(wait_us) / 1_000_000
 
     async def record_visitor_signal(
         self, store_id: str, visitor_id: str, product_id: str, kind: SignalKind, at_ms: int

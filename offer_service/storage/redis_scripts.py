@@ -159,22 +159,25 @@ return out
 """,
 )
 
-# KEYS: a rate limit's bucket. ARGV: emission interval, burst tolerance (both microseconds).
-# GCRA on Redis's clock (so instances with skewed clocks agree): 0 when the request is allowed
-# and counted, else the microseconds to wait. The key expires when the bucket is full again.
+# KEYS: a rate limit's bucket. ARGV: emission interval, burst tolerance (both microseconds),
+# the requests wanted (default 1). GCRA on Redis's clock (so instances with skewed clocks agree):
+# {granted, 0} with 1 <= granted <= wanted requests counted (as many as the bucket allows now),
+# else {0, the microseconds to wait}. The key expires when the bucket is full again.
 RATE_LIMIT = Script(
     "rate_limit",
     """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval, tolerance = tonumber(ARGV[1]), tonumber(ARGV[2])
+local want = tonumber(ARGV[3] or '1')
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 local wait = tat - tolerance - now
-if wait > 0 then return wait end
-local nxt = tat + interval
+if wait > 0 then return {0, wait} end
+local n = math.min(want, math.floor((now + tolerance - tat) / interval) + 1)
+local nxt = tat + n * interval
 redis.call('SET', KEYS[1], string.format('%.0f', nxt), 'PX', math.floor((nxt - now) / 1000) + 1)
-return 0
+return {n, 0}
 """,
 )
 
@@ -595,5 +598,60 @@ end
 redis.call('HSET', acc, product, 'charged|' .. now .. '|' .. held)
 redis.call('ZADD', p .. 'acclog', now, ARGV[9])
 return 1
+""",
+)
+
+# KEYS: each purchase subject's `bought` hash, then each one's `returned` hash (ARGV[1] subjects),
+# then, with a visitor, its declined, accepted, impressions and clicks keys. ARGV: the number of
+# subjects, the frequency-cap window's start (ms). A visitor's whole state in one command:
+# {purchases as [product, last ms]*, returned ids, declined ids, accepted ids,
+# [product, impressions since the window start and after its last click]*}.
+VISITOR_STATE = Script(
+    "visitor_state",
+    """
+local n, since = tonumber(ARGV[1]), tonumber(ARGV[2])
+local last, order = {}, {}
+for i = 1, n do
+  local h = redis.call('HGETALL', KEYS[i])
+  for j = 1, #h, 2 do
+    local at, prev = tonumber(h[j + 1]), last[h[j]]
+    if prev == nil then order[#order + 1] = h[j] end
+    if prev == nil or prev < at then last[h[j]] = at end
+  end
+end
+local purchased = {}
+for _, pid in ipairs(order) do
+  purchased[#purchased + 1] = pid
+  purchased[#purchased + 1] = last[pid]
+end
+local returned = {}
+for i = n + 1, 2 * n do
+  local ids = redis.call('HKEYS', KEYS[i])
+  for j = 1, #ids do returned[#returned + 1] = ids[j] end
+end
+if #KEYS == 2 * n then return {purchased, returned, {}, {}, {}} end
+local declined = redis.call('SMEMBERS', KEYS[2 * n + 1])
+local accepted = redis.call('SMEMBERS', KEYS[2 * n + 2])
+local shown = redis.call('ZRANGEBYSCORE', KEYS[2 * n + 3], since, '+inf', 'WITHSCORES')
+local clicks = redis.call('HGETALL', KEYS[2 * n + 4])
+local clicked = {}
+for j = 1, #clicks, 2 do clicked[clicks[j]] = tonumber(clicks[j + 1]) end
+local counts, seen = {}, {}
+for j = 1, #shown, 2 do
+  local pid = string.match(shown[j], '^(.*)\\31') or shown[j]
+  if tonumber(shown[j + 1]) > (clicked[pid] or -1) then
+    if counts[pid] == nil then
+      counts[pid] = 0
+      seen[#seen + 1] = pid
+    end
+    counts[pid] = counts[pid] + 1
+  end
+end
+local impressions = {}
+for _, pid in ipairs(seen) do
+  impressions[#impressions + 1] = pid
+  impressions[#impressions + 1] = counts[pid]
+end
+return {purchased, returned, declined, accepted, impressions}
 """,
 )

@@ -52,7 +52,13 @@ T = TypeVar("T")
 # How long reads may share one read transaction (see SQLiteStore._snapshot).
 SNAPSHOT_MAX_S = 0.01
 
-SCHEMA_VERSION = 4
+# The WAL is copied into the database by a passive checkpoint on its own connection, at most
+# this often after writes, so that no write waits for one (a commit is durable once in the WAL).
+CHECKPOINT_INTERVAL_S = 0.1
+# The writer checkpoints by itself only if the WAL grows past this many pages regardless.
+WRITER_CHECKPOINT_PAGES = 16384
+
+SCHEMA_VERSION = 5
 
 # Data is kept in the shape it is read: an order's lines in its row, a shopper's purchases in
 # one row, a product's co-purchase counts and neighbour list in one row each. Importing 20k
@@ -418,6 +424,9 @@ class SQLiteStore(SQLiteCommerce, SQLiteJourneys, SQLiteKeys):
         self._snapshot_until = 0.0  # the shared read transaction's end (monotonic time)
         self._file = os.path.realpath(path) if path != ":memory:" else path
         self._write_lock = asyncio.Lock()
+        self._checkpointer: sqlite3.Connection | None = None
+        self._checkpoint: asyncio.Task[None] | None = None
+        self._checkpointed_at = 0.0
         # A `:memory:` database belongs to one connection: there is only one, used inline.
         self._in_memory = path == ":memory:"
 
@@ -459,6 +468,8 @@ class SQLiteStore(SQLiteCommerce, SQLiteJourneys, SQLiteKeys):
                 else:
                     reader = self._connect()
                     reader.execute("PRAGMA query_only = ON")
+                    writer.execute(f"PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES}")
+                    self._checkpointer = self._connect()
             except BaseException:
                 writer.close()
                 raise
@@ -473,7 +484,13 @@ class SQLiteStore(SQLiteCommerce, SQLiteJourneys, SQLiteKeys):
         if writer is None:
             return
         async with self._write_lock:  # let a write in flight finish
+            checkpoint = self._checkpoint
+            if checkpoint is not None:
+                await checkpoint
+            checkpointer, self._checkpointer = self._checkpointer, None
             with _wrapped("close the database"):
+                if checkpointer is not None:
+                    checkpointer.close()
                 if reader is not None and reader is not writer:
                     reader.close()
                 writer.close()
@@ -544,6 +561,27 @@ class SQLiteStore(SQLiteCommerce, SQLiteJourneys, SQLiteKeys):
                     # Before the caller goes on: later reads here must see this write.
                     for store in list(_OPEN.get(self._file, ())):
                         store._end_snapshot()
+                    self._start_checkpoint()
+
+    def _start_checkpoint(self) -> None:
+        """A passive checkpoint in the background, unless one ran within CHECKPOINT_INTERVAL_S."""
+        now = time.monotonic()
+        if self._checkpoint is not None or now - self._checkpointed_at < CHECKPOINT_INTERVAL_S:
+            return
+        checkpointer = self._checkpointer
+        if checkpointer is None:
+            return
+        self._checkpointed_at = now
+        task = asyncio.get_running_loop().create_task(self._run_checkpoint(checkpointer))
+        self._checkpoint = task
+
+    async def _run_checkpoint(self, checkpointer: sqlite3.Connection) -> None:
+        try:
+            await asyncio.to_thread(_passive_checkpoint, checkpointer)
+        except sqlite3.Error:
+            pass  # the next one, or the writer's own, copies what this one left
+        finally:
+            self._checkpoint = None
 
     async def _off_loop(self, fn: Callable[[], T]) -> T:
         """CPU-heavy preparation of a big write, before it takes the write lock."""
@@ -976,6 +1014,9 @@ def _migrate(conn: sqlite3.Connection) -> None:
             raise StoreError(
                 f"the database has schema version {found}; this release knows {SCHEMA_VERSION}"
             )
+        if found == SCHEMA_VERSION:  # another process migrated it while this one waited
+            conn.execute("COMMIT")
+            return
         schemas = (_SCHEMA, COMMERCE_SCHEMA, JOURNEY_SCHEMA, KEYS_SCHEMA)
         for statement in ";".join(schemas).split(";"):
             if statement.strip():
@@ -986,6 +1027,10 @@ def _migrate(conn: sqlite3.Connection) -> None:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _passive_checkpoint(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 def _in_transaction(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
@@ -37,6 +39,16 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (store_id, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS events_by_time ON events (store_id, received_ms);
+
+-- The latest valid (unflagged) impression of each offer by each visitor, '' for none: what a
+-- click, accept or decline needs to be valid. It grows with the pairs, not with the impressions.
+CREATE TABLE IF NOT EXISTS impressions_seen (
+    store_id TEXT NOT NULL,
+    offer_id TEXT NOT NULL,
+    visitor_id TEXT NOT NULL,
+    last_ms INTEGER NOT NULL,
+    PRIMARY KEY (store_id, offer_id, visitor_id)
+) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS event_counters (
     store_id TEXT NOT NULL,
@@ -77,17 +89,28 @@ CREATE TABLE IF NOT EXISTS accepts (
 """
 
 _INSERT_EVENT = """
-INSERT OR IGNORE INTO events (store_id, id, type, ts_ms, received_ms, visitor_id, surface, kind,
+INSERT INTO events (store_id, id, type, ts_ms, received_ms, visitor_id, surface, kind,
     product_id, offer_id, order_id, arm, offer_price, currency, flag)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
+# The ids of a write already stored, as one JSON array: one statement, one row.
+_STORED_IDS = """
+SELECT json_group_array(i.value) FROM json_each(?2) AS i
+    WHERE EXISTS (SELECT 1 FROM events WHERE store_id = ?1 AND id = i.value)
+"""
+
+_STORED_ID = "SELECT 1 FROM events WHERE store_id = ? AND id = ?"
+
 # A valid impression of the same offer by the same visitor, recent enough to match an action.
-# The index is named: the planner would otherwise scan the store's recent events by time.
 _SHOWN = """
-SELECT 1 FROM events INDEXED BY events_shown
-    WHERE store_id = ? AND offer_id = ? AND visitor_id IS ? AND received_ms >= ?
-    AND type = 'impression' AND flag IS NULL LIMIT 1
+SELECT 1 FROM impressions_seen
+    WHERE store_id = ? AND offer_id = ? AND visitor_id = ? AND last_ms >= ?
+"""
+
+_SEEN = """
+INSERT INTO impressions_seen (store_id, offer_id, visitor_id, last_ms) VALUES (?, ?, ?, ?)
+ON CONFLICT (store_id, offer_id, visitor_id) DO UPDATE SET last_ms = MAX(last_ms, excluded.last_ms)
 """
 
 
@@ -96,17 +119,19 @@ def upgrade(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
     if "flag" not in columns:
         conn.execute("ALTER TABLE events ADD COLUMN flag TEXT")
+    # Files of schema 4 found an action's impression through an index of every impression.
     conn.execute(
-        "CREATE INDEX IF NOT EXISTS events_shown"
-        " ON events (store_id, offer_id, visitor_id, received_ms)"
-        " WHERE type = 'impression' AND flag IS NULL"
+        "INSERT OR REPLACE INTO impressions_seen (store_id, offer_id, visitor_id, last_ms)"
+        " SELECT store_id, offer_id, COALESCE(visitor_id, ''), MAX(received_ms) FROM events"
+        " WHERE type = 'impression' AND flag IS NULL GROUP BY 1, 2, 3"
     )
+    conn.execute("DROP INDEX IF EXISTS events_shown")
 
 
-_COUNT_EVENT = """
+_COUNT_EVENTS = """
 INSERT INTO event_counters (store_id, surface, kind, product_id, arm, type, n)
-VALUES (?, ?, ?, ?, ?, ?, 1)
-ON CONFLICT (store_id, surface, kind, product_id, arm, type) DO UPDATE SET n = n + 1
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (store_id, surface, kind, product_id, arm, type) DO UPDATE SET n = n + excluded.n
 """
 
 _SIGNAL = """
@@ -115,6 +140,92 @@ INSERT INTO visitor_signals (store_id, visitor_id, kind, product_id, at_ms) VALU
 
 # Event types that are also a visitor's signals for the per-visitor filters.
 _SIGNAL_TYPES = frozenset(("impression", "click", "decline", "accept"))
+
+
+def _as_json(rows: Sequence[Sequence[Any]]) -> str | None:
+    """`rows` as one JSON parameter, or None if SQLite's JSON functions would not give each value
+    back exactly (a NUL character ends their strings)."""
+    try:
+        text = orjson.dumps(rows).decode()
+    except orjson.JSONEncodeError:
+        return None
+    return None if "\\u0000" in text else text
+
+
+def _stored_ids(conn: sqlite3.Connection, store_id: str, ids: Sequence[str]) -> set[str]:
+    """Which of `ids` the store already holds."""
+    text = _as_json(ids)
+    if text is None:
+        return {i for i in ids if conn.execute(_STORED_ID, (store_id, i)).fetchone()}
+    (found,) = conn.execute(_STORED_IDS, (store_id, text)).fetchone()
+    return set(orjson.loads(found))
+
+
+def _record_events(
+    store_id: str, events: Sequence[StoredEvent], conn: sqlite3.Connection
+) -> list[bool]:
+    """The events, their counters (one upsert per key) and visitor signals: a statement per
+    table, not per event, after one look-up of the ids already stored."""
+    stored = _stored_ids(conn, store_id, [e.id for e in events])
+    fresh: list[bool] = []
+    rows: list[tuple[Any, ...]] = []
+    counts: Counter[tuple[str, str, str, str, str]] = Counter()
+    signals: list[tuple[str, str, str, str, int]] = []
+    # The latest valid impression of each (offer, visitor) written so far in this call: the
+    # store holds the earlier ones.
+    shown: dict[tuple[str, str | None], int] = {}
+    for e in events:
+        # Ids are kept for good, so "seen in the last 24 h" is always caught; an id older than
+        # the window is a duplicate too (stricter than the contract needs).
+        if e.id in stored:
+            fresh.append(False)
+            continue
+        stored.add(e.id)
+        fresh.append(True)
+        flag = e.flag
+        if flag is None:
+            if e.type == "impression":
+                if shown.get((e.offer_id, e.visitor_id), -1) < e.received_ms:
+                    shown[e.offer_id, e.visitor_id] = e.received_ms
+            elif e.type in NEEDS_IMPRESSION:
+                since = e.received_ms - match_window_ms(e.surface)
+                if (
+                    shown.get((e.offer_id, e.visitor_id), since - 1) < since
+                    and conn.execute(
+                        _SHOWN, (store_id, e.offer_id, e.visitor_id or "", since)
+                    ).fetchone()
+                    is None
+                ):
+                    flag = NO_IMPRESSION
+        rows.append(
+            (
+                store_id,
+                e.id,
+                e.type,
+                e.ts_ms,
+                e.received_ms,
+                e.visitor_id,
+                e.surface,
+                e.kind,
+                e.product_id,
+                e.offer_id,
+                e.order_id,
+                e.arm,
+                e.offer_price,
+                e.currency,
+                flag,
+            )
+        )
+        counts[e.surface, e.kind, e.product_id, e.arm or "", e.type] += 1
+        if e.visitor_id and e.type in _SIGNAL_TYPES:
+            signals.append((store_id, e.visitor_id, e.type, e.product_id, e.ts_ms))
+    conn.executemany(_INSERT_EVENT, rows)
+    conn.executemany(_COUNT_EVENTS, [(store_id, *key, n) for key, n in counts.items()])
+    conn.executemany(_SIGNAL, signals)
+    conn.executemany(
+        _SEEN, [(store_id, offer, visitor or "", ms) for (offer, visitor), ms in shown.items()]
+    )
+    return fresh
 
 
 class SQLiteCommerce:
@@ -132,49 +243,7 @@ class SQLiteCommerce:
         if not events:
             return []
 
-        def insert(conn: sqlite3.Connection) -> list[bool]:
-            fresh = []
-            for e in events:
-                flag = e.flag
-                if flag is None and e.type in NEEDS_IMPRESSION:
-                    since = e.received_ms - match_window_ms(e.surface)
-                    shown = conn.execute(_SHOWN, (store_id, e.offer_id, e.visitor_id, since))
-                    if shown.fetchone() is None:
-                        flag = NO_IMPRESSION
-                cursor = conn.execute(
-                    _INSERT_EVENT,
-                    (
-                        store_id,
-                        e.id,
-                        e.type,
-                        e.ts_ms,
-                        e.received_ms,
-                        e.visitor_id,
-                        e.surface,
-                        e.kind,
-                        e.product_id,
-                        e.offer_id,
-                        e.order_id,
-                        e.arm,
-                        e.offer_price,
-                        e.currency,
-                        flag,
-                    ),
-                )
-                # Ids are kept for good, so "seen in the last 24 h" is always caught; an id
-                # older than the window is a duplicate too (stricter than the contract needs).
-                new = cursor.rowcount == 1
-                fresh.append(new)
-                if not new:
-                    continue
-                conn.execute(
-                    _COUNT_EVENT, (store_id, e.surface, e.kind, e.product_id, e.arm or "", e.type)
-                )
-                if e.visitor_id and e.type in _SIGNAL_TYPES:
-                    conn.execute(_SIGNAL, (store_id, e.visitor_id, e.type, e.product_id, e.ts_ms))
-            return fresh
-
-        return await self._write("record events", insert)
+        return await self._write("record events", partial(_record_events, store_id, events))
 
     async def event_counters(self, store_id: str) -> dict[tuple[str, str, str, str, str], int]:
         rows = self._query(

@@ -1,0 +1,149 @@
+"""The parts of event ingestion that batch work: ids of any characters on SQLite, the WAL
+copied off the write path, and tokens verified once while they stay valid."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from offer_service.events import BAD_TOKEN, Rejected, StoredEvent, validate_event
+from offer_service.storage.base import SigningKey
+from offer_service.storage.sqlite import CHECKPOINT_INTERVAL_S, SQLiteStore
+from offer_service.tokens import OfferClaims, sign
+
+NOW = 1_800_000_000_000
+KEY = SigningKey(kid="k1", secret=b"s" * 32)
+
+
+def event(event_id: str, kind: str = "impression", visitor: str | None = "v1") -> StoredEvent:
+    return StoredEvent(
+        id=event_id,
+        type=kind,
+        ts_ms=NOW,
+        received_ms=NOW,
+        visitor_id=visitor,
+        surface="cart",
+        kind="cross_sell",
+        product_id="p1",
+        offer_id="off_1",
+        order_id=None,
+        arm=None,
+        offer_price=900,
+        currency="USD",
+    )
+
+
+@pytest.mark.anyio
+async def test_ids_that_differ_after_a_nul_character_are_different_events(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "offers.db"))
+    await store.open()
+    try:
+        record = await store.create_store("Shop")
+        batch = [event("a\x00b", visitor="v\x00"), event("a\x00c"), event("a\x00b"), event("a")]
+        assert await store.record_events(record.id, batch, 0) == [True, True, False, True]
+        again = [event("a\x00c"), event("plain"), event("a\x00d", "click", visitor="v\x00")]
+        assert await store.record_events(record.id, again, 0) == [False, True, True]
+        stored = {e.id: e async for e in store.iter_events(record.id, 0, NOW + 1)}
+        assert set(stored) == {"a\x00b", "a\x00c", "a", "plain", "a\x00d"}
+        assert stored["a\x00b"].visitor_id == "v\x00"
+        assert stored["a\x00d"].flag is None  # its impression was shown to the same visitor
+        counters = await store.event_counters(record.id)
+        assert counters[("cart", "cross_sell", "p1", "", "impression")] == 4
+    finally:
+        await store.close()
+
+
+@pytest.mark.anyio
+async def test_the_wal_is_checkpointed_in_the_background_after_writes(tmp_path: Path) -> None:
+    path = tmp_path / "offers.db"
+    store = SQLiteStore(str(path))
+    await store.open()
+    try:
+        record = await store.create_store("Shop")
+        for i in range(3):
+            await store.record_events(record.id, [event(f"e{i}-{j}") for j in range(50)], 0)
+            await asyncio.sleep(CHECKPOINT_INTERVAL_S)
+        while store._checkpoint is not None:
+            await asyncio.sleep(0.01)
+        assert store._writer is not None
+        busy, frames, copied = store._writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert busy == 0 and frames == copied
+        assert sum([1 async for _ in store.iter_events(record.id, 0, NOW + 1)]) == 150
+    finally:
+        await store.close()
+
+
+def claims(expires_at: int) -> OfferClaims:
+    return OfferClaims(
+        store_id="st_1",
+        surface="cart",
+        offer_id="off_1",
+        product_id="p1",
+        kind="cross_sell",
+        price=1000,
+        discount_pct=10,
+        offer_price=900,
+        currency="USD",
+        issued_at=expires_at - 600,
+        expires_at=expires_at,
+        nonce="n1",
+    )
+
+
+def raw(token: str) -> dict[str, object]:
+    return {"id": "e1", "type": "impression", "token": token, "ts": NOW}
+
+
+def test_a_remembered_token_is_still_refused_once_expired_or_its_key_is_gone() -> None:
+    expires_s = NOW // 1000 + 60
+    token = sign(claims(expires_s), KEY)
+    first = validate_event(0, raw(token), "st_1", (KEY,), NOW)
+    assert isinstance(first, StoredEvent) and first.offer_id == "off_1"
+    again = validate_event(0, raw(token), "st_1", (KEY,), NOW)
+    assert again == first
+    expired = validate_event(0, raw(token), "st_1", (KEY,), (expires_s + 1) * 1000)
+    assert expired == Rejected(0, BAD_TOKEN, "token")
+    rotated = (SigningKey(kid="k2", secret=b"t" * 32),)
+    assert validate_event(0, raw(token), "st_1", rotated, NOW) == Rejected(0, BAD_TOKEN, "token")
+    same_kid = (dataclasses.replace(KEY, secret=b"u" * 32),)
+    assert validate_event(0, raw(token), "st_1", same_kid, NOW) == Rejected(0, BAD_TOKEN, "token")
+    other_store = validate_event(0, raw(token), "st_2", (KEY,), NOW)
+    assert other_store == Rejected(0, BAD_TOKEN, "token")
+
+
+@pytest.mark.anyio
+async def test_a_file_of_schema_4_keeps_matching_actions_to_earlier_impressions(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "offers.db"
+    store = SQLiteStore(str(path))
+    await store.open()
+    record = await store.create_store("Shop")
+    await store.record_events(record.id, [event("i1"), event("i2", visitor=None)], 0)
+    await store.close()
+    with sqlite3.connect(path) as conn:  # as schema 4 left it
+        conn.execute("DROP TABLE impressions_seen")
+        conn.execute(
+            "CREATE INDEX events_shown ON events (store_id, offer_id, visitor_id, received_ms)"
+            " WHERE type = 'impression' AND flag IS NULL"
+        )
+        conn.execute("PRAGMA user_version = 4")
+    store = SQLiteStore(str(path))
+    await store.open()
+    try:
+        actions = [event("c1", "click"), event("c2", "click", visitor=None)]
+        actions.append(event("c3", "click", visitor="v2"))
+        await store.record_events(record.id, actions, 0)
+        flags = {e.id: e.flag async for e in store.iter_events(record.id, 0, NOW + 1)}
+        assert flags == {"i1": None, "i2": None, "c1": None, "c2": None, "c3": "no_impression"}
+        assert store._reader is not None
+        indexes = store._reader.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'"
+        ).fetchall()
+        assert ("events_shown",) not in indexes
+    finally:
+        await store.close()

@@ -1,0 +1,119 @@
+"""The offers path's per-process copy of a visitor's state: at most VISITOR_TTL_S old, keyed by
+the store's version, and dropped at once by events, accepts and declines of this process."""
+
+from __future__ import annotations
+
+import asyncio
+
+from offer_service.engine import VISITOR_TTL_S, Engine
+from offer_service.events import StoredEvent
+from offer_service.exceptions import StoreUnavailable
+from offer_service.exposures import exposure
+from offer_service.models import OfferQuery
+from offer_service.policy import StoreRules
+from offer_service.storage.base import EMPTY_VISITOR, SigningKey, StoreRecord, VisitorState
+from offer_service.surfaces import Surface
+
+
+class Store:
+    def __init__(self) -> None:
+        self.reads = 0
+        self.down = False
+
+    async def visitor_state(
+        self, store_id: str, visitor_id: str | None, customer_id: str | None, since_ms: int
+    ) -> VisitorState:
+        self.reads += 1
+        if self.down:
+            raise StoreUnavailable("down")
+        return VisitorState(impressions={"p": self.reads})
+
+    async def version(self, store_id: str) -> int:
+        return 1
+
+    async def record_events(
+        self, store_id: str, events: list[StoredEvent], dedupe_since_ms: int
+    ) -> list[bool]:
+        return [True] * len(events)
+
+
+def record() -> StoreRecord:
+    return StoreRecord(
+        id="st",
+        name="s",
+        publishable_key="pk_x",
+        secret_key="sk_x",
+        webhook_secrets=("whsec_x",),
+        signing_keys=(SigningKey(kid="k1", secret=b"x" * 32),),
+        rules=StoreRules(),
+        created_at_ms=0,
+    )
+
+
+def query(visitor: str | None = "v1", customer: str | None = None) -> OfferQuery:
+    return OfferQuery(
+        Surface.PRODUCT_PAGE, product_id="p", visitor_id=visitor, customer_id=customer
+    )
+
+
+def impression(visitor: str) -> StoredEvent:
+    return exposure(visitor, "product_page", holdout=False, arm=None, at_ms=0)
+
+
+def test_a_visitor_is_read_once_per_ttl_and_version() -> None:
+    store = Store()
+    engine = Engine(store)  # type: ignore[arg-type]
+    rec = record()
+
+    async def run() -> None:
+        first = await engine._cached_visitor(rec, query(), 1, 0)
+        assert await engine._cached_visitor(rec, query(), 1, 0) is first
+        assert store.reads == 1
+        await engine._cached_visitor(rec, query(), 2, 0)  # the store changed: read again
+        assert store.reads == 2
+        await engine._cached_visitor(rec, query(customer="c1"), 2, 0)  # another customer
+        assert store.reads == 3
+        await engine._cached_visitor(rec, query(visitor=None, customer="c1"), 2, 0)
+        await engine._cached_visitor(rec, query(visitor=None, customer="c1"), 2, 0)
+        assert store.reads == 5  # without a visitor id nothing is kept
+        held = engine._visitors["st"]["v1"]
+        engine._visitors["st"]["v1"] = (held[0], held[1], held[2] - VISITOR_TTL_S, held[3])
+        await engine._cached_visitor(rec, query(customer="c1"), 2, 0)  # expired
+        assert store.reads == 6
+
+    asyncio.run(run())
+
+
+def test_events_accepts_and_declines_of_this_process_drop_it_at_once() -> None:
+    store = Store()
+    engine = Engine(store)  # type: ignore[arg-type]
+    rec = record()
+
+    async def run() -> None:
+        await engine._cached_visitor(rec, query("v1"), 1, 0)
+        await engine._cached_visitor(rec, query("v2"), 1, 0)
+        await engine.events.record_events("st", [impression("v1")], 0)
+        await engine._cached_visitor(rec, query("v1"), 1, 0)
+        await engine._cached_visitor(rec, query("v2"), 1, 0)
+        assert store.reads == 3  # v1 again, v2 still held
+        engine.forget_visitors("st")  # an accept: the whole store
+        await engine._cached_visitor(rec, query("v2"), 1, 0)
+        assert store.reads == 4
+        assert engine._visitors_held == 1
+
+    asyncio.run(run())
+
+
+def test_a_failed_read_is_not_kept() -> None:
+    store = Store()
+    store.down = True
+    engine = Engine(store)  # type: ignore[arg-type]
+    rec = record()
+
+    async def run() -> None:
+        assert await engine._cached_visitor(rec, query(), 1, 0) is EMPTY_VISITOR
+        store.down = False
+        assert await engine._cached_visitor(rec, query(), 1, 0) is not EMPTY_VISITOR
+        assert store.reads == 2
+
+    asyncio.run(run())
