@@ -15,6 +15,8 @@ from offer_service.storage.base import SigningKey
 from offer_service.storage.sqlite import CHECKPOINT_INTERVAL_S, SQLiteStore
 from offer_service.tokens import OfferClaims, sign
 
+from .test_storage_security_contract import OLD_EVENTS
+
 NOW = 1_800_000_000_000
 KEY = SigningKey(kid="k1", secret=b"s" * 32)
 
@@ -116,34 +118,25 @@ def test_a_remembered_token_is_still_refused_once_expired_or_its_key_is_gone() -
 
 
 @pytest.mark.anyio
-async def test_a_file_of_schema_4_keeps_matching_actions_to_earlier_impressions(
+async def test_a_file_of_the_previous_schema_keeps_matching_actions_to_its_impressions(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "offers.db"
-    store = SQLiteStore(str(path))
-    await store.open()
-    record = await store.create_store("Shop")
-    await store.record_events(record.id, [event("i1"), event("i2", visitor=None)], 0)
-    await store.close()
-    with sqlite3.connect(path) as conn:  # as schema 4 left it
-        conn.execute("DROP TABLE impressions_seen")
-        conn.execute(
-            "CREATE INDEX events_shown ON events (store_id, offer_id, visitor_id, received_ms)"
-            " WHERE type = 'impression' AND flag IS NULL"
+    with sqlite3.connect(path) as conn:  # as schema 2 left it: no flags, no impressions_seen
+        conn.execute(OLD_EVENTS)
+        conn.executemany(
+            "INSERT INTO events VALUES (?, ?, 'impression', ?, ?, ?, 'cart', 'cross_sell', 'p1',"
+            " 'off_1', NULL, NULL, 900, 'USD')",
+            [("st_old", "i1", NOW, NOW, "v1"), ("st_old", "i2", NOW, NOW, None)],
         )
-        conn.execute("PRAGMA user_version = 4")
+        conn.execute("PRAGMA user_version = 2")
     store = SQLiteStore(str(path))
     await store.open()
     try:
         actions = [event("c1", "click"), event("c2", "click", visitor=None)]
         actions.append(event("c3", "click", visitor="v2"))
-        await store.record_events(record.id, actions, 0)
-        flags = {e.id: e.flag async for e in store.iter_events(record.id, 0, NOW + 1)}
+        await store.record_events("st_old", actions, 0)
+        flags = {e.id: e.flag async for e in store.iter_events("st_old", 0, NOW + 1)}
         assert flags == {"i1": None, "i2": None, "c1": None, "c2": None, "c3": "no_impression"}
-        assert store._reader is not None
-        indexes = store._reader.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'"
-        ).fetchall()
-        assert ("events_shown",) not in indexes
     finally:
         await store.close()

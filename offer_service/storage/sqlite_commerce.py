@@ -119,13 +119,12 @@ def upgrade(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
     if "flag" not in columns:
         conn.execute("ALTER TABLE events ADD COLUMN flag TEXT")
-    # Files of schema 4 found an action's impression through an index of every impression.
+    # Impressions stored before impressions_seen existed still make later actions valid.
     conn.execute(
         "INSERT OR REPLACE INTO impressions_seen (store_id, offer_id, visitor_id, last_ms)"
         " SELECT store_id, offer_id, COALESCE(visitor_id, ''), MAX(received_ms) FROM events"
         " WHERE type = 'impression' AND flag IS NULL GROUP BY 1, 2, 3"
     )
-    conn.execute("DROP INDEX IF EXISTS events_shown")
 
 
 _COUNT_EVENTS = """
