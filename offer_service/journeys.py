@@ -26,7 +26,7 @@ from .lifecycle import ShortLink, consent_at
 from .links import LinkedOffer, absolute_https, derive, format_money
 from .orders import Order
 from .rules import PricedOffer
-from .storage.base import StoreRecord
+from .storage.base import Store, StoreRecord
 from .surfaces import Surface, clamp_limit
 from .timeline import Planned
 from .types import DAY_MS, HOUR_MS
@@ -78,32 +78,48 @@ async def evaluate(
 ) -> Journey:
     """The order's journey as seen at `at_ms`; tracked links of its offers are stored so that
     every `click_url` resolves."""
-    store, rules = engine.store, record.rules
+    planned = await plan(engine.store, record, order, at_ms)
+    return await _with_offers(engine, record, planned, link_base)
+
+
+async def plan(store: Store, record: StoreRecord, order: Order, at_ms: int) -> Journey:
+    """The order's journey as seen at `at_ms` without offers: its touchpoints and their
+    statuses, from three small reads."""
     events = await store.order_events(record.id, order.id)
     customer = order.customer_id
     consents = await store.sms_consents(record.id, customer) if customer else []
     found = await store.get_products(record.id, sorted(order.product_ids))
-    anchors = tuple(found[pid] for pid in sorted(found))
     planned = timeline.plan(
         order,
         events,
         consents,
-        anchors,
+        [found[pid] for pid in sorted(found)],
         at_ms,
-        thank_you_minutes=rules.post_purchase_window_minutes,
+        thank_you_minutes=record.rules.post_purchase_window_minutes,
     )
     current = consent_at(consents, at_ms)
     consented = current is not None and current.status == "opted_in"
-    live = [p for p in planned if p.status != "suppressed"]
+    stops = tuple(Stop(p, reason=p.reason) for p in planned)
+    return Journey(order, at_ms, stops, found, consented)
+
+
+async def _with_offers(
+    engine: Engine, record: StoreRecord, journey: Journey, link_base: str
+) -> Journey:
+    """`journey` (from `plan`) with the offers of every touchpoint that is not suppressed."""
+    store, rules, order = engine.store, record.rules, journey.order
+    live = [s.planned for s in journey.stops if s.planned.status != "suppressed"]
     holdout = bool(order.visitor_id) and in_holdout(
         record.id, order.visitor_id or "", rules.holdout_share
     )
-    if not live or holdout:
-        reason = HOLDOUT if holdout else None
-        held = tuple(Stop(p, reason=p.reason or reason) for p in planned)
-        return Journey(order, at_ms, held, found, consented)
+    if holdout:
+        held = tuple(dataclasses.replace(s, reason=s.reason or HOLDOUT) for s in journey.stops)
+        return dataclasses.replace(journey, stops=held)
+    if not live:
+        return journey
 
     storefront = rules.storefront_url
+    anchors = tuple(journey.products[pid] for pid in sorted(journey.products))
     inputs = await engine.gather(record, Surface.EMAIL, anchors, order)
     prepared: dict[Surface, list[PricedOffer]] = {}
     for surface in sorted({p.surface for p in live}):
@@ -116,15 +132,16 @@ async def evaluate(
             if surface == Surface.THANK_YOU
             or absolute_https(o.candidate.product.url, storefront) is not None
         ]
-    since = at_ms - rules.frequency_cap.window_hours * HOUR_MS
-    visitor = await store.visitor_state(record.id, order_subject(order), customer, since)
+    since = journey.at_ms - rules.frequency_cap.window_hours * HOUR_MS
+    visitor = await store.visitor_state(record.id, order_subject(order), order.customer_id, since)
 
     offered: set[str] = set(order.returned)
     stops: list[Stop] = []
     links: list[ShortLink] = []
-    for p in planned:
+    for stop in journey.stops:
+        p = stop.planned
         if p.status == "suppressed":
-            stops.append(Stop(p, reason=p.reason))
+            stops.append(stop)
             continue
         pool = prepared[p.surface]
         if p.product_ids:  # a replenishment touchpoint leads with what runs out
@@ -139,7 +156,6 @@ async def evaluate(
             exclude=offered,
             now_ms=p.starts_ms,
         )
-        stop = Stop(p, reason=p.reason)
         linked = [
             _linked(record, order, stop, pool[i], rank, link_base, storefront)
             for rank, i in enumerate(chosen, start=1)
@@ -152,7 +168,7 @@ async def evaluate(
         links.extend(_link(record, order, p, o) for o in linked if o.click_url)
         stops.append(dataclasses.replace(stop, offers=tuple(linked), sms_text=text))
     await store.put_short_links(record.id, links)
-    return Journey(order, at_ms, tuple(stops), found, consented)
+    return dataclasses.replace(journey, stops=tuple(stops))
 
 
 def _replenishes(offer: PricedOffer, product_ids: Sequence[str]) -> bool:
@@ -260,27 +276,15 @@ async def due_now(
 ) -> list[tuple[Journey, Stop]]:
     """Every recent order whose touchpoint `name` is due at `at_ms`, with its stop: what a
     store-wide feed lists, for an ESP that fetches one feed for every recipient."""
-    store, sid = engine.store, record.id
     since = at_ms - LOOKBACK_DAYS[name] * DAY_MS
-    orders = [o async for o in store.iter_orders(sid, since, at_ms + 1)]
+    orders = [o async for o in engine.store.iter_orders(record.id, since, at_ms + 1)]
     out: list[tuple[Journey, Stop]] = []
     for order in reversed(orders):
-        # The timeline alone first (three small reads); offers only for orders that are due.
-        events = await store.order_events(sid, order.id)
-        customer = order.customer_id
-        consents = await store.sms_consents(sid, customer) if customer else []
-        found = await store.get_products(sid, sorted(order.product_ids))
-        planned = timeline.plan(
-            order,
-            events,
-            consents,
-            [found[pid] for pid in sorted(found)],
-            at_ms,
-            thank_you_minutes=record.rules.post_purchase_window_minutes,
-        )
-        if not any(p.name == name and p.status == "due" for p in planned):
+        # The timeline alone first; offers only for orders that are due.
+        planned = await plan(engine.store, record, order, at_ms)
+        if not any(s.planned.name == name and s.planned.status == "due" for s in planned.stops):
             continue
-        journey = await evaluate(engine, record, order, at_ms, link_base)
+        journey = await _with_offers(engine, record, planned, link_base)
         stop = find(journey.stops, name)
         if stop is not None and stop.planned.status == "due":
             out.append((journey, stop))
