@@ -20,10 +20,11 @@ outage never turns into 429s or 503s, it only makes the limit per instance for a
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
 from collections.abc import Callable, Hashable
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from .exceptions import ApiError, StoreError
 
@@ -36,6 +37,9 @@ SHARED_RETRY_S = 0.5
 LEASE_S = 0.1
 LEASE_SHARE = 20
 
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
 
 class RateLimited(ApiError):
     status_code = 429
@@ -45,10 +49,6 @@ class RateLimited(ApiError):
 @runtime_checkable
 class SharedLimits(Protocol):
     """A store that keeps rate limits for every instance (the Redis backend)."""
-
-    async def rate_limit(self, store_id: str, bucket: str, per_second: float, burst: int) -> float:
-        """0.0 when allowed (and counted), else the seconds to wait; StoreError on failure."""
-        ...
 
     async def rate_lease(
         self, store_id: str, bucket: str, per_second: float, burst: int, want: int
@@ -61,13 +61,12 @@ class SharedLimits(Protocol):
 class _Lease:
     """Requests of one bucket counted in the shared store and not admitted yet."""
 
-    __slots__ = ("expires", "renewing", "slots", "started", "used")
+    __slots__ = ("renewing", "slots", "started", "used")
 
     def __init__(self) -> None:
         self.slots = 0
         self.used = 0
         self.started = 0.0
-        self.expires = 0.0
         self.renewing: asyncio.Future[float] | None = None
 
 
@@ -108,13 +107,8 @@ class RateLimiter:
 
     def _sweep(self, now: float) -> None:
         """Forget keys whose time has passed; if most are still active, the oldest half."""
-        self._tat = {k: t for k, t in self._tat.items() if t > now}
-        if len(self._tat) > self._max_keys // 2:
-            keep = list(self._tat.items())[len(self._tat) - self._max_keys // 2 :]
-            self._tat = dict(keep)
-
-    def enforce(self, key: Hashable, per_second: float, burst: int) -> None:
-        _refuse(self.check(key, per_second, burst))
+        alive = {k: t for k, t in self._tat.items() if t > now}
+        self._tat = _newest(alive, self._max_keys // 2)
 
     async def admit(self, store_id: str, bucket: str, per_second: float, burst: int) -> None:
         """Count a request against a store's bucket (RateLimited when over): on the shared
@@ -144,7 +138,7 @@ class RateLimiter:
                 if len(self._leases) >= self._max_keys:
                     self._sweep_leases(now)
                 lease = self._leases[key] = _Lease()
-            if lease.slots > 0 and now < lease.expires:
+            if lease.slots > 0 and now < lease.started + LEASE_S:
                 lease.slots -= 1
                 lease.used += 1
                 return 0.0
@@ -176,19 +170,23 @@ class RateLimiter:
             lease.slots = granted - 1
             lease.used = 1
             lease.started = self._clock()
-            lease.expires = lease.started + LEASE_S
             return 0.0
 
     def _sweep_leases(self, now: float) -> None:
         """Forget the leases of buckets quiet for a whole period (none is being renewed)."""
-        self._leases = {
+        alive = {
             k: v
             for k, v in self._leases.items()
             if v.renewing is not None or now - v.started < 2 * LEASE_S
         }
-        if len(self._leases) > self._max_keys // 2:
-            keep = list(self._leases.items())[len(self._leases) - self._max_keys // 2 :]
-            self._leases = dict(keep)
+        self._leases = _newest(alive, self._max_keys // 2)
+
+
+def _newest(entries: dict[K, V], most: int) -> dict[K, V]:
+    """`entries`, or only the `most` inserted last when there are more."""
+    if len(entries) <= most:
+        return entries
+    return dict(itertools.islice(entries.items(), len(entries) - most, None))
 
 
 def _refuse(wait: float) -> None:

@@ -30,10 +30,6 @@ class Shared:
         self.wants: list[int] = []
         self.fail = False
 
-    async def rate_limit(self, store_id: str, bucket: str, per_second: float, burst: int) -> float:
-        _granted, wait = await self.rate_lease(store_id, bucket, per_second, burst, 1)
-        return wait
-
     async def rate_lease(
         self, store_id: str, bucket: str, per_second: float, burst: int, want: int
     ) -> tuple[int, float]:

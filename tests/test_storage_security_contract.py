@@ -210,9 +210,13 @@ async def test_a_shared_rate_limit_allows_a_burst_then_spaces_requests(store: St
     if not isinstance(store, SharedLimits):
         pytest.skip("this backend leaves rate limits to each process")
     record = await new_store(store)
-    waits = [await store.rate_limit(record.id, "browser:10.0.0.1", 1.0, 3) for _ in range(4)]
-    assert waits[:3] == [0.0, 0.0, 0.0]
-    assert 0.5 < waits[3] <= 1.0  # about one emission interval, on Redis's own clock
-    assert await store.rate_limit(record.id, "browser:10.0.0.2", 1.0, 3) == 0.0
+    answers = [await store.rate_lease(record.id, "browser:10.0.0.1", 1.0, 3, 1) for _ in range(4)]
+    assert answers[:3] == [(1, 0.0), (1, 0.0), (1, 0.0)]
+    granted, wait = answers[3]
+    assert granted == 0 and 0.5 < wait <= 1.0  # about one emission interval, on Redis's clock
+    assert await store.rate_lease(record.id, "browser:10.0.0.2", 1.0, 3, 1) == (1, 0.0)
     other = await new_store(store)
-    assert await store.rate_limit(other.id, "browser:10.0.0.1", 1.0, 3) == 0.0
+    assert await store.rate_lease(other.id, "browser:10.0.0.1", 1.0, 3, 1) == (1, 0.0)
+    # A lease counts as many as the bucket allows now, never more than asked for.
+    assert await store.rate_lease(other.id, "browser:10.0.0.3", 1.0, 3, 5) == (3, 0.0)
+    assert await store.rate_lease(other.id, "browser:10.0.0.4", 1.0, 3, 2) == (2, 0.0)

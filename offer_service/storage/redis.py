@@ -282,18 +282,13 @@ class RedisStore(RedisOrders, RedisJourneys):
             impressions={shown[i].decode(): int(shown[i + 1]) for i in range(0, len(shown), 2)},
         )
 
-    async def rate_limit(self, store_id: str, bucket: str, per_second: float, burst: int) -> float:
-        """GCRA shared by every instance: one script, one round trip, on the fail-fast client
-        (a slow or absent Redis raises StoreUnavailable at once, and the caller counts the
-        request in its own process)."""
-        _granted, wait = await self.rate_lease(store_id, bucket, per_second, burst, 1)
-        return wait
-
     async def rate_lease(
         self, store_id: str, bucket: str, per_second: float, burst: int, want: int
     ) -> tuple[int, float]:
-        """Count up to `want` requests at once: (how many were counted, 0.0), at least one, or
-        (0, the seconds to wait) when not even one is allowed."""
+        """GCRA shared by every instance, counting up to `want` requests at once: (how many were
+        counted, 0.0), at least one, or (0, the seconds to wait) when not even one is allowed.
+        One script, one round trip, on the fail-fast client (a slow or absent Redis raises
+        StoreUnavailable at once, and the caller counts the request in its own process)."""
         interval = max(1, round(1_000_000 / per_second))
         tolerance = interval * max(burst - 1, 0)
         key = StoreKeys(store_id).rate(bucket)
