@@ -11,32 +11,12 @@ from pathlib import Path
 import pytest
 
 from offer_service.events import BAD_TOKEN, Rejected, StoredEvent, validate_event
-from offer_service.storage.base import SigningKey
 from offer_service.storage.sqlite import CHECKPOINT_INTERVAL_S, SQLiteStore
-from offer_service.tokens import OfferClaims, sign
+from offer_service.tokens import sign
 
+from .test_storage_commerce_contract import NOW, event
 from .test_storage_security_contract import OLD_EVENTS
-
-NOW = 1_800_000_000_000
-KEY = SigningKey(kid="k1", secret=b"s" * 32)
-
-
-def event(event_id: str, kind: str = "impression", visitor: str | None = "v1") -> StoredEvent:
-    return StoredEvent(
-        id=event_id,
-        type=kind,
-        ts_ms=NOW,
-        received_ms=NOW,
-        visitor_id=visitor,
-        surface="cart",
-        kind="cross_sell",
-        product_id="p1",
-        offer_id="off_1",
-        order_id=None,
-        arm=None,
-        offer_price=900,
-        currency="USD",
-    )
+from .test_tokens import KEY, OTHER, claims
 
 
 @pytest.mark.anyio
@@ -79,38 +59,20 @@ async def test_the_wal_is_checkpointed_in_the_background_after_writes(tmp_path: 
         await store.close()
 
 
-def claims(expires_at: int) -> OfferClaims:
-    return OfferClaims(
-        store_id="st_1",
-        surface="cart",
-        offer_id="off_1",
-        product_id="p1",
-        kind="cross_sell",
-        price=1000,
-        discount_pct=10,
-        offer_price=900,
-        currency="USD",
-        issued_at=expires_at - 600,
-        expires_at=expires_at,
-        nonce="n1",
-    )
-
-
 def raw(token: str) -> dict[str, object]:
     return {"id": "e1", "type": "impression", "token": token, "ts": NOW}
 
 
 def test_a_remembered_token_is_still_refused_once_expired_or_its_key_is_gone() -> None:
     expires_s = NOW // 1000 + 60
-    token = sign(claims(expires_s), KEY)
+    token = sign(claims(issued_at=expires_s - 600, expires_at=expires_s), KEY)
     first = validate_event(0, raw(token), "st_1", (KEY,), NOW)
     assert isinstance(first, StoredEvent) and first.offer_id == "off_1"
     again = validate_event(0, raw(token), "st_1", (KEY,), NOW)
     assert again == first
     expired = validate_event(0, raw(token), "st_1", (KEY,), (expires_s + 1) * 1000)
     assert expired == Rejected(0, BAD_TOKEN, "token")
-    rotated = (SigningKey(kid="k2", secret=b"t" * 32),)
-    assert validate_event(0, raw(token), "st_1", rotated, NOW) == Rejected(0, BAD_TOKEN, "token")
+    assert validate_event(0, raw(token), "st_1", (OTHER,), NOW) == Rejected(0, BAD_TOKEN, "token")
     same_kid = (dataclasses.replace(KEY, secret=b"u" * 32),)
     assert validate_event(0, raw(token), "st_1", same_kid, NOW) == Rejected(0, BAD_TOKEN, "token")
     other_store = validate_event(0, raw(token), "st_2", (KEY,), NOW)

@@ -10,26 +10,10 @@ import pytest
 
 from offer_service.events import StoredEvent
 from offer_service.exceptions import StoreUnavailable
-from offer_service.group_commit import GroupCommit
+from offer_service.group_commit import MAX_EVENTS_PER_WRITE, GroupCommit
 from offer_service.storage.base import Store
 
-
-def event(event_id: str) -> StoredEvent:
-    return StoredEvent(
-        id=event_id,
-        type="impression",
-        ts_ms=1,
-        received_ms=1,
-        visitor_id="v",
-        surface="product_page",
-        kind="cross_sell",
-        product_id="p",
-        offer_id="o",
-        order_id=None,
-        arm=None,
-        offer_price=100,
-        currency="GBP",
-    )
+from .test_storage_commerce_contract import event
 
 
 class FakeStore:
@@ -68,6 +52,24 @@ async def test_batches_arriving_during_a_write_share_the_next_write() -> None:
     assert answers == [[True, True, True]] * 4
     # The first batch went alone, the four that waited went together.
     assert [len(w) for w in store.writes] == [3, 12]
+
+
+@pytest.mark.anyio
+async def test_waiting_batches_are_written_in_parts_of_at_most_the_write_limit() -> None:
+    assert MAX_EVENTS_PER_WRITE == 2_000
+    store = FakeStore()
+    group = GroupCommit(cast(Store, store))
+    sizes = [800, 800, 800, 2_500, 1]
+    batches = [[event(f"b{i}-{j}") for j in range(n)] for i, n in enumerate(sizes)]
+
+    first = asyncio.ensure_future(group.record_events("s", [event("first")], 0))
+    await asyncio.sleep(0.001)  # its write is in flight
+    answers = await asyncio.gather(*(group.record_events("s", b, 0) for b in batches))
+
+    assert await first == [True]
+    assert answers == [[True] * n for n in sizes]
+    # Oldest first, up to the limit; a batch bigger than the limit goes alone.
+    assert [len(w) for w in store.writes] == [1, 1_600, 800, 2_500, 1]
 
 
 @pytest.mark.anyio

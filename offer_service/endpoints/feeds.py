@@ -80,14 +80,12 @@ async def _order_feed(
             details=[{"field": "order_id", "message": f"order_id is 1 to {MAX_ID} characters"}],
         )
     order = await order_of(request, record, order_id)
-    journey = await journeys.evaluate(
-        engine(request), record, order, now_ms(request), link_base(request)
-    )
+    now = now_ms(request)
+    journey = await journeys.evaluate(engine(request), record, order, now, link_base(request))
     stop = journeys.find(journey.stops, name)
     data = _feed_json(record, journey, stop, name)
-    if data["offers"]:
-        # Sent with the message: the offers' impressions, once per offer (ids are stable).
-        await _impressions(request, record, stop, journey)
+    if stop is not None and stop.offers:
+        await _record(request, record, _impressions(journey, stop, now), now)
     if fmt == "html":
         return str(data["html"]).encode()
     if fmt == "sms":
@@ -101,10 +99,11 @@ async def _store_feed(request: Request, record: StoreRecord, name: str) -> dict[
     at_ms = now_ms(request)
     due = await journeys.due_now(engine(request), record, name, at_ms, link_base(request))
     orders: dict[str, Any] = {}
+    impressions: list[StoredEvent] = []
     for journey, stop in due:
         orders[journey.order.id] = _feed_json(record, journey, stop, name)
-        if stop.offers:
-            await _impressions(request, record, stop, journey)
+        impressions += _impressions(journey, stop, at_ms)
+    await _record(request, record, impressions, at_ms)
     return {
         "touchpoint": name,
         "channel": "sms" if name.endswith("_sms") else "email",
@@ -171,14 +170,11 @@ async def _feed_store(request: Request, feed_key: str) -> StoreRecord:
     return record
 
 
-async def _impressions(
-    request: Request, record: StoreRecord, stop: journeys.Stop | None, journey: journeys.Journey
-) -> None:
-    if stop is None:
-        return
-    now = now_ms(request)
+def _impressions(journey: journeys.Journey, stop: journeys.Stop, now: int) -> list[StoredEvent]:
+    """The stop's offers as sent with the message: an impression each, once per offer (their
+    ids are stable: a feed fetched again within a day adds none)."""
     surface = stop.planned.surface.value
-    events = [
+    return [
         StoredEvent(
             id=f"fi_{o.offer_id}",
             type="impression",
@@ -196,8 +192,15 @@ async def _impressions(
         )
         for o in stop.offers
     ]
+
+
+async def _record(
+    request: Request, record: StoreRecord, events: list[StoredEvent], now: int
+) -> None:
+    """Stored like POST /v1/events: committed with this process's other events (its cached
+    state of their visitors goes stale), or spooled while the store is unreachable."""
     spool = getattr(request.app.state, "spool", None)
-    await spooled(engine(request).store, spool, record.id, events, now - DAY_MS)
+    await spooled(engine(request).events, spool, record.id, events, now - DAY_MS)
 
 
 async def redirect(request: Request) -> Response:
@@ -234,6 +237,5 @@ async def redirect(request: Request) -> Response:
         # Mail scanners and link previews follow links too: stored, not counted.
         flag=classify(request.scope["headers"]),
     )
-    spool = getattr(request.app.state, "spool", None)
-    await spooled(e.store, spool, record.id, [click], now - DAY_MS)
+    await _record(request, record, [click], now)
     return RedirectResponse(target, 302, headers={"Cache-Control": "no-store"})
