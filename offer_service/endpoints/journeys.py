@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -27,6 +27,8 @@ from .common import BROWSER_BODY_LIMIT, engine, json_response, read_body, secret
 MAX_MS = 32_503_680_000_000
 MAX_ID = 128
 FEED_KEY_PREFIX = "fk_"
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def iso(ms: int) -> str:
@@ -81,6 +83,20 @@ def now_ms(request: Request) -> int:
     return int(engine(request).clock() * 1000)
 
 
+async def admin_write(
+    request: Request, id_name: str, model: type[M], invalid: str
+) -> tuple[StoreRecord, str, M]:
+    """A write's store (secret key or signed body), its path id and its body, checked in that
+    order."""
+    raw = await read_body(request, BROWSER_BODY_LIMIT)
+    record = await secret_store(request, raw)
+    value = path_id(request, id_name)
+    try:
+        return record, value, model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise validation_failed(exc, invalid) from None
+
+
 async def order_of(request: Request, record: StoreRecord, order_id: str) -> Order:
     order = await engine(request).store.get_order(record.id, order_id)
     if order is None:
@@ -92,13 +108,9 @@ async def order_of(request: Request, record: StoreRecord, order_id: str) -> Orde
 
 
 async def post_order_event(request: Request) -> Response:
-    raw = await read_body(request, BROWSER_BODY_LIMIT)
-    record = await secret_store(request, raw)
-    order_id = path_id(request, "order_id")
-    try:
-        req = OrderEventRequest.model_validate_json(raw)
-    except ValidationError as exc:
-        raise validation_failed(exc, "The order event is invalid.") from None
+    record, order_id, req = await admin_write(
+        request, "order_id", OrderEventRequest, "The order event is invalid."
+    )
     at_ms = parse_time(req.at, "at", now_ms(request))
     order = await order_of(request, record, order_id)
     strangers = [
@@ -134,13 +146,9 @@ async def post_order_event(request: Request) -> Response:
 
 
 async def post_sms_consent(request: Request) -> Response:
-    raw = await read_body(request, BROWSER_BODY_LIMIT)
-    record = await secret_store(request, raw)
-    customer_id = path_id(request, "customer_id")
-    try:
-        req = SmsConsentRequest.model_validate_json(raw)
-    except ValidationError as exc:
-        raise validation_failed(exc, "The SMS consent is invalid.") from None
+    record, customer_id, req = await admin_write(
+        request, "customer_id", SmsConsentRequest, "The SMS consent is invalid."
+    )
     at_ms = parse_time(req.at, "at", now_ms(request))
     consent = SmsConsent(customer_id, req.status, at_ms, req.source or "")
     await engine(request).store.add_sms_consent(record.id, consent)
