@@ -7,7 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, RootModel, model_validator
 
-from .models import Id, Money, Wire, _missing
+from .lifecycle import ConsentStatus, OrderEventType
+from .models import Id, OfferFields, Wire, _missing
 
 TIME = "ISO 8601 time with a zone (2026-11-25T18:00:00Z); default: now."
 
@@ -15,7 +16,7 @@ TIME = "ISO 8601 time with a zone (2026-11-25T18:00:00Z); default: now."
 class OrderEventRequest(Wire):
     """POST /v1/admin/orders/{order_id}/events: a step of the order's life."""
 
-    type: Literal["shipped", "delivered", "returned"]
+    type: OrderEventType
     at: str | None = Field(None, max_length=64, description=TIME)
     product_ids: list[Id] = Field(
         default_factory=list,
@@ -26,7 +27,7 @@ class OrderEventRequest(Wire):
 
 class OrderEventResponse(BaseModel):
     order_id: str
-    type: Literal["shipped", "delivered", "returned"]
+    type: OrderEventType
     at: str
     product_ids: list[str]
     duplicate: bool = Field(description="The same event was recorded before (a redelivery).")
@@ -36,7 +37,7 @@ class SmsConsentRequest(Wire):
     """POST /v1/admin/customers/{customer_id}/sms-consent: an opt-in (with its source) or an
     opt-out."""
 
-    status: Literal["opted_in", "opted_out"]
+    status: ConsentStatus
     at: str | None = Field(None, max_length=64, description=TIME)
     source: str | None = Field(
         None,
@@ -53,7 +54,7 @@ class SmsConsentRequest(Wire):
 
 
 class ConsentChange(BaseModel):
-    status: Literal["opted_in", "opted_out"]
+    status: ConsentStatus
     at: str
     source: str | None = None
 
@@ -66,21 +67,10 @@ class SmsConsentResponse(BaseModel):
     history: list[ConsentChange]
 
 
-class JourneyOffer(BaseModel):
+class JourneyOffer(OfferFields):
     """An offer in an email or SMS: absolute https URLs, clicks through `click_url`."""
 
-    offer_id: str
-    product_id: str
-    kind: Literal["upsell", "cross_sell", "downsell", "replenish"]
-    rank: int = Field(ge=1)
-    title: str
-    reason: str
-    url: str
     click_url: str
-    image_url: str
-    price: Money
-    discount_pct: int = Field(ge=0, le=30)
-    offer_price: Money
 
 
 class Touchpoint(BaseModel):

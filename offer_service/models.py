@@ -14,6 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from .exceptions import ValidationFailed
 from .surfaces import SURFACES, Surface
+from .types import OfferKind
 
 MAX_ITEMS = 100
 MAX_EXCLUDE = 100
@@ -111,10 +112,13 @@ def _missing(field: str, message: str) -> _MissingField:
     return _MissingField(field, message)
 
 
-class Offer(Wire):
+class OfferFields(BaseModel):
+    """What an offer says of itself wherever it is shown: on the page (Offer) and in an email
+    or SMS (journey_models.JourneyOffer)."""
+
     offer_id: str
     product_id: str
-    kind: Literal["upsell", "cross_sell", "downsell", "replenish"]
+    kind: OfferKind
     rank: int = Field(ge=1)
     title: str
     url: str
@@ -123,6 +127,9 @@ class Offer(Wire):
     price: Money
     discount_pct: int = Field(ge=0, le=30)
     offer_price: Money
+
+
+class Offer(Wire, OfferFields):
     token: str
     expires_at: str
 
