@@ -15,7 +15,6 @@ from typing import Literal
 from .types import OrderId, ProductId
 
 OrderEventType = Literal["shipped", "delivered", "returned"]
-ORDER_EVENT_TYPES: tuple[OrderEventType, ...] = ("shipped", "delivered", "returned")
 ConsentStatus = Literal["opted_in", "opted_out"]
 
 
