@@ -9,7 +9,7 @@ so each has a global index key, like API keys.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import orjson
 
@@ -37,20 +37,12 @@ class RedisJourneys(RedisBase):
     """The journey parts of the Store protocol."""
 
     async def add_order_event(self, store_id: str, event: OrderEvent) -> bool:
-        k = StoreKeys(store_id)
-        await self._require_store(k, store_id)
-        member = orjson.dumps([event.type, event.at_ms, sorted(set(event.product_ids))])
-        added = await self._do(
-            "record an order event", "sadd", k.order_events(event.order_id), member
-        )
-        return bool(added)
+        key = StoreKeys(store_id).order_events(event.order_id)
+        member = [event.type, event.at_ms, sorted(set(event.product_ids))]
+        return await self._add_once("record an order event", store_id, key, member)
 
     async def order_events(self, store_id: str, order_id: str) -> list[OrderEvent]:
-        k = StoreKeys(store_id)
-        members = await self._read(
-            "read order events", lambda c: c.smembers(k.order_events(order_id))
-        )
-        rows = sorted(orjson.loads(m) for m in members)
+        rows = await self._members("read order events", StoreKeys(store_id).order_events(order_id))
         events = [
             OrderEvent(order_id, cast(OrderEventType, kind), at, tuple(ids))
             for kind, at, ids in rows
@@ -58,24 +50,25 @@ class RedisJourneys(RedisBase):
         return sorted(events, key=lambda e: (e.at_ms, e.type, e.product_ids))
 
     async def add_sms_consent(self, store_id: str, consent: SmsConsent) -> bool:
-        k = StoreKeys(store_id)
-        await self._require_store(k, store_id)
-        member = orjson.dumps([consent.at_ms, consent.status, consent.source])
-        added = await self._do(
-            "record SMS consent", "sadd", k.sms_consent(consent.customer_id), member
-        )
-        return bool(added)
+        key = StoreKeys(store_id).sms_consent(consent.customer_id)
+        member = [consent.at_ms, consent.status, consent.source]
+        return await self._add_once("record SMS consent", store_id, key, member)
 
     async def sms_consents(self, store_id: str, customer_id: str) -> list[SmsConsent]:
-        k = StoreKeys(store_id)
-        members = await self._read(
-            "read SMS consent", lambda c: c.smembers(k.sms_consent(customer_id))
-        )
-        rows = sorted(orjson.loads(m) for m in members)
+        rows = await self._members("read SMS consent", StoreKeys(store_id).sms_consent(customer_id))
         return [
             SmsConsent(customer_id, cast(ConsentStatus, status), at, source)
-            for at, status, source in rows
+            for at, status, source in sorted(rows)
         ]
+
+    async def _add_once(self, action: str, store_id: str, key: str, member: list[Any]) -> bool:
+        """Adds `member` (as JSON) to a set of a known store; False when it was there already."""
+        await self._require_store(StoreKeys(store_id), store_id)
+        return bool(await self._do(action, "sadd", key, orjson.dumps(member)))
+
+    async def _members(self, action: str, key: str) -> list[Any]:
+        members = await self._read(action, lambda c: c.smembers(key))
+        return [orjson.loads(m) for m in members]
 
     async def rotate_feed_key(self, store_id: str, new_key: str) -> tuple[str, ...]:
         k = StoreKeys(store_id)
