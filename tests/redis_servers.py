@@ -17,7 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -160,12 +160,25 @@ class RedisServer:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            # A paused server (SIGSTOP, to hang it) would leave SIGTERM pending until resumed.
+            self.proc.send_signal(signal.SIGCONT)
             self.proc.terminate()
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill()
         self.proc = None
+
+
+def running_redis(directory: Path) -> Iterator[RedisServer]:
+    """For a fixture: `yield from running_redis(tmp_path / "redis")`, a server of the test's own
+    (one it may stop, kill or pause), stopped after it."""
+    server = RedisServer(directory)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 class RedisClusterServers:

@@ -16,7 +16,7 @@ from offer_service.storage.keys import StoreKeys
 
 from .flows import PK
 from .processes import ServeProcess, prepare_demo_store
-from .redis_servers import RELAXED, RedisServer, opened_redis
+from .redis_servers import RELAXED, RedisServer, opened_redis, running_redis
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -28,12 +28,7 @@ PARAMS = {"key": PK, "surface": "product_page", "product_id": "cam-x100"}
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running_redis(tmp_path / "redis")
 
 
 def limit_browser_routes(url: str) -> None:

@@ -22,7 +22,7 @@ from offer_service.demo import DEMO_STORE_ID, DEMO_WEBHOOK_SECRET
 from .charge_double import ChargeDouble, running_charge_double
 from .flows import PK, accept, error_code, order_with_offers
 from .processes import ServeProcess, prepare_demo_store
-from .redis_servers import RELAXED, RedisServer, opened_redis
+from .redis_servers import RELAXED, RedisServer, opened_redis, running_redis
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -36,14 +36,7 @@ def charges() -> Iterator[ChargeDouble]:
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            os.kill(server.proc.pid, signal.SIGCONT)
-        server.stop()
+    yield from running_redis(tmp_path / "redis")
 
 
 def serve(store_url: str, directory: Path, name: str) -> ServeProcess:
