@@ -1,4 +1,5 @@
-"""Rate limits: GCRA arithmetic, and 429 with Retry-After on the real routes."""
+"""Rate limits: GCRA arithmetic, the in-process limiter's bounded memory (forgetting only what
+cannot matter first), and 429 with Retry-After on the real routes."""
 
 from __future__ import annotations
 
@@ -32,6 +33,36 @@ def test_keys_are_limited_separately() -> None:
     assert limiter.check("a", per_second=1, burst=1) == 0.0
     assert limiter.check("a", per_second=1, burst=1) > 0
     assert limiter.check("b", per_second=1, burst=1) == 0.0
+
+
+def test_a_key_whose_time_has_passed_counts_as_never_seen() -> None:
+    clock = Clock()
+    limiter = RateLimiter(clock=clock)
+    assert limiter.check("k", per_second=1, burst=1) == 0.0
+    assert limiter.check("k", per_second=1, burst=1) > 0
+    clock.now += 1.0
+    assert limiter.check("k", per_second=1, burst=1) == 0.0
+
+
+def test_past_keys_are_swept_first_and_active_ones_kept() -> None:
+    clock = Clock()
+    limiter = RateLimiter(clock=clock, max_keys=10)
+    for i in range(5):
+        limiter.check(f"old{i}", per_second=1, burst=1)
+    clock.now += 10.0  # the old keys' times have passed
+    limiter.check("active", per_second=1, burst=1)
+    for i in range(4):
+        limiter.check(f"new{i}", per_second=1, burst=1)
+    limiter.check("one-more", per_second=1, burst=1)  # the 11th key: a sweep
+    assert limiter.check("active", per_second=1, burst=1) > 0  # still limited
+    assert len(limiter._tat) <= 10
+
+
+def test_memory_stays_bounded_when_every_key_is_active() -> None:
+    limiter = RateLimiter(clock=Clock(), max_keys=100)
+    for i in range(1_000):
+        assert limiter.check(f"k{i}", per_second=1, burst=1) == 0.0
+        assert len(limiter._tat) <= 100
 
 
 def test_browser_and_admin_routes_answer_429_with_retry_after(server: LiveServer) -> None:
