@@ -16,7 +16,7 @@ import dataclasses
 import random
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -55,6 +55,9 @@ STORE_TTL_S = 5.0
 VISITOR_TTL_S = 1.0
 VISITORS_MAX = 100_000
 JOINED_MAX = 64
+# Catalog products decoded by this process, all stores together; a store's are dropped when its
+# version changes (every catalog write bumps it).
+PRODUCTS_MAX = 200_000
 
 
 @dataclass(slots=True)
@@ -165,6 +168,9 @@ class Engine:
         self._prepared: LocalCache[tuple[object, ...], Prepared] = LocalCache(
             50_000, PREPARED_TTL_S
         )
+        # store id -> (store version, product id -> product); see `products`.
+        self._products: dict[str, tuple[int, dict[str, Product]]] = {}
+        self._products_held = 0
 
     def explores(self, rules: StoreRules) -> bool:
         """Whether this response gives its last slot to an under-explored offer."""
@@ -189,6 +195,30 @@ class Engine:
         """The cached record, refreshed when the version changed since `record` was read."""
         fresh = self._stores.peek(record.publishable_key)
         return fresh if fresh is not None and fresh.id == record.id else record
+
+    async def products(self, store_id: str, ids: Collection[str]) -> dict[str, Product]:
+        """`Store.get_products`, with the products this process has read since the store's
+        version last changed held decoded: an answer that misses the prepared-offer cache
+        reads only the candidates it has not met yet, however big the catalog."""
+        version = await self.version(store_id)
+        held = self._products.get(store_id)
+        if held is None or held[0] != version:
+            if held is not None:
+                self._products_held -= len(held[1])
+            held = (version, {})
+            self._products[store_id] = held
+        known = held[1]
+        missing = [i for i in ids if i not in known]
+        if missing:
+            found = await self.store.get_products(store_id, missing)
+            if self._products_held + len(found) > PRODUCTS_MAX:
+                self._products.clear()
+                self._products_held = 0
+                known = {}
+                self._products[store_id] = (version, known)
+            known.update(found)
+            self._products_held += len(found)
+        return {i: known[i] for i in ids if i in known}
 
     async def changed(self, record: StoreRecord) -> None:
         """Make a write made through this process visible to its very next request."""
@@ -457,12 +487,12 @@ class Engine:
         now_s: int,
         arm: Assignment | None = None,
     ) -> Prepared:
-        store, sid = self.store, record.id
+        sid = record.id
         if arm is not None:
             record = dataclasses.replace(record, rules=variant_rules(record.rules, arm.variant))
         if order is not None:
             anchor_ids = sorted(order.product_ids)
-        anchors_found = await store.get_products(sid, anchor_ids)
+        anchors_found = await self.products(sid, anchor_ids)
         missing = [a for a in anchor_ids if a not in anchors_found]
         if missing and order is None:
             return Prepared(
@@ -522,7 +552,7 @@ class Engine:
             wanted.update(pc.product_id for pc in pcs)
         for rows in best.values():
             wanted.update(pid for pid, _ in rows)
-        products = await store.get_products(sid, wanted)
+        products = await self.products(sid, wanted)
         for members in family_members.values():
             for member in members:
                 products.setdefault(member.id, member)

@@ -855,6 +855,29 @@ async def test_reopening_keeps_the_data(db_url: str) -> None:
         assert await store.basket_count(record.id) == 1
 
 
+async def test_reads_by_time_search_an_index_by_time(db_url: str) -> None:
+    """The learner reads the last minutes of orders and events every minute: on a big store a
+    read of every row of the store would stall the answers served meanwhile."""
+    async with opened(db_url) as store:
+        record = await store.create_store("Timed")
+        await store.add_orders(record.id, [order(f"o{i}", ["a"], at_ms=i) for i in range(50)])
+        reader = store._reader
+        assert reader is not None
+        statements: list[str] = []
+        reader.set_trace_callback(statements.append)
+        try:
+            assert len([o async for o in store.iter_orders(record.id, 10, 20)]) == 10
+            assert [e async for e in store.iter_events(record.id, 10, 20)] == []
+        finally:
+            reader.set_trace_callback(None)
+        reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+        assert len(reads) == 2
+        for sql, column in zip(reads, ("placed_at_ms", "received_ms"), strict=True):
+            plan = " ".join(row[3] for row in reader.execute("EXPLAIN QUERY PLAN " + sql))
+            # The time range bounds the search itself, not a filter over the store's rows.
+            assert re.search(rf"SEARCH \w+ USING (COVERING )?INDEX \w+ \(.*{column}>", plan), plan
+
+
 async def test_a_database_from_a_newer_release_is_refused(db_url: str, tmp_path: Path) -> None:
     async with opened(db_url):
         pass
