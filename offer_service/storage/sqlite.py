@@ -57,10 +57,6 @@ SNAPSHOT_MAX_S = 0.01
 CHECKPOINT_INTERVAL_S = 0.1
 # The writer checkpoints by itself only if the WAL grows past this many pages regardless.
 WRITER_CHECKPOINT_PAGES = 16384
-# Reads map the file (up to SQLite's own limit, 2 GiB in common builds) rather than copy each
-# page through a read call: a big catalog's index pages are then read in place from the OS's
-# cache, which keeps a lookup's cost close to a small catalog's.
-READER_MMAP_BYTES = 1 << 31
 
 SCHEMA_VERSION = 6
 
@@ -475,7 +471,6 @@ class SQLiteStore(SQLiteCommerce, SQLiteJourneys, SQLiteKeys):
                 else:
                     reader = self._connect()
                     reader.execute("PRAGMA query_only = ON")
-                    reader.execute(f"PRAGMA mmap_size = {READER_MMAP_BYTES}")
                     writer.execute(f"PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES}")
                     self._checkpointer = self._connect()
             except BaseException:
