@@ -18,7 +18,8 @@ Sections (`--only a,b`; default all):
            the 202 (checked by counting stored rows). Target >= 20,000/s.
   flat     p99 with 1M products and 5M order lines vs 1k products (stores in the real data's shape,
            see synthetic.py; built once and cached in --workdir): warm product pages, and cold
-           carts whose anchor sets are all new (every request a cache miss). Target <= 1.2x.
+           carts whose anchor sets are all new (every request a cache miss), the same requests
+           to both stores, both files read into the OS cache first. Target <= 1.2x.
   memory   resident size of the service per 100k products (and the SQLite file per 100k).
 
     python load_tests/bench.py                    # all sections; the first run builds the stores

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+from pathlib import Path
 
 import orjson
+import pytest
 
+from offer_service.app import GC_THRESHOLDS, create_app
+from offer_service.settings import Settings
 from offer_service.telemetry import JsonFormatter, redact
 
 from .conftest import LiveServer
@@ -47,3 +52,17 @@ def test_log_lines_are_json_with_the_request_id() -> None:
     assert line["level"] == "error"
     assert line["request_id"] == "req_1"
     assert line["message"] == "boom [redacted]"
+
+
+@pytest.mark.anyio
+async def test_the_service_runs_full_garbage_collections_less_often(tmp_path: Path) -> None:
+    before = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)  # Python's default
+    app = create_app(Settings(store_url=f"sqlite:///{tmp_path}/offers.db"))
+    try:
+        async with app.router.lifespan_context(app):
+            young, middle, full = gc.get_threshold()
+            assert (young, middle) == (700, 10)  # young garbage at the default rate
+            assert full == GC_THRESHOLDS[2] == 100
+    finally:
+        gc.set_threshold(*before)
