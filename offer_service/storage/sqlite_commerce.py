@@ -141,11 +141,11 @@ INSERT INTO visitor_signals (store_id, visitor_id, kind, product_id, at_ms) VALU
 _SIGNAL_TYPES = frozenset(("impression", "click", "decline", "accept"))
 
 
-def _as_json(rows: Sequence[Sequence[Any]]) -> str | None:
-    """`rows` as one JSON parameter, or None if SQLite's JSON functions would not give each value
-    back exactly (a NUL character ends their strings)."""
+def _as_json(values: Sequence[str]) -> str | None:
+    """`values` as one JSON parameter, or None if SQLite's JSON functions would not give each
+    one back exactly (a NUL character ends their strings)."""
     try:
-        text = orjson.dumps(rows).decode()
+        text = orjson.dumps(values).decode()
     except orjson.JSONEncodeError:
         return None
     return None if "\\u0000" in text else text
