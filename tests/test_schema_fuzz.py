@@ -53,7 +53,19 @@ def test_every_operation_answers_within_its_schema(
     case.call_and_validate(base_url=live.url, headers=HEADERS, checks=CHECKS)
 
 
-class Chains(schema.as_state_machine()):  # type: ignore[misc]
+# The chains replay their steps to explore and shrink, so a step must answer the same way each
+# time: operations that change what later steps are answered (a key rotated, then refused once its
+# grace period ends; rate limits set by a generated body) are fuzzed above, not chained.
+STEADY = schema.exclude(path_regex=r"/rotate$|^/v1/admin/rules$")
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Iterator[LiveServer]:
+    """A server of its own: the module's has had its keys and rules fuzzed."""
+    yield from run_server(Settings(store_url=f"sqlite:///{tmp_path}/offers.db", demo=True))
+
+
+class Chains(STEADY.as_state_machine()):  # type: ignore[misc]
     """Sequences that follow the document's links: an offer's token into events, declines and
     accepts; a catalog page's ids into neighbours and offers; a feed key into its feeds."""
 
@@ -83,8 +95,8 @@ class Chains(schema.as_state_machine()):  # type: ignore[misc]
         case.validate_response(response, checks=CHECKS, headers=HEADERS)
 
 
-def test_linked_sequences_answer_within_the_schema(live: LiveServer) -> None:
-    Chains.url = live.url
+def test_linked_sequences_answer_within_the_schema(fresh: LiveServer) -> None:
+    Chains.url = fresh.url
     Chains.followed.clear()
     Chains.run(
         settings=settings(
