@@ -211,13 +211,19 @@ class Engine:
         missing = [i for i in ids if i not in known]
         if missing:
             found = await self.store.get_products(store_id, missing)
-            if self._products_held + len(found) > PRODUCTS_MAX:
-                self._products.clear()
-                self._products_held = 0
-                known = {}
-                self._products[store_id] = (version, known)
-            known.update(found)
-            self._products_held += len(found)
+            current = self._products.get(store_id)
+            if current is None or current[1] is not known:
+                # The version changed during the read: answer, but keep nothing read for it.
+                known = {**known, **found}
+            else:
+                if self._products_held + len(found) > PRODUCTS_MAX:
+                    self._products.clear()
+                    self._products_held = 0
+                    known = {}
+                    self._products[store_id] = (version, known)
+                before = len(known)
+                known.update(found)
+                self._products_held += len(known) - before
         return {i: known[i] for i in ids if i in known}
 
     async def changed(self, record: StoreRecord) -> None:
