@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from offer_service.events import BAD_TOKEN, Rejected, StoredEvent, validate_event
-from offer_service.storage.sqlite import CHECKPOINT_INTERVAL_S, SQLiteStore
+from offer_service.storage.sqlite import CHECKPOINT_INTERVAL_S, SCHEMA_VERSION, SQLiteStore
 from offer_service.tokens import sign
 
 from .test_storage_commerce_contract import NOW, event
@@ -102,3 +102,30 @@ async def test_a_file_of_the_previous_schema_keeps_matching_actions_to_its_impre
         assert flags == {"i1": None, "i2": None, "c1": None, "c2": None, "c3": "no_impression"}
     finally:
         await store.close()
+
+
+@pytest.mark.anyio
+async def test_a_file_that_has_impressions_seen_is_upgraded_without_reading_its_events(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "offers.db"
+    store = SQLiteStore(str(path))
+    await store.open()
+    await store.close()
+    with sqlite3.connect(path) as conn:  # schema 5: impressions_seen kept, no orders_by_time
+        conn.execute("DROP INDEX orders_by_time")
+        conn.execute(
+            "INSERT INTO events VALUES ('st_old', 'i1', 'impression', ?, ?, 'v1', 'cart',"
+            " 'cross_sell', 'p1', 'off_1', NULL, NULL, 900, 'USD', NULL)",
+            (NOW, NOW),
+        )
+        conn.execute("PRAGMA user_version = 5")
+    store = SQLiteStore(str(path))
+    await store.open()
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        indexes = {row[1] for row in conn.execute("PRAGMA index_list(orders)")}
+        assert "orders_by_time" in indexes
+        # Its impressions_seen was complete as it stood: no pass over the events refilled it.
+        assert conn.execute("SELECT COUNT(*) FROM impressions_seen").fetchone() == (0,)

@@ -1024,7 +1024,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
         for statement in ";".join(schemas).split(";"):
             if statement.strip():
                 conn.execute(statement)
-        upgrade_commerce(conn)
+        upgrade_commerce(conn, found)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:

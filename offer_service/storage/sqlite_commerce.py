@@ -114,11 +114,17 @@ ON CONFLICT (store_id, offer_id, visitor_id) DO UPDATE SET last_ms = MAX(last_ms
 """
 
 
-def upgrade(conn: sqlite3.Connection) -> None:
-    """Bring an events table of an older file up to this schema (inside the migration)."""
+# The first schema with impressions_seen: a file older than it fills the table from its events.
+IMPRESSIONS_SEEN_SINCE = 5
+
+
+def upgrade(conn: sqlite3.Connection, found: int) -> None:
+    """Bring the events of a file at schema `found` up to this schema (inside the migration)."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
     if "flag" not in columns:
         conn.execute("ALTER TABLE events ADD COLUMN flag TEXT")
+    if found >= IMPRESSIONS_SEEN_SINCE:
+        return  # its impressions_seen is complete: reading every impression again is not needed
     # Impressions stored before impressions_seen existed still make later actions valid.
     conn.execute(
         "INSERT OR REPLACE INTO impressions_seen (store_id, offer_id, visitor_id, last_ms)"
