@@ -170,7 +170,6 @@ class Engine:
         )
         # store id -> (store version, product id -> product); see `products`.
         self._products: dict[str, tuple[int, dict[str, Product]]] = {}
-        self._products_held = 0
 
     def explores(self, rules: StoreRules) -> bool:
         """Whether this response gives its last slot to an under-explored offer."""
@@ -203,28 +202,19 @@ class Engine:
         version = await self.version(store_id)
         held = self._products.get(store_id)
         if held is None or held[0] != version:
-            if held is not None:
-                self._products_held -= len(held[1])
-            held = (version, {})
-            self._products[store_id] = held
+            held = self._products[store_id] = (version, {})
         known = held[1]
-        missing = [i for i in ids if i not in known]
-        if missing:
-            found = await self.store.get_products(store_id, missing)
-            current = self._products.get(store_id)
-            if current is None or current[1] is not known:
-                # The version changed during the read: answer, but keep nothing read for it.
-                known = {**known, **found}
-            else:
-                if self._products_held + len(found) > PRODUCTS_MAX:
-                    self._products.clear()
-                    self._products_held = 0
-                    known = {}
-                    self._products[store_id] = (version, known)
-                before = len(known)
-                known.update(found)
-                self._products_held += len(known) - before
-        return {i: known[i] for i in ids if i in known}
+        answer = {i: known[i] for i in ids if i in known}
+        if len(answer) < len(ids):
+            found = await self.store.get_products(store_id, [i for i in ids if i not in known])
+            answer.update(found)
+            if sum(len(p) for _, p in self._products.values()) + len(found) > PRODUCTS_MAX:
+                self._products.clear()
+                known = {}
+                self._products[store_id] = (version, known)
+            # Kept under the version they were read for: a newer one starts afresh.
+            known.update(found)
+        return answer
 
     async def changed(self, record: StoreRecord) -> None:
         """Make a write made through this process visible to its very next request."""

@@ -70,7 +70,11 @@ async def test_the_copy_is_bounded(store: CountingStore, monkeypatch: pytest.Mon
     engine = Engine(store)
 
     await engine.products(record.id, ["p0", "p1"])
-    await engine.products(record.id, ["p2", "p3"])  # over the bound: the copy starts again
+    # Over the bound: the copy starts again, and the answer still has the product held before.
+    both = await engine.products(record.id, ["p0", "p2", "p3"])
+    assert sorted(both) == ["p0", "p2", "p3"]
     store.asked.clear()
-    assert sorted(await engine.products(record.id, ["p0", "p2", "p3"])) == ["p0", "p2", "p3"]
+    assert sorted(await engine.products(record.id, ["p2", "p3"])) == ["p2", "p3"]
+    assert store.asked == []  # the newest reads stay held
+    assert sorted(await engine.products(record.id, ["p0", "p2"])) == ["p0", "p2"]
     assert store.asked == ["p0"]
