@@ -610,6 +610,15 @@ VISITOR_STATE = Script(
     "visitor_state",
     """
 local n, since = tonumber(ARGV[1]), tonumber(ARGV[2])
+-- {key, value, key, value, ...} in the order the keys were first met.
+local function flat(order, values)
+  local out = {}
+  for _, k in ipairs(order) do
+    out[#out + 1] = k
+    out[#out + 1] = values[k]
+  end
+  return out
+end
 local last, order = {}, {}
 for i = 1, n do
   local h = redis.call('HGETALL', KEYS[i])
@@ -619,11 +628,7 @@ for i = 1, n do
     if prev == nil or prev < at then last[h[j]] = at end
   end
 end
-local purchased = {}
-for _, pid in ipairs(order) do
-  purchased[#purchased + 1] = pid
-  purchased[#purchased + 1] = last[pid]
-end
+local purchased = flat(order, last)
 local returned = {}
 for i = n + 1, 2 * n do
   local ids = redis.call('HKEYS', KEYS[i])
@@ -647,11 +652,6 @@ for j = 1, #shown, 2 do
     counts[pid] = counts[pid] + 1
   end
 end
-local impressions = {}
-for _, pid in ipairs(seen) do
-  impressions[#impressions + 1] = pid
-  impressions[#impressions + 1] = counts[pid]
-end
-return {purchased, returned, declined, accepted, impressions}
+return {purchased, returned, declined, accepted, flat(seen, counts)}
 """,
 )
