@@ -235,11 +235,18 @@ class Server:
 
 
 def get(url: str, timeout: float = 30.0) -> tuple[int, bytes]:
+    status, body, _ = get_with_headers(url, timeout)
+    return status, body
+
+
+def get_with_headers(url: str, timeout: float = 30.0) -> tuple[int, bytes, list[list[str]]]:
+    """Status, body and the response's headers as [name, value] pairs (names lower case)."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, response.read()
+            pairs = [[k.lower(), v] for k, v in response.headers.items()]
+            return response.status, response.read(), pairs
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+        return exc.code, exc.read(), [[k.lower(), v] for k, v in exc.headers.items()]
 
 
 def cpu_busy(seconds: float = 1.0) -> float:
@@ -484,12 +491,14 @@ def cart_path(items: Sequence[str], visitor: str) -> str:
 
 @dataclass(slots=True)
 class Warm:
-    """A warmed store: paths that answer 4 offers, an answer's bytes, tokens for events."""
+    """A warmed store: paths that answer 4 offers, an answer's bytes and headers, tokens for
+    events."""
 
     paths: list[str]
     products: list[str]
     visitors: list[str]
     answer: bytes
+    headers: list[list[str]]
     tokens: list[str]
 
 
@@ -509,14 +518,17 @@ def warm_up(server: Server, candidates: list[str], want_products: int, seed: int
     products: list[str] = []
     answers: list[bytes] = []
     tokens: list[str] = []
+    # Every answer of these paths carries the same headers (a request id of its own aside).
+    headers: list[list[str]] = []
     for product in candidates:
-        status, body = get(server.url + offers_path(product, visitors[0]))
+        status, body, sent = get_with_headers(server.url + offers_path(product, visitors[0]))
         if status != 200:
             continue
         parsed = OffersResponse.model_validate_json(body)
         if len(parsed.offers) == OFFERS_LIMIT:
             products.append(product)
             answers.append(body)
+            headers = sent
             tokens.extend(o.token for o in parsed.offers)
         if len(products) == want_products:
             break
@@ -525,7 +537,7 @@ def warm_up(server: Server, candidates: list[str], want_products: int, seed: int
     paths = [offers_path(rng.choice(products), v) for v in visitors for _ in range(5)]
     rng.shuffle(paths)
     answers.sort(key=len)
-    return Warm(paths, products, visitors, answers[len(answers) // 2], tokens)
+    return Warm(paths, products, visitors, answers[len(answers) // 2], headers, tokens)
 
 
 # --- the sections --------------------------------------------------------------------------------
@@ -614,19 +626,31 @@ def run_offers_and_latency(b: Bench, sqlite_db: Path) -> tuple[Server, Warm]:
     warm = warm_up(svc, best_sellers(f"sqlite:///{sqlite_db}", HOT_PRODUCTS * 2), HOT_PRODUCTS)
     payload = b.run_dir / "bare_payload.json"
     payload.write_bytes(warm.answer)
+    # The same response: the service's headers too (a fresh request id on each, as it gives).
+    headers = b.run_dir / "bare_headers.json"
+    headers.write_bytes(json.dumps(warm.headers).encode())
     b.raw["answer_bytes"] = len(warm.answer)
     b.notes.append(
         f"warm answer: product_page, {OFFERS_LIMIT} offers, {len(warm.answer):,} bytes; "
         f"{len(warm.products)} products x {len(warm.visitors)} visitors"
     )
-    bare = b.server("bare", BARE_APP, {"BARE_PAYLOAD": str(payload)})
+    bare = b.server("bare", BARE_APP, {"BARE_PAYLOAD": str(payload), "BARE_HEADERS": str(headers)})
     script = Plan(tuple(warm.paths))
     bare_max: list[float] = []
     if "offers" in args.only:
+        # For the record: the same body without the service's headers (what the ratio would
+        # be if the headers' own cost were counted as the service's work).
+        body_only = b.server("bare-body", BARE_APP, {"BARE_PAYLOAD": str(payload)})
         print("offers: warm-cache throughput, service vs bare", file=sys.stderr)
         loads = b.interleave(
-            {"bare": b.closed(bare, script), "service": b.closed(svc, script)}, args.rounds
+            {
+                "bare": b.closed(bare, script),
+                "service": b.closed(svc, script),
+                "bare-body": b.closed(body_only, script),
+            },
+            args.rounds,
         )
+        b.stop(body_only)
         ratios = [s.rps / a.rps for s, a in zip(loads["service"], loads["bare"], strict=True)]
         bare_max = [a.rps for a in loads["bare"]]
         b.add(
@@ -648,6 +672,18 @@ def run_offers_and_latency(b: Bench, sqlite_db: Path) -> tuple[Server, Warm]:
                 note=f"service {statistics.median(s.cpu_us for s in loads['service']):,.0f} us, "
                 f"bare {statistics.median(a.cpu_us for a in loads['bare']):,.0f} us of CPU per "
                 "request: the throughput ratio on a dedicated core, robust to other processes",
+            )
+        )
+        pairs = list(zip(loads["service"], loads["bare-body"], loads["bare"], strict=True))
+        b.add(
+            Row(
+                "offers_body_only",
+                "  same, vs a bare endpoint sending the body alone",
+                [s.rps / body.rps for s, body, _ in pairs],
+                note=f"bare-body {statistics.median(x.rps for x in loads['bare-body']):,.0f} "
+                f"req/s; the service's {len(warm.headers)} headers cost the bare endpoint "
+                f"{statistics.median(a.cpu_us - body.cpu_us for _, body, a in pairs):.0f} us "
+                "of CPU per request (no target: for the record)",
             )
         )
         if args.profile:

@@ -27,7 +27,7 @@ from .accept import Charger
 from .candidates import CandidateInputs
 from .catalog import Product
 from .events import StoredEvent
-from .exceptions import ApiError, Forbidden, NotFound, StoreUnavailable
+from .exceptions import ApiError, Forbidden, NotFound, StoreError, StoreUnavailable
 from .experiments import Assignment, assign, in_holdout, variant_rules
 from .exposures import ExposureLog
 from .group_commit import GroupCommit
@@ -53,6 +53,12 @@ STORE_TTL_S = 5.0
 # same visitor to this process (the store's version unchanged). Events, accepts and declines
 # that go through this process forget it at once; another process's writes are seen within it.
 VISITOR_TTL_S = 1.0
+# On a store that lists the visitors whose signals changed (`Store.visitor_changes`), the list is
+# read every VISITOR_POLL_S and the visitors it names are forgotten: another process's writes
+# are then seen within VISITOR_POLL_S, and a state is held up to VISITOR_LISTED_TTL_S (its
+# frequency-cap window slides meanwhile by at most that).
+VISITOR_POLL_S = 0.5
+VISITOR_LISTED_TTL_S = 10.0
 VISITORS_MAX = 100_000
 JOINED_MAX = 64
 # Catalog products decoded by this process, all stores together; a store's are dropped when its
@@ -157,6 +163,8 @@ class Engine:
         # store id -> visitor id -> (customer id, store version, expiry, state); see VISITOR_TTL_S.
         self._visitors: dict[str, dict[str, tuple[str | None, int, float, VisitorState]]] = {}
         self._visitors_held = 0
+        # store id -> (cursor of its visitor changes or None without a list, when last asked)
+        self._visitor_feeds: dict[str, tuple[str | None, float]] = {}
         # On Redis every instance counts against one limit; in-process otherwise.
         self.limiter = RateLimiter(shared=store if isinstance(store, SharedLimits) else None)
         # Learned P(accept) per store, refreshed in the background; `_prepare` samples from it
@@ -309,8 +317,9 @@ class Engine:
         visitor_id, customer_id = req.visitor_id, req.customer_id
         if not visitor_id:
             return await self._visitor(record, None, customer_id, record.rules, now_ms)
-        held = self._visitors.get(record.id)
         now = time.monotonic()
+        ttl = await self._follow_visitor_changes(record.id, now)
+        held = self._visitors.get(record.id)
         if held is not None:
             entry = held.get(visitor_id)
             if (
@@ -329,8 +338,31 @@ class Engine:
         held = self._visitors.setdefault(record.id, {})
         if visitor_id not in held:
             self._visitors_held += 1
-        held[visitor_id] = (customer_id, version, now + VISITOR_TTL_S, state)
+        held[visitor_id] = (customer_id, version, now + ttl, state)
         return state
+
+    async def _follow_visitor_changes(self, store_id: str, now: float) -> float:
+        """Forget the visitors another process changed since this one last asked (at most every
+        VISITOR_POLL_S); how long a state read now may be held."""
+        feed = self._visitor_feeds.get(store_id)
+        if feed is not None and now - feed[1] < VISITOR_POLL_S:
+            return VISITOR_TTL_S if feed[0] is None else VISITOR_LISTED_TTL_S
+        cursor = None if feed is None else feed[0]
+        self._visitor_feeds[store_id] = (cursor, now)  # one read at a time
+        try:
+            changes = await self.store.visitor_changes(store_id, cursor)
+        except StoreError:
+            # Asked again from the same cursor next time: nothing written meanwhile is missed.
+            return VISITOR_TTL_S
+        if changes is None:
+            return VISITOR_TTL_S
+        if cursor is None or changes.visitors is None:
+            # No cursor to ask from (the first time): what is held may predate any change.
+            self.forget_visitors(store_id)
+        elif changes.visitors:
+            self.forget_visitors(store_id, changes.visitors)
+        self._visitor_feeds[store_id] = (changes.cursor, now)
+        return VISITOR_LISTED_TTL_S
 
     def forget_visitors(self, store_id: str, visitor_ids: Iterable[str] | None = None) -> None:
         """Drop cached visitor state: these visitors', or the whole store's."""

@@ -1,17 +1,31 @@
-"""The offers path's per-process copy of a visitor's state: at most VISITOR_TTL_S old, keyed by
-the store's version, and dropped at once by events, accepts and declines of this process."""
+"""The offers path's per-process copy of a visitor's state: keyed by the store's version, dropped
+at once by events, accepts and declines of this process, and either at most VISITOR_TTL_S old or,
+on a store that lists the visitors whose signals changed (SQLite), dropped when that list names
+the visitor (read every VISITOR_POLL_S) and at most VISITOR_LISTED_TTL_S old."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from pathlib import Path
 
-from offer_service.engine import VISITOR_TTL_S, Engine
+import pytest
+
+from offer_service import engine as engine_module
+from offer_service.engine import VISITOR_LISTED_TTL_S, VISITOR_TTL_S, Engine
 from offer_service.events import StoredEvent
 from offer_service.exceptions import StoreUnavailable
 from offer_service.exposures import exposure
 from offer_service.models import OfferQuery
 from offer_service.policy import StoreRules
-from offer_service.storage.base import EMPTY_VISITOR, SigningKey, StoreRecord, VisitorState
+from offer_service.storage.base import (
+    EMPTY_VISITOR,
+    SigningKey,
+    StoreRecord,
+    VisitorChanges,
+    VisitorState,
+)
+from offer_service.storage.sqlite import SQLiteStore
 from offer_service.surfaces import Surface
 
 
@@ -30,6 +44,9 @@ class Store:
 
     async def version(self, store_id: str) -> int:
         return 1
+
+    async def visitor_changes(self, store_id: str, after: str | None) -> VisitorChanges | None:
+        return None  # no list of changed visitors: states are held VISITOR_TTL_S
 
     async def record_events(
         self, store_id: str, events: list[StoredEvent], dedupe_since_ms: int
@@ -115,5 +132,50 @@ def test_a_failed_read_is_not_kept() -> None:
         store.down = False
         assert await engine._cached_visitor(rec, query(), 1, 0) is not EMPTY_VISITOR
         assert store.reads == 2
+
+    asyncio.run(run())
+
+
+def test_on_sqlite_another_process_s_signals_drop_only_the_visitors_they_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two engines on one file stand for two processes: what one writes for a visitor reaches
+    the other's next request of that visitor, and no other visitor is read again."""
+    monkeypatch.setattr(engine_module, "VISITOR_POLL_S", 0.0)  # every request reads the list
+    path = tmp_path / "shared.db"
+
+    async def run() -> None:
+        mine, theirs = SQLiteStore(path), SQLiteStore(path)
+        await mine.open()
+        await theirs.open()
+        try:
+            rec = await mine.create_store("Shared")
+            engine = Engine(mine)
+            v1 = await engine._cached_visitor(rec, query("v1"), 1, 0)
+            v2 = await engine._cached_visitor(rec, query("v2"), 1, 0)
+            assert v1.declined == frozenset()
+            # Held well past VISITOR_TTL_S: the list tells this process when to read again.
+            expires = engine._visitors[rec.id]["v1"][2]
+            assert expires - time.monotonic() > VISITOR_TTL_S
+            assert expires - time.monotonic() <= VISITOR_LISTED_TTL_S
+
+            await theirs.record_visitor_signal(rec.id, "v1", "p", "decline", 1_000)
+
+            assert (await engine._cached_visitor(rec, query("v1"), 1, 0)).declined == {"p"}
+            assert await engine._cached_visitor(rec, query("v2"), 1, 0) is v2
+        finally:
+            await theirs.close()
+            await mine.close()
+
+    asyncio.run(run())
+
+
+def test_without_a_list_of_changes_a_state_is_held_the_short_ttl() -> None:
+    store = Store()
+    engine = Engine(store)  # type: ignore[arg-type]
+
+    async def run() -> None:
+        await engine._cached_visitor(record(), query(), 1, 0)
+        assert engine._visitors["st"]["v1"][2] - time.monotonic() <= VISITOR_TTL_S
 
     asyncio.run(run())

@@ -114,6 +114,16 @@ class VisitorState:
 
 EMPTY_VISITOR = VisitorState()
 
+
+@dataclass(frozen=True, slots=True)
+class VisitorChanges:
+    """An answer of `Store.visitor_changes`. `visitors` is None when there were too many
+    changes to list: every visitor of the store may have changed."""
+
+    cursor: str
+    visitors: frozenset[str] | None = frozenset()
+
+
 ClaimState = Literal["claimed", "in_progress", "mismatch", "done"]
 Reservation = Literal["reserved", "already_accepted", "cap_reached", "in_progress"]
 
@@ -244,6 +254,13 @@ class Store(Protocol):
         self, store_id: str, visitor_id: str, product_id: str, kind: SignalKind, at_ms: int
     ) -> None:
         """Record what a visitor did with an offered product (read back by `visitor_state`)."""
+        ...
+
+    async def visitor_changes(self, store_id: str, after: str | None) -> VisitorChanges | None:
+        """The visitors of the store whose signals were written after the cursor `after`
+        (by any process), and the cursor to ask from next; with `after` None, just the
+        current cursor. None when this backend keeps no such list (a process then holds a
+        visitor's state only briefly)."""
         ...
 
     # events (POST /v1/events)

@@ -35,6 +35,7 @@ from .base import (
     SignalKind,
     SigningKey,
     StoreRecord,
+    VisitorChanges,
     VisitorState,
 )
 from .keys import GROUP, StoreKeys
@@ -250,6 +251,10 @@ class RedisStore(RedisOrders, RedisJourneys):
         return [(pid.decode(), -int(score)) for pid, score in rows]
 
     # per-visitor state
+
+    async def visitor_changes(self, store_id: str, after: str | None) -> VisitorChanges | None:
+        # No list of changed visitors is kept here: instances hold a visitor's state briefly.
+        return None
 
     async def visitor_state(
         self, store_id: str, visitor_id: str | None, customer_id: str | None, since_ms: int

@@ -37,6 +37,7 @@ from .base import (
     SignalKind,
     SigningKey,
     StoreRecord,
+    VisitorChanges,
     VisitorState,
 )
 from .sqlite_commerce import SCHEMA as COMMERCE_SCHEMA
@@ -51,6 +52,8 @@ T = TypeVar("T")
 
 # How long reads may share one read transaction (see SQLiteStore._snapshot).
 SNAPSHOT_MAX_S = 0.01
+# More signals than this since a process last asked: it forgets every visitor rather than list them.
+VISITOR_CHANGES_MAX = 10_000
 
 # The WAL is copied into the database by a passive checkpoint on its own connection, at most
 # this often after writes, so that no write waits for one (a commit is durable once in the WAL).
@@ -993,6 +996,23 @@ class SQLiteStore(SQLiteCommerce, SQLiteJourneys, SQLiteKeys):
             accepted=frozenset(sets["accept"]),
             impressions=impressions,
         )
+
+    async def visitor_changes(self, store_id: str, after: str | None) -> VisitorChanges:
+        # Signals are only ever added, one writer at a time: rowids grow in commit order.
+        ((top,),) = self._query("read the signals' end", "SELECT MAX(rowid) FROM visitor_signals")
+        cursor = str(top or 0)
+        if after is None:
+            return VisitorChanges(cursor)
+        since = int(after)
+        if (top or 0) - since > VISITOR_CHANGES_MAX or (top or 0) < since:
+            return VisitorChanges(cursor, None)  # too many to list, or another file
+        rows = self._query(
+            "read visitor changes",
+            "SELECT DISTINCT visitor_id FROM visitor_signals"
+            " WHERE rowid > ? AND rowid <= ? AND store_id = ?",
+            (since, top or 0, store_id),
+        )
+        return VisitorChanges(cursor, frozenset(v for (v,) in rows))
 
     async def record_visitor_signal(
         self, store_id: str, visitor_id: str, product_id: str, kind: SignalKind, at_ms: int
