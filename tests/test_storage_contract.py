@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from offer_service.catalog import Product
+from offer_service.events import StoredEvent
 from offer_service.exceptions import StoreError
 from offer_service.orders import Order, OrderLine, ProductReturn
 from offer_service.policy import FrequencyCap, StoreRules
@@ -642,11 +643,27 @@ async def test_visitor_changes_name_the_visitors_signalled_after_the_cursor(stor
     await store.record_visitor_signal(record.id, "v2", "b", "impression", 1_000)
     await store.record_visitor_signal(record.id, "v1", "c", "accept", 2_000)
     await store.record_visitor_signal(other.id, "v3", "a", "decline", 1_000)
+    seen = StoredEvent(
+        id="e1",
+        type="impression",
+        ts_ms=now_ms(),
+        received_ms=now_ms(),
+        visitor_id="v4",
+        surface="product_page",
+        kind="cross_sell",
+        product_id="a",
+        offer_id="o1",
+        order_id=None,
+        arm=None,
+        offer_price=500,
+        currency="USD",
+    )
+    await store.record_events(record.id, [seen], 0)  # an event's signal counts too
 
     changed = await store.visitor_changes(record.id, start.cursor)
 
     assert changed is not None
-    assert changed.visitors == {"v1", "v2"}  # not the other store's visitor
+    assert changed.visitors == {"v1", "v2", "v4"}  # not the other store's visitor
     again = await store.visitor_changes(record.id, changed.cursor)
     assert again is not None and again.visitors == frozenset()
     theirs = await store.visitor_changes(other.id, start.cursor)

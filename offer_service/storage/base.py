@@ -115,6 +115,10 @@ class VisitorState:
 EMPTY_VISITOR = VisitorState()
 
 
+# More changes than this since a process last asked are not listed: it forgets every visitor.
+VISITOR_CHANGES_MAX = 10_000
+
+
 @dataclass(frozen=True, slots=True)
 class VisitorChanges:
     """An answer of `Store.visitor_changes`. `visitors` is None when there were too many

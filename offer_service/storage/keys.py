@@ -35,6 +35,9 @@ IMPRESSION_WINDOW_MS = 30 * DAY_MS
 # A visitor's signals (impressions, clicks, declines, accepts) expire after this long without a
 # new one: visitor ids are anonymous cookies, and without a bound they would grow forever.
 VISITOR_TTL_S = 400 * 86_400
+# The stream of visitors whose signals changed keeps about this many entries: a process that
+# falls further behind than that between two reads forgets every visitor (`visitor_changes`).
+VISITOR_CHANGES_KEPT = 100_000
 # Poison entries: after this many deliveries an entry goes to the dead-letter stream.
 MAX_DELIVERIES = 5
 # A pending entry idle this long belongs to a consumer presumed dead: it is claimed again.
@@ -143,6 +146,11 @@ class StoreKeys:
     def accepted(self, visitor_id: str) -> str:
         """SET of product ids."""
         return self.prefix + "vaccept:" + visitor_id
+
+    @property
+    def visitor_changes(self) -> str:
+        """STREAM: a visitor id ('v') each time its signals were written (`visitor_changes`)."""
+        return self.prefix + "vchanged"
 
     # events
     @property

@@ -31,6 +31,7 @@ from ..types import now_ms
 from . import keys
 from .base import (
     EMPTY_VISITOR,
+    VISITOR_CHANGES_MAX,
     RetiredKey,
     SignalKind,
     SigningKey,
@@ -253,8 +254,21 @@ class RedisStore(RedisOrders, RedisJourneys):
     # per-visitor state
 
     async def visitor_changes(self, store_id: str, after: str | None) -> VisitorChanges | None:
-        # No list of changed visitors is kept here: instances hold a visitor's state briefly.
-        return None
+        key = StoreKeys(store_id).visitor_changes
+        if after is None:
+            last = await self._read("read visitor changes", lambda c: c.xrevrange(key, count=1))
+            return VisitorChanges(last[0][0].decode() if last else "0-0")
+        # One more than is listed: more than that, and every visitor may have changed.
+        rows = await self._read(
+            "read visitor changes",
+            lambda c: c.xrange(key, min="(" + after, count=VISITOR_CHANGES_MAX + 1),
+        )
+        if not rows:
+            return VisitorChanges(after)
+        cursor = rows[-1][0].decode()
+        if len(rows) > VISITOR_CHANGES_MAX:
+            return VisitorChanges(cursor, None)
+        return VisitorChanges(cursor, frozenset(fields[b"v"].decode() for _, fields in rows))
 
     async def visitor_state(
         self, store_id: str, visitor_id: str | None, customer_id: str | None, since_ms: int

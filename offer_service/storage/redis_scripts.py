@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from .keys import VISITOR_CHANGES_KEPT
+
 
 @dataclass(frozen=True)
 class Script:
@@ -25,8 +27,11 @@ class Script:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
 
 
-# Shared by the scripts that record what a visitor did with an offered product.
+# Shared by the scripts that record what a visitor did with an offered product. Each visitor
+# signalled is also appended, once per script call, to the store's 'vchanged' stream (what
+# `visitor_changes` reads; kept to about VISITOR_CHANGES_KEPT entries).
 _SIGNAL = """
+local changed = {}
 local function signal(p, visitor, kind, product, at, nonce, window, vttl)
   local k
   if kind == 'impression' then
@@ -47,8 +52,12 @@ local function signal(p, visitor, kind, product, at, nonce, window, vttl)
     return
   end
   redis.call('EXPIRE', k, vttl)
+  if not changed[visitor] then
+    changed[visitor] = true
+    redis.call('XADD', p .. 'vchanged', 'MAXLEN', '~', KEPT, '*', 'v', visitor)
+  end
 end
-"""
+""".replace("KEPT", str(VISITOR_CHANGES_KEPT))
 
 # Keep the later of two epoch-ms values in a hash field.
 _KEEP_LATEST = """

@@ -32,6 +32,7 @@ from ..policy import StoreRules
 from ..types import now_ms
 from .base import (
     EMPTY_VISITOR,
+    VISITOR_CHANGES_MAX,
     ImportCounts,
     PairCount,
     SignalKind,
@@ -52,8 +53,6 @@ T = TypeVar("T")
 
 # How long reads may share one read transaction (see SQLiteStore._snapshot).
 SNAPSHOT_MAX_S = 0.01
-# More signals than this since a process last asked: it forgets every visitor rather than list them.
-VISITOR_CHANGES_MAX = 10_000
 
 # The WAL is copied into the database by a passive checkpoint on its own connection, at most
 # this often after writes, so that no write waits for one (a commit is durable once in the WAL).
