@@ -59,6 +59,9 @@ VISITOR_TTL_S = 1.0
 # frequency-cap window slides meanwhile by at most that).
 VISITOR_POLL_S = 0.5
 VISITOR_LISTED_TTL_S = 10.0
+# Each held state expires at a random point of the last fifth of its time, so visitors first
+# seen together (a burst, a restart) are not all read again in the same moment.
+VISITOR_JITTER = 0.2
 VISITORS_MAX = 100_000
 JOINED_MAX = 64
 # Catalog products decoded by this process, all stores together; a store's are dropped when its
@@ -338,7 +341,8 @@ class Engine:
         held = self._visitors.setdefault(record.id, {})
         if visitor_id not in held:
             self._visitors_held += 1
-        held[visitor_id] = (customer_id, version, now + ttl, state)
+        expires = now + ttl * (1.0 - VISITOR_JITTER * self.rng.random())
+        held[visitor_id] = (customer_id, version, expires, state)
         return state
 
     async def _follow_visitor_changes(self, store_id: str, now: float) -> float:

@@ -179,3 +179,19 @@ def test_without_a_list_of_changes_a_state_is_held_the_short_ttl() -> None:
         assert engine._visitors["st"]["v1"][2] - time.monotonic() <= VISITOR_TTL_S
 
     asyncio.run(run())
+
+
+def test_states_read_together_expire_at_spread_times() -> None:
+    store = Store()
+    engine = Engine(store)  # type: ignore[arg-type]
+
+    async def run() -> None:
+        now = time.monotonic()
+        for n in range(50):
+            await engine._cached_visitor(record(), query(f"v{n}"), 1, 0)
+        left = [held[2] - now for held in engine._visitors["st"].values()]
+        assert len(set(left)) == 50
+        assert all(VISITOR_TTL_S * 0.79 < x <= VISITOR_TTL_S + 0.1 for x in left)
+        assert max(left) - min(left) > VISITOR_TTL_S * 0.1
+
+    asyncio.run(run())
