@@ -998,20 +998,20 @@ class SQLiteStore(SQLiteCommerce, SQLiteJourneys, SQLiteKeys):
 
     async def visitor_changes(self, store_id: str, after: str | None) -> VisitorChanges:
         # Signals are only ever added, one writer at a time: rowids grow in commit order.
-        ((top,),) = self._query("read the signals' end", "SELECT MAX(rowid) FROM visitor_signals")
-        cursor = str(top or 0)
+        ((last,),) = self._query("read the signals' end", "SELECT MAX(rowid) FROM visitor_signals")
+        top = last or 0
         if after is None:
-            return VisitorChanges(cursor)
+            return VisitorChanges(str(top))
         since = int(after)
-        if (top or 0) - since > VISITOR_CHANGES_MAX or (top or 0) < since:
-            return VisitorChanges(cursor, None)  # too many to list, or another file
+        if top - since > VISITOR_CHANGES_MAX or top < since:
+            return VisitorChanges(str(top), None)  # too many to list, or another file
         rows = self._query(
             "read visitor changes",
             "SELECT DISTINCT visitor_id FROM visitor_signals"
             " WHERE rowid > ? AND rowid <= ? AND store_id = ?",
-            (since, top or 0, store_id),
+            (since, top, store_id),
         )
-        return VisitorChanges(cursor, frozenset(v for (v,) in rows))
+        return VisitorChanges(str(top), frozenset(v for (v,) in rows))
 
     async def record_visitor_signal(
         self, store_id: str, visitor_id: str, product_id: str, kind: SignalKind, at_ms: int
