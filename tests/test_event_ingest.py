@@ -15,6 +15,7 @@ from offer_service.storage.sqlite import CHECKPOINT_INTERVAL_S, SCHEMA_VERSION, 
 from offer_service.tokens import sign
 
 from .test_storage_commerce_contract import NOW, event
+from .test_storage_contract import opened
 from .test_storage_security_contract import OLD_EVENTS
 from .test_tokens import KEY, OTHER, claims
 
@@ -109,9 +110,8 @@ async def test_a_file_that_has_impressions_seen_is_upgraded_without_reading_its_
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "offers.db"
-    store = SQLiteStore(str(path))
-    await store.open()
-    await store.close()
+    async with opened(f"sqlite:///{path}"):
+        pass
     with sqlite3.connect(path) as conn:  # schema 5: impressions_seen kept, no orders_by_time
         conn.execute("DROP INDEX orders_by_time")
         conn.execute(
@@ -120,9 +120,8 @@ async def test_a_file_that_has_impressions_seen_is_upgraded_without_reading_its_
             (NOW, NOW),
         )
         conn.execute("PRAGMA user_version = 5")
-    store = SQLiteStore(str(path))
-    await store.open()
-    await store.close()
+    async with opened(f"sqlite:///{path}"):
+        pass
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         indexes = {row[1] for row in conn.execute("PRAGMA index_list(orders)")}

@@ -1,4 +1,5 @@
-"""The Store contract for events, idempotency keys and accepts: run against every backend."""
+"""The Store contract for events, idempotency keys, accepts and the list of visitors whose
+signals changed: run against every backend."""
 
 from __future__ import annotations
 
@@ -231,3 +232,47 @@ async def test_rotating_the_signing_key_keeps_the_previous_one_and_retires_older
     again = await store.rotate_signing_key(record.id, k3)
     assert again.signing_keys == (k3, k2)
     assert await store.version(record.id) > before  # cached tokens are signed again
+
+
+# the visitors whose signals changed (what keeps other processes' held visitor states current)
+
+
+async def test_visitor_changes_name_the_visitors_signalled_after_the_cursor(store: Store) -> None:
+    record, other = await new_store(store), await new_store(store)
+    start = await store.visitor_changes(record.id, None)
+    if start is None:
+        pytest.skip("this backend keeps no list of changed visitors")
+    assert start.visitors == frozenset()
+    await store.record_visitor_signal(record.id, "v1", "a", "decline", 1_000)
+    await store.record_visitor_signal(record.id, "v2", "b", "impression", 1_000)
+    await store.record_visitor_signal(record.id, "v1", "c", "accept", 2_000)
+    await store.record_visitor_signal(other.id, "v3", "a", "decline", 1_000)
+    await store.record_events(record.id, [event("e1", visitor="v4")], 0)  # an event's too
+
+    changed = await store.visitor_changes(record.id, start.cursor)
+
+    assert changed is not None
+    assert changed.visitors == {"v1", "v2", "v4"}  # not the other store's visitor
+    again = await store.visitor_changes(record.id, changed.cursor)
+    assert again is not None and again.visitors == frozenset()
+    theirs = await store.visitor_changes(other.id, start.cursor)
+    assert theirs is not None and theirs.visitors == {"v3"}
+
+
+async def test_too_many_visitor_changes_to_list_say_so(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for backend in ("sqlite", "redis"):
+        monkeypatch.setattr(f"offer_service.storage.{backend}.VISITOR_CHANGES_MAX", 2)
+    record = await new_store(store)
+    start = await store.visitor_changes(record.id, None)
+    if start is None:
+        pytest.skip("this backend keeps no list of changed visitors")
+    for n in range(3):
+        await store.record_visitor_signal(record.id, f"v{n}", "a", "decline", 1_000)
+
+    changed = await store.visitor_changes(record.id, start.cursor)
+
+    assert changed is not None and changed.visitors is None  # every visitor may have changed
+    again = await store.visitor_changes(record.id, changed.cursor)
+    assert again is not None and again.visitors == frozenset()

@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from offer_service.catalog import Product
-from offer_service.events import StoredEvent
 from offer_service.exceptions import StoreError
 from offer_service.orders import Order, OrderLine, ProductReturn
 from offer_service.policy import FrequencyCap, StoreRules
@@ -633,43 +632,6 @@ async def test_visitor_state_reads_declines_and_accepts(store: Store) -> None:
     assert (await store.visitor_state(record.id, "v2", "c1", 0)).declined == {"c"}
 
 
-async def test_visitor_changes_name_the_visitors_signalled_after_the_cursor(store: Store) -> None:
-    record, other = await new_store(store), await new_store(store)
-    start = await store.visitor_changes(record.id, None)
-    if start is None:
-        pytest.skip("this backend keeps no list of changed visitors")
-    assert start.visitors == frozenset()
-    await store.record_visitor_signal(record.id, "v1", "a", "decline", 1_000)
-    await store.record_visitor_signal(record.id, "v2", "b", "impression", 1_000)
-    await store.record_visitor_signal(record.id, "v1", "c", "accept", 2_000)
-    await store.record_visitor_signal(other.id, "v3", "a", "decline", 1_000)
-    seen = StoredEvent(
-        id="e1",
-        type="impression",
-        ts_ms=now_ms(),
-        received_ms=now_ms(),
-        visitor_id="v4",
-        surface="product_page",
-        kind="cross_sell",
-        product_id="a",
-        offer_id="o1",
-        order_id=None,
-        arm=None,
-        offer_price=500,
-        currency="USD",
-    )
-    await store.record_events(record.id, [seen], 0)  # an event's signal counts too
-
-    changed = await store.visitor_changes(record.id, start.cursor)
-
-    assert changed is not None
-    assert changed.visitors == {"v1", "v2", "v4"}  # not the other store's visitor
-    again = await store.visitor_changes(record.id, changed.cursor)
-    assert again is not None and again.visitors == frozenset()
-    theirs = await store.visitor_changes(other.id, start.cursor)
-    assert theirs is not None and theirs.visitors == {"v3"}
-
-
 async def test_impressions_count_since_the_window_start_and_after_the_last_click(
     store: Store,
 ) -> None:
@@ -950,19 +912,3 @@ async def test_an_in_memory_store_works() -> None:
 
         assert await baskets_of(store, record.id) == [frozenset({"a", "b"})]
         assert await store.pair_counts(record.id, "a") == [PairCount("b", 1)]
-
-
-async def test_sqlite_too_many_visitor_changes_to_list_say_so(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("offer_service.storage.sqlite.VISITOR_CHANGES_MAX", 2)
-    async with opened(f"sqlite:///{tmp_path}/many.db") as store:
-        record = await new_store(store)
-        start = await store.visitor_changes(record.id, None)
-        for n in range(3):
-            await store.record_visitor_signal(record.id, f"v{n}", "a", "decline", 1_000)
-
-        changed = await store.visitor_changes(record.id, start.cursor)
-
-        assert changed.visitors is None  # every visitor may have changed
-        assert (await store.visitor_changes(record.id, changed.cursor)).visitors == frozenset()

@@ -1,7 +1,7 @@
 """The offers path's per-process copy of a visitor's state: keyed by the store's version, dropped
 at once by events, accepts and declines of this process, and either at most VISITOR_TTL_S old or,
-on a store that lists the visitors whose signals changed (SQLite), dropped when that list names
-the visitor (read every VISITOR_POLL_S) and at most VISITOR_LISTED_TTL_S old."""
+on a store that lists the visitors whose signals changed (SQLite, Redis), dropped when that list
+names the visitor (read every VISITOR_POLL_S) and at most VISITOR_LISTED_TTL_S old."""
 
 from __future__ import annotations
 
