@@ -875,12 +875,14 @@ def _wait_port(port: int, timeout_s: float = 15.0) -> None:
             time.sleep(0.05)
 
 
+# Every event stored, as the SQLite event log holds them (a row per write, a JSON array each).
+EVENTS_STORED = "SELECT COALESCE(SUM(json_array_length(events)), 0) FROM event_log"
+
+
 def count_events(db: Path) -> int:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        return int(
-            conn.execute("SELECT COUNT(*) FROM events WHERE type = 'impression'").fetchone()[0]
-        )
+        return int(conn.execute(EVENTS_STORED).fetchone()[0])
     finally:
         conn.close()
 

@@ -13,6 +13,7 @@ import pytest
 from offer_service.events import BAD_TOKEN, Rejected, StoredEvent, validate_event
 from offer_service.storage.sqlite import CHECKPOINT_INTERVAL_S, SCHEMA_VERSION, SQLiteStore
 from offer_service.tokens import sign
+from offer_service.types import DAY_MS, HOUR_MS
 
 from .test_storage_commerce_contract import NOW, event
 from .test_storage_contract import opened
@@ -38,6 +39,54 @@ async def test_ids_that_differ_after_a_nul_character_are_different_events(tmp_pa
         assert counters[("cart", "cross_sell", "p1", "", "impression")] == 4
     finally:
         await store.close()
+
+
+@pytest.mark.anyio
+async def test_stores_sharing_a_file_find_each_others_event_ids(tmp_path: Path) -> None:
+    """The ids of the window are kept in memory: each process reads the ids the others wrote
+    before its own write, and a process opened later reads them from the file."""
+    url = f"sqlite:///{tmp_path / 'offers.db'}"
+    since = NOW - DAY_MS
+    async with opened(url) as first, opened(url) as second:
+        record = await first.create_store("Shop")
+        assert await first.record_events(record.id, [event("e1")], since) == [True]
+        assert await second.record_events(record.id, [event("e1"), event("e2")], since) == [
+            False,
+            True,
+        ]
+        assert await first.record_events(record.id, [event("e2"), event("e3")], since) == [
+            False,
+            True,
+        ]
+    async with opened(url) as later:
+        fresh = await later.record_events(record.id, [event(f"e{i}") for i in range(1, 5)], since)
+        assert fresh == [False, False, False, True]
+        assert [e.id async for e in later.iter_events(record.id, 0, NOW + 1)] == [
+            "e1",
+            "e2",
+            "e3",
+            "e4",
+        ]
+
+
+@pytest.mark.anyio
+async def test_event_ids_are_remembered_for_the_window_asked_for(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'offers.db'}"
+    old = dataclasses.replace(event("old"), received_ms=NOW - 3 * DAY_MS)
+    async with opened(url) as store:
+        record = await store.create_store("Shop")
+        assert await store.record_events(record.id, [old], 0) == [True]
+    async with opened(url) as store:
+        # Read from the file for the last day only, then for a wider window (a spool replay).
+        assert await store.record_events(record.id, [event("new")], NOW - DAY_MS) == [True]
+        assert await store.record_events(record.id, [old], NOW - 4 * DAY_MS) == [False]
+        assert await store.record_events(record.id, [event("new")], NOW - DAY_MS) == [False]
+        # Once the window has moved past them, ids are forgotten: stored again, as the
+        # contract allows after 24 hours.
+        later = NOW + DAY_MS + HOUR_MS
+        again = dataclasses.replace(event("new"), received_ms=later)
+        assert await store.record_events(record.id, [again], later - DAY_MS) == [True]
+        assert await store.record_events(record.id, [again], later - DAY_MS) == [False]
 
 
 @pytest.mark.anyio
@@ -114,6 +163,8 @@ async def test_a_file_that_has_impressions_seen_is_upgraded_without_reading_its_
         pass
     with sqlite3.connect(path) as conn:  # schema 5: impressions_seen kept, no orders_by_time
         conn.execute("DROP INDEX orders_by_time")
+        conn.execute(OLD_EVENTS)  # and a row per event, the flag added by schema 3
+        conn.execute("ALTER TABLE events ADD COLUMN flag TEXT")
         conn.execute(
             "INSERT INTO events VALUES ('st_old', 'i1', 'impression', ?, ?, 'v1', 'cart',"
             " 'cross_sell', 'p1', 'off_1', NULL, NULL, 900, 'USD', NULL)",
@@ -128,3 +179,6 @@ async def test_a_file_that_has_impressions_seen_is_upgraded_without_reading_its_
         assert "orders_by_time" in indexes
         # Its impressions_seen was complete as it stood: no pass over the events refilled it.
         assert conn.execute("SELECT COUNT(*) FROM impressions_seen").fetchone() == (0,)
+        assert not conn.execute("SELECT 1 FROM sqlite_schema WHERE name = 'events'").fetchone()
+    async with opened(f"sqlite:///{path}") as store:  # its event moved into the log
+        assert [e.id async for e in store.iter_events("st_old", 0, NOW + 1)] == ["i1"]

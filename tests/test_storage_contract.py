@@ -872,7 +872,7 @@ async def test_reads_by_time_search_an_index_by_time(db_url: str) -> None:
             reader.set_trace_callback(None)
         reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
         assert len(reads) == 2
-        for sql, column in zip(reads, ("placed_at_ms", "received_ms"), strict=True):
+        for sql, column in zip(reads, ("placed_at_ms", "last_ms"), strict=True):
             plan = " ".join(row[3] for row in reader.execute("EXPLAIN QUERY PLAN " + sql))
             # The time range bounds the search itself, not a filter over the store's rows.
             assert re.search(rf"SEARCH \w+ USING (COVERING )?INDEX \w+ \(.*{column}>", plan), plan

@@ -44,6 +44,7 @@ from .base import (
 from .sqlite_commerce import SCHEMA as COMMERCE_SCHEMA
 from .sqlite_commerce import SQLiteCommerce
 from .sqlite_commerce import upgrade as upgrade_commerce
+from .sqlite_events import EventIds, in_transaction
 from .sqlite_journeys import SCHEMA as JOURNEY_SCHEMA
 from .sqlite_journeys import SQLiteJourneys
 from .sqlite_keys import SCHEMA as KEYS_SCHEMA
@@ -60,7 +61,7 @@ CHECKPOINT_INTERVAL_S = 0.1
 # The writer checkpoints by itself only if the WAL grows past this many pages regardless.
 WRITER_CHECKPOINT_PAGES = 16384
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # Data is kept in the shape it is read: an order's lines in its row, a shopper's purchases in
 # one row, a product's co-purchase counts and neighbour list in one row each. Importing 20k
@@ -434,6 +435,7 @@ class SQLiteStore(SQLiteCommerce, SQLiteJourneys, SQLiteKeys):
         self._checkpointed_at = 0.0
         # A `:memory:` database belongs to one connection: there is only one, used inline.
         self._in_memory = path == ":memory:"
+        self._event_ids = EventIds()
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -479,6 +481,7 @@ class SQLiteStore(SQLiteCommerce, SQLiteJourneys, SQLiteKeys):
                 writer.close()
                 raise
         self._writer, self._reader = writer, reader
+        self._event_ids = EventIds()  # read from the file again when first needed
         _OPEN.setdefault(self._file, weakref.WeakSet()).add(self)
 
     async def close(self) -> None:
@@ -549,7 +552,7 @@ class SQLiteStore(SQLiteCommerce, SQLiteJourneys, SQLiteKeys):
 
     async def _write(self, action: str, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` in one `BEGIN IMMEDIATE` transaction on the writer, off the loop."""
-        return await self._on_writer(action, partial(_in_transaction, fn))
+        return await self._on_writer(action, partial(in_transaction, fn))
 
     async def _on_writer(self, action: str, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` with the writer connection in a worker thread, one call at a time."""
@@ -1053,19 +1056,6 @@ def _migrate(conn: sqlite3.Connection) -> None:
 
 def _passive_checkpoint(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-
-
-def _in_transaction(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
-    # IMMEDIATE takes the file's write lock up front: a read-then-write cannot interleave with
-    # another process's write, and a busy file waits `busy_timeout` instead of failing later.
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = fn(conn)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result
 
 
 def _record_orders(conn: sqlite3.Connection, store_id: str, orders: Sequence[Order]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -11,35 +10,18 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 
 from ..orders import AcceptedOffer, OrderLine
-from ..traffic import NEEDS_IMPRESSION, NO_IMPRESSION, match_window_ms
+from . import sqlite_events as events_log
 from .base import IdempotencyClaim, Reservation, SigningKey, StoreRecord
+from .sqlite_events import SCHEMA as EVENTS_SCHEMA
 
 if TYPE_CHECKING:
     from ..events import StoredEvent
 
 T = TypeVar("T")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    store_id TEXT NOT NULL,
-    id TEXT NOT NULL,
-    type TEXT NOT NULL,
-    ts_ms INTEGER NOT NULL,
-    received_ms INTEGER NOT NULL,
-    visitor_id TEXT,
-    surface TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    product_id TEXT NOT NULL,
-    offer_id TEXT NOT NULL,
-    order_id TEXT,
-    arm TEXT,
-    offer_price INTEGER NOT NULL,
-    currency TEXT NOT NULL,
-    flag TEXT,                       -- invalid traffic: bot, prefetch, no_impression
-    PRIMARY KEY (store_id, id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS events_by_time ON events (store_id, received_ms);
-
+SCHEMA = (
+    EVENTS_SCHEMA
+    + """;
 -- The latest valid (unflagged) impression of each offer by each visitor, '' for none: what a
 -- click, accept or decline needs to be valid. It grows with the pairs, not with the impressions.
 CREATE TABLE IF NOT EXISTS impressions_seen (
@@ -87,32 +69,7 @@ CREATE TABLE IF NOT EXISTS accepts (
     PRIMARY KEY (store_id, order_id, product_id)
 ) WITHOUT ROWID
 """
-
-_INSERT_EVENT = """
-INSERT INTO events (store_id, id, type, ts_ms, received_ms, visitor_id, surface, kind,
-    product_id, offer_id, order_id, arm, offer_price, currency, flag)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
-
-# The ids of a write already stored, as one JSON array: one statement, one row.
-_STORED_IDS = """
-SELECT json_group_array(i.value) FROM json_each(?2) AS i
-    WHERE EXISTS (SELECT 1 FROM events WHERE store_id = ?1 AND id = i.value)
-"""
-
-_STORED_ID = "SELECT 1 FROM events WHERE store_id = ? AND id = ?"
-
-# A valid impression of the same offer by the same visitor, recent enough to match an action.
-_SHOWN = """
-SELECT 1 FROM impressions_seen
-    WHERE store_id = ? AND offer_id = ? AND visitor_id = ? AND last_ms >= ?
-"""
-
-_SEEN = """
-INSERT INTO impressions_seen (store_id, offer_id, visitor_id, last_ms) VALUES (?, ?, ?, ?)
-ON CONFLICT (store_id, offer_id, visitor_id) DO UPDATE SET last_ms = MAX(last_ms, excluded.last_ms)
-"""
-
+)
 
 # The first schema with impressions_seen: a file older than it fills the table from its events.
 IMPRESSIONS_SEEN_SINCE = 5
@@ -120,117 +77,20 @@ IMPRESSIONS_SEEN_SINCE = 5
 
 def upgrade(conn: sqlite3.Connection, found: int) -> None:
     """Bring the events of a file at schema `found` up to this schema (inside the migration)."""
+    if not conn.execute("SELECT 1 FROM sqlite_schema WHERE name = 'events'").fetchone():
+        return  # its events are in the log already
     columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
     if "flag" not in columns:
         conn.execute("ALTER TABLE events ADD COLUMN flag TEXT")
-    if found >= IMPRESSIONS_SEEN_SINCE:
-        return  # its impressions_seen is complete: reading every impression again is not needed
-    # Impressions stored before impressions_seen existed still make later actions valid.
-    conn.execute(
-        "INSERT OR REPLACE INTO impressions_seen (store_id, offer_id, visitor_id, last_ms)"
-        " SELECT store_id, offer_id, COALESCE(visitor_id, ''), MAX(received_ms) FROM events"
-        " WHERE type = 'impression' AND flag IS NULL GROUP BY 1, 2, 3"
-    )
-
-
-_COUNT_EVENTS = """
-INSERT INTO event_counters (store_id, surface, kind, product_id, arm, type, n)
-VALUES (?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (store_id, surface, kind, product_id, arm, type) DO UPDATE SET n = n + excluded.n
-"""
-
-_SIGNAL = """
-INSERT INTO visitor_signals (store_id, visitor_id, kind, product_id, at_ms) VALUES (?, ?, ?, ?, ?)
-"""
-
-# Event types that are also a visitor's signals for the per-visitor filters.
-_SIGNAL_TYPES = frozenset(("impression", "click", "decline", "accept"))
-
-
-def _as_json(values: Sequence[str]) -> str | None:
-    """`values` as one JSON parameter, or None if SQLite's JSON functions would not give each
-    one back exactly (a NUL character ends their strings)."""
-    try:
-        text = orjson.dumps(values).decode()
-    except orjson.JSONEncodeError:
-        return None
-    return None if "\\u0000" in text else text
-
-
-def _stored_ids(conn: sqlite3.Connection, store_id: str, ids: Sequence[str]) -> set[str]:
-    """Which of `ids` the store already holds."""
-    text = _as_json(ids)
-    if text is None:
-        return {i for i in ids if conn.execute(_STORED_ID, (store_id, i)).fetchone()}
-    (found,) = conn.execute(_STORED_IDS, (store_id, text)).fetchone()
-    return set(orjson.loads(found))
-
-
-def _record_events(
-    store_id: str, events: Sequence[StoredEvent], conn: sqlite3.Connection
-) -> list[bool]:
-    """The events, their counters (one upsert per key) and visitor signals: a statement per
-    table, not per event, after one look-up of the ids already stored."""
-    stored = _stored_ids(conn, store_id, [e.id for e in events])
-    fresh: list[bool] = []
-    rows: list[tuple[Any, ...]] = []
-    counts: Counter[tuple[str, str, str, str, str]] = Counter()
-    signals: list[tuple[str, str, str, str, int]] = []
-    # The latest valid impression of each (offer, visitor) written so far in this call: the
-    # store holds the earlier ones.
-    shown: dict[tuple[str, str | None], int] = {}
-    for e in events:
-        # Ids are kept for good, so "seen in the last 24 h" is always caught; an id older than
-        # the window is a duplicate too (stricter than the contract needs).
-        if e.id in stored:
-            fresh.append(False)
-            continue
-        stored.add(e.id)
-        fresh.append(True)
-        flag = e.flag
-        if flag is None:
-            if e.type == "impression":
-                if shown.get((e.offer_id, e.visitor_id), -1) < e.received_ms:
-                    shown[e.offer_id, e.visitor_id] = e.received_ms
-            elif e.type in NEEDS_IMPRESSION:
-                since = e.received_ms - match_window_ms(e.surface)
-                if (
-                    shown.get((e.offer_id, e.visitor_id), since - 1) < since
-                    and conn.execute(
-                        _SHOWN, (store_id, e.offer_id, e.visitor_id or "", since)
-                    ).fetchone()
-                    is None
-                ):
-                    flag = NO_IMPRESSION
-        rows.append(
-            (
-                store_id,
-                e.id,
-                e.type,
-                e.ts_ms,
-                e.received_ms,
-                e.visitor_id,
-                e.surface,
-                e.kind,
-                e.product_id,
-                e.offer_id,
-                e.order_id,
-                e.arm,
-                e.offer_price,
-                e.currency,
-                flag,
-            )
+    # Impressions stored before impressions_seen existed still make later actions valid; a file
+    # that has the table keeps it as it stands (reading every impression again is not needed).
+    if found < IMPRESSIONS_SEEN_SINCE:
+        conn.execute(
+            "INSERT OR REPLACE INTO impressions_seen (store_id, offer_id, visitor_id, last_ms)"
+            " SELECT store_id, offer_id, COALESCE(visitor_id, ''), MAX(received_ms) FROM events"
+            " WHERE type = 'impression' AND flag IS NULL GROUP BY 1, 2, 3"
         )
-        counts[e.surface, e.kind, e.product_id, e.arm or "", e.type] += 1
-        if e.visitor_id and e.type in _SIGNAL_TYPES:
-            signals.append((store_id, e.visitor_id, e.type, e.product_id, e.ts_ms))
-    conn.executemany(_INSERT_EVENT, rows)
-    conn.executemany(_COUNT_EVENTS, [(store_id, *key, n) for key, n in counts.items()])
-    conn.executemany(_SIGNAL, signals)
-    conn.executemany(
-        _SEEN, [(store_id, offer, visitor or "", ms) for (offer, visitor), ms in shown.items()]
-    )
-    return fresh
+    events_log.upgrade(conn)
 
 
 class SQLiteCommerce:
@@ -240,6 +100,10 @@ class SQLiteCommerce:
 
         def _query(self, action: str, sql: str, params: Any = ()) -> list[Any]: ...
         async def _write(self, action: str, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+        async def _on_writer(self, action: str, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+        _event_ids: events_log.EventIds
+
         async def get_store(self, store_id: str) -> StoreRecord | None: ...
 
     async def record_events(
@@ -247,8 +111,19 @@ class SQLiteCommerce:
     ) -> list[bool]:
         if not events:
             return []
+        ids = self._event_ids
 
-        return await self._write("record events", partial(_record_events, store_id, events))
+        def write(conn: sqlite3.Connection) -> list[bool]:
+            # The ids are noted here, in the writer's thread once the commit returns: even if
+            # the caller has gone away meanwhile, the next write knows them.
+            written = events_log.in_transaction(
+                partial(events_log.record_events, store_id, events, dedupe_since_ms, ids), conn
+            )
+            if written.seq:
+                ids.add(written.seq, written.last_ms, written.keys)
+            return written.fresh
+
+        return await self._on_writer("record events", write)
 
     async def event_counters(self, store_id: str) -> dict[tuple[str, str, str, str, str], int]:
         rows = self._query(
@@ -265,12 +140,10 @@ class SQLiteCommerce:
 
         rows = self._query(
             "read events",
-            "SELECT id, type, ts_ms, received_ms, visitor_id, surface, kind, product_id, offer_id,"
-            " order_id, arm, offer_price, currency, flag FROM events WHERE store_id = ?"
-            " AND received_ms >= ? AND received_ms < ? ORDER BY received_ms, id",
+            "SELECT events FROM event_log WHERE store_id = ? AND last_ms >= ? AND first_ms < ?",
             (store_id, since_ms, until_ms),
         )
-        for row in rows:
+        for row in events_log.received_between(rows, since_ms, until_ms):
             yield StoredEvent(*row)
 
     async def iter_accepts(
