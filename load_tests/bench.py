@@ -288,15 +288,15 @@ def _lua_list(values: Sequence[str]) -> str:
 @dataclass(frozen=True, slots=True)
 class Plan:
     """What to send: GETs of `paths` in a round robin, or (with `events_key`) POST /v1/events
-    batches of 20 impressions with unique ids, as the snippet sends them. With `rate`, the
-    connections together send about `rate` requests per second (exponential gaps: Poisson
-    arrivals); without it, each connection sends its next request as soon as the answer is in."""
+    batches of 20 impressions as the snippet sends them: random UUIDs, one visitor a batch.
+    With `rate`, the connections together send about `rate` requests per second (exponential
+    gaps: Poisson arrivals); without it, each connection sends its next request as soon as the
+    answer is in."""
 
     paths: tuple[str, ...] = ()
     rate: float | None = None
     events_key: str = ""
     tokens: tuple[str, ...] = ()
-    prefix: str = ""
     visitors: int = 5000
 
     def lua(self, connections: int) -> str:
@@ -330,15 +330,26 @@ local nt = #tokens
 local head = '{{"key":"{self.events_key}","events":['
 local ts = string.format("%d", os.time() * 1000)
 local headers = {{["Content-Type"] = "text/plain;charset=UTF-8"}}
+local r = math.random
 local counter = 0
+local batches = 0
 accepted = 0
+function init(args)
+  math.randomseed(os.time() + math.floor(os.clock() * 1e6))
+end
+-- A version 4 UUID, as the snippet's crypto.randomUUID() makes.
+local function uuid()
+  return string.format("%08x-%04x-4%03x-%x%03x-%06x%06x", r(0, 0xffffffff), r(0, 0xffff),
+    r(0, 0xfff), r(8, 11), r(0, 0xfff), r(0, 0xffffff), r(0, 0xffffff))
+end
 function request()
   local parts = {{}}
+  batches = batches + 1
+  local visitor = '","ts":' .. ts .. ',"visitor_id":"ev-' .. (batches % {self.visitors}) .. '"}}'
   for k = 1, {EVENTS_PER_BATCH} do
     counter = counter + 1
-    parts[k] = '{{"id":"{self.prefix}' .. counter .. '","type":"impression","token":"'
-      .. tokens[counter % nt + 1] .. '","ts":' .. ts .. ',"visitor_id":"ev-'
-      .. (counter % {self.visitors}) .. '"}}'
+    parts[k] = '{{"id":"' .. uuid() .. '","type":"impression","token":"'
+      .. tokens[counter % nt + 1] .. visitor
   end
   return wrk.format("POST", "/v1/events", headers, head .. table.concat(parts, ",") .. "]}}")
 end
@@ -892,12 +903,7 @@ def run_events(b: Bench, svc: Server, warm: Warm, db: Path) -> None:
     rates, durable = [], []
     loads: list[Load] = []
     for r in range(b.args.rounds):
-        prefix = f"b{r}-{random.getrandbits(32):08x}-"
-        script = Plan(
-            events_key=synthetic.KEYS.publishable_key,
-            tokens=tuple(warm.tokens[:200]),
-            prefix=prefix,
-        )
+        script = Plan(events_key=synthetic.KEYS.publishable_key, tokens=tuple(warm.tokens[:200]))
         b.quiet()
         before = count_events(db)
         load = b.measure(svc, script, b.args.duration)
@@ -935,9 +941,8 @@ def run_events(b: Bench, svc: Server, warm: Warm, db: Path) -> None:
         )
     )
     if b.args.profile:
-        prefix = f"p-{random.getrandbits(32):08x}-"
         tokens = tuple(warm.tokens[:200])
-        plan = Plan(events_key=synthetic.KEYS.publishable_key, tokens=tokens, prefix=prefix)
+        plan = Plan(events_key=synthetic.KEYS.publishable_key, tokens=tokens)
         profile(b, svc, plan, "events")
 
 

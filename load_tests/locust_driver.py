@@ -14,6 +14,7 @@ import json
 import random
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ EVENTS_PER_BATCH = 20
 def build_user(plan: dict[str, Any], users: int) -> type[FastHttpUser]:
     paths: list[str] = plan["paths"]
     counter = itertools.count()
+    batches = itertools.count()
     accepted = [0]
 
     class Sender(FastHttpUser):
@@ -38,16 +40,17 @@ def build_user(plan: dict[str, Any], users: int) -> type[FastHttpUser]:
                 self.client.get(random.choice(paths), name="get")
                 return
             now = int(time.time() * 1000)
+            visitor = f"ev-{next(batches) % plan['visitors']}"  # a batch is one page view's
             events = []
             for _ in range(EVENTS_PER_BATCH):
                 n = next(counter)
                 events.append(
                     {
-                        "id": f"{plan['prefix']}{n}",
+                        "id": str(uuid.uuid4()),
                         "type": "impression",
                         "token": plan["tokens"][n % len(plan["tokens"])],
                         "ts": now,
-                        "visitor_id": f"ev-{n % plan['visitors']}",
+                        "visitor_id": visitor,
                     }
                 )
             body = json.dumps({"key": plan["events_key"], "events": events})
