@@ -722,6 +722,8 @@ def run_offers_and_latency(b: Bench, sqlite_db: Path) -> tuple[Server, Warm]:
             ),
             loads,
         )
+        if args.profile:
+            profile(b, svc, paced, "latency")
     b.stop(bare)
     return svc, warm
 
@@ -730,7 +732,7 @@ RAW_TO = ("-f", "raw", "-o")
 
 
 def profile(b: Bench, svc: Server, script: Plan, name: str = "offers") -> None:
-    """py-spy on the service under the offers load: where a warm request's time goes."""
+    """py-spy on the service under a load (the offers one unless named): where its time goes."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
         b.notes.append("profile: py-spy not installed (pip install py-spy)")
