@@ -90,6 +90,36 @@ async def test_event_ids_are_remembered_for_the_window_asked_for(tmp_path: Path)
 
 
 @pytest.mark.anyio
+async def test_impressions_seen_of_schema_6_are_rekeyed_by_visitor_and_kept(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "offers.db"
+    async with opened(f"sqlite:///{path}") as store:
+        record = await store.create_store("Shop")
+    with sqlite3.connect(path) as conn:  # as schemas 5 and 6 made it: keyed by offer first
+        conn.execute("DROP TABLE impressions_seen")
+        conn.execute(
+            "CREATE TABLE impressions_seen (store_id TEXT NOT NULL, offer_id TEXT NOT NULL,"
+            " visitor_id TEXT NOT NULL, last_ms INTEGER NOT NULL,"
+            " PRIMARY KEY (store_id, offer_id, visitor_id)) WITHOUT ROWID"
+        )
+        conn.execute(
+            "INSERT INTO impressions_seen VALUES (?, 'off_1', 'v1', ?)", (record.id, NOW - 1)
+        )
+        conn.execute("PRAGMA user_version = 6")
+    async with opened(f"sqlite:///{path}") as store:
+        clicks = [event("c1", "click"), event("c2", "click", visitor="v2")]
+        await store.record_events(record.id, clicks, NOW - DAY_MS)
+        flags = {e.id: e.flag async for e in store.iter_events(record.id, 0, NOW + 1)}
+        assert flags == {"c1": None, "c2": "no_impression"}  # v1's impression was kept
+    with sqlite3.connect(path) as conn:
+        key = conn.execute(
+            "SELECT name FROM pragma_table_info('impressions_seen') WHERE pk > 0 ORDER BY pk"
+        ).fetchall()
+        assert key == [("store_id",), ("visitor_id",), ("offer_id",)]
+
+
+@pytest.mark.anyio
 async def test_the_wal_is_checkpointed_in_the_background_after_writes(tmp_path: Path) -> None:
     path = tmp_path / "offers.db"
     store = SQLiteStore(str(path))

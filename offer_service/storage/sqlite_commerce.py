@@ -19,18 +19,25 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-SCHEMA = (
-    EVENTS_SCHEMA
-    + """;
+_IMPRESSIONS_SEEN = """
 -- The latest valid (unflagged) impression of each offer by each visitor, '' for none: what a
 -- click, accept or decline needs to be valid. It grows with the pairs, not with the impressions.
+-- Keyed by visitor first: a page view's impressions (one visitor, offers with random ids) land
+-- side by side, not each on a page of its own.
 CREATE TABLE IF NOT EXISTS impressions_seen (
     store_id TEXT NOT NULL,
-    offer_id TEXT NOT NULL,
     visitor_id TEXT NOT NULL,
+    offer_id TEXT NOT NULL,
     last_ms INTEGER NOT NULL,
-    PRIMARY KEY (store_id, offer_id, visitor_id)
-) WITHOUT ROWID;
+    PRIMARY KEY (store_id, visitor_id, offer_id)
+) WITHOUT ROWID
+"""
+
+SCHEMA = (
+    EVENTS_SCHEMA
+    + ";"
+    + _IMPRESSIONS_SEEN
+    + """;
 
 CREATE TABLE IF NOT EXISTS event_counters (
     store_id TEXT NOT NULL,
@@ -73,10 +80,24 @@ CREATE TABLE IF NOT EXISTS accepts (
 
 # The first schema with impressions_seen: a file older than it fills the table from its events.
 IMPRESSIONS_SEEN_SINCE = 5
+# The first schema with impressions_seen keyed by visitor first: an older one is rebuilt.
+VISITOR_FIRST_SINCE = 7
+# impressions_seen as schemas 5 and 6 made it: the offer the second column of its key.
+_KEYED_BY_OFFER = (
+    "SELECT 1 FROM pragma_table_info('impressions_seen') WHERE name = 'offer_id' AND pk = 2"
+)
 
 
 def upgrade(conn: sqlite3.Connection, found: int) -> None:
     """Bring the events of a file at schema `found` up to this schema (inside the migration)."""
+    if found < VISITOR_FIRST_SINCE and conn.execute(_KEYED_BY_OFFER).fetchone():
+        conn.execute("ALTER TABLE impressions_seen RENAME TO impressions_seen_by_offer")
+        conn.execute(_IMPRESSIONS_SEEN)
+        conn.execute(
+            "INSERT INTO impressions_seen (store_id, visitor_id, offer_id, last_ms)"
+            " SELECT store_id, visitor_id, offer_id, last_ms FROM impressions_seen_by_offer"
+        )
+        conn.execute("DROP TABLE impressions_seen_by_offer")
     if not conn.execute("SELECT 1 FROM sqlite_schema WHERE name = 'events'").fetchone():
         return  # its events are in the log already
     columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
@@ -86,8 +107,8 @@ def upgrade(conn: sqlite3.Connection, found: int) -> None:
     # that has the table keeps it as it stands (reading every impression again is not needed).
     if found < IMPRESSIONS_SEEN_SINCE:
         conn.execute(
-            "INSERT OR REPLACE INTO impressions_seen (store_id, offer_id, visitor_id, last_ms)"
-            " SELECT store_id, offer_id, COALESCE(visitor_id, ''), MAX(received_ms) FROM events"
+            "INSERT OR REPLACE INTO impressions_seen (store_id, visitor_id, offer_id, last_ms)"
+            " SELECT store_id, COALESCE(visitor_id, ''), offer_id, MAX(received_ms) FROM events"
             " WHERE type = 'impression' AND flag IS NULL GROUP BY 1, 2, 3"
         )
     events_log.upgrade(conn)

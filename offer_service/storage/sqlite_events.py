@@ -62,12 +62,12 @@ _APPEND = "INSERT INTO event_log (store_id, first_ms, last_ms, events) VALUES (?
 # A valid impression of the same offer by the same visitor, recent enough to match an action.
 _SHOWN = """
 SELECT 1 FROM impressions_seen
-    WHERE store_id = ? AND offer_id = ? AND visitor_id = ? AND last_ms >= ?
+    WHERE store_id = ? AND visitor_id = ? AND offer_id = ? AND last_ms >= ?
 """
 
 _SEEN = """
-INSERT INTO impressions_seen (store_id, offer_id, visitor_id, last_ms) VALUES (?, ?, ?, ?)
-ON CONFLICT (store_id, offer_id, visitor_id) DO UPDATE SET last_ms = MAX(last_ms, excluded.last_ms)
+INSERT INTO impressions_seen (store_id, visitor_id, offer_id, last_ms) VALUES (?, ?, ?, ?)
+ON CONFLICT (store_id, visitor_id, offer_id) DO UPDATE SET last_ms = MAX(last_ms, excluded.last_ms)
 """
 
 _COUNT_EVENTS = """
@@ -217,7 +217,7 @@ def record_events(
                 if (
                     shown.get((e.offer_id, e.visitor_id), since - 1) < since
                     and conn.execute(
-                        _SHOWN, (store_id, e.offer_id, e.visitor_id or "", since)
+                        _SHOWN, (store_id, e.visitor_id or "", e.offer_id, since)
                     ).fetchone()
                     is None
                 ):
@@ -251,7 +251,7 @@ def record_events(
     conn.executemany(_COUNT_EVENTS, [(store_id, *key, n) for key, n in counts.items()])
     conn.executemany(_SIGNAL, signals)
     conn.executemany(
-        _SEEN, [(store_id, offer, visitor or "", ms) for (offer, visitor), ms in shown.items()]
+        _SEEN, [(store_id, visitor or "", offer, ms) for (offer, visitor), ms in shown.items()]
     )
     return Written(fresh, cursor.lastrowid or 0, last_ms, keys)
 
