@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import sys
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -58,6 +59,13 @@ async def _store_unavailable(request: Request, exc: Exception) -> Response:
 # full collections run ten times less often.
 GC_THRESHOLDS = (700, 10, 100)
 
+# SQLite writes run in a worker thread and give the interpreter lock up around each statement;
+# taking it back waits until the event loop's thread lets go, by default after 5 ms. An events
+# batch is answered once its write commits, so every wait kept the batches of a whole write in
+# memory longer (their objects examined again by each collection) and the write's pages out of
+# the CPU's caches: in process, 30-36 us of CPU per event at 5 ms, 24-27 us at 0.1-1 ms.
+SWITCH_INTERVAL_S = 0.0005
+
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
@@ -70,6 +78,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         gc.set_threshold(*GC_THRESHOLDS)
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         await store.open()
         if settings.demo:
             from .demo import install_demo

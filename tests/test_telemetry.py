@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import gc
+import sys
 import logging
 from pathlib import Path
 
 import orjson
 import pytest
 
-from offer_service.app import GC_THRESHOLDS, create_app
+from offer_service.app import GC_THRESHOLDS, SWITCH_INTERVAL_S, create_app
 from offer_service.settings import Settings
 from offer_service.telemetry import JsonFormatter, redact
 
@@ -66,3 +67,16 @@ async def test_the_service_runs_full_garbage_collections_less_often(tmp_path: Pa
             assert full == GC_THRESHOLDS[2] == 100
     finally:
         gc.set_threshold(*before)
+
+
+@pytest.mark.anyio
+async def test_the_service_hands_the_interpreter_lock_to_its_writer_sooner(tmp_path: Path) -> None:
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)  # Python's default
+    app = create_app(Settings(store_url=f"sqlite:///{tmp_path}/offers.db"))
+    try:
+        async with app.router.lifespan_context(app):
+            assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
+            assert SWITCH_INTERVAL_S < 0.005
+    finally:
+        sys.setswitchinterval(before)
