@@ -245,15 +245,13 @@ def record_events(
             signals.append((store_id, e.visitor_id, e.type, e.product_id, e.ts_ms))
     if not rows:
         return Written(fresh)
-    received = [row[3] for row in rows]
-    first_ms, last_ms = min(received), max(received)
-    cursor = conn.execute(_APPEND, (store_id, first_ms, last_ms, orjson.dumps(rows).decode()))
+    seq, last_ms = _append(conn, store_id, rows)
     conn.executemany(_COUNT_EVENTS, [(store_id, *key, n) for key, n in counts.items()])
     conn.executemany(_SIGNAL, signals)
     conn.executemany(
         _SEEN, [(store_id, visitor or "", offer, ms) for (offer, visitor), ms in shown.items()]
     )
-    return Written(fresh, cursor.lastrowid or 0, last_ms, keys)
+    return Written(fresh, seq, last_ms, keys)
 
 
 def received_between(
@@ -288,6 +286,11 @@ def upgrade(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TABLE events")
 
 
-def _append(conn: sqlite3.Connection, store_id: str | None, rows: list[tuple[Any, ...]]) -> None:
+def _append(
+    conn: sqlite3.Connection, store_id: str | None, rows: list[tuple[Any, ...]]
+) -> tuple[int, int]:
+    """One log row holding `rows`: its seq and the latest received_ms of its events."""
     received = [row[3] for row in rows]
-    conn.execute(_APPEND, (store_id, min(received), max(received), orjson.dumps(rows).decode()))
+    last_ms = max(received)
+    cursor = conn.execute(_APPEND, (store_id, min(received), last_ms, orjson.dumps(rows).decode()))
+    return cursor.lastrowid or 0, last_ms
