@@ -54,7 +54,10 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+# The checkout this file is in, ahead of any installed copy: the harness and its servers
+# measure this checkout's code (a second worktree benchmarks its own).
+ROOT = HERE.parent
+sys.path[:0] = [str(HERE), str(ROOT)]
 
 import synthetic  # noqa: E402 (sibling modules)
 from workload import DEFAULT_DATASET  # noqa: E402
@@ -196,7 +199,7 @@ class Server:
         self.proc = subprocess.Popen(
             command,
             cwd=HERE,
-            env={**os.environ, **env, "PYTHONPATH": str(HERE)},
+            env={**os.environ, **env, "PYTHONPATH": os.pathsep.join((str(HERE), str(ROOT)))},
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )

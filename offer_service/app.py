@@ -95,7 +95,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await store.close()
 
     # The hot path: called straight from RequestContext (see there).
-    get_offers = Route("/v1/offers", offers.GetOffers(), methods=["GET"])
+    get_offers = Route(
+        "/v1/offers", offers.GetOffers(engine, trust_proxy=settings.trust_proxy), methods=["GET"]
+    )
     routes = [
         get_offers,
         Route("/v1/offers", offers.post_offers, methods=["POST"]),

@@ -191,6 +191,12 @@ class Engine:
     async def store_by_key(self, key: str) -> StoreRecord | None:
         return await self._stores.get(key, lambda: self.store.store_by_key(key))
 
+    def store_by_key_now(self, key: str) -> StoreRecord | None:
+        """The key's store while its cache entry is fresh; None when `store_by_key` must
+        decide."""
+        entry = self._stores.fresh(key)
+        return None if entry is None else entry[0]
+
     async def version(self, store_id: str) -> int:
         return await self._versions.get(store_id)
 
@@ -247,7 +253,9 @@ class Engine:
     ) -> bytes:
         """The response body. `flag`: the request's invalid-traffic reason (a bot or a
         prefetch still gets offers, but its exposure is flagged, out of the holdout comparison)."""
-        version = await self.version(record.id)
+        version = self._versions.fresh(record.id)
+        if version is None:
+            version = await self.version(record.id)
         record = self._current(record)
         rules = record.rules
         surface = req.surface
@@ -278,9 +286,13 @@ class Engine:
         arm = assign(record.id, rules, surface, req.visitor_id)
         label = arm.arm if arm else None
         key = (record.id, surface, version, anchor_ids, label)
-        prepared = await self._prepared.get(
-            key, lambda: self._prepare(record, surface, anchor_ids, None, int(now_s), arm)
-        )
+        held = self._prepared.fresh(key)
+        if held is not None:
+            prepared = held[0]
+        else:
+            prepared = await self._prepared.get(
+                key, lambda: self._prepare(record, surface, anchor_ids, None, int(now_s), arm)
+            )
         if prepared.error is None and prepared.tokens_expire_s - now_s < PREPARED_TTL_S:
             # Served stale for too long (the store was unreachable): never hand out a token
             # that is about to expire; build it again now.
@@ -292,7 +304,9 @@ class Engine:
             self.exposures.seen(
                 record.id, req.visitor_id, surface, holdout=False, arm=label, flag=flag
             )
-        visitor = await self._cached_visitor(record, req, version, now_ms)
+        visitor = self._held_visitor(record.id, req, version)
+        if visitor is None:
+            visitor = await self._cached_visitor(record, req, version, now_ms)
         explore = self.explores(rules)
         plain = not explore and not req.exclude and _no_history(visitor)
         joined = prepared.joined.get(limit) if plain else None
@@ -313,6 +327,29 @@ class Engine:
                 prepared.joined[limit] = joined
         return head + _treatment_head(arm) + joined + b"]}"
 
+    def _held_visitor(
+        self, store_id: str, req: OffersRequest | OfferQuery, version: int
+    ) -> VisitorState | None:
+        """`_cached_visitor` without a coroutine when no poll of the visitor changes is due
+        and the state it would answer is held; None when it must decide."""
+        if not req.visitor_id:
+            return None
+        now = time.monotonic()
+        feed = self._visitor_feeds.get(store_id)
+        if feed is None or now - feed[1] >= VISITOR_POLL_S:
+            return None
+        return self._held_state(store_id, req, version, now)
+
+    def _held_state(
+        self, store_id: str, req: OffersRequest | OfferQuery, version: int, now: float
+    ) -> VisitorState | None:
+        """The visitor's state held for this version and customer, until its expiry."""
+        held = self._visitors.get(store_id)
+        entry = None if held is None else held.get(req.visitor_id or "")
+        if entry is None or entry[2] <= now or entry[1] != version or entry[0] != req.customer_id:
+            return None
+        return entry[3]
+
     async def _cached_visitor(
         self, record: StoreRecord, req: OffersRequest | OfferQuery, version: int, now_ms: int
     ) -> VisitorState:
@@ -322,16 +359,9 @@ class Engine:
             return await self._visitor(record, None, customer_id, record.rules, now_ms)
         now = time.monotonic()
         ttl = await self._follow_visitor_changes(record.id, now)
-        held = self._visitors.get(record.id)
-        if held is not None:
-            entry = held.get(visitor_id)
-            if (
-                entry is not None
-                and entry[2] > now
-                and entry[1] == version
-                and entry[0] == customer_id
-            ):
-                return entry[3]
+        found = self._held_state(record.id, req, version, now)
+        if found is not None:
+            return found
         state = await self._visitor(record, visitor_id, customer_id, record.rules, now_ms)
         if state is EMPTY_VISITOR:
             return state  # the store failed: nothing was read, nothing to keep

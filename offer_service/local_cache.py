@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
-
-from cachetools import LRUCache
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -28,7 +27,10 @@ class LocalCache(Generic[K, V]):
         jitter: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._entries: LRUCache[K, tuple[V, float]] = LRUCache(maxsize=maxsize)
+        # Least recently used first: a hit moves its key to the end, an insert past `maxsize`
+        # drops the first. OrderedDict does both in C, a lookup here is on every request.
+        self._entries: OrderedDict[K, tuple[V, float]] = OrderedDict()
+        self._maxsize = maxsize
         self._ttl = ttl
         self._jitter = jitter
         self._clock = clock
@@ -43,10 +45,25 @@ class LocalCache(Generic[K, V]):
     def peek(self, key: K) -> V | None:
         """The cached value (fresh or stale) without loading."""
         entry = self._entries.get(key)
-        return None if entry is None else entry[0]
+        if entry is None:
+            return None
+        self._entries.move_to_end(key)
+        return entry[0]
+
+    def fresh(self, key: K) -> tuple[V, float] | None:
+        """The entry (value, expiry) while it has not expired, without a coroutine: what a
+        warm request reads. None when `get` must decide (a miss, or stale)."""
+        entry = self._entries.get(key)
+        if entry is None or entry[1] <= self._clock():
+            return None
+        self._entries.move_to_end(key)
+        return entry
 
     def set(self, key: K, value: V) -> None:
         self._entries[key] = (value, self._expiry())
+        self._entries.move_to_end(key)
+        if len(self._entries) > self._maxsize:
+            self._entries.popitem(last=False)
 
     def invalidate(self, key: K | None = None) -> None:
         if key is None:
@@ -60,6 +77,7 @@ class LocalCache(Generic[K, V]):
     async def get(self, key: K, loader: Callable[[], Awaitable[V]]) -> V:
         entry = self._entries.get(key)
         if entry is not None:
+            self._entries.move_to_end(key)
             value, expires = entry
             if expires <= self._clock() and key not in self._refreshing:
                 self._refresh_in_background(key, loader)

@@ -110,6 +110,14 @@ class RateLimiter:
         alive = {k: t for k, t in self._tat.items() if t > now}
         self._tat = _newest(alive, self._max_keys // 2)
 
+    def admit_here(self, store_id: str, bucket: str, per_second: float, burst: int) -> bool:
+        """`admit` without a coroutine when this process alone counts the bucket (no shared
+        limiter): True once counted (RateLimited when over); False when `admit` must be awaited."""
+        if self.shared is not None:
+            return False
+        _refuse(self.check((store_id, bucket), per_second, burst))
+        return True
+
     async def admit(self, store_id: str, bucket: str, per_second: float, burst: int) -> None:
         """Count a request against a store's bucket (RateLimited when over): on the shared
         limiter when there is one, in this process otherwise or when the shared one fails."""

@@ -42,6 +42,14 @@ class Versions:
     def set(self, store_id: str, version: int) -> None:
         self._known[store_id] = (version, self._clock())
 
+    def fresh(self, store_id: str) -> int | None:
+        """The version while it is younger than FRESH_S, without a coroutine; None when `get`
+        must decide."""
+        known = self._known.get(store_id)
+        if known is None or self._clock() - known[1] >= FRESH_S:
+            return None
+        return known[0]
+
     async def get(self, store_id: str) -> int:
         known = self._known.get(store_id)
         if known is not None:

@@ -95,3 +95,34 @@ def test_ttl_is_jittered_within_bounds() -> None:
     expiries = {cache._expiry() for _ in range(200)}
     assert min(expiries) >= 8.0 and max(expiries) <= 12.0
     assert len(expiries) > 100
+
+
+@pytest.mark.anyio
+async def test_fresh_answers_an_entry_until_it_expires_and_loads_nothing() -> None:
+    clock = Clock()
+    cache: LocalCache[str, int] = LocalCache(10, 1.0, jitter=0.0, clock=clock)
+    assert cache.fresh("k") is None  # a miss: `get` must load it
+
+    async def load() -> int:
+        return 7
+
+    assert await cache.get("k", load) == 7
+    assert cache.fresh("k") == (7, 1.0)
+    clock.now = 1.0
+    assert cache.fresh("k") is None  # expired: `get` serves it stale and refreshes
+    assert cache.peek("k") == 7
+
+
+@pytest.mark.anyio
+async def test_the_least_recently_used_entry_is_dropped_first() -> None:
+    cache: LocalCache[str, int] = LocalCache(3, 10.0)
+    for key in "abc":
+        cache.set(key, ord(key))
+    assert cache.fresh("a") is not None  # a hit: "b" is now the least recently used
+    cache.set("d", 4)
+    assert cache.peek("b") is None
+    assert [cache.peek(k) for k in "acd"] == [ord("a"), ord("c"), 4]
+    assert len(cache) == 3
+    cache.set("c", 5)  # replacing an entry counts as a use and keeps the size
+    cache.set("e", 6)
+    assert cache.peek("a") is None and cache.peek("c") == 5 and len(cache) == 3

@@ -3,8 +3,10 @@ cannot matter first), and 429 with Retry-After on the real routes."""
 
 from __future__ import annotations
 
+import pytest
+
 from offer_service.policy import RateLimits, StoreRules
-from offer_service.ratelimit import RateLimiter
+from offer_service.ratelimit import RateLimited, RateLimiter
 
 from .conftest import LiveServer
 
@@ -79,3 +81,24 @@ def test_browser_and_admin_routes_answer_429_with_retry_after(server: LiveServer
         admin = {"Authorization": f"Bearer {record.secret_key}"}
         codes = [c.get("/v1/admin/catalog", headers=admin).status_code for _ in range(3)]
         assert codes == [200, 200, 429]
+
+
+def test_admit_here_counts_in_process_and_refuses_past_the_burst() -> None:
+    clock = Clock()
+    limiter = RateLimiter(clock=clock)
+    assert [limiter.admit_here("s", "browser:ip", 2, 2) for _ in range(2)] == [True, True]
+    with pytest.raises(RateLimited) as refused:
+        limiter.admit_here("s", "browser:ip", 2, 2)
+    assert refused.value.headers == {"Retry-After": "1"}
+    # The same count as `check` and `admit`: the bucket is one.
+    assert limiter.check(("s", "browser:ip"), 2, 2) == 0.5
+
+
+def test_admit_here_leaves_a_shared_limiter_to_admit() -> None:
+    class Shared:
+        async def rate_lease(self, *args: object) -> tuple[int, float]:
+            raise AssertionError("admit_here never reaches the shared store")
+
+    limiter = RateLimiter(shared=Shared())  # type: ignore[arg-type]
+    assert limiter.admit_here("s", "browser:ip", 2, 2) is False
+    assert limiter.fallbacks == 0

@@ -118,3 +118,16 @@ async def test_without_any_version_read_an_outage_is_an_error(
 
     with pytest.raises(StoreUnavailable):
         await versions.get("s")
+
+
+async def test_fresh_answers_only_a_version_younger_than_fresh_s(
+    setup: tuple[FakeStore, Clock, Versions],
+) -> None:
+    store, clock, versions = setup
+    assert versions.fresh("s") is None  # never read
+    assert await versions.get("s") == 1
+    clock.now += FRESH_S / 2
+    assert versions.fresh("s") == 1
+    clock.now += FRESH_S / 2
+    assert versions.fresh("s") is None  # `get` decides: a background read, or a wait
+    assert store.reads == 1

@@ -75,6 +75,21 @@ async def browser_store(e: Engine, key: str | None, client: str) -> StoreRecord:
     return record
 
 
+def browser_store_now(e: Engine, key: str, client: str) -> StoreRecord | None:
+    """`browser_store` without a coroutine for what a warm request needs: the store of its
+    current publishable key, held fresh, counted by this process's limiter. None when
+    `browser_store` must decide (a miss, a stale entry, an unknown or retired key, a shared
+    limiter)."""
+    record = e.store_by_key_now(key)
+    if record is None or key != record.publishable_key:
+        return None
+    limits = record.rules.rate_limits
+    admitted = e.limiter.admit_here(
+        record.id, "browser:" + client, limits.browser_per_second, limits.browser_burst
+    )
+    return record if admitted else None
+
+
 async def secret_store(request: Request, body: bytes = b"") -> StoreRecord:
     """The store of an admin request: a secret key, or a signed webhook naming its store."""
     auth = request.headers.get("authorization", "")

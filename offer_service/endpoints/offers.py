@@ -26,6 +26,7 @@ from .common import (
     BROWSER_BODY_LIMIT,
     body_key,
     browser_store,
+    browser_store_now,
     cors_headers,
     engine,
     error_response,
@@ -57,6 +58,11 @@ class GetOffers:
     validates it with pydantic and answers exactly as before, errors included.
     """
 
+    def __init__(self, engine: Engine, *, trust_proxy: bool) -> None:
+        # The app's own (app.state.engine, settings.trust_proxy), held to spare two lookups.
+        self.engine = engine
+        self.trust_proxy = trust_proxy
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await self._answer(scope, receive, send)
@@ -74,18 +80,20 @@ class GetOffers:
             response = await get_offers(Request(scope, receive, send))
             await response(scope, receive, send)
             return
-        e: Engine = scope["app"].state.engine
+        e = self.engine
         # The first of each header, as Starlette's Headers.get would answer.
         wanted: dict[bytes, str | None] = dict.fromkeys(_READ_HEADERS)
         for name, value in scope["headers"]:
             if name in wanted and wanted[name] is None:
                 wanted[name] = value.decode("latin-1")
         key = query.get("key") or wanted[b"x-offer-key"]
-        trusted = scope["app"].state.settings.trust_proxy
-        client = forwarded_or_peer(wanted[b"x-forwarded-for"] if trusted else None, scope)
+        forwarded = wanted[b"x-forwarded-for"] if self.trust_proxy else None
+        client = forwarded_or_peer(forwarded, scope)
         record: StoreRecord | None = None
         try:
-            record = await browser_store(e, key, client)
+            record = browser_store_now(e, key, client) if key else None
+            if record is None:
+                record = await browser_store(e, key, client)
             flag = classify(scope["headers"])  # a bot or a prefetch: its exposure is flagged
             body = await e.offers(record, req, scope["state"]["request_id"], flag)
         except ApiError as exc:
