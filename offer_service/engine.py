@@ -74,22 +74,32 @@ class Prepared:
     """A cached, visitor-independent offer list for one anchor set and store version."""
 
     offers: list[PricedOffer]
-    # Pre-purchase only: each offer's JSON split around its rank, tokens already signed.
-    fragments: list[tuple[bytes, bytes]] = field(default_factory=list)
+    # Pre-purchase only: each offer's JSON split around its rank, its token signed when an
+    # answer first shows the offer (`render`): most answers show only the first few of a list.
+    fragments: list[tuple[bytes, bytes] | None] = field(default_factory=list)
     tokens_expire_s: int = 0
     error: ApiError | None = None
     # Joined offers (pre-purchase only) by the chosen indices, and by limit for a visitor with
     # no history who excludes nothing (the common answer, so `finish` runs once for it).
     joined: dict[object, bytes] = field(default_factory=dict)
+    render: Callable[[int], tuple[bytes, bytes]] | None = None
+
+    def fragment(self, i: int) -> tuple[bytes, bytes]:
+        found = self.fragments[i]
+        if found is None:
+            assert self.render is not None, "a pre-purchase list renders its offers"
+            found = self.fragments[i] = self.render(i)
+        return found
 
     def join(self, chosen: list[int]) -> bytes:
         key = tuple(chosen)
         body = self.joined.get(key)
         if body is None:
-            body = b",".join(
-                self.fragments[i][0] + str(rank).encode() + self.fragments[i][1]
-                for rank, i in enumerate(chosen, start=1)
-            )
+            parts = []
+            for rank, i in enumerate(chosen, start=1):
+                head, tail = self.fragment(i)
+                parts.append(head + str(rank).encode() + tail)
+            body = b",".join(parts)
             if len(self.joined) < JOINED_MAX:
                 self.joined[key] = body
         return body
@@ -576,8 +586,9 @@ class Engine:
         if SURFACES[surface].post_purchase:
             return Prepared(offers)
         expires = now_s + record.rules.offer_ttl_seconds
-        fragments = []
-        for offer in offers:
+
+        def render(i: int) -> tuple[bytes, bytes]:
+            offer = offers[i]
             offer_id = new_offer_id()
             token = self.sign(record, surface, offer, offer_id, now_s, expires, None, arm=arm)
             ident = orjson.dumps(
@@ -588,8 +599,9 @@ class Engine:
                 }
             )
             body = orjson.dumps(offer_body(offer, token, offer_id, expires))
-            fragments.append((ident[:-1] + b',"rank":', b"," + body[1:]))
-        return Prepared(offers, fragments, expires)
+            return ident[:-1] + b',"rank":', b"," + body[1:]
+
+        return Prepared(offers, [None] * len(offers), expires, render=render)
 
     async def gather(
         self,

@@ -1,17 +1,23 @@
 """The engine's per-process copy of catalog products: read once per store version, so an answer
-that misses the prepared-offer cache reads only the candidates this process has not met."""
+that misses the prepared-offer cache reads only the candidates this process has not met; and a
+prepared offer list, which signs an offer's token only once an answer shows it."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection
+from dataclasses import replace
 from pathlib import Path
 
+import orjson
 import pytest
 
 from offer_service import engine as engine_module
 from offer_service.catalog import Product
 from offer_service.engine import Engine
+from offer_service.models import OffersRequest
+from offer_service.policy import StoreRules
 from offer_service.storage.sqlite import SQLiteStore
+from offer_service.surfaces import Surface
 
 from .test_storage_contract import product
 
@@ -78,3 +84,29 @@ async def test_the_copy_is_bounded(store: CountingStore, monkeypatch: pytest.Mon
     assert store.asked == []  # the newest reads stay held
     assert sorted(await engine.products(record.id, ["p0", "p2"])) == ["p0", "p2"]
     assert store.asked == ["p0"]
+
+
+@pytest.mark.anyio
+async def test_a_prepared_list_signs_only_the_offers_answers_show(store: CountingStore) -> None:
+    record = await store.create_store("Shop", rules=StoreRules(holdout_share=0))
+    extras = [product(f"x{i}", price=1000 + i) for i in range(6)]
+    anchor = replace(product("cam", price=50_000), complements=tuple(p.id for p in extras))
+    await store.upsert_products(record.id, [anchor, *extras])
+    engine = Engine(store)
+
+    async def answer(limit: int) -> list[dict[str, object]]:
+        request = OffersRequest(surface=Surface.PRODUCT_PAGE, product_id="cam", limit=limit)
+        offers: list[dict[str, object]] = orjson.loads(await engine.offers(record, request, "r"))[
+            "offers"
+        ]
+        return offers
+
+    two = await answer(2)
+    (prepared,) = [v for v, _ in engine._prepared._entries.values()]
+    assert len(prepared.offers) == 6
+    assert [f is not None for f in prepared.fragments] == [True, True] + [False] * 4
+    # A longer answer renders the next offers; those shown before keep their ids and tokens.
+    four = await answer(4)
+    assert [f is not None for f in prepared.fragments] == [True] * 4 + [False] * 2
+    assert four[:2] == two
+    assert len({o["token"] for o in four}) == 4
