@@ -124,8 +124,19 @@ HOLDOUT_TAIL = b',"holdout":true,"experiment":null,"offers":[]}'
 
 
 def _treatment_head(assignment: Assignment | None) -> bytes:
-    arm = b"null" if assignment is None else orjson.dumps(assignment.arm)
-    return b',"holdout":false,"experiment":' + arm + b',"offers":['
+    if assignment is None:
+        return _NO_EXPERIMENT
+    return b',"holdout":false,"experiment":' + orjson.dumps(assignment.arm) + b',"offers":['
+
+
+_NO_EXPERIMENT = b',"holdout":false,"experiment":null,"offers":['
+# The answer's `surface` and `limit` as they follow its request id, for every pair clamp_limit
+# can give.
+_SURFACE_LIMITS = {
+    (surface, limit): f',"surface":"{surface.value}","limit":{limit}'.encode()
+    for surface, spec in SURFACES.items()
+    for limit in range(1, spec.hard_max + 1)
+}
 
 
 def order_subject(order: Order) -> str:
@@ -270,14 +281,7 @@ class Engine:
         rules = record.rules
         surface = req.surface
         limit = clamp_limit(surface, req.limit, rules.surface_counts.get(surface))
-        head = (
-            b'{"request_id":'
-            + orjson.dumps(request_id)
-            + b',"surface":"'
-            + surface.value.encode()
-            + b'","limit":'
-            + str(limit).encode()
-        )
+        head = b'{"request_id":' + orjson.dumps(request_id) + _SURFACE_LIMITS[surface, limit]
         if req.visitor_id and in_holdout(record.id, req.visitor_id, rules.holdout_share):
             self.exposures.seen(
                 record.id, req.visitor_id, surface, holdout=True, arm=None, flag=flag
@@ -335,7 +339,7 @@ class Engine:
             # A replenish offer's due date moves with the clock, whoever asks.
             if plain and all(o.candidate.kind != "replenish" for o in prepared.offers):
                 prepared.joined[limit] = joined
-        return head + _treatment_head(arm) + joined + b"]}"
+        return b"".join((head, _treatment_head(arm), joined, b"]}"))
 
     def _held_visitor(
         self, store_id: str, req: OffersRequest | OfferQuery, version: int

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import logging
 import re
@@ -40,13 +41,8 @@ class Metrics:
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests[(route, method, status)] += 1
-        counts = self.latency[route]
-        for i, bound in enumerate(BUCKETS):
-            if seconds <= bound:
-                counts[i] += 1
-                break
-        else:
-            counts[-1] += 1
+        # The first bucket whose bound is not below `seconds`; past the last, +Inf's.
+        self.latency[route][bisect.bisect_left(BUCKETS, seconds)] += 1
         self.latency_sum[route] += seconds
 
     def render(self) -> str:
@@ -89,9 +85,12 @@ _SECURITY_NAMES = frozenset(name for name, _ in _ALL_SECURITY)
 
 
 def with_security_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    for name, _ in headers:
+        if name.lower() in _SECURITY_NAMES:
+            break
+    else:
+        return headers + _ALL_SECURITY  # what nearly every response takes
     present = {name.lower() for name, _ in headers}
-    if present.isdisjoint(_SECURITY_NAMES):
-        return headers + _ALL_SECURITY
     out = headers + [h for h in SECURITY_HEADERS if h[0] not in present]
     if b"content-security-policy" not in present:
         out.append(API_CSP)

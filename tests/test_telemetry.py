@@ -12,7 +12,15 @@ import pytest
 
 from offer_service.app import GC_THRESHOLDS, SWITCH_INTERVAL_S, create_app
 from offer_service.settings import Settings
-from offer_service.telemetry import JsonFormatter, redact
+from offer_service.telemetry import (
+    API_CSP,
+    BUCKETS,
+    SECURITY_HEADERS,
+    JsonFormatter,
+    Metrics,
+    redact,
+    with_security_headers,
+)
 
 from .conftest import LiveServer
 
@@ -30,6 +38,30 @@ def test_every_response_carries_the_security_headers(demo_server: LiveServer) ->
             assert r.headers["referrer-policy"] == "strict-origin-when-cross-origin"
             assert "default-src 'none'" in r.headers["content-security-policy"]
             assert "access-control-allow-credentials" not in r.headers
+
+
+def test_a_page_keeps_its_own_policy_and_gets_the_rest() -> None:
+    plain = [(b"content-type", b"application/json")]
+    assert with_security_headers(plain) == [*plain, *SECURITY_HEADERS, API_CSP]
+    page = [
+        (b"Content-Security-Policy", b"default-src 'self'"),
+        (b"x-frame-options", b"SAMEORIGIN"),
+    ]
+    out = with_security_headers(page)
+    assert out[:2] == page
+    assert [name for name, _ in out[2:]] == [
+        name for name, _ in SECURITY_HEADERS if name != b"x-frame-options"
+    ]
+
+
+def test_latency_lands_in_the_first_bucket_at_or_above_it() -> None:
+    metrics = Metrics()
+    for seconds in (0.0005, BUCKETS[0], 0.0011, BUCKETS[-1], 99.0):
+        metrics.observe("/v1/offers", "GET", 200, seconds)
+    counts = metrics.latency["/v1/offers"]
+    assert counts[0] == 2 and counts[1] == 1 and counts[len(BUCKETS) - 1] == 1
+    assert counts[-1] == 1 and sum(counts) == 5
+    assert 'le="+Inf"} 5' in metrics.render()
 
 
 def test_secrets_are_redacted_from_log_lines() -> None:
