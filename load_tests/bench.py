@@ -1043,10 +1043,15 @@ def run_flat(b: Bench, dataset: Path) -> None:
         loads,
     )
     if "memory" in args.only:
-        rss = {k: s.rss_mb() for k, s in servers.items()}
-        mapped = {k: s.rss_mb("RssFile") for k, s in servers.items()}
-        own = {k: s.rss_mb("RssAnon") for k, s in servers.items()}
+        rss, mapped, own = (
+            {k: s.rss_mb(field) for k, s in servers.items()}
+            for field in ("VmRSS", "RssFile", "RssAnon")
+        )
         per = (args.big_products - args.small_products) / 100_000
+
+        def per_100k(mb: dict[str, float]) -> float:
+            return (mb["big"] - mb["small"]) / per
+
         big, small = _count(args.big_products), _count(args.small_products)
         file_mb = {
             "small": small_db.stat().st_size / 2**20,
@@ -1056,14 +1061,14 @@ def run_flat(b: Bench, dataset: Path) -> None:
             Row(
                 "memory",
                 "service resident size per 100k products",
-                [(rss["big"] - rss["small"]) / per],
+                [per_100k(rss)],
                 unit="MB",
                 note=f"RSS after the flat runs {rss['big']:,.0f} MB ({big}) vs "
                 f"{rss['small']:,.0f} MB ({small}); at start {rss_start['big']:,.0f} vs "
                 f"{rss_start['small']:,.0f} MB; of the RSS after, file pages mapped (SQLite's "
                 f"read map, the OS's file cache) {mapped['big']:,.0f} vs {mapped['small']:,.0f} "
                 "MB. The catalog lives in the store: SQLite file "
-                f"{(file_mb['big'] - file_mb['small']) / per:,.0f} MB per 100k products "
+                f"{per_100k(file_mb):,.0f} MB per 100k products "
                 f"(with its {big_meta['order_lines']:,} order lines and pair counts)",
             )
         )
@@ -1071,7 +1076,7 @@ def run_flat(b: Bench, dataset: Path) -> None:
             Row(
                 "memory_own",
                 "  same, the process's own memory (RssAnon)",
-                [(own["big"] - own["small"]) / per],
+                [per_100k(own)],
                 unit="MB",
                 note=f"{own['big']:,.0f} MB ({big}) vs {own['small']:,.0f} MB ({small}): the "
                 "resident size without the file pages SQLite maps, which the OS can reclaim",

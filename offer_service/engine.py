@@ -116,6 +116,11 @@ def _no_history(visitor: VisitorState) -> bool:
     )
 
 
+def _polled_lately(feed: tuple[str | None, float] | None, now: float) -> bool:
+    """Whether a store's visitor changes were asked for less than VISITOR_POLL_S ago."""
+    return feed is not None and now - feed[1] < VISITOR_POLL_S
+
+
 def _iso(epoch_s: int) -> str:
     return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -349,8 +354,7 @@ class Engine:
         if not req.visitor_id:
             return None
         now = time.monotonic()
-        feed = self._visitor_feeds.get(store_id)
-        if feed is None or now - feed[1] >= VISITOR_POLL_S:
+        if not _polled_lately(self._visitor_feeds.get(store_id), now):
             return None
         return self._held_state(store_id, req, version, now)
 
@@ -393,7 +397,7 @@ class Engine:
         """Forget the visitors another process changed since this one last asked (at most every
         VISITOR_POLL_S); how long a state read now may be held."""
         feed = self._visitor_feeds.get(store_id)
-        if feed is not None and now - feed[1] < VISITOR_POLL_S:
+        if feed is not None and _polled_lately(feed, now):
             return VISITOR_TTL_S if feed[0] is None else VISITOR_LISTED_TTL_S
         cursor = None if feed is None else feed[0]
         self._visitor_feeds[store_id] = (cursor, now)  # one read at a time

@@ -51,15 +51,13 @@ class Versions:
         return known[0]
 
     async def get(self, store_id: str) -> int:
+        version = self.fresh(store_id)
+        if version is not None:
+            return version
         known = self._known.get(store_id)
-        if known is not None:
-            version, read_at = known
-            age = self._clock() - read_at
-            if age < FRESH_S:
-                return version
-            if age < MAX_AGE_S:
-                self._refresh(store_id)
-                return version
+        if known is not None and self._clock() - known[1] < MAX_AGE_S:
+            self._refresh(store_id)
+            return known[0]
         try:
             return await asyncio.shield(self._refresh(store_id))
         except StoreUnavailable:

@@ -99,6 +99,8 @@ def test_admit_here_leaves_a_shared_limiter_to_admit() -> None:
         async def rate_lease(self, *args: object) -> tuple[int, float]:
             raise AssertionError("admit_here never reaches the shared store")
 
-    limiter = RateLimiter(shared=Shared())  # type: ignore[arg-type]
-    assert limiter.admit_here("s", "browser:ip", 2, 2) is False
-    assert limiter.fallbacks == 0
+    limiter = RateLimiter(clock=Clock(), shared=Shared())  # type: ignore[arg-type]
+    assert limiter.admit_here("s", "browser:ip", 2, 1) is False
+    # Nothing counted in process either: the bucket's one request is still free here.
+    assert limiter.check(("s", "browser:ip"), 2, 1) == 0.0
+    assert limiter.check(("s", "browser:ip"), 2, 1) == 0.5

@@ -1,5 +1,5 @@
 """SQLite reads share a read transaction briefly: own writes are seen at once, others' soon, and
-an idle process does not keep one open."""
+an idle process does not keep one open; they read the file through a memory map."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from offer_service.catalog import Product
-from offer_service.storage.sqlite import SNAPSHOT_MAX_S, SQLiteStore
+from offer_service.storage.sqlite import READ_MAP_BYTES, SNAPSHOT_MAX_S, SQLiteStore
 
 
 @pytest.mark.anyio
@@ -45,5 +45,20 @@ async def test_a_write_by_another_connection_is_seen_within_the_snapshot_limit(
         other.close()
         await asyncio.sleep(SNAPSHOT_MAX_S * 2)
         assert await store.version(record.id) == before + 1
+    finally:
+        await store.close()
+
+
+@pytest.mark.anyio
+async def test_reads_go_through_a_memory_map_of_the_file(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "offers.db"))
+    await store.open()
+    try:
+        assert store._reader is not None and store._writer is not None
+        ((mapped,),) = store._reader.execute("PRAGMA mmap_size").fetchall()
+        # As much as asked, or SQLite's build limit (2 GB in the common builds), never none.
+        assert min(READ_MAP_BYTES, 2**31 - 2**16) <= mapped <= READ_MAP_BYTES
+        ((writer_mapped,),) = store._writer.execute("PRAGMA mmap_size").fetchall()
+        assert writer_mapped == 0  # writes go through SQLite's own cache, as before
     finally:
         await store.close()

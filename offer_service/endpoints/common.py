@@ -68,10 +68,7 @@ async def browser_store(e: Engine, key: str | None, client: str) -> StoreRecord:
     # A retired key is refused from the end of its grace period, whatever a cache holds.
     if record is None or (key != record.publishable_key and not record.key_kind(key, now_ms())):
         raise Unauthorized(UNKNOWN_KEY, code="unknown_key")
-    limits = record.rules.rate_limits
-    await e.limiter.admit(
-        record.id, "browser:" + client, limits.browser_per_second, limits.browser_burst
-    )
+    await e.limiter.admit(*_browser_bucket(record, client))
     return record
 
 
@@ -83,11 +80,13 @@ def browser_store_now(e: Engine, key: str, client: str) -> StoreRecord | None:
     record = e.store_by_key_now(key)
     if record is None or key != record.publishable_key:
         return None
+    return record if e.limiter.admit_here(*_browser_bucket(record, client)) else None
+
+
+def _browser_bucket(record: StoreRecord, client: str) -> tuple[str, str, float, int]:
+    """A browser client's rate-limit bucket of a store: store, bucket, rate and burst."""
     limits = record.rules.rate_limits
-    admitted = e.limiter.admit_here(
-        record.id, "browser:" + client, limits.browser_per_second, limits.browser_burst
-    )
-    return record if admitted else None
+    return record.id, "browser:" + client, limits.browser_per_second, limits.browser_burst
 
 
 async def secret_store(request: Request, body: bytes = b"") -> StoreRecord:
