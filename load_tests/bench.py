@@ -785,19 +785,26 @@ def profile(b: Bench, svc: Server, script: Plan, name: str = "offers") -> None:
     b.notes.append(f"profile ({name}): {out} (collapsed stacks, for flamegraph.pl or speedscope)")
 
 
+# A thread pool's worker waiting for work: py-spy does not always see that it sleeps.
+IDLE_FRAMES = frozenset({"_worker (concurrent/futures/thread.py)"})
+
+
 def summarise_profile(path: Path, cpu_us: float, rps: float, top: int = 25) -> str:
     """Self and inclusive time per function, as shares of all samples and as microseconds of
     CPU per request (the share of the server's measured CPU time per request)."""
     self_time: dict[str, int] = {}
     inclusive: dict[str, int] = {}
-    total = 0
+    total = idle = 0
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         n = int(count)
-        total += n
         frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        if frames[-1] in IDLE_FRAMES:
+            idle += n  # py-spy samples these waiting threads as if they ran
+            continue
+        total += n
         self_time[frames[-1]] = self_time.get(frames[-1], 0) + n
         for f in set(frames):
             inclusive[f] = inclusive.get(f, 0) + n
@@ -819,7 +826,8 @@ def summarise_profile(path: Path, cpu_us: float, rps: float, top: int = 25) -> s
         for k, v in inclusive.items()
         if any(m in k for m in ("offer_service/", "starlette/", "pydantic/", "urllib/"))
     }
-    return "\n".join([*table(self_time, "self"), "", *table(interesting, "inclusive")])
+    dropped = f"({idle:,} samples of idle pool threads left out)"
+    return "\n".join([*table(self_time, "self"), "", *table(interesting, "inclusive"), dropped])
 
 
 # A cache for the benchmark: nothing to persist.
