@@ -145,7 +145,9 @@ class RequestContext:
 
     `direct` routes (the hot path) are called straight from here, skipping the router's scan and
     Starlette's exception layers: they must answer every error themselves. Each is matched on
-    its exact path and methods, and the scope gets what the router would have set."""
+    its exact path and methods, and the scope gets what the router would have set. A direct
+    route may end its response's headers with `scope["state"]["response_headers"]` (the
+    security headers, then the request id), which are then sent as they are."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics, direct: Sequence[Route] = ()) -> None:
         self.app = app
@@ -157,21 +159,32 @@ class RequestContext:
         self._prefix = "req_" + secrets.token_hex(6) + "_"
         self._ids = itertools.count(1)
 
+    def direct_route(self, scope: Scope) -> Route | None:
+        """The direct route answering this HTTP request, if one does."""
+        if scope.get("root_path"):
+            return None
+        return self._direct.get((scope["method"], scope["path"]))
+
+    def _request_id(self, headers: list[tuple[bytes, bytes]]) -> str:
+        for name, value in headers:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                if _REQUEST_ID.match(candidate):
+                    return candidate
+                break
+        return self._prefix + str(next(self._ids))
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = ""
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                candidate = value.decode("latin-1")
-                if _REQUEST_ID.match(candidate):
-                    request_id = candidate
-                break
-        if not request_id:
-            request_id = self._prefix + str(next(self._ids))
-        scope.setdefault("state", {})["request_id"] = request_id
+        request_id = self._request_id(scope["headers"])
         header = (b"x-request-id", request_id.encode("latin-1"))
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        direct = self.direct_route(scope) if self._direct else None
+        if direct is not None:
+            state["response_headers"] = [*_ALL_SECURITY, header]
         path = scope.get("path", "")
         started = False
         status = 500
@@ -182,12 +195,13 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
-                message["headers"] = with_security_headers([*message.get("headers", []), header])
+                headers = message.get("headers", [])
+                if not headers or headers[-1] is not header:  # not ended with response_headers
+                    message["headers"] = with_security_headers([*headers, header])
             await send(message)
 
         try:
-            direct = self._direct.get((scope["method"], path)) if self._direct else None
-            if direct is None or scope.get("root_path"):
+            if direct is None:
                 await self.app(scope, receive, send_with_id)
             else:
                 scope["route"] = direct

@@ -7,10 +7,11 @@ import logging
 import sys
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 
-from offer_service.app import GC_THRESHOLDS, SWITCH_INTERVAL_S, create_app
+from offer_service.app import GC_THRESHOLDS, SWITCH_INTERVAL_S, OfferApp, create_app
 from offer_service.settings import Settings
 from offer_service.telemetry import (
     API_CSP,
@@ -112,3 +113,49 @@ async def test_the_service_hands_the_interpreter_lock_to_its_writer_sooner(tmp_p
             assert SWITCH_INTERVAL_S < 0.005
     finally:
         sys.setswitchinterval(before)
+
+
+def _client(app: OfferApp) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://offers.test")
+
+
+@pytest.mark.anyio
+async def test_an_unhandled_error_is_a_json_500_on_the_hot_route_and_on_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = create_app(Settings(store_url=f"sqlite:///{tmp_path}/offers.db"))
+
+    async def broken(key: str) -> None:
+        raise RuntimeError(f"lookup of {key} broke")
+
+    async with app.router.lifespan_context(app), _client(app) as c:
+        assert (await c.get("/healthz")).status_code == 200  # builds the stack and app.context
+        assert app.context is not None
+        monkeypatch.setattr(app.state.engine, "store_by_key", broken)
+        hot = await c.get("/v1/offers", params={"key": "pk_x", "surface": "cart", "items": "a"})
+        routed = await c.options("/v1/offers", params={"key": "pk_x"})  # the CORS preflight
+        for r in (hot, routed):
+            assert r.status_code == 500
+            assert r.json()["error"]["code"] == "internal_error"
+            assert "broke" not in r.text and "pk_x" not in r.text
+            assert r.headers["x-request-id"].startswith("req_")
+            assert r.headers["x-frame-options"] == "DENY"
+            assert "default-src 'none'" in r.headers["content-security-policy"]
+        text = (await c.get("/metrics")).text
+        assert 'route="/v1/offers",method="GET",status="500"} 1' in text
+        assert 'route="/v1/offers",method="OPTIONS",status="500"} 1' in text
+
+
+def test_the_hot_route_sends_each_header_once(demo_server: LiveServer) -> None:
+    with demo_server.client() as c:
+        for _ in range(2):  # the first request builds the stack; the next take the hot path
+            r = c.get(
+                "/v1/offers",
+                params={"key": "pk_demo", "surface": "cart", "items": "cam-x100"},
+                headers={"X-Request-Id": "hot-1", "Origin": "http://localhost:8000"},
+            )
+            assert r.status_code == 200 and r.headers["x-request-id"] == "hot-1"
+            names = [name.lower() for name, _ in r.headers.raw]
+            assert len(names) == len(set(names))
+            assert {name for name, _ in (*SECURITY_HEADERS, API_CSP)} <= set(names)
