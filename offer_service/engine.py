@@ -79,8 +79,9 @@ class Prepared:
     fragments: list[tuple[bytes, bytes] | None] = field(default_factory=list)
     tokens_expire_s: int = 0
     error: ApiError | None = None
-    # Joined offers (pre-purchase only) by the chosen indices, and by limit for a visitor with
-    # no history who excludes nothing (the common answer, so `finish` runs once for it).
+    # Joined offers (pre-purchase only) by the chosen indices, and by ("plain", limit, explore)
+    # for a visitor with no history who excludes nothing (the common answer, so `finish` runs
+    # once for it, and once more for its exploring variant).
     joined: dict[object, bytes] = field(default_factory=dict)
     render: Callable[[int], tuple[bytes, bytes]] | None = None
 
@@ -327,8 +328,11 @@ class Engine:
         if visitor is None:
             visitor = await self._cached_visitor(record, req, version, now_ms)
         explore = self.explores(rules)
-        plain = not explore and not req.exclude and _no_history(visitor)
-        joined = prepared.joined.get(limit) if plain else None
+        # Every visitor with no history who excludes nothing gets the same offers, with or
+        # without the exploration slot: `finish` runs once for each.
+        plain = not req.exclude and _no_history(visitor)
+        plain_key = ("plain", limit, explore)
+        joined = prepared.joined.get(plain_key) if plain else None
         if joined is None:
             chosen = decide.finish(
                 prepared.offers,
@@ -343,7 +347,7 @@ class Engine:
             joined = prepared.join(chosen)
             # A replenish offer's due date moves with the clock, whoever asks.
             if plain and all(o.candidate.kind != "replenish" for o in prepared.offers):
-                prepared.joined[limit] = joined
+                prepared.joined[plain_key] = joined
         return b"".join((head, _treatment_head(arm), joined, b"]}"))
 
     def _held_visitor(

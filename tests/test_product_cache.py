@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Collection
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -16,6 +17,7 @@ from offer_service.catalog import Product
 from offer_service.engine import Engine
 from offer_service.models import OffersRequest
 from offer_service.policy import StoreRules
+from offer_service.storage.base import EMPTY_VISITOR
 from offer_service.storage.sqlite import SQLiteStore
 from offer_service.surfaces import Surface
 
@@ -110,3 +112,55 @@ async def test_a_prepared_list_signs_only_the_offers_answers_show(store: Countin
     assert [f is not None for f in prepared.fragments] == [True] * 4 + [False] * 2
     assert four[:2] == two
     assert len({o["token"] for o in four}) == 4
+
+
+@pytest.mark.anyio
+async def test_exploring_answers_for_visitors_without_history_are_chosen_once(
+    store: CountingStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = await store.create_store("Shop", rules=StoreRules(holdout_share=0))
+    extras = [product(f"x{i}", price=1000 + i) for i in range(8)]
+    anchor = replace(product("cam", price=50_000), complements=tuple(p.id for p in extras))
+    await store.upsert_products(record.id, [anchor, *extras])
+    engine = Engine(store)
+    finished: list[bool] = []
+    finish = engine_module.decide.finish
+
+    def counted(*args: object, **kwargs: Any) -> list[int]:
+        finished.append(kwargs["explore"])
+        return finish(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine_module.decide, "finish", counted)
+    coin = [False]
+    monkeypatch.setattr(engine, "explores", lambda rules: coin[0])
+
+    async def answer(visitor: str, exclude: list[str] | None = None) -> list[str]:
+        request = OffersRequest(
+            surface=Surface.PRODUCT_PAGE,
+            product_id="cam",
+            limit=3,
+            visitor_id=visitor,
+            exclude=exclude or [],
+        )
+        body = orjson.loads(await engine.offers(record, request, "r"))
+        return [o["product_id"] for o in body["offers"]]
+
+    plain = [await answer(f"v{i}") for i in range(3)]
+    coin[0] = True
+    exploring = [await answer(f"w{i}") for i in range(3)]
+    assert finished == [False, True]  # once per variant, whoever asks next
+    assert plain[0] == plain[1] == plain[2] and exploring[0] == exploring[1] == exploring[2]
+    (prepared,) = [v for v, _ in engine._prepared._entries.values()]
+    uncached = finish(
+        prepared.offers,
+        EMPTY_VISITOR,
+        record.rules,
+        limit=3,
+        surface=Surface.PRODUCT_PAGE,
+        now_ms=0,
+        explore=True,
+    )
+    assert exploring[0] == [prepared.offers[i].candidate.product.id for i in uncached]
+    # A visitor who excludes an offer is still decided on their own.
+    assert await answer("w9", exclude=[exploring[0][0]]) != exploring[0]
+    assert finished == [False, True, True]
