@@ -1137,7 +1137,7 @@ def machine(driver: Driver, args: argparse.Namespace) -> str:
         f"servers: 1 uvicorn worker each ({flags}) on CPU {args.server_cpu}; "
         f"load: {driver.name} on CPU {args.client_cpu}, -t1 -c{args.connections}, "
         f"{args.duration:g} s per run after {args.warmup:g} s warm-up, "
-        f"{args.rounds} rounds interleaved"
+        f"{args.rounds} rounds interleaved ({args.latency_rounds} for the latency section)"
     )
 
 
