@@ -50,7 +50,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -708,12 +708,12 @@ def run_offers_and_latency(b: Bench, sqlite_db: Path) -> tuple[Server, Warm]:
         if args.profile:
             profile(b, svc, script)
     if "latency" in args.only:
-        run_latency(b, bare, svc, warm)
+        run_latency(b, bare, svc, script)
     b.stop(bare)
     return svc, warm
 
 
-def run_latency(b: Bench, bare: Server, svc: Server, warm: Warm) -> None:
+def run_latency(b: Bench, bare: Server, svc: Server, script: Plan) -> None:
     """p99 of both at half the bare endpoint's maximum rate. The maximum is measured again at
     the start of each round: this machine's speed drifts over minutes, and a rate taken from
     an earlier, faster spell would ask more than half of what the bare endpoint can do now."""
@@ -725,13 +725,13 @@ def run_latency(b: Bench, bare: Server, svc: Server, warm: Warm) -> None:
     loads: dict[str, list[Load]] = {"bare max": [], "bare": [], "service": []}
     servers = {"bare": bare, "service": svc}
     rates: list[float] = []
-    paced = Plan(tuple(warm.paths))
+    paced = script
     for r in range(args.latency_rounds):
-        top = b.closed(bare, Plan(tuple(warm.paths)))()
+        top = b.closed(bare, script)()
         b.report(r, "bare max", top)
         loads["bare max"].append(top)
         rates.append(top.rps / 2)
-        paced = Plan(tuple(warm.paths), rate=rates[-1])
+        paced = replace(script, rate=rates[-1])
         for name in ("bare", "service") if r % 2 == 0 else ("service", "bare"):
             load = b.closed(servers[name], paced)()
             b.report(r, name, load)

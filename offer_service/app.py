@@ -79,10 +79,12 @@ class OfferApp(Starlette):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         context = self.context
-        if scope["type"] == "http" and context is not None and context.direct_route(scope):
-            scope["app"] = self
-            await context(scope, receive, send)
-            return
+        if scope["type"] == "http" and context is not None:
+            direct = context.direct_route(scope)
+            if direct is not None:
+                scope["app"] = self
+                await context.handle(scope, receive, send, direct)
+                return
         await super().__call__(scope, receive, send)
 
 

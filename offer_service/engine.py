@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeGuard
 
 import orjson
 
@@ -117,7 +118,9 @@ def _no_history(visitor: VisitorState) -> bool:
     )
 
 
-def _polled_lately(feed: tuple[str | None, float] | None, now: float) -> bool:
+def _polled_lately(
+    feed: tuple[str | None, float] | None, now: float
+) -> TypeGuard[tuple[str | None, float]]:
     """Whether a store's visitor changes were asked for less than VISITOR_POLL_S ago."""
     return feed is not None and now - feed[1] < VISITOR_POLL_S
 
@@ -401,7 +404,7 @@ class Engine:
         """Forget the visitors another process changed since this one last asked (at most every
         VISITOR_POLL_S); how long a state read now may be held."""
         feed = self._visitor_feeds.get(store_id)
-        if feed is not None and _polled_lately(feed, now):
+        if _polled_lately(feed, now):
             return VISITOR_TTL_S if feed[0] is None else VISITOR_LISTED_TTL_S
         cursor = None if feed is None else feed[0]
         self._visitor_feeds[store_id] = (cursor, now)  # one read at a time

@@ -145,9 +145,7 @@ class RequestContext:
 
     `direct` routes (the hot path) are called straight from here, skipping the router's scan and
     Starlette's exception layers: they must answer every error themselves. Each is matched on
-    its exact path and methods, and the scope gets what the router would have set. A direct
-    route may end its response's headers with `scope["state"]["response_headers"]` (the
-    security headers, then the request id), which are then sent as they are."""
+    its exact path and methods, and the scope gets what the router would have set."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics, direct: Sequence[Route] = ()) -> None:
         self.app = app
@@ -178,13 +176,15 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.handle(scope, receive, send, self.direct_route(scope))
+
+    async def handle(
+        self, scope: Scope, receive: Receive, send: Send, direct: Route | None
+    ) -> None:
+        """An HTTP request, answered by `direct` (one of `direct_route`'s) or by the app."""
         request_id = self._request_id(scope["headers"])
         header = (b"x-request-id", request_id.encode("latin-1"))
-        state = scope.setdefault("state", {})
-        state["request_id"] = request_id
-        direct = self.direct_route(scope) if self._direct else None
-        if direct is not None:
-            state["response_headers"] = [*_ALL_SECURITY, header]
+        scope.setdefault("state", {})["request_id"] = request_id
         path = scope.get("path", "")
         started = False
         status = 500
@@ -195,9 +195,7 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
-                headers = message.get("headers", [])
-                if not headers or headers[-1] is not header:  # not ended with response_headers
-                    message["headers"] = with_security_headers([*headers, header])
+                message["headers"] = with_security_headers([*message.get("headers", []), header])
             await send(message)
 
         try:

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from starlette.types import Receive, Scope, Send
 
 from offer_service.app import GC_THRESHOLDS, SWITCH_INTERVAL_S, OfferApp, create_app
 from offer_service.settings import Settings
@@ -132,6 +133,15 @@ async def test_an_unhandled_error_is_a_json_500_on_the_hot_route_and_on_the_othe
     async with app.router.lifespan_context(app), _client(app) as c:
         assert (await c.get("/healthz")).status_code == 200  # builds the stack and app.context
         assert app.context is not None
+        stack = app.middleware_stack
+        assert stack is not None
+        through_stack: list[str] = []
+
+        async def recorded(scope: Scope, receive: Receive, send: Send) -> None:
+            through_stack.append(f"{scope['method']} {scope['path']}")
+            await stack(scope, receive, send)
+
+        monkeypatch.setattr(app, "middleware_stack", recorded)
         monkeypatch.setattr(app.state.engine, "store_by_key", broken)
         hot = await c.get("/v1/offers", params={"key": "pk_x", "surface": "cart", "items": "a"})
         routed = await c.options("/v1/offers", params={"key": "pk_x"})  # the CORS preflight
@@ -142,6 +152,8 @@ async def test_an_unhandled_error_is_a_json_500_on_the_hot_route_and_on_the_othe
             assert r.headers["x-request-id"].startswith("req_")
             assert r.headers["x-frame-options"] == "DENY"
             assert "default-src 'none'" in r.headers["content-security-policy"]
+        # The hot route skipped Starlette's stack (its ServerErrorMiddleware); the routed one not.
+        assert through_stack == ["OPTIONS /v1/offers"]
         text = (await c.get("/metrics")).text
         assert 'route="/v1/offers",method="GET",status="500"} 1' in text
         assert 'route="/v1/offers",method="OPTIONS",status="500"} 1' in text
@@ -149,7 +161,7 @@ async def test_an_unhandled_error_is_a_json_500_on_the_hot_route_and_on_the_othe
 
 def test_the_hot_route_sends_each_header_once(demo_server: LiveServer) -> None:
     with demo_server.client() as c:
-        for _ in range(2):  # the first request builds the stack; the next take the hot path
+        for _ in range(2):  # on a fresh server the first request builds the stack
             r = c.get(
                 "/v1/offers",
                 params={"key": "pk_demo", "surface": "cart", "items": "cam-x100"},

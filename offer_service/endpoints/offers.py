@@ -104,7 +104,6 @@ class GetOffers:
         origin = wanted[b"origin"]
         if origin and origin_allowed(origin, record.rules.allowed_origins):
             headers.append((b"access-control-allow-origin", origin.encode("latin-1")))
-        headers += scope["state"].get("response_headers", ())  # RequestContext's, last
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
