@@ -115,14 +115,15 @@ def create_app(settings: Settings | None = None) -> OfferApp:
             await engine.charger.close()
             await store.close()
 
-    # The hot path: called straight from RequestContext (see there and OfferApp).
+    # The hot paths: called straight from RequestContext (see there and OfferApp).
     get_offers = Route(
         "/v1/offers", offers.GetOffers(engine, trust_proxy=settings.trust_proxy), methods=["GET"]
     )
+    post_events = Route("/v1/events", events.PostEvents(), methods=["POST"])
     routes = [
         get_offers,
         Route("/v1/offers", offers.post_offers, methods=["POST"]),
-        Route("/v1/events", events.post_events, methods=["POST"]),
+        post_events,
         Route("/v1/accept", accept.post_accept, methods=["POST"]),
         Route("/v1/decline", accept.post_decline, methods=["POST"]),
         *(Route(path, offers.preflight, methods=["OPTIONS"]) for path in BROWSER_ROUTES),
@@ -171,7 +172,7 @@ def create_app(settings: Settings | None = None) -> OfferApp:
         routes += storefront.routes()
 
     def request_context(inner: ASGIApp) -> RequestContext:
-        app.context = RequestContext(inner, metrics, direct=(get_offers,))
+        app.context = RequestContext(inner, metrics, direct=(get_offers, post_events))
         return app.context
 
     app = OfferApp(

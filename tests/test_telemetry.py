@@ -13,6 +13,7 @@ import pytest
 from starlette.types import Receive, Scope, Send
 
 from offer_service.app import GC_THRESHOLDS, SWITCH_INTERVAL_S, OfferApp, create_app
+from offer_service.exceptions import StoreUnavailable
 from offer_service.settings import Settings
 from offer_service.telemetry import (
     API_CSP,
@@ -144,18 +145,20 @@ async def test_an_unhandled_error_is_a_json_500_on_the_hot_route_and_on_the_othe
         monkeypatch.setattr(app, "middleware_stack", recorded)
         monkeypatch.setattr(app.state.engine, "store_by_key", broken)
         hot = await c.get("/v1/offers", params={"key": "pk_x", "surface": "cart", "items": "a"})
+        events = await c.post("/v1/events", json={"key": "pk_x", "events": []})
         routed = await c.options("/v1/offers", params={"key": "pk_x"})  # the CORS preflight
-        for r in (hot, routed):
+        for r in (hot, events, routed):
             assert r.status_code == 500
             assert r.json()["error"]["code"] == "internal_error"
             assert "broke" not in r.text and "pk_x" not in r.text
             assert r.headers["x-request-id"].startswith("req_")
             assert r.headers["x-frame-options"] == "DENY"
             assert "default-src 'none'" in r.headers["content-security-policy"]
-        # The hot route skipped Starlette's stack (its ServerErrorMiddleware); the routed one not.
+        # The hot routes skipped Starlette's stack (its ServerErrorMiddleware); the routed one not.
         assert through_stack == ["OPTIONS /v1/offers"]
         text = (await c.get("/metrics")).text
         assert 'route="/v1/offers",method="GET",status="500"} 1' in text
+        assert 'route="/v1/events",method="POST",status="500"} 1' in text
         assert 'route="/v1/offers",method="OPTIONS",status="500"} 1' in text
 
 
@@ -171,3 +174,27 @@ def test_the_hot_route_sends_each_header_once(demo_server: LiveServer) -> None:
             names = [name.lower() for name, _ in r.headers.raw]
             assert len(names) == len(set(names))
             assert {name for name, _ in (*SECURITY_HEADERS, API_CSP)} <= set(names)
+
+
+@pytest.mark.anyio
+async def test_the_hot_routes_answer_an_unreachable_store_as_the_app_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = create_app(Settings(store_url=f"sqlite:///{tmp_path}/offers.db"))
+
+    async def unreachable(key: str) -> None:
+        raise StoreUnavailable("the store is down")
+
+    async with app.router.lifespan_context(app), _client(app) as c:
+        assert (await c.get("/healthz")).status_code == 200
+        monkeypatch.setattr(app.state.engine, "store_by_key", unreachable)
+        answers = [
+            await c.get("/v1/offers", params={"key": "pk_x", "surface": "cart", "items": "a"}),
+            await c.post("/v1/events", json={"key": "pk_x", "events": []}),
+            await c.post("/v1/offers", json={"key": "pk_x", "surface": "cart", "items": []}),
+        ]
+        for r in answers:
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "store_unavailable"
+            assert r.headers["retry-after"] == "1"
+            assert r.headers["x-frame-options"] == "DENY"
