@@ -7,7 +7,7 @@ installed, else Locust's fast HTTP client) runs on another (`--client-cpu`). Eac
 interleaved over rounds (A B, B A, A B, ...) and reported as the median ratio with its min and
 max: the service against the bare endpoint over many short rounds (`--offers-rounds`,
 `--latency-rounds`, `--short-duration` s each), since this machine's speed moves within seconds;
-the other sections over `--rounds` rounds (`--events-rounds` for events) of `--duration` s.
+the other sections over `--rounds` rounds of `--duration` s.
 
 Sections (`--only a,b`; default all):
   offers   warm-cache GET /v1/offers (product_page, 4 offers, a visitor_id so the visitor filters
@@ -945,7 +945,7 @@ def run_events(b: Bench, svc: Server, warm: Warm, db: Path) -> None:
     print("events: batches of 20 impressions, committed before the 202", file=sys.stderr)
     rates, durable = [], []
     loads: list[Load] = []
-    for r in range(b.args.events_rounds):
+    for r in range(b.args.rounds):
         script = Plan(events_key=synthetic.KEYS.publishable_key, tokens=tuple(warm.tokens[:200]))
         b.quiet()
         before = count_events(db)
@@ -1144,8 +1144,8 @@ def machine(driver: Driver, args: argparse.Namespace) -> str:
         f"load: {driver.name} on CPU {args.client_cpu}, -t1 -c{args.connections}; "
         f"offers and latency: {args.offers_rounds} and {args.latency_rounds} rounds interleaved, "
         f"{args.short_duration:g} s per run after {args.short_warmup:g} s warm-up; "
-        f"other sections: {args.rounds} rounds ({args.events_rounds} for events), "
-        f"{args.duration:g} s per run after {args.warmup:g} s warm-up"
+        f"other sections: {args.rounds} rounds, {args.duration:g} s per run after "
+        f"{args.warmup:g} s warm-up"
     )
 
 
@@ -1156,13 +1156,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--only", default=",".join(SECTIONS), help=f"comma-separated: {','.join(SECTIONS)}"
     )
-    p.add_argument("--rounds", type=int, default=3, help="rounds of the redis and flat sections")
     p.add_argument(
-        "--events-rounds",
-        type=int,
-        default=5,
-        help="rounds of the events section (default 5): its target is a rate, not a ratio, and "
-        "moves with the machine's speed",
+        "--rounds", type=int, default=5, help="rounds of the redis, events and flat sections"
     )
     p.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds of load before each run")
@@ -1225,7 +1220,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = args.only - set(SECTIONS)
     if unknown:
         p.error(f"unknown sections: {', '.join(sorted(unknown))}")
-    if min(args.rounds, args.offers_rounds, args.latency_rounds, args.events_rounds) < 1:
+    if min(args.rounds, args.offers_rounds, args.latency_rounds) < 1:
         p.error("every --...rounds option must be at least 1")
     return args
 
