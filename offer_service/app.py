@@ -17,9 +17,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .endpoints import accept, admin, dashboard, events, feeds, journeys, keys, offers, ops
 from .endpoints import metrics as report
-from .endpoints.common import json_response
+from .endpoints.common import json_response, unavailable_response
 from .engine import Engine
-from .exceptions import ApiError, StoreUnavailable, store_unavailable
+from .exceptions import ApiError, StoreUnavailable
 from .settings import Settings
 from .spool import Spool
 from .storage import open_store
@@ -49,8 +49,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _store_unavailable(request: Request, exc: Exception) -> Response:
     # Only what cannot be answered from the in-process cache gets here (a cache miss, an
     # admin write, a one-click accept): fail closed, fast, and say when to retry.
-    error = store_unavailable()
-    return json_response(error.body(), error.status_code, error.headers)
+    return unavailable_response()
 
 
 # Python runs a full garbage collection (every object of the process) after ten of the middle

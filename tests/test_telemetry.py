@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -117,23 +119,28 @@ async def test_the_service_hands_the_interpreter_lock_to_its_writer_sooner(tmp_p
         sys.setswitchinterval(before)
 
 
-def _client(app: OfferApp) -> httpx.AsyncClient:
+@contextlib.asynccontextmanager
+async def _started(tmp_path: Path) -> AsyncIterator[tuple[OfferApp, httpx.AsyncClient]]:
+    """The app over httpx's ASGI transport, its stack (and with it `app.context`) built."""
+    app = create_app(Settings(store_url=f"sqlite:///{tmp_path}/offers.db"))
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    return httpx.AsyncClient(transport=transport, base_url="http://offers.test")
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://offers.test") as c,
+    ):
+        assert (await c.get("/healthz")).status_code == 200
+        assert app.context is not None
+        yield app, c
 
 
 @pytest.mark.anyio
 async def test_an_unhandled_error_is_a_json_500_on_the_hot_route_and_on_the_others(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = create_app(Settings(store_url=f"sqlite:///{tmp_path}/offers.db"))
-
     async def broken(key: str) -> None:
         raise RuntimeError(f"lookup of {key} broke")
 
-    async with app.router.lifespan_context(app), _client(app) as c:
-        assert (await c.get("/healthz")).status_code == 200  # builds the stack and app.context
-        assert app.context is not None
+    async with _started(tmp_path) as (app, c):
         stack = app.middleware_stack
         assert stack is not None
         through_stack: list[str] = []
@@ -180,13 +187,10 @@ def test_the_hot_route_sends_each_header_once(demo_server: LiveServer) -> None:
 async def test_the_hot_routes_answer_an_unreachable_store_as_the_app_does(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = create_app(Settings(store_url=f"sqlite:///{tmp_path}/offers.db"))
-
     async def unreachable(key: str) -> None:
         raise StoreUnavailable("the store is down")
 
-    async with app.router.lifespan_context(app), _client(app) as c:
-        assert (await c.get("/healthz")).status_code == 200
+    async with _started(tmp_path) as (app, c):
         monkeypatch.setattr(app.state.engine, "store_by_key", unreachable)
         answers = [
             await c.get("/v1/offers", params={"key": "pk_x", "surface": "cart", "items": "a"}),

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from ..engine import Engine
-from ..exceptions import ApiError, Forbidden, PayloadTooLarge, Unauthorized
+from ..exceptions import ApiError, Forbidden, PayloadTooLarge, Unauthorized, store_unavailable
 from ..signatures import verify
 from ..storage.base import StoreRecord
 from ..types import now_ms
@@ -38,6 +38,13 @@ def json_response(
 ) -> Response:
     body = content if isinstance(content, bytes) else orjson.dumps(content)
     return Response(body, status_code, headers=headers, media_type="application/json")
+
+
+def unavailable_response() -> Response:
+    """The 503 for a store that cannot be reached now: the app's handler answers it, and so do
+    the direct routes, which RequestContext calls past that handler."""
+    error = store_unavailable()
+    return json_response(error.body(), error.status_code, error.headers)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

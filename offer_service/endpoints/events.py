@@ -8,7 +8,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from ..events import MAX_EVENTS, Rejected, StoredEvent, validate_event
-from ..exceptions import ApiError, StoreUnavailable, ValidationFailed, store_unavailable
+from ..exceptions import ApiError, StoreUnavailable, ValidationFailed
 from ..spool import record_events as spooled
 from ..storage.base import StoreRecord
 from ..traffic import classify
@@ -21,6 +21,7 @@ from .common import (
     json_response,
     publishable_store,
     read_body,
+    unavailable_response,
 )
 
 NOT_A_BATCH = 'The body must be a JSON object {"key": ..., "events": [...]}.'
@@ -37,8 +38,7 @@ class PostEvents:
         try:
             response = await post_events(Request(scope, receive, send))
         except StoreUnavailable:
-            error = store_unavailable()
-            response = json_response(error.body(), error.status_code, error.headers)
+            response = unavailable_response()
         await response(scope, receive, send)
 
 

@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from ..engine import Engine
-from ..exceptions import ApiError, StoreUnavailable, store_unavailable
+from ..exceptions import ApiError, StoreUnavailable
 from ..models import (
     MAX_EXCLUDE,
     MAX_ITEMS,
@@ -31,10 +31,10 @@ from .common import (
     engine,
     error_response,
     forwarded_or_peer,
-    json_response,
     origin_allowed,
     publishable_store,
     read_body,
+    unavailable_response,
 )
 
 INVALID = "The offers request is invalid."
@@ -68,10 +68,7 @@ class GetOffers:
             await self._answer(scope, receive, send)
         except StoreUnavailable:
             # As the app's handler answers it: this route may be called without that layer.
-            error = store_unavailable()
-            await json_response(error.body(), error.status_code, error.headers)(
-                scope, receive, send
-            )
+            await unavailable_response()(scope, receive, send)
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         query = simple_query(scope["query_string"])
