@@ -11,6 +11,8 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 
+from .types import is_whole
+
 TOLERANCE_S = 300
 
 
@@ -27,7 +29,7 @@ def verify(
     candidates: list[str] = []
     for part in header.split(","):
         name, _, value = part.strip().partition("=")
-        if name == "t" and value.isdigit() and len(value) <= 12:
+        if name == "t" and is_whole(value) and len(value) <= 12:
             timestamp = int(value)
         elif name == "v1":
             candidates.append(value)

@@ -50,6 +50,7 @@ from .orders import Order, OrderLine
 from .signatures import verify
 from .storage.base import StoreRecord
 from .tokens import order_token, order_token_valid
+from .types import is_whole
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -114,7 +115,7 @@ _CATALOG_ORDER = {p.id: n for n, p in enumerate(CATALOG)}
 def charge_url_from_env(environ: Mapping[str, str] = os.environ) -> str | None:
     """The demo charge endpoint of a server started by `offer-service demo` (OFFER_DEMO_PORT)."""
     port = environ.get("OFFER_DEMO_PORT", "")
-    return f"http://127.0.0.1:{port}/demo/charge" if port.isdigit() else None
+    return f"http://127.0.0.1:{port}/demo/charge" if is_whole(port) else None
 
 
 def own_charge_url(scope: Scope) -> str | None:
@@ -174,7 +175,7 @@ def parse_cart(value: str | None) -> dict[str, int]:
     cart: dict[str, int] = {}
     for part in (value or "").split("|"):
         pid, _, qty = part.rpartition(":")
-        if pid and qty.isdigit() and len(cart) < MAX_CART_LINES:
+        if pid and is_whole(qty) and len(cart) < MAX_CART_LINES:
             quantity = min(int(qty), MAX_QUANTITY)
             if quantity > 0:
                 cart[unquote(pid)] = quantity
@@ -192,7 +193,7 @@ def _form(raw: bytes) -> dict[str, str]:
 
 def _quantity(text: str | None, default: int = 1) -> int:
     text = (text or "").strip()
-    return max(0, min(int(text), MAX_QUANTITY)) if text.isdigit() else default
+    return max(0, min(int(text), MAX_QUANTITY)) if is_whole(text) else default
 
 
 # ---- the charge endpoint's memory ---------------------------------------------------------

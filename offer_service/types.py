@@ -27,6 +27,12 @@ def money(amount: int, currency: str) -> MoneyDict:
     return {"amount": amount, "currency": currency}
 
 
+def is_whole(text: str) -> bool:
+    """Only the ASCII digits 0-9: what `int()` can read as a count, an id or epoch ms.
+    (`str.isdigit` also takes "²" and "①", on which `int()` fails.)"""
+    return text.isascii() and text.isdecimal()
+
+
 def now_ms() -> int:
     """Wall-clock time as integer epoch milliseconds (the unit every stored timestamp uses)."""
     return time.time_ns() // 1_000_000

@@ -22,7 +22,7 @@ from ..orders import ProductReturn
 from ..policy import StoreRules
 from ..storage.base import SigningKey
 from ..tokens import order_token
-from ..types import now_ms
+from ..types import is_whole, now_ms
 from .common import (
     BROWSER_BODY_LIMIT,
     IMPORT_BODY_LIMIT,
@@ -216,7 +216,7 @@ async def rotate_signing_key(request: Request) -> Response:
     on pages still work); tokens of any older key are rejected from now on."""
     raw = await read_body(request, BROWSER_BODY_LIMIT)
     record = await secret_store(request, raw)
-    numbers = [int(k.kid[1:]) for k in record.signing_keys if k.kid[1:].isdigit()]
+    numbers = [int(k.kid[1:]) for k in record.signing_keys if is_whole(k.kid[1:])]
     new_key = SigningKey(kid=f"k{max(numbers, default=0) + 1}", secret=secrets.token_bytes(32))
     updated = await engine(request).store.rotate_signing_key(record.id, new_key)
     await engine(request).changed(updated)

@@ -14,7 +14,7 @@ from ..engine import Engine
 from ..exceptions import ApiError, Forbidden, PayloadTooLarge, Unauthorized, store_unavailable
 from ..signatures import verify
 from ..storage.base import StoreRecord
-from ..types import now_ms
+from ..types import is_whole, now_ms
 
 BROWSER_BODY_LIMIT = 64 * 1024
 IMPORT_BODY_LIMIT = 256 * 1024 * 1024
@@ -150,7 +150,7 @@ def origin_allowed(origin: str, allowed: list[str]) -> bool:
         if entry.endswith(":*"):
             base = entry[:-2]
             rest = origin[len(base) :]
-            if origin.startswith(base) and (rest == "" or (rest[:1] == ":" and rest[1:].isdigit())):
+            if origin.startswith(base) and (rest == "" or (rest[:1] == ":" and is_whole(rest[1:]))):
                 return True
     return False
 

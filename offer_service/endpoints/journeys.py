@@ -20,7 +20,7 @@ from ..links import LinkedOffer
 from ..models import validation_failed
 from ..orders import Order, ProductReturn
 from ..storage.base import StoreRecord
-from ..types import money
+from ..types import is_whole, money
 from .common import BROWSER_BODY_LIMIT, engine, json_response, read_body, secret_store
 
 # Times the API reads and writes: 1970 to the year 3000 (beyond, a timeline cannot be shown).
@@ -43,7 +43,7 @@ def parse_time(text: str | None, field: str, default_ms: int) -> int:
     if text is None or text == "":
         return default_ms
     problem = f"{field} must be an ISO 8601 time (2026-11-25T18:00:00Z) or epoch milliseconds"
-    if text.isdigit() and len(text) <= 15:
+    if is_whole(text) and len(text) <= 15:
         ms = int(text)
     else:
         try:

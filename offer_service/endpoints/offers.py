@@ -22,6 +22,7 @@ from ..models import (
 from ..storage.base import StoreRecord
 from ..surfaces import SURFACES, Surface
 from ..traffic import classify
+from ..types import is_whole
 from .common import (
     BROWSER_BODY_LIMIT,
     body_key,
@@ -156,7 +157,7 @@ def fast_request(query: dict[str, str]) -> OfferQuery | None:
     limit: int | None = None
     if "limit" in query:
         text = query["limit"]
-        if not text.isdigit() or not 1 <= int(text) <= 1000:
+        if not is_whole(text) or not 1 <= int(text) <= 1000:
             return None
         limit = int(text)
     exclude: list[str] = []

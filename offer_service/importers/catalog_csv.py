@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from ..catalog import Product
 from ..exceptions import ValidationFailed, field_error
+from ..types import is_whole
 from .catalog_json import ProductIn, duplicate_id, validate_product
 from .fields import currency_parameter, decimal_to_minor_units
 from .result import ImportResult, Rejection
@@ -180,7 +181,7 @@ def _check_native_header(line: int, names: list[str]) -> None:
 def _native_value(name: str, value: str) -> Any:
     """A cell as the JSON value it stands for; the model then validates it like JSON."""
     if name in _MONEY_COLUMNS:
-        if value.isdigit():
+        if is_whole(value):
             return int(value)
         if _WHOLE.fullmatch(value):
             raise ValueError("must not be negative")
