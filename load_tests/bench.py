@@ -435,7 +435,7 @@ def real_store_db(workdir: Path, dataset: Path) -> Path:
     db = workdir / f"retail-v{REAL_CACHE_VERSION}-{stat.st_size}-{stat.st_mtime_ns}.db"
     if db.exists():
         return db
-    from offer_service.storage.sqlite import SQLiteStore
+    from offer_service.storage.sqlite.store import SQLiteStore
 
     print(f"importing {dataset.name} into {db} (once)", file=sys.stderr, flush=True)
     building = db.with_suffix(".building.db")
@@ -523,7 +523,7 @@ class Warm:
 
 def warm_up(server: Server, candidates: list[str], want_products: int, seed: int = 1) -> Warm:
     """Find visitors outside the holdout and products answering 4 offers, and fill the cache."""
-    from offer_service.models import OffersResponse
+    from offer_service.web.models import OffersResponse
 
     rng = random.Random(seed)
     visitors = []
@@ -910,8 +910,6 @@ def run_redis(b: Bench, sqlite_svc: Server, sqlite_warm: Warm, dataset: Path) ->
 
 
 def redis_missing() -> str:
-    if importlib.util.find_spec("offer_service.storage.redis") is None:
-        return "offer_service/storage/redis.py is not there yet (the Redis backend)"
     if shutil.which("redis-server") is None:
         return "redis-server is not installed (apt-get install redis-server)"
     return ""

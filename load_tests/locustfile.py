@@ -40,14 +40,14 @@ from locust.env import Environment
 from locust.exception import StopUser
 from pydantic import BaseModel, ValidationError
 
-from offer_service.models import (
+from offer_service.domain.surfaces import SURFACES, Surface
+from offer_service.web.models import (
     AcceptResponse,
     ErrorResponse,
     EventsResponse,
     Health,
     OffersResponse,
 )
-from offer_service.surfaces import SURFACES, Surface
 
 log = logging.getLogger("offer_load")
 

@@ -29,11 +29,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from offer_service import affinity
-from offer_service.catalog import Product
-from offer_service.orders import Order, OrderLine
-from offer_service.policy import StoreRules
-from offer_service.storage.base import PairCount, Store
+from offer_service.decision import affinity
+from offer_service.domain.orders import Order, OrderLine
+from offer_service.domain.policy import StoreRules
+from offer_service.domain.products import Product
+from offer_service.domain.records import PairCount
+from offer_service.storage.protocols import Store
 
 # Bump when the generated data changes for the same arguments (invalidates cached files).
 GENERATOR_VERSION = 2
@@ -84,8 +85,8 @@ async def create_bench_store(store: Store, name: str) -> None:
 
 async def import_real(store: Store, dataset: Path) -> dict[str, int]:
     """The whole data set, as `offer-service import orders --format online-retail` does it."""
+    from offer_service.commerce.ingest import import_orders
     from offer_service.importers import read_online_retail
-    from offer_service.ingest import import_orders
 
     await create_bench_store(store, "Online Retail")
     record = await store.get_store(KEYS.store_id)
@@ -245,7 +246,7 @@ def cached_sqlite(
     shard_size: int = SHARD_SIZE,
 ) -> tuple[Path, dict[str, int]]:
     """The generated store's SQLite file (built on first use) and its counts."""
-    from offer_service.storage.sqlite import SQLiteStore
+    from offer_service.storage.sqlite.store import SQLiteStore
 
     name = f"synthetic-v{GENERATOR_VERSION}-{products}p-{lines}l-{shard_size}sh-s{seed}"
     db, meta = out_dir / f"{name}.db", out_dir / f"{name}.json"

@@ -156,7 +156,7 @@ def admin_call(
 
 def catalog_ids(host: str, secret_key: str) -> set[str]:
     """Every product id of the store's catalog (GET /v1/admin/catalog, 1000 per page)."""
-    from offer_service.models import CatalogPage
+    from offer_service.web.models import CatalogPage
 
     ids: set[str] = set()
     cursor = ""

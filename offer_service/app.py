@@ -15,16 +15,26 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .endpoints import accept, admin, dashboard, events, feeds, journeys, keys, offers, ops
-from .endpoints import metrics as report
-from .endpoints.common import json_response, unavailable_response
-from .engine import Engine
-from .exceptions import ApiError, StoreUnavailable
-from .settings import Settings
-from .spool import Spool
-from .storage import open_store
-from .telemetry import Metrics, RequestContext, configure_logging
-from .worker import background
+from offer_service.exceptions import ApiError, StoreUnavailable
+from offer_service.serving.engine import Engine
+from offer_service.serving.spool import Spool
+from offer_service.serving.worker import background
+from offer_service.settings import Settings
+from offer_service.storage import open_store
+from offer_service.web.endpoints import (
+    accept,
+    admin,
+    dashboard,
+    events,
+    feeds,
+    journeys,
+    keys,
+    offers,
+    ops,
+)
+from offer_service.web.endpoints import metrics as report
+from offer_service.web.endpoints.common import json_response, unavailable_response
+from offer_service.web.telemetry import Metrics, RequestContext, configure_logging
 
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 BROWSER_ROUTES = ("/v1/offers", "/v1/events", "/v1/accept", "/v1/decline")
@@ -101,8 +111,8 @@ def create_app(settings: Settings | None = None) -> OfferApp:
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         await store.open()
         if settings.demo:
-            from .demo import install_demo
-            from .storefront import charge_url_from_env
+            from offer_service_tools.demo import install_demo
+            from offer_service_tools.storefront import charge_url_from_env
 
             await install_demo(store, charge_url_from_env())
         try:
@@ -166,7 +176,7 @@ def create_app(settings: Settings | None = None) -> OfferApp:
         Route("/sdk/v1/{name}", ops.sdk, methods=["GET"]),
     ]
     if settings.demo:
-        from . import storefront
+        from offer_service_tools import storefront
 
         routes += storefront.routes()
 

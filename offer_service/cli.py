@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from .settings import DEFAULT_STORE_URL
+from offer_service.settings import DEFAULT_STORE_URL
 
 
 def _store_url(args: argparse.Namespace) -> str:
@@ -87,10 +87,10 @@ def cmd_serve(args: argparse.Namespace, *, demo: bool = False) -> int:
 
 
 def cmd_stores_create(args: argparse.Namespace) -> int:
-    from .policy import StoreRules
+    from offer_service.domain.policy import StoreRules
 
     async def run() -> dict[str, str]:
-        from .storage import open_store
+        from offer_service.storage import open_store
 
         store = open_store(_store_url(args))
         await store.open()
@@ -115,10 +115,10 @@ def cmd_stores_rotate_key(args: argparse.Namespace) -> int:
     access to the store's data (for when the secret key itself may be in the wrong hands)."""
     import secrets
 
-    from .types import now_ms
+    from offer_service.types import now_ms
 
     async def run() -> dict[str, Any] | None:
-        from .storage import open_store
+        from offer_service.storage import open_store
 
         store = open_store(_store_url(args))
         await store.open()
@@ -161,8 +161,8 @@ def _guess_format(kind: str, path: Path, given: str | None) -> str:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from . import importers
-    from .importers import Rejection
+    from offer_service import importers
+    from offer_service.importers import Rejection
 
     path = Path(args.file)
     if not path.exists():
@@ -173,8 +173,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     progress = Progress(f"import {args.kind}")
 
     async def run() -> tuple[dict[str, Any], list[Rejection]]:
-        from .ingest import import_orders
-        from .storage import open_store
+        from offer_service.commerce.ingest import import_orders
+        from offer_service.storage import open_store
 
         store = open_store(_store_url(args))
         await store.open()
@@ -306,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     store_url(imp)
 
-    from . import dashboard, evaluate, simulate
+    from offer_service.measurement import dashboard
+    from offer_service_tools import evaluate, simulate
 
     dashboard.add_parser(sub, store_url)
     simulate.add_parser(sub)
@@ -315,26 +316,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_dashboard_url(args: argparse.Namespace) -> int:
-    from .dashboard import cmd_dashboard_url as run
+    from offer_service.measurement.dashboard import cmd_dashboard_url as run
 
     return run(args, _store_url(args))
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from .simulate import cmd_simulate as run
+    from offer_service_tools.simulate import cmd_simulate as run
 
     return run(args)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import cmd_evaluate as run
+    from offer_service_tools.evaluate import cmd_evaluate as run
 
     return run(args)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from .telemetry import configure_logging
-    from .worker import run_worker
+    from offer_service.serving.worker import run_worker
+    from offer_service.web.telemetry import configure_logging
 
     configure_logging(os.environ.get("OFFER_LOG_LEVEL", "info"))
     asyncio.run(run_worker(_store_url(args), args.spool_dir))

@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .conftest import free_port
+from tests.conftest import free_port
 
 Mode = Literal["ok", "decline", "error", "hang"]
 

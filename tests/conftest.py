@@ -15,9 +15,9 @@ import pytest
 import uvicorn
 
 from offer_service.app import create_app
+from offer_service.domain.records import StoreRecord
 from offer_service.settings import Settings
 from offer_service.storage import open_store
-from offer_service.storage.base import StoreRecord
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 # Test clients present themselves as a shopper's browser: httpx's own User-Agent is a known bot

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import orjson
 
-from offer_service.demo import CATALOG, DEMO_PUBLISHABLE_KEY, DEMO_SECRET_KEY
+from offer_service.domain.records import SigningKey, StoreRecord
 from offer_service.storage import open_store
-from offer_service.storage.base import SigningKey, StoreRecord
+from offer_service_tools.demo import CATALOG, DEMO_PUBLISHABLE_KEY, DEMO_SECRET_KEY
 
 PK = DEMO_PUBLISHABLE_KEY
 ADMIN = {"Authorization": f"Bearer {DEMO_SECRET_KEY}"}

@@ -12,12 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from offer_service.policy import RateLimits, StoreRules
+from offer_service.domain.policy import RateLimits, StoreRules
+from offer_service.domain.records import StoreRecord
 from offer_service.settings import Settings
 from offer_service.storage import open_store
-from offer_service.storage.base import StoreRecord
-
-from .conftest import LiveServer, run_server
+from tests.conftest import LiveServer, run_server
 
 PUBLIC_URL = "https://offers.test"
 SHOP = "https://shop.example"

@@ -14,12 +14,11 @@ from typing import Any
 
 import httpx
 
-from offer_service.demo import install_demo
-from offer_service.policy import StoreRules
+from offer_service.domain.policy import StoreRules
 from offer_service.storage import open_store
-
-from .conftest import browser_client, free_port
-from .flows import UNLIMITED
+from offer_service_tools.demo import install_demo
+from tests.conftest import browser_client, free_port
+from tests.flows import UNLIMITED
 
 ROOT = Path(__file__).resolve().parents[1]
 

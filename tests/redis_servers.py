@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from offer_service.storage.base import Store
-from offer_service.storage.redis import RedisStore
+from offer_service.storage.protocols import Store
+from offer_service.storage.redis.store import RedisStore
 
 # The suite runs on a small, busy machine (two cores shared by service processes, Redis and
 # the tests): a 100 ms read timeout meant for production would make it flaky. Tests about

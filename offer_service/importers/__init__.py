@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from .catalog_csv import CsvFormat, parse_catalog_csv
-from .catalog_json import ProductIn, parse_catalog_json
-from .invoice_lines import InvoiceLine, iter_invoice_lines
-from .online_retail import (
+from offer_service.importers.catalog_csv import CsvFormat, parse_catalog_csv
+from offer_service.importers.catalog_json import ProductIn, parse_catalog_json
+from offer_service.importers.invoice_lines import InvoiceLine, iter_invoice_lines
+from offer_service.importers.online_retail import (
     OnlineRetailImport,
     OnlineRetailStats,
     parse_online_retail,
     read_online_retail,
 )
-from .orders_json import OrderIn, OrderLineIn, parse_orders_json
-from .result import ImportResult, Rejection
+from offer_service.importers.orders_json import OrderIn, OrderLineIn, parse_orders_json
+from offer_service.importers.result import ImportResult, Rejection
 
 __all__ = [
     "CsvFormat",

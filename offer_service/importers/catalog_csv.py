@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote
 
-from ..catalog import Product
-from ..exceptions import ValidationFailed, field_error
-from ..types import is_whole
-from .catalog_json import ProductIn, duplicate_id, validate_product
-from .fields import currency_parameter, decimal_to_minor_units
-from .result import ImportResult, Rejection
-from .text import CsvRow, csv_rows, decode_text, is_blank
+from offer_service.domain.products import Product
+from offer_service.exceptions import ValidationFailed, field_error
+from offer_service.importers.catalog_json import ProductIn, duplicate_id, validate_product
+from offer_service.importers.fields import currency_parameter, decimal_to_minor_units
+from offer_service.importers.result import ImportResult, Rejection
+from offer_service.importers.text import CsvRow, csv_rows, decode_text, is_blank
+from offer_service.types import is_whole
 
 CsvFormat = Literal["csv", "shopify", "auto"]
 

@@ -7,9 +7,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..catalog import Product
-from ..types import ProductFlag
-from .fields import (
+from offer_service.domain.products import Product
+from offer_service.importers.fields import (
     Currency,
     Identifier,
     MinorUnits,
@@ -20,8 +19,9 @@ from .fields import (
     currency_parameter,
     rejections_from,
 )
-from .json_body import item_lines, load_json_list
-from .result import ImportResult, Rejection
+from offer_service.importers.json_body import item_lines, load_json_list
+from offer_service.importers.result import ImportResult, Rejection
+from offer_service.types import ProductFlag
 
 
 class ProductIn(BaseModel):

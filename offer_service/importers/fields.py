@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, ValidationError
 
-from ..catalog import to_minor_units
-from ..exceptions import ValidationFailed, field_error
-from .result import Rejection
+from offer_service.domain.products import to_minor_units
+from offer_service.exceptions import ValidationFailed, field_error
+from offer_service.importers.result import Rejection
 
 # Ten billion in major units: far above any real price, far below int64 trouble.
 MAX_MINOR_UNITS = 10**12

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-from ..exceptions import ValidationFailed, field_error
-from .fields import decimal_to_minor_units, epoch_ms
-from .result import Rejection
-from .text import is_blank, text_lines
+from offer_service.exceptions import ValidationFailed, field_error
+from offer_service.importers.fields import decimal_to_minor_units, epoch_ms
+from offer_service.importers.result import Rejection
+from offer_service.importers.text import is_blank, text_lines
 
 RETAIL_COLUMNS = (
     "InvoiceNo",

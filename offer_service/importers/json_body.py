@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 
-from ..exceptions import ValidationFailed, field_error
-from .text import UTF8_BOM
+from offer_service.exceptions import ValidationFailed, field_error
+from offer_service.importers.text import UTF8_BOM
 
 # A JSON string (escapes included) or one structural character: enough to find where each
 # top-level item starts without a full second parse.

@@ -9,13 +9,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from ..catalog import Product, is_product_code
-from ..exceptions import ValidationFailed
-from ..orders import Order, OrderLine, ProductReturn
-from .fields import currency_parameter
-from .invoice_lines import CANCELLATION_PREFIX, InvoiceLine, iter_invoice_lines
-from .result import Rejection
-from .text import decode_text
+from offer_service.domain.orders import Order, OrderLine, ProductReturn
+from offer_service.domain.products import Product, is_product_code
+from offer_service.exceptions import ValidationFailed
+from offer_service.importers.fields import currency_parameter
+from offer_service.importers.invoice_lines import (
+    CANCELLATION_PREFIX,
+    InvoiceLine,
+    iter_invoice_lines,
+)
+from offer_service.importers.result import Rejection
+from offer_service.importers.text import decode_text
 
 PROGRESS_EVERY = 10_000
 

@@ -8,10 +8,16 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from ..orders import Order, OrderLine, OrderStatus
-from .fields import Currency, Identifier, MinorUnits, epoch_ms, rejections_from
-from .json_body import item_lines, load_json_list
-from .result import ImportResult, Rejection
+from offer_service.domain.orders import Order, OrderLine, OrderStatus
+from offer_service.importers.fields import (
+    Currency,
+    Identifier,
+    MinorUnits,
+    epoch_ms,
+    rejections_from,
+)
+from offer_service.importers.json_body import item_lines, load_json_list
+from offer_service.importers.result import ImportResult, Rejection
 
 MAX_LINES = 1000
 

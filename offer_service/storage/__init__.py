@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .base import Store, StoreRecord, VisitorState
+from offer_service.domain.records import StoreRecord, VisitorState
+from offer_service.storage.protocols import Store
 
 __all__ = ["Store", "StoreRecord", "VisitorState", "open_store"]
 
@@ -11,11 +12,11 @@ def open_store(url: str) -> Store:
     """`sqlite:///path` (the embedded default), `redis://host:port/db` (one Redis shared by
     many service processes) or `redis+cluster://host:port` (Redis Cluster)."""
     if url.startswith("sqlite://"):
-        from .sqlite import SQLiteStore
+        from offer_service.storage.sqlite.store import SQLiteStore
 
         return SQLiteStore.from_url(url)
     if url.split("://", 1)[0] in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
-        from .redis import RedisStore
+        from offer_service.storage.redis.store import RedisStore
 
         return RedisStore.from_url(url)
     raise ValueError(f"unsupported store URL scheme: {url.split(':', 1)[0]!r}")

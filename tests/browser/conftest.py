@@ -23,8 +23,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
-from offer_service.demo import DEMO_SECRET_KEY, DEMO_STORE_ID
 from offer_service.storage import open_store
+from offer_service_tools.demo import DEMO_SECRET_KEY, DEMO_STORE_ID
 from tests.conftest import LiveServer
 
 T = TypeVar("T")

@@ -13,15 +13,14 @@ from urllib.parse import urlencode
 import pytest
 from playwright.sync_api import Page
 
-from offer_service.dashboard import link_params
-from offer_service.demo import DEMO_STORE_ID
-from offer_service.policy import Experiment, Variant
-from offer_service.sim_model import Behaviour
-from offer_service.simulate import simulate
+from offer_service.domain.policy import Experiment, Variant
+from offer_service.domain.records import StoreRecord
+from offer_service.measurement.dashboard import link_params
 from offer_service.storage import open_store
-from offer_service.storage.base import StoreRecord
-
-from .conftest import ARTIFACTS, PageLog, Shop, csp_violations, needs_chromium
+from offer_service_tools.demo import DEMO_STORE_ID
+from offer_service_tools.sim_model import Behaviour
+from offer_service_tools.simulate import simulate
+from tests.browser.conftest import ARTIFACTS, PageLog, Shop, csp_violations, needs_chromium
 
 pytestmark = needs_chromium
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Browser, Dialog, Page, expect
 
-from offer_service.demo import CATALOG
-
-from .conftest import (
+from offer_service_tools.demo import CATALOG
+from tests.browser.conftest import (
     PageLog,
     Shop,
     csp_violations,

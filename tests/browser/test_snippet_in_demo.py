@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import BrowserContext, Page, Route, expect
 
-from .conftest import PageLog, Shop, needs_chromium, screenshot, wait_until
+from tests.browser.conftest import PageLog, Shop, needs_chromium, screenshot, wait_until
 
 pytestmark = needs_chromium
 

@@ -1,0 +1,1 @@
+"""Where money moves: one-click accept, decline, order ingest and attribution."""

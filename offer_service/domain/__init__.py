@@ -1,0 +1,1 @@
+"""The domain: products, orders, surfaces, tokens, money and time, as plain records; no I/O."""

@@ -1,0 +1,1 @@
+"""Post-purchase journeys: the timeline of touchpoints, email and SMS offers, tracked links."""

@@ -1,0 +1,1 @@
+"""Measurement: the merchant's report, its statistics, its CSV and the dashboard."""

@@ -1,0 +1,1 @@
+"""The shared backend: Redis or Redis Cluster, one hash tag per store."""

@@ -1,0 +1,224 @@
+"""Admin routes (secret key or signed webhook): catalog, orders, returns, neighbours, rules."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from datetime import datetime
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from offer_service import importers
+from offer_service.commerce.ingest import import_orders
+from offer_service.decision import affinity
+from offer_service.domain.lifecycle import OrderEvent
+from offer_service.domain.orders import ProductReturn
+from offer_service.domain.policy import StoreRules
+from offer_service.domain.products import Product
+from offer_service.domain.records import SigningKey
+from offer_service.domain.tokens import order_token
+from offer_service.exceptions import NotFound, ValidationFailed
+from offer_service.types import is_whole, now_ms
+from offer_service.web.endpoints.common import (
+    BROWSER_BODY_LIMIT,
+    IMPORT_BODY_LIMIT,
+    engine,
+    json_response,
+    read_body,
+    secret_store,
+)
+from offer_service.web.models import ReturnRequest, validation_failed
+
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+
+
+def product_json(p: Product) -> dict[str, Any]:
+    data = dataclasses.asdict(p)
+    for name in ("tags", "complements", "flags"):
+        data[name] = list(data[name])
+    return data
+
+
+def _is_csv(request: Request) -> bool:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower() == "text/csv"
+
+
+async def put_catalog(request: Request) -> Response:
+    raw = await read_body(request, IMPORT_BODY_LIMIT)
+    record = await secret_store(request, raw)
+    currency = request.query_params.get("currency", "USD")
+    if _is_csv(request):
+        fmt = request.query_params.get("format", "auto")
+        if fmt not in ("auto", "csv", "shopify"):
+            raise ValidationFailed(
+                "Unknown catalog format.",
+                details=[{"field": "format", "message": "use csv, shopify or auto"}],
+            )
+        result = importers.parse_catalog_csv(raw, currency, fmt)  # type: ignore[arg-type]
+    else:
+        result = importers.parse_catalog_json(raw, currency)
+    upserted = await engine(request).store.upsert_products(record.id, result.items)
+    await engine(request).changed(record)
+    return json_response({"upserted": upserted, "rejected": [r.as_dict() for r in result.rejected]})
+
+
+async def get_catalog(request: Request) -> Response:
+    record = await secret_store(request)
+    limit_text = request.query_params.get("limit", str(DEFAULT_PAGE))
+    if not limit_text.isdecimal() or not 1 <= int(limit_text) <= MAX_PAGE:
+        raise ValidationFailed(
+            "The catalog page request is invalid.",
+            details=[
+                {"field": "limit", "message": f"limit must be an integer from 1 to {MAX_PAGE}"}
+            ],
+        )
+    limit = int(limit_text)
+    cursor = request.query_params.get("cursor") or None
+    products = await engine(request).store.list_products(record.id, limit, cursor)
+    next_cursor = products[-1].id if len(products) == limit else None
+    return json_response(
+        {"products": [product_json(p) for p in products], "next_cursor": next_cursor}
+    )
+
+
+async def post_orders(request: Request) -> Response:
+    raw = await read_body(request, IMPORT_BODY_LIMIT)
+    record = await secret_store(request, raw)
+    store = engine(request).store
+    tokens: dict[str, str] = {}
+    if _is_csv(request):
+        parsed = importers.parse_online_retail(
+            raw, currency=request.query_params.get("currency", "GBP")
+        )
+        existing = await store.get_products(record.id, [p.id for p in parsed.products])
+        await store.upsert_products(record.id, [p for p in parsed.products if p.id not in existing])
+        orders, returns, rejected = parsed.orders, parsed.returns, parsed.rejected
+    else:
+        result = importers.parse_orders_json(raw)
+        orders, returns, rejected = result.items, [], result.rejected
+        tokens = {o.id: order_token(record.webhook_secret, record.id, o.id) for o in orders}
+    summary = await import_orders(store, record, orders, returns)
+    await engine(request).changed(record)
+    return json_response(
+        {
+            "imported": summary.imported,
+            "duplicates": summary.duplicates,
+            "returns": summary.returns,
+            "rejected": [r.as_dict() for r in rejected],
+            "order_tokens": tokens,
+        }
+    )
+
+
+async def post_returns(request: Request) -> Response:
+    raw = await read_body(request, BROWSER_BODY_LIMIT)
+    record = await secret_store(request, raw)
+    try:
+        req = ReturnRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise validation_failed(exc, "The return is invalid.") from None
+    at_ms = now_ms()
+    if req.at:
+        try:
+            at_ms = int(datetime.fromisoformat(req.at.replace("Z", "+00:00")).timestamp() * 1000)
+        except ValueError:
+            raise ValidationFailed(
+                "The return is invalid.",
+                details=[{"field": "at", "message": "at must be an ISO 8601 time"}],
+            ) from None
+    store = engine(request).store
+    if req.order_id and await store.get_order(record.id, req.order_id) is None:
+        raise NotFound(
+            f"Order {req.order_id!r} has not been sent to this store.", code="unknown_order"
+        )
+    recorded = await store.add_returns(
+        record.id,
+        [ProductReturn(tuple(req.product_ids), at_ms, req.order_id, req.customer_id)],
+    )
+    if req.order_id:  # the order's journey stops offering from the return on
+        event = OrderEvent(req.order_id, "returned", at_ms, tuple(sorted(set(req.product_ids))))
+        await store.add_order_event(record.id, event)
+    await engine(request).changed(record)
+    return json_response({"recorded": recorded})
+
+
+async def neighbors(request: Request) -> Response:
+    record = await secret_store(request)
+    product_id: str = request.path_params["product_id"]
+    limit_text = request.query_params.get("limit", "20")
+    if not limit_text.isdecimal() or not 1 <= int(limit_text) <= 200:
+        raise ValidationFailed(
+            "The neighbours request is invalid.",
+            details=[{"field": "limit", "message": "limit must be an integer from 1 to 200"}],
+        )
+    store = engine(request).store
+    anchor = (await store.get_products(record.id, [product_id])).get(product_id)
+    if anchor is None:
+        raise NotFound(f"Unknown product {product_id!r}.", code="unknown_product")
+    pcs = await store.neighbors(record.id, product_id, int(limit_text))
+    ids = [pc.product_id for pc in pcs]
+    counts = await store.product_basket_counts(record.id, [product_id, *ids])
+    products = await store.get_products(record.id, ids)
+    n = await store.basket_count(record.id)
+    out = []
+    for pc in pcs:
+        s = affinity.stats(
+            counts.get(product_id, 0), counts.get(pc.product_id, 0), pc.pair_count, n, pc.product_id
+        )
+        partner = products.get(pc.product_id)
+        out.append(
+            {
+                "product_id": pc.product_id,
+                "title": partner.title if partner else "",
+                "pair_count": s.pair_count,
+                "support": s.support,
+                "confidence": s.confidence,
+                "lift": s.lift,
+            }
+        )
+    return json_response({"product_id": product_id, "baskets": n, "neighbors": out})
+
+
+async def put_rules(request: Request) -> Response:
+    raw = await read_body(request, BROWSER_BODY_LIMIT)
+    record = await secret_store(request, raw)
+    try:
+        rules = StoreRules.model_validate_json(raw)
+    except ValidationError as exc:
+        raise validation_failed(exc, "The rules are invalid.") from None
+    updated = await engine(request).store.set_rules(record.id, rules)
+    await engine(request).changed(updated)
+    return json_response(orjson.loads(updated.rules.model_dump_json()))
+
+
+async def get_rules(request: Request) -> Response:
+    record = await secret_store(request)
+    return json_response(orjson.loads(record.rules.model_dump_json()))
+
+
+async def rotate_webhook_secret(request: Request) -> Response:
+    """Make a new webhook secret current; the previous one keeps verifying until the next
+    rotation, so a merchant can switch their signer without a gap."""
+    raw = await read_body(request, BROWSER_BODY_LIMIT)
+    record = await secret_store(request, raw)
+    new_secret = "whsec_" + secrets.token_urlsafe(24)
+    updated = await engine(request).store.rotate_webhook_secret(record.id, new_secret)
+    await engine(request).changed(updated)
+    return json_response({"webhook_secret": new_secret})
+
+
+async def rotate_signing_key(request: Request) -> Response:
+    """Make a new key sign offer tokens. Tokens of the previous key keep verifying (offers already
+    on pages still work); tokens of any older key are rejected from now on."""
+    raw = await read_body(request, BROWSER_BODY_LIMIT)
+    record = await secret_store(request, raw)
+    numbers = [int(k.kid[1:]) for k in record.signing_keys if is_whole(k.kid[1:])]
+    new_key = SigningKey(kid=f"k{max(numbers, default=0) + 1}", secret=secrets.token_bytes(32))
+    updated = await engine(request).store.rotate_signing_key(record.id, new_key)
+    await engine(request).changed(updated)
+    return json_response({"kid": new_key.kid, "verifying": [k.kid for k in updated.signing_keys]})

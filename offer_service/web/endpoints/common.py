@@ -1,0 +1,189 @@
+"""What every handler shares: JSON responses, bounded bodies, keys, CORS."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Scope
+
+from offer_service.domain.records import StoreRecord
+from offer_service.domain.signatures import verify
+from offer_service.exceptions import (
+    ApiError,
+    Forbidden,
+    PayloadTooLarge,
+    Unauthorized,
+    store_unavailable,
+)
+from offer_service.serving.engine import Engine
+from offer_service.types import is_whole, now_ms
+
+BROWSER_BODY_LIMIT = 64 * 1024
+IMPORT_BODY_LIMIT = 256 * 1024 * 1024
+
+MISSING_KEY = (
+    "A publishable key is required (query parameter key, header X-Offer-Key, or body key)."
+)
+UNKNOWN_KEY = "The key is not valid for any store."
+SECRET_REQUIRED = "This route needs the store's secret key (Authorization: Bearer sk_...)."
+PUBLISHABLE_ON_ADMIN = "A publishable key cannot be used on admin routes; use the secret key."
+BAD_SIGNATURE = "The X-Offer-Signature header is invalid or its timestamp is too far off."
+
+
+def engine(request: Request) -> Engine:
+    e: Engine = request.app.state.engine
+    return e
+
+
+def json_response(
+    content: Any, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    body = content if isinstance(content, bytes) else orjson.dumps(content)
+    return Response(body, status_code, headers=headers, media_type="application/json")
+
+
+def unavailable_response() -> Response:
+    """The 503 for a store that cannot be reached now: the app's handler answers it, and so do
+    the direct routes, which RequestContext calls past that handler."""
+    error = store_unavailable()
+    return json_response(error.body(), error.status_code, error.headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refusing (413) as soon as it is known to exceed `limit`."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdecimal() and int(declared) > limit:
+        raise PayloadTooLarge(f"The body is larger than this route's limit of {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The body is larger than this route's limit of {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def publishable_store(request: Request, body_key: str | None = None) -> StoreRecord:
+    key = request.query_params.get("key") or request.headers.get("x-offer-key") or body_key
+    return await browser_store(engine(request), key, client_address(request))
+
+
+async def browser_store(e: Engine, key: str | None, client: str) -> StoreRecord:
+    """The store of a publishable key, after the key's per-client rate limit."""
+    if not key:
+        raise Unauthorized(MISSING_KEY, code="missing_key")
+    record = await e.store_by_key(key)
+    # A retired key is refused from the end of its grace period, whatever a cache holds.
+    if record is None or (key != record.publishable_key and not record.key_kind(key, now_ms())):
+        raise Unauthorized(UNKNOWN_KEY, code="unknown_key")
+    await e.limiter.admit(*_browser_bucket(record, client))
+    return record
+
+
+def browser_store_now(e: Engine, key: str, client: str) -> StoreRecord | None:
+    """`browser_store` without a coroutine for what a warm request needs: the store of its
+    current publishable key, held fresh, counted by this process's limiter. None when
+    `browser_store` must decide (a miss, a stale entry, an unknown or retired key, a shared
+    limiter)."""
+    record = e.store_by_key_now(key)
+    if record is None or key != record.publishable_key:
+        return None
+    return record if e.limiter.admit_here(*_browser_bucket(record, client)) else None
+
+
+def _browser_bucket(record: StoreRecord, client: str) -> tuple[str, str, float, int]:
+    """A browser client's rate-limit bucket of a store: store, bucket, rate and burst."""
+    limits = record.rules.rate_limits
+    return record.id, "browser:" + client, limits.browser_per_second, limits.browser_burst
+
+
+async def secret_store(request: Request, body: bytes = b"") -> StoreRecord:
+    """The store of an admin request: a secret key, or a signed webhook naming its store."""
+    auth = request.headers.get("authorization", "")
+    signed = request.headers.get("x-offer-signature")
+    e = engine(request)
+    record: StoreRecord | None
+    if auth.lower().startswith("bearer "):
+        key = auth[7:].strip()
+        record = await e.store_by_key(key)
+        kind = record.key_kind(key, now_ms()) if record is not None else None
+        if record is None or kind is None:
+            raise Unauthorized(UNKNOWN_KEY, code="unknown_key")
+        if kind != "secret":
+            raise Forbidden(PUBLISHABLE_ON_ADMIN, code="secret_key_required")
+    elif signed is not None:
+        store_id = request.headers.get("x-offer-store") or request.query_params.get("store_id")
+        record = await e.store.get_store(store_id) if store_id else None
+        if record is None:
+            raise Unauthorized(BAD_SIGNATURE, code="bad_signature")
+    else:
+        raise Unauthorized(SECRET_REQUIRED, code="missing_key")
+    if signed is not None and not verify(signed, body, record.webhook_secrets, time.time()):
+        raise Unauthorized(BAD_SIGNATURE, code="bad_signature")
+    limits = record.rules.rate_limits
+    await e.limiter.admit(record.id, "admin", limits.admin_per_second, limits.admin_burst)
+    return record
+
+
+def client_address(request: Request) -> str:
+    """The client's address: the socket peer, or the first X-Forwarded-For hop when the
+    service runs behind a proxy it trusts (OFFER_TRUST_PROXY=1)."""
+    if request.app.state.settings.trust_proxy:
+        return forwarded_or_peer(request.headers.get("x-forwarded-for"), request.scope)
+    return request.client.host if request.client else ""
+
+
+def forwarded_or_peer(forwarded: str | None, scope: Scope) -> str:
+    """The first X-Forwarded-For hop if there is one, else the socket peer."""
+    if forwarded:
+        return forwarded.split(",")[0].strip()
+    client = scope.get("client")
+    return client[0] if client else ""
+
+
+def origin_allowed(origin: str, allowed: list[str]) -> bool:
+    """Exact match, or an entry ending in `:*` that allows any port of that scheme and host."""
+    if not origin or origin == "null":
+        return False
+    for entry in allowed:
+        if entry == origin:
+            return True
+        if entry.endswith(":*"):
+            base = entry[:-2]
+            rest = origin[len(base) :]
+            if origin.startswith(base) and (rest == "" or (rest[:1] == ":" and is_whole(rest[1:]))):
+                return True
+    return False
+
+
+def error_response(request: Request, exc: ApiError, record: StoreRecord | None) -> Response:
+    """An API error on a browser route: its own headers (Retry-After) plus CORS, so the page
+    can read why it failed."""
+    return json_response(
+        exc.body(), exc.status_code, {**exc.headers, **cors_headers(request, record)}
+    )
+
+
+def cors_headers(request: Request, record: StoreRecord | None) -> dict[str, str]:
+    """CORS response headers for a browser route: only the store's own origins."""
+    headers = {"Vary": "Origin"}
+    origin = request.headers.get("origin")
+    if origin and record is not None and origin_allowed(origin, record.rules.allowed_origins):
+        headers["Access-Control-Allow-Origin"] = origin
+    return headers
+
+
+def body_key(raw: bytes) -> str | None:
+    """The `key` field of a JSON body that failed validation, so a bad key is still a 401 and a
+    good one lets the 422 through."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    key = data.get("key") if isinstance(data, dict) else None
+    return key if isinstance(key, str) else None

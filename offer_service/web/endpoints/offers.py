@@ -1,0 +1,236 @@
+"""GET and POST /v1/offers."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from offer_service.domain.records import StoreRecord
+from offer_service.domain.surfaces import SURFACES, Surface
+from offer_service.domain.traffic import classify
+from offer_service.exceptions import ApiError, StoreUnavailable
+from offer_service.serving.engine import Engine
+from offer_service.types import is_whole
+from offer_service.web.endpoints.common import (
+    BROWSER_BODY_LIMIT,
+    body_key,
+    browser_store,
+    browser_store_now,
+    cors_headers,
+    engine,
+    error_response,
+    forwarded_or_peer,
+    origin_allowed,
+    publishable_store,
+    read_body,
+    unavailable_response,
+)
+from offer_service.web.models import (
+    MAX_EXCLUDE,
+    MAX_ITEMS,
+    CartItem,
+    OfferQuery,
+    OffersRequest,
+    validation_failed,
+)
+
+INVALID = "The offers request is invalid."
+PREFLIGHT_HEADERS = "Content-Type, Idempotency-Key, X-Offer-Key, X-Request-Id"
+
+
+MAX_ID = 128
+_SURFACE_BY_VALUE = {s.value: s for s in Surface}
+_FIXED_HEADERS = [(b"vary", b"Origin"), (b"cache-control", b"no-store")]
+_JSON = (b"content-type", b"application/json")
+_READ_HEADERS = (b"origin", b"x-offer-key", b"x-forwarded-for")
+
+
+class GetOffers:
+    """GET /v1/offers, the hot path, as a plain ASGI app.
+
+    A query made only of plain `name=value` pairs on a pre-purchase surface (what the snippet
+    sends) is checked here field by field against the same limits as `OffersRequest` and answered
+    without building a Request or a Response. Anything else (escapes, blanks, repeated names,
+    post-purchase surfaces, a value out of bounds) goes through `get_offers`, which parses and
+    validates it with pydantic and answers exactly as before, errors included.
+    """
+
+    def __init__(self, engine: Engine, *, trust_proxy: bool) -> None:
+        # The app's own (app.state.engine, settings.trust_proxy), held to spare two lookups.
+        self.engine = engine
+        self.trust_proxy = trust_proxy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._answer(scope, receive, send)
+        except StoreUnavailable:
+            # As the app's handler answers it: this route may be called without that layer.
+            await unavailable_response()(scope, receive, send)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        query = simple_query(scope["query_string"])
+        req = None if query is None else fast_request(query)
+        if query is None or req is None:
+            response = await get_offers(Request(scope, receive, send))
+            await response(scope, receive, send)
+            return
+        e = self.engine
+        # The first of each header, as Starlette's Headers.get would answer.
+        wanted: dict[bytes, str | None] = dict.fromkeys(_READ_HEADERS)
+        for name, value in scope["headers"]:
+            if name in wanted and wanted[name] is None:
+                wanted[name] = value.decode("latin-1")
+        key = query.get("key") or wanted[b"x-offer-key"]
+        forwarded = wanted[b"x-forwarded-for"] if self.trust_proxy else None
+        client = forwarded_or_peer(forwarded, scope)
+        record: StoreRecord | None = None
+        try:
+            record = browser_store_now(e, key, client) if key else None
+            if record is None:
+                record = await browser_store(e, key, client)
+            flag = classify(scope["headers"])  # a bot or a prefetch: its exposure is flagged
+            body = await e.offers(record, req, scope["state"]["request_id"], flag)
+        except ApiError as exc:
+            request = Request(scope, receive, send)
+            await error_response(request, exc, record)(scope, receive, send)
+            return
+        headers = [*_FIXED_HEADERS, (b"content-length", str(len(body)).encode()), _JSON]
+        origin = wanted[b"origin"]
+        if origin and origin_allowed(origin, record.rules.allowed_origins):
+            headers.append((b"access-control-allow-origin", origin.encode("latin-1")))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def simple_query(raw: bytes) -> dict[str, str] | None:
+    """The query's parameters when every one is a plain `name=value`: printable ASCII without
+    escapes, spaces or `+`, no blank value, no name twice. None otherwise."""
+    if not raw or b"%" in raw or b"+" in raw or b" " in raw or not raw.isascii():
+        return None
+    text = raw.decode("ascii")
+    if not text.isprintable():
+        return None
+    out: dict[str, str] = {}
+    for pair in text.split("&"):
+        name, eq, value = pair.partition("=")
+        if not eq or not name or not value or name in out:
+            return None
+        out[name] = value
+    return out
+
+
+def _ids(value: str, most: int) -> list[str] | None:
+    parts = [p for p in value.split(",") if p]
+    if not parts or len(parts) > most or any(len(p) > MAX_ID for p in parts):
+        return None
+    return parts
+
+
+def fast_request(query: dict[str, str]) -> OfferQuery | None:
+    """The request of a simple query on a pre-purchase surface, when every field is within
+    OffersRequest's limits; None when the model must decide (and maybe explain a 422)."""
+    surface = _SURFACE_BY_VALUE.get(query.get("surface", ""))
+    if surface is None or "order_id" in query or "order_token" in query:
+        return None
+    anchor = SURFACES[surface].anchor
+    if anchor not in ("product", "items"):
+        return None
+    product_id = query.get("product_id")
+    if (product_id is None and anchor == "product") or len(product_id or "") > MAX_ID:
+        return None
+    items: list[CartItem] | None = None
+    if "items" in query:
+        ids = _ids(query["items"], MAX_ITEMS)
+        if ids is None:
+            return None
+        items = [CartItem.model_construct(product_id=i) for i in ids]
+    elif anchor == "items":
+        return None
+    visitor_id = query.get("visitor_id")
+    customer_id = query.get("customer_id")
+    if len(visitor_id or "") > MAX_ID or len(customer_id or "") > MAX_ID:
+        return None
+    limit: int | None = None
+    if "limit" in query:
+        text = query["limit"]
+        if not is_whole(text) or not 1 <= int(text) <= 1000:
+            return None
+        limit = int(text)
+    exclude: list[str] = []
+    if "exclude" in query:
+        ids = _ids(query["exclude"], MAX_EXCLUDE)
+        if ids is None:
+            return None
+        exclude = ids
+    return OfferQuery(
+        surface,
+        key=query.get("key"),
+        product_id=product_id,
+        items=items,
+        visitor_id=visitor_id,
+        customer_id=customer_id,
+        limit=limit,
+        exclude=exclude,
+    )
+
+
+async def get_offers(request: Request) -> Response:
+    record: StoreRecord | None = None
+    try:
+        query = dict(parse_qsl(request.scope["query_string"].decode("latin-1")))
+        record = await publishable_store(request)
+        try:
+            req = OffersRequest.model_validate(query)
+        except ValidationError as exc:
+            raise validation_failed(exc, INVALID) from None
+        return await _answer(request, record, req)
+    except ApiError as exc:
+        return error_response(request, exc, record)
+
+
+async def post_offers(request: Request) -> Response:
+    record: StoreRecord | None = None
+    try:
+        raw = await read_body(request, BROWSER_BODY_LIMIT)
+        try:
+            req = OffersRequest.model_validate_json(raw or b"{}")
+        except ValidationError as exc:
+            # The key may be in the body: resolve the store first so a bad key is a 401.
+            await publishable_store(request, body_key(raw))
+            raise validation_failed(exc, INVALID) from None
+        record = await publishable_store(request, req.key)
+        return await _answer(request, record, req)
+    except ApiError as exc:
+        return error_response(request, exc, record)
+
+
+async def _answer(request: Request, record: StoreRecord, req: OffersRequest) -> Response:
+    request_id: str = request.scope["state"]["request_id"]
+    flag = classify(request.scope["headers"])
+    body = await engine(request).offers(record, req, request_id, flag)
+    headers = cors_headers(request, record)
+    headers["Cache-Control"] = "no-store"
+    return Response(body, 200, headers=headers, media_type="application/json")
+
+
+async def preflight(request: Request) -> Response:
+    """CORS preflight. The store is named by the `key` query parameter (the snippet sends it on
+    every POST), so only that store's origins are answered."""
+    record = None
+    key = request.query_params.get("key")
+    if key:
+        record = await engine(request).store_by_key(key)
+    headers = cors_headers(request, record)
+    if "Access-Control-Allow-Origin" in headers:
+        headers.update(
+            {
+                "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                "Access-Control-Allow-Headers": PREFLIGHT_HEADERS,
+                "Access-Control-Max-Age": "600",
+            }
+        )
+    return Response(None, 204, headers=headers)

@@ -1,0 +1,53 @@
+"""Exposures: one event per visitor, surface and UTC day, written behind the offers request."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from offer_service.measurement.exposures import EXPOSURE, ExposureLog, exposure_id
+from offer_service.storage import open_store
+from offer_service.types import DAY_MS
+
+NOON = 1_764_072_000_000  # 2025-11-25T12:00:00Z
+
+
+def test_exposure_ids_are_one_per_visitor_surface_and_day() -> None:
+    day = NOON // DAY_MS
+    assert exposure_id("v1", "cart", day) == exposure_id("v1", "cart", day)
+    others = {exposure_id("v2", "cart", day), exposure_id("v1", "checkout", day)}
+    others.add(exposure_id("v1", "cart", day + 1))
+    assert exposure_id("v1", "cart", day) not in others
+    assert len(exposure_id("v" * 128, "cart", day)) <= 64
+
+
+def test_the_log_writes_each_exposure_once_and_flushes_on_close(tmp_path: Path) -> None:
+    async def run() -> list[tuple[str | None, str, str, str | None]]:
+        store = open_store(f"sqlite:///{tmp_path}/o.db")
+        await store.open()
+        try:
+            record = await store.create_store("s")
+            now = [NOON / 1000]
+            log = ExposureLog(store, flush_after_s=60, clock=lambda: now[0])
+            log.seen(record.id, "v1", "cart", holdout=False, arm="x:a")
+            log.seen(record.id, "v1", "cart", holdout=False, arm="x:a")  # the same day: once
+            log.seen(record.id, "v1", "product_page", holdout=False, arm=None)
+            log.seen(record.id, "h1", "cart", holdout=True, arm=None)
+            now[0] += 86_400  # the next day counts again
+            log.seen(record.id, "v1", "cart", holdout=False, arm="x:a")
+            await log.close()  # does not wait the 60 s
+            events = [e async for e in store.iter_events(record.id, 0, 2**62)]
+            await log.flush()  # nothing left to write twice
+            again = [e async for e in store.iter_events(record.id, 0, 2**62)]
+            assert len(again) == len(events)
+            assert {e.type for e in events} == {EXPOSURE}
+            return sorted((e.visitor_id, e.surface, e.kind, e.arm) for e in events)
+        finally:
+            await store.close()
+
+    assert asyncio.run(run()) == [
+        ("h1", "cart", "holdout", None),
+        ("v1", "cart", "treatment", "x:a"),
+        ("v1", "cart", "treatment", "x:a"),
+        ("v1", "product_page", "treatment", None),
+    ]

@@ -1,0 +1,100 @@
+"""Rate limits on Redis: real `offer-service serve` processes on a real `redis-server` count
+against one limit, and fall back to counting in-process (never failing a request) while Redis
+is down."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from offer_service.domain.policy import RateLimits
+from offer_service.storage.redis.keys import StoreKeys
+from offer_service_tools.demo import DEMO_STORE_ID
+from tests.flows import PK
+from tests.processes import ServeProcess, prepare_demo_store
+from tests.redis_servers import RELAXED, RedisServer, opened_redis, running_redis
+
+pytestmark = pytest.mark.timeout(240)
+
+BURST = 20
+# Slow enough that the bucket barely refills while a test runs.
+PER_SECOND = 0.2
+PARAMS = {"key": PK, "surface": "product_page", "product_id": "cam-x100"}
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    yield from running_redis(tmp_path / "redis")
+
+
+def limit_browser_routes(url: str) -> None:
+    """The demo store with a small browser limit (admin routes stay out of the way)."""
+
+    async def run() -> None:
+        async with opened_redis(url) as store:
+            record = await store.get_store(DEMO_STORE_ID)
+            assert record is not None
+            limits = RateLimits(browser_per_second=PER_SECOND, browser_burst=BURST)
+            rules = record.rules.model_copy(update={"rate_limits": limits})
+            await store.set_rules(DEMO_STORE_ID, rules)
+
+    asyncio.run(run())
+
+
+def bucket_exists(server: RedisServer) -> bool:
+    return server.cli("EXISTS", StoreKeys(DEMO_STORE_ID).rate("browser:127.0.0.1")).strip() == "1"
+
+
+def test_two_instances_share_one_limit(tmp_path: Path, redis_server: RedisServer) -> None:
+    url = redis_server.url + RELAXED
+    prepare_demo_store(url)
+    limit_browser_routes(url)
+    first = ServeProcess(url, tmp_path / "a.log")
+    try:
+        second = ServeProcess(url, tmp_path / "b.log")
+    except BaseException:
+        first.stop()
+        raise
+    try:
+        with first.client() as a, second.client() as b:
+            statuses: dict[str, list[int]] = {"a": [], "b": []}
+            for i in range(2 * BURST):
+                name, client = ("a", a) if i % 2 == 0 else ("b", b)
+                statuses[name].append(client.get("/v1/offers", params=PARAMS).status_code)
+    finally:
+        first.stop()
+        second.stop()
+    allowed = {name: s.count(200) for name, s in statuses.items()}
+    print(f"\nallowed per instance: {allowed}; statuses: {statuses}")
+    assert set(statuses["a"] + statuses["b"]) <= {200, 429}
+    # One burst in all (plus what refills while the requests run), not one per instance.
+    assert BURST <= allowed["a"] + allowed["b"] <= BURST + 2
+    assert allowed["a"] >= BURST // 2 - 2 and allowed["b"] >= BURST // 2 - 2
+    assert bucket_exists(redis_server)
+
+
+def test_with_redis_down_the_limit_is_counted_in_process(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    url = redis_server.url  # the production timeouts
+    prepare_demo_store(url)
+    limit_browser_routes(url)
+    service = ServeProcess(url, tmp_path / "a.log")
+    try:
+        with service.client() as c:
+            before = [c.get("/v1/offers", params=PARAMS).status_code for _ in range(BURST + 3)]
+            redis_server.stop()
+            during = [c.get("/v1/offers", params=PARAMS).status_code for _ in range(BURST + 3)]
+    finally:
+        service.stop()
+    print(f"\nbefore the outage: {before}\nduring it: {during}")
+    # Redis's bucket ran out...
+    assert before.count(200) >= BURST and before[-1] == 429
+    # ...and with Redis gone each request is still answered from the cache and counted here,
+    # against a bucket of this process's own: never a 5xx, and the limit still holds.
+    assert set(during) == {200, 429}
+    assert BURST <= during.count(200) <= BURST + 2
+    assert during[-1] == 429
