@@ -30,6 +30,11 @@ from offer_service.web.models import OfferQuery
 
 
 class Store:
+    """Counts visitor reads and can be taken down; the engine needs nothing else of it."""
+
+    shared_limits = None
+    streams = None
+
     def __init__(self) -> None:
         self.reads = 0
         self.down = False
