@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
+import importlib.util
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import orjson
@@ -307,12 +310,41 @@ def build_parser() -> argparse.ArgumentParser:
     store_url(imp)
 
     from offer_service.measurement import dashboard
-    from offer_service_tools import evaluate, simulate
 
     dashboard.add_parser(sub, store_url)
-    simulate.add_parser(sub)
-    evaluate.add_parser(sub)
+    for name, help_text in TOOL_COMMANDS.items():
+        tool = _tool(name)
+        if tool is not None:
+            tool.add_parser(sub)
+        else:
+            sub.add_parser(name, help=f"{help_text} (needs the offer_service_tools package)")
     return parser
+
+
+# Commands that live in offer_service_tools, beside the service: the service runs without them.
+TOOL_COMMANDS = {
+    "simulate": "drive synthetic shoppers through a running service",
+    "evaluate": "hide one product per basket and measure whether offers find it",
+}
+MISSING_TOOLS = (
+    "error: `offer-service {}` needs the offer_service_tools package, which ships beside the "
+    "service in this repository; install the project from its checkout"
+)
+
+
+def _tool(name: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(f"offer_service_tools.{name}")
+    except ImportError:
+        return None
+
+
+def _needs_tools(command: str) -> int | None:
+    """Exit status 2 with a message when the command's tools package is missing."""
+    if importlib.util.find_spec("offer_service_tools") is None:
+        print(MISSING_TOOLS.format(command), file=sys.stderr)
+        return 2
+    return None
 
 
 def cmd_dashboard_url(args: argparse.Namespace) -> int:
@@ -322,12 +354,16 @@ def cmd_dashboard_url(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    if (missing := _needs_tools("simulate")) is not None:
+        return missing
     from offer_service_tools.simulate import cmd_simulate as run
 
     return run(args)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if (missing := _needs_tools("evaluate")) is not None:
+        return missing
     from offer_service_tools.evaluate import cmd_evaluate as run
 
     return run(args)
@@ -345,7 +381,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve,
     "worker": cmd_worker,
-    "demo": lambda a: cmd_serve(a, demo=True),
+    "demo": lambda a: _needs_tools("demo") or cmd_serve(a, demo=True),
     "import": cmd_import,
     "dashboard-url": cmd_dashboard_url,
     "simulate": cmd_simulate,

@@ -1,0 +1,202 @@
+"""The package layout's rules: what each layer may import, no cycles, modules of a readable size."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("offer_service", "offer_service_tools")
+
+# What each layer may import from the service (besides itself). The pure layers know nothing of
+# storage, the web or the serving machinery; storage knows the domain and nothing above it.
+ALLOWED = {
+    "offer_service.domain": {"offer_service.types", "offer_service.exceptions"},
+    "offer_service.decision": {
+        "offer_service.domain",
+        "offer_service.types",
+        "offer_service.exceptions",
+    },
+    "offer_service.importers": {
+        "offer_service.domain",
+        "offer_service.types",
+        "offer_service.exceptions",
+    },
+    "offer_service.storage": {
+        "offer_service.domain",
+        "offer_service.types",
+        "offer_service.exceptions",
+    },
+}
+# Only the process entry points may reach the tools, and only inside the command that needs them,
+# so the service runs with offer_service_tools absent.
+TOOLS_ALLOWED_IN = {"offer_service.app", "offer_service.cli"}
+MAX_LINES = 600
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def modules() -> dict[str, Path]:
+    return {
+        module_name(path): path for package in PACKAGES for path in (ROOT / package).rglob("*.py")
+    }
+
+
+def imported(node: ast.AST) -> Iterator[str]:
+    if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        yield node.module
+        yield from (f"{node.module}.{alias.name}" for alias in node.names)
+    elif isinstance(node, ast.Import):
+        yield from (alias.name for alias in node.names)
+
+
+def top_level_imports(path: Path) -> set[str]:
+    """Imports run when the module is imported (not those inside functions or TYPE_CHECKING)."""
+    found: set[str] = set()
+    for stmt in ast.parse(path.read_text()).body:
+        if isinstance(stmt, ast.If) and "TYPE_CHECKING" in ast.dump(stmt.test):
+            continue
+        if isinstance(stmt, ast.Import | ast.ImportFrom | ast.If | ast.Try):
+            for node in ast.walk(stmt):
+                found.update(imported(node))
+    return found
+
+
+def all_imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        found.update(imported(node))
+    return found
+
+
+def layer(name: str) -> str:
+    return ".".join(name.split(".")[:2])
+
+
+def test_no_relative_imports() -> None:
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert node.level == 0, f"{name}:{node.lineno} imports relatively"
+
+
+@pytest.mark.parametrize("lower", sorted(ALLOWED))
+def test_a_lower_layer_imports_only_what_lies_beneath_it(lower: str) -> None:
+    known = modules()
+    for name, path in known.items():
+        if layer(name) != lower:
+            continue
+        for target in all_imports(path):
+            if target.split(".")[0] not in PACKAGES or target not in known:
+                continue
+            assert layer(target) == lower or layer(target) in ALLOWED[lower], (
+                f"{name} imports {target}"
+            )
+
+
+def test_the_service_never_needs_the_tools_package() -> None:
+    for name, path in modules().items():
+        if not name.startswith("offer_service."):
+            continue
+        tools = {t for t in top_level_imports(path) if t.startswith("offer_service_tools")}
+        assert not tools, f"{name} imports {sorted(tools)} when it is imported"
+        if name not in TOOLS_ALLOWED_IN:
+            assert not any(t.startswith("offer_service_tools") for t in all_imports(path)), name
+
+
+def test_no_import_cycles_between_modules() -> None:
+    known = modules()
+    graph = {
+        name: {t for t in top_level_imports(path) if t in known and t != name}
+        for name, path in known.items()
+    }
+    done: set[str] = set()
+
+    def visit(name: str, trail: list[str]) -> None:
+        if name in trail:
+            cycle = [*trail[trail.index(name) :], name]
+            raise AssertionError("import cycle: " + " -> ".join(cycle))
+        if name in done:
+            return
+        for target in sorted(graph[name]):
+            visit(target, [*trail, name])
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name, [])
+
+
+BLOCK_TOOLS = "import sys; sys.modules['offer_service_tools'] = None; "
+
+
+def run_without_tools(*args: str, **kwargs: Any) -> subprocess.Popen[bytes]:
+    code = BLOCK_TOOLS + "from offer_service.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT, **kwargs)
+
+
+def test_the_service_serves_with_the_tools_package_absent(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'offers.db'}"
+    create = run_without_tools(
+        "stores", "create", "--name", "Shop", "--origin", "https://shop.example",
+        "--store-url", url, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = create.communicate(timeout=60)
+    assert create.returncode == 0
+    keys = orjson.loads(out)
+    port = free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    server = run_without_tools(
+        "serve", "--port", str(port), "--store-url", url, stdout=log, stderr=subprocess.STDOUT
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "the server never became ready"
+                time.sleep(0.05)
+        products = [
+            {"id": p, "title": p, "url": f"https://shop.example/{p}", "price": 1000,
+             "currency": "USD", "category": "c", "complements": [q]}
+            for p, q in (("a", "b"), ("b", "a"))
+        ]  # fmt: skip
+        admin = {"Authorization": f"Bearer {keys['secret_key']}"}
+        put = httpx.put(f"{base}/v1/admin/catalog", json=products, headers=admin, timeout=10)
+        assert put.status_code == 200 and put.json()["upserted"] == 2
+        params = {"key": keys["publishable_key"], "surface": "product_page", "product_id": "a"}
+        offers = httpx.get(f"{base}/v1/offers", params=params, timeout=10)
+        assert offers.status_code == 200
+        assert [o["product_id"] for o in offers.json()["offers"]] == ["b"]
+        assert httpx.get(f"{base}/demo/", timeout=10).status_code == 404
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+        log.close()
+
+
+def test_the_demo_says_the_tools_package_is_missing() -> None:
+    demo = run_without_tools("demo", "--port", str(free_port()), stderr=subprocess.PIPE)
+    _, err = demo.communicate(timeout=60)
+    assert demo.returncode != 0
+    assert b"offer_service_tools" in err
+    assert b"Traceback" not in err
