@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -143,32 +145,63 @@ def test_no_import_cycles_between_modules() -> None:
 
 
 BLOCK_TOOLS = "import sys; sys.modules['offer_service_tools'] = None; "
+CLI_MAIN = "from offer_service.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
-def run_without_tools(*args: str, **kwargs: Any) -> subprocess.Popen[bytes]:
-    code = BLOCK_TOOLS + "from offer_service.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT, **kwargs)
+def run_without_tools(
+    *args: str, site: Path | None = None, **kwargs: Any
+) -> subprocess.Popen[bytes]:
+    """`offer-service ARGS` with offer_service_tools unimportable, from `site` when given."""
+    first = f"sys.path.insert(0, {str(site)!r}); " if site else ""
+    code = BLOCK_TOOLS + first + CLI_MAIN
+    return subprocess.Popen([sys.executable, "-c", code, *args], **kwargs)
 
 
-def test_the_service_serves_with_the_tools_package_absent(tmp_path: Path) -> None:
+def build_service_wheel(tmp: Path) -> Path:
+    """The wheel as the Dockerfile builds it (pyproject, README and offer_service only),
+    unpacked into a folder to import from."""
+    src = tmp / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "offer_service", src / "offer_service")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+         "-w", str(tmp / "dist"), str(src)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    (wheel,) = (tmp / "dist").glob("offer_service-*.whl")
+    site = tmp / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        assert not [n for n in names if n.startswith("offer_service_tools")]
+        assert "offer_service/static/sdk/v1/offers.js" in names
+        archive.extractall(site)
+    return site
+
+
+def test_the_wheel_serves_without_the_tools_package(tmp_path: Path) -> None:
+    site = build_service_wheel(tmp_path)
     url = f"sqlite:///{tmp_path / 'offers.db'}"
     create = run_without_tools(
         "stores", "create", "--name", "Shop", "--origin", "https://shop.example",
-        "--store-url", url, stdout=subprocess.PIPE,
+        "--store-url", url, site=site, cwd=tmp_path, stdout=subprocess.PIPE,
     )  # fmt: skip
     out, _ = create.communicate(timeout=60)
     assert create.returncode == 0
     keys = orjson.loads(out)
     port = free_port()
-    log = (tmp_path / "serve.log").open("wb")
-    server = run_without_tools(
-        "serve", "--port", str(port), "--store-url", url, stdout=log, stderr=subprocess.STDOUT
-    )
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        server = run_without_tools(
+            "serve", "--port", str(port), "--store-url", url,
+            site=site, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
-            assert server.poll() is None, (tmp_path / "serve.log").read_text()
+            assert server.poll() is None, log_path.read_text()
             try:
                 if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
                     break
@@ -187,15 +220,24 @@ def test_the_service_serves_with_the_tools_package_absent(tmp_path: Path) -> Non
         offers = httpx.get(f"{base}/v1/offers", params=params, timeout=10)
         assert offers.status_code == 200
         assert [o["product_id"] for o in offers.json()["offers"]] == ["b"]
+        snippet = httpx.get(f"{base}/sdk/v1/offers.js", timeout=10)
+        assert snippet.status_code == 200 and snippet.content
         assert httpx.get(f"{base}/demo/", timeout=10).status_code == 404
     finally:
         server.terminate()
         server.wait(timeout=15)
-        log.close()
+    # The server ran the wheel's code, not the checkout's.
+    check = subprocess.run(
+        [sys.executable, "-c",
+         f"import sys; sys.path.insert(0, {str(site)!r}); import offer_service; "
+         "print(offer_service.__file__)"],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert check.stdout.startswith(str(site))
 
 
 def test_the_demo_says_the_tools_package_is_missing() -> None:
-    demo = run_without_tools("demo", "--port", str(free_port()), stderr=subprocess.PIPE)
+    demo = run_without_tools("demo", "--port", str(free_port()), cwd=ROOT, stderr=subprocess.PIPE)
     _, err = demo.communicate(timeout=60)
     assert demo.returncode != 0
     assert b"offer_service_tools" in err
