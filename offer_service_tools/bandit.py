@@ -15,7 +15,7 @@ Regret is the expected revenue lost against showing the two best offers availabl
 rate x price); take rate is takes / impressions. Both are averaged over `runs` runs, and every
 policy of a run meets the same shoppers (one uniform per request and offer decides a take).
 
-`python -m offer_service.bandit --svg docs/bandit-regret.svg` prints the table and writes the
+`python -m offer_service_tools.bandit --svg docs/bandit-regret.svg` prints the table and writes the
 plot (an SVG drawn here: no plotting dependency).
 """
 
