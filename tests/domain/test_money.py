@@ -101,6 +101,7 @@ def test_the_snippet_divides_by_the_same_minor_unit_digits() -> None:
     ("amount", "currency", "text"),
     [
         (12999, "USD", "$129.99"),
+        (49900, "USD", "$499.00"),
         (119900, "USD", "$1,199.00"),
         (1500, "JPY", "¥1,500"),
         (1500, "ISK", "ISK\u00a01,500"),
