@@ -22,6 +22,8 @@ def environment(package: str) -> Environment:
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        # Templates ship inside the package: no need to stat them on every render.
+        auto_reload=False,
     )
     env.filters["money"] = format_money
     return env
