@@ -38,7 +38,6 @@ _FOLD = {
     "\u2026": "...",
     "\u00a0": " ",
     "\u2009": " ",
-    "\u202f": " ",  # the narrow no-break space of a formatted "F CFA" price
     "\u00b4": "'",
     "`": "'",
     "\u00d7": "x",
