@@ -13,9 +13,6 @@ from urllib.parse import urljoin, urlsplit
 # 11 base64url characters: 66 bits, so codes of every store share one namespace safely.
 CODE_LENGTH = 11
 CODE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
-# Currencies without minor units (ISO 4217 exponent 0) among the common ones.
-ZERO_DECIMAL = frozenset(("JPY", "KRW", "VND", "CLP", "ISK", "HUF", "TWD", "UGX", "XOF", "XAF"))
-SYMBOLS = {"USD": "$", "GBP": "£", "EUR": "€", "JPY": "¥", "AUD": "A$", "CAD": "C$"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +55,3 @@ def absolute_https(url: str, base: str | None) -> str | None:
     if parts.scheme != "https" or not parts.hostname or any(c in url for c in "\"'<> \n\r\t"):
         return None
     return url
-
-
-def format_money(amount: int, currency: str) -> str:
-    """12999 USD -> "$129.99"; 1500 JPY -> "¥1500"; other currencies "129.99 SEK"."""
-    if currency in ZERO_DECIMAL:
-        text = str(amount)
-    else:
-        sign = "-" if amount < 0 else ""
-        text = f"{sign}{abs(amount) // 100}.{abs(amount) % 100:02d}"
-    symbol = SYMBOLS.get(currency)
-    return f"{symbol}{text}" if symbol else f"{text} {currency}"

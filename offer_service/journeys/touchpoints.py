@@ -22,12 +22,13 @@ from offer_service.decision import decide
 from offer_service.decision.experiments import in_holdout
 from offer_service.decision.rules import PricedOffer
 from offer_service.domain.lifecycle import ShortLink, consent_at
+from offer_service.domain.money import format_money
 from offer_service.domain.orders import Order
 from offer_service.domain.products import Product
 from offer_service.domain.records import StoreRecord
 from offer_service.domain.surfaces import Surface, clamp_limit
 from offer_service.journeys import sms, timeline
-from offer_service.journeys.links import LinkedOffer, absolute_https, derive, format_money
+from offer_service.journeys.links import LinkedOffer, absolute_https, derive
 from offer_service.journeys.timeline import Planned
 from offer_service.serving.engine import Engine, order_subject
 from offer_service.storage.protocols import Store

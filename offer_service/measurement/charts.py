@@ -1,9 +1,9 @@
 """Server-rendered SVG charts for the dashboard: no script, no library, no style attributes.
 
-Each chart is an `<svg>` string with presentation attributes only (so it renders under a strict
+Each chart is an `<svg>` with presentation attributes only (so it renders under a strict
 Content-Security-Policy), a `<title>` for screen readers, and one `data-value` element per
-plotted figure (what the browser test counts). Text is escaped; numbers are formatted by the
-caller's `fmt`.
+plotted figure (what the browser test counts). Text is escaped here, so a chart is `Markup`
+that the page's template inserts as it is; numbers are formatted by the caller's `fmt`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
+
+from markupsafe import Markup
 
 Fmt = Callable[[float], str]
 
@@ -44,13 +46,13 @@ def _open(chart: str, title: str, width: int, height: int) -> list[str]:
     ]
 
 
-def empty(chart: str, title: str, width: int = 560, height: int = 120) -> str:
+def empty(chart: str, title: str, width: int = 560, height: int = 120) -> Markup:
     parts = _open(chart, title, width, height)
     parts.append(
         f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" fill="{MUTED}" {FONT} '
         'font-size="14" data-empty="true">No data in this period</text></svg>'
     )
-    return "".join(parts)
+    return Markup("".join(parts))
 
 
 def _span(figures: Sequence[Figure], zero: bool = True) -> tuple[float, float]:
@@ -68,7 +70,7 @@ def _span(figures: Sequence[Figure], zero: bool = True) -> tuple[float, float]:
 
 def columns(
     chart: str, title: str, figures: Sequence[Figure], fmt: Fmt, width: int = 560, height: int = 260
-) -> str:
+) -> Markup:
     """Vertical bars from zero with interval whiskers, one per figure."""
     if not figures:
         return empty(chart, title, width)
@@ -106,7 +108,7 @@ def columns(
             f'fill="{MUTED}" {FONT} font-size="11">{escape(fmt(f.value))}</text>'
         )
     parts.append("</svg>")
-    return "".join(parts)
+    return Markup("".join(parts))
 
 
 def _ci_text(f: Figure, fmt: Fmt) -> str:
@@ -129,7 +131,9 @@ def _whisker(c: float, a: float, b: float, *, vertical: bool) -> str:
     )
 
 
-def intervals(chart: str, title: str, figures: Sequence[Figure], fmt: Fmt, width: int = 560) -> str:
+def intervals(
+    chart: str, title: str, figures: Sequence[Figure], fmt: Fmt, width: int = 560
+) -> Markup:
     """Point estimates with horizontal 95% intervals around a zero line (green when the whole
     interval is above zero, red when below, grey when it contains zero)."""
     if not figures:
@@ -166,10 +170,10 @@ def intervals(chart: str, title: str, figures: Sequence[Figure], fmt: Fmt, width
             f"{escape(f.label)}</text>"
         )
     parts.append("</svg>")
-    return "".join(parts)
+    return Markup("".join(parts))
 
 
-def bars(chart: str, title: str, figures: Sequence[Figure], fmt: Fmt, width: int = 560) -> str:
+def bars(chart: str, title: str, figures: Sequence[Figure], fmt: Fmt, width: int = 560) -> Markup:
     """Horizontal bars from zero, largest first as given, each labelled with its value."""
     if not figures:
         return empty(chart, title, width)
@@ -197,7 +201,7 @@ def bars(chart: str, title: str, figures: Sequence[Figure], fmt: Fmt, width: int
             f'font-size="11">{escape(fmt(f.value))}</text>'
         )
     parts.append("</svg>")
-    return "".join(parts)
+    return Markup("".join(parts))
 
 
 def line(
@@ -207,7 +211,7 @@ def line(
     fmt: Fmt,
     width: int = 560,
     height: int = 240,
-) -> str:
+) -> Markup:
     """A series over time: the interval as a shaded band, the values as a line with points;
     `label` is the x-axis label of each point (the first and last are printed)."""
     if not figures:
@@ -250,4 +254,4 @@ def line(
             f'{FONT} font-size="11">{escape(figures[i].label)}</text>'
         )
     parts.append("</svg>")
-    return "".join(parts)
+    return Markup("".join(parts))

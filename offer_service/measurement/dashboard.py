@@ -11,13 +11,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
-from html import escape
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from markupsafe import Markup
+
+from offer_service.domain.money import format_money
 from offer_service.domain.records import StoreRecord
 from offer_service.measurement import charts
 from offer_service.measurement.charts import Figure
+from offer_service.templating import environment
 
 CSP = (
     "default-src 'none'; script-src 'none'; style-src 'self'; img-src 'self'; "
@@ -31,8 +35,6 @@ PAGE_HEADERS = {
     "Cache-Control": "no-store",
 }
 DEFAULT_LINK_TTL_S = 24 * 3600
-SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥"}
-ZERO_DECIMAL = frozenset(("JPY", "KRW", "VND", "CLP", "ISK", "UGX", "XOF", "XAF"))
 TOP_OFFERS = 10
 
 
@@ -79,13 +81,7 @@ def pp(v: float | None) -> str:
 
 def amount(v: float | None, currency: str, *, signed: bool = False) -> str:
     """Minor units as a price: 1234.5 USD -> $12.35."""
-    if v is None:
-        return "n/a"
-    major = v if currency in ZERO_DECIMAL else v / 100
-    digits = 0 if currency in ZERO_DECIMAL else 2
-    sign = "-" if major < 0 else ("+" if signed and major > 0 else "")
-    symbol = SYMBOLS.get(currency, currency + " ")
-    return f"{sign}{symbol}{abs(major):,.{digits}f}"
+    return "n/a" if v is None else format_money(v, currency, signed=signed)
 
 
 def _ci(e: Mapping[str, Any], fmt: Any) -> str:
@@ -109,7 +105,7 @@ def _present(figures: Sequence[Figure | None]) -> list[Figure]:
 # --- the page ----------------------------------------------------------------------------------
 
 
-def chart_sections(report: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+def chart_sections(report: Mapping[str, Any]) -> list[tuple[str, str, Markup]]:
     """(chart id, heading, svg) for every chart of the page."""
     cur = report["currency"]
 
@@ -174,15 +170,28 @@ def chart_sections(report: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     ]
 
 
-def _tile(label: str, value: str, detail: str, name: str) -> str:
-    return (
-        f'<div class="tile" data-kpi="{escape(name)}"><div class="tile-label">{escape(label)}'
-        f'</div><div class="tile-value">{escape(value)}</div>'
-        f'<div class="tile-detail">{escape(detail)}</div></div>'
-    )
+@dataclass(frozen=True, slots=True)
+class Tile:
+    """One headline figure."""
+
+    name: str
+    label: str
+    value: str
+    detail: str
 
 
-def tiles(report: Mapping[str, Any]) -> str:
+@dataclass(frozen=True, slots=True)
+class Table:
+    """One table of the page: its cells as text."""
+
+    name: str
+    caption: str
+    headings: tuple[str, ...]
+    rows: Sequence[tuple[str, ...]]
+    empty: str = ""
+
+
+def tiles(report: Mapping[str, Any]) -> list[Tile]:
     cur = report["currency"]
     h = report["holdout"]
     t = report["totals"]
@@ -194,132 +203,100 @@ def tiles(report: Mapping[str, Any]) -> str:
 
     inc, total = h["incremental_revenue_per_visitor"], h["incremental_revenue"]
     conv = h["conversion_rate_difference"]
-    return "".join(
-        [
-            _tile("Incremental revenue per visitor", m(inc["value"]), _ci(inc, m), "rpv"),
-            _tile("Incremental revenue", m(total["value"]), _ci(total, m), "revenue"),
-            _tile("Conversion, treatment vs holdout", pp(conv["value"]), _ci(conv, pp), "cr"),
-            _tile(
-                "Take rate",
-                pct(t["take_rate"]["value"]),
-                f"{t['accepts']:,} accepts of {t['impressions']:,} impressions",
-                "take-rate",
+    return [
+        Tile("rpv", "Incremental revenue per visitor", m(inc["value"]), _ci(inc, m)),
+        Tile("revenue", "Incremental revenue", m(total["value"]), _ci(total, m)),
+        Tile("cr", "Conversion, treatment vs holdout", pp(conv["value"]), _ci(conv, pp)),
+        Tile(
+            "take-rate",
+            "Take rate",
+            pct(t["take_rate"]["value"]),
+            f"{t['accepts']:,} accepts of {t['impressions']:,} impressions",
+        ),
+        Tile(
+            "attach-rate",
+            "Attach rate",
+            pct(o["attach_rate"]["value"]),
+            f"{o['orders_with_offer_items']:,} of {o['orders']:,} orders",
+        ),
+        Tile(
+            "aov",
+            "AOV",
+            amount(o["aov"]["value"], cur),
+            "without offer items " + amount(o["aov_without_offer_items"]["value"], cur),
+        ),
+        Tile(
+            "invalid",
+            "Invalid traffic left out",
+            f"{report['invalid_traffic']['events']:,}",
+            ", ".join(
+                f"{n:,} {reason.replace('_', ' ')}"
+                for reason, n in report["invalid_traffic"]["by_reason"].items()
             ),
-            _tile(
-                "Attach rate",
-                pct(o["attach_rate"]["value"]),
-                f"{o['orders_with_offer_items']:,} of {o['orders']:,} orders",
-                "attach-rate",
-            ),
-            _tile(
-                "AOV",
-                amount(o["aov"]["value"], cur),
-                "without offer items " + amount(o["aov_without_offer_items"]["value"], cur),
-                "aov",
-            ),
-            _tile(
-                "Invalid traffic left out",
-                f"{report['invalid_traffic']['events']:,}",
-                ", ".join(
-                    f"{n:,} {reason.replace('_', ' ')}"
-                    for reason, n in report["invalid_traffic"]["by_reason"].items()
-                ),
-                "invalid",
-            ),
-            _tile(
-                "Visitors measured",
-                f"{sizes['treatment'] + sizes['holdout']:,}",
-                f"{sizes['treatment']:,} treatment, {sizes['holdout']:,} holdout",
-                "visitors",
-            ),
-        ]
-    )
+        ),
+        Tile(
+            "visitors",
+            "Visitors measured",
+            f"{sizes['treatment'] + sizes['holdout']:,}",
+            f"{sizes['treatment']:,} treatment, {sizes['holdout']:,} holdout",
+        ),
+    ]
 
 
-def _rows_table(report: Mapping[str, Any], dimension: str, caption: str) -> str:
+ROW_HEADINGS = (
+    "Impressions",
+    "Clicks",
+    "Accepts",
+    "Take rate",
+    "CTR",
+    "Attach rate",
+    "Revenue",
+    "Refund-adjusted",
+    "Margin",
+    "Return rate",
+)
+
+
+def rows_table(report: Mapping[str, Any], dimension: str, caption: str) -> Table:
     cur = report["currency"]
     name = "product_id" if dimension == "product" else dimension
-    head = (
-        "<tr><th>" + escape(dimension) + "</th><th>Impressions</th><th>Clicks</th><th>Accepts"
-        "</th><th>Take rate</th><th>CTR</th><th>Attach rate</th><th>Revenue</th>"
-        "<th>Refund-adjusted</th><th>Margin</th><th>Return rate</th></tr>"
-    )
-    body = []
-    for r in report["breakdown"][dimension]:
-        body.append(
-            "<tr>"
-            + "".join(
-                f"<td>{escape(str(c))}</td>"
-                for c in (
-                    r[name] if r[name] is not None else "(none)",
-                    f"{r['impressions']:,}",
-                    f"{r['clicks']:,}",
-                    f"{r['accepts']:,}",
-                    pct(r["take_rate"]["value"]),
-                    pct(r["click_through_rate"]["value"]),
-                    pct(r["attach_rate"]["value"]),
-                    amount(r["attributed_revenue"]["amount"], cur),
-                    amount(r["refund_adjusted_revenue"]["amount"], cur),
-                    amount(r["margin_contribution"]["amount"], cur),
-                    pct(r["return_rate"]["value"]),
-                )
-            )
-            + "</tr>"
+    rows = [
+        (
+            str(r[name]) if r[name] is not None else "(none)",
+            f"{r['impressions']:,}",
+            f"{r['clicks']:,}",
+            f"{r['accepts']:,}",
+            pct(r["take_rate"]["value"]),
+            pct(r["click_through_rate"]["value"]),
+            pct(r["attach_rate"]["value"]),
+            amount(r["attributed_revenue"]["amount"], cur),
+            amount(r["refund_adjusted_revenue"]["amount"], cur),
+            amount(r["margin_contribution"]["amount"], cur),
+            pct(r["return_rate"]["value"]),
         )
-    if not body:
-        body.append('<tr><td colspan="11">No offers in this period</td></tr>')
-    return (
-        f'<table data-table="{escape(dimension)}"><caption>{escape(caption)}</caption>'
-        f"<thead>{head}</thead><tbody>{''.join(body)}</tbody></table>"
-    )
+        for r in report["breakdown"][dimension]
+    ]
+    return Table(dimension, caption, (dimension, *ROW_HEADINGS), rows, "No offers in this period")
 
 
-def _groups_table(report: Mapping[str, Any]) -> str:
+def groups_table(report: Mapping[str, Any]) -> Table:
     cur = report["currency"]
     h = report["holdout"]
-    rows = [("Treatment", h["groups"]["treatment"]), ("Holdout", h["groups"]["holdout"])]
-    rows += [(a["arm"], a) for a in h["arms"]]
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f"<td>{escape(c)}</td>"
-            for c in (
-                label,
-                f"{g['visitors']:,}",
-                pct(g["conversion_rate"]["value"]),
-                amount(g["revenue_per_visitor"]["value"], cur),
-                _ci(g["revenue_per_visitor"], lambda v: amount(v, cur)),
-                amount(g["aov"]["value"], cur),
-            )
+    groups = [("Treatment", h["groups"]["treatment"]), ("Holdout", h["groups"]["holdout"])]
+    groups += [(a["arm"], a) for a in h["arms"]]
+    rows = [
+        (
+            label,
+            f"{g['visitors']:,}",
+            pct(g["conversion_rate"]["value"]),
+            amount(g["revenue_per_visitor"]["value"], cur),
+            _ci(g["revenue_per_visitor"], lambda v: amount(v, cur)),
+            amount(g["aov"]["value"], cur),
         )
-        + "</tr>"
-        for label, g in rows
-    )
-    return (
-        '<table data-table="groups"><caption>Visitors by group</caption><thead><tr><th>Group'
-        "</th><th>Visitors</th><th>Conversion</th><th>Revenue per visitor</th><th>Interval</th>"
-        f"<th>AOV</th></tr></thead><tbody>{body}</tbody></table>"
-    )
-
-
-def _form(params: Mapping[str, str], report: Mapping[str, Any], surfaces: Sequence[str]) -> str:
-    hidden = "".join(
-        f'<input type="hidden" name="{k}" value="{escape(params[k])}">'
-        for k in ("store", "expires", "sig")
-        if params.get(k)
-    )
-    to = params.get("to") or report["to"]
-    options = '<option value="">All surfaces</option>' + "".join(
-        f'<option value="{s}"{" selected" if report["surface"] == s else ""}>{s}</option>'
-        for s in surfaces
-    )
-    return (
-        f'<form method="get" action="/dashboard" class="range">{hidden}'
-        f'<label>From <input type="date" name="from" value="{report["from"][:10]}"></label>'
-        f'<label>To <input type="date" name="to" value="{escape(to[:10])}">'
-        f'</label><label>Surface <select name="surface">{options}</select></label>'
-        '<button type="submit">Show</button></form>'
-    )
+        for label, g in groups
+    ]
+    headings = ("Group", "Visitors", "Conversion", "Revenue per visitor", "Interval", "AOV")
+    return Table("groups", "Visitors by group", headings, rows)
 
 
 def page(
@@ -329,38 +306,23 @@ def page(
     surfaces: Sequence[str],
 ) -> str:
     """The whole dashboard page."""
-    attribution = report["attribution"]
-    csv_query = urlencode({k: v for k, v in params.items() if v})
-    sections = "".join(
-        f'<section class="card" data-section="{cid}"><h2>{escape(heading)}</h2>{svg}</section>'
-        for cid, heading, svg in chart_sections(report)
+    template = environment("offer_service.measurement").get_template("dashboard.html")
+    return template.render(
+        report=report,
+        store_name=store_name,
+        hidden=[(k, params[k]) for k in ("store", "expires", "sig") if params.get(k)],
+        to=params.get("to") or report["to"],
+        surfaces=surfaces,
+        tiles=tiles(report),
+        charts=chart_sections(report),
+        tables=[
+            groups_table(report),
+            rows_table(report, "surface", "Offers by surface"),
+            rows_table(report, "kind", "Offers by kind"),
+            rows_table(report, "arm", "Offers by experiment arm"),
+        ],
+        csv_query=urlencode({k: v for k, v in params.items() if v}),
     )
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Offers dashboard: {escape(store_name)}</title>
-<link rel="stylesheet" href="/dashboard/dashboard.css">
-<link rel="icon" href="/dashboard/favicon.svg" type="image/svg+xml">
-</head><body>
-<header><h1>Offers: what they added</h1>
-<p class="muted">{escape(store_name)} &middot; {escape(report["from"])} to {escape(report["to"])}
-&middot; {escape(report["surface"] or "all surfaces")} &middot; attribution window
-{attribution["window_days"]} days after a click &middot; money in {escape(report["currency"])}</p>
-{_form(params, report, surfaces)}
-</header>
-<main>
-<div class="tiles">{tiles(report)}</div>
-<p class="muted">{escape(attribution["rule"])} Intervals are 95%. The holdout
-({report["holdout"]["share"] * 100:g}% of visitors) saw no offers and is measured the same way.</p>
-<div class="grid">{sections}</div>
-<section class="card wide">{_groups_table(report)}</section>
-<section class="card wide">{_rows_table(report, "surface", "Offers by surface")}</section>
-<section class="card wide">{_rows_table(report, "kind", "Offers by kind")}</section>
-<section class="card wide">{_rows_table(report, "arm", "Offers by experiment arm")}</section>
-<p><a href="/dashboard/report.csv?{escape(csv_query)}" download>Download this report as CSV</a>
-&middot; generated {escape(report["generated_at"])}</p>
-</main></body></html>
-"""
 
 
 # --- `offer-service dashboard-url` -------------------------------------------------------------

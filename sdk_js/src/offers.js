@@ -74,11 +74,12 @@
       if (u && (p == 'https:' || (p == 'http:' && (x.origin == location.origin || local)))) return x.href;
     } catch (e) {}
   };
-  // Zero-decimal currencies (the Stripe list); every other currency has 2 minor-unit digits.
-  const ZERO = 'BIF CLP DJF GNF JPY KMF KRW MGA PYG RWF UGX VND VUV XAF XOF XPF';
+  // ISO 4217 minor-unit digits other than 2, the table of offer_service/domain/money.py.
+  const DIGITS0 = 'BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX VND VUV XAF XOF XPF';
+  const DIGITS3 = 'BHD IQD JOD KWD LYD OMR TND';
   const money = (m) =>
     new Intl.NumberFormat(undefined, { style: 'currency', currency: m.currency }).format(
-      m.amount / (ZERO.includes(m.currency) ? 1 : 100)
+      m.amount / 10 ** (DIGITS0.includes(m.currency) ? 0 : DIGITS3.includes(m.currency) ? 3 : 2)
     );
   const post = (path, body, headers) =>
     fetch(endpoint + '/v1/' + path + '?key=' + encodeURIComponent(key), {

@@ -36,6 +36,19 @@ test('prices are formatted from minor units in the offer currency', async () => 
   await t.close();
 });
 
+test('minor units follow ISO 4217: 0 digits for ISK, 3 for KWD, 2 for HUF and TWD', async () => {
+  const price = (id, amount, currency) =>
+    offer({ offer_id: id, discount_pct: 0, price: { amount, currency }, offer_price: { amount, currency } });
+  const t = await page({
+    html: '<div data-offers="cart" data-items="a"></div>',
+    route: only(price('a', 1500, 'ISK'), price('b', 1500, 'KWD'), price('c', 12950, 'HUF'), price('d', 12950, 'TWD')),
+  });
+  const shown = t.$$('.offers-now').map((e) => e.textContent);
+  const intl = (v, c) => new Intl.NumberFormat(undefined, { style: 'currency', currency: c }).format(v);
+  assert.deepEqual(shown, [intl(1500, 'ISK'), intl(1.5, 'KWD'), intl(129.5, 'HUF'), intl(129.5, 'TWD')]);
+  await t.close();
+});
+
 test('a hostile title is rendered as text and creates no element', async () => {
   const title = '<img src=x onerror=alert(1)>';
   const t = await page({

@@ -6,7 +6,7 @@ import pytest
 
 from offer_service.domain.signatures import signature, verify
 from offer_service.types import is_whole
-from offer_service_tools.storefront import parse_cart
+from offer_service_tools.storefront.cart import parse_cart
 
 
 @pytest.mark.parametrize("text", ["0", "7", "1732000000000"])

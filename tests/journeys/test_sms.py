@@ -3,9 +3,11 @@ it, folding of look-alikes, and a composed offer text that never exceeds its lim
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from offer_service.domain.money import format_money
 from offer_service.journeys.sms import (
     GSM7_LIMIT,
     UCS2_LIMIT,
@@ -38,6 +40,12 @@ def test_gsm7_counts_basic_characters_once_and_extension_characters_twice() -> N
     assert gsm7_length("Café") == 4  # é is in the basic set
     assert gsm7_length("naïve") is None  # ï is not
     assert gsm7_length("☕") is None
+
+
+@pytest.mark.parametrize("currency", ["USD", "EUR", "GBP", "JPY", "SEK", "HUF", "XOF", "XAF"])
+def test_a_formatted_price_folds_to_gsm7(currency: str) -> None:
+    # Prices print with a no-break space ("SEK 9.95") or a narrow one ("F CFA 1,500").
+    assert gsm7_length(fold(format_money(-123456, currency))) is not None
 
 
 def test_a_message_with_one_non_gsm_character_is_ucs2_and_limited_to_70() -> None:

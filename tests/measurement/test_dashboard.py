@@ -73,7 +73,7 @@ def test_money_is_formatted_from_minor_units() -> None:
     assert amount(-250, "EUR", signed=True) == "-€2.50"
     assert amount(250, "EUR", signed=True) == "+€2.50"
     assert amount(1500, "JPY") == "¥1,500"
-    assert amount(99, "CHF") == "CHF 0.99"
+    assert amount(99, "CHF") == "CHF\u00a00.99"
     assert amount(None, "USD") == "n/a"
 
 

@@ -10,20 +10,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import orjson
-import pytest
 
 from offer_service.domain.signatures import signature
 from offer_service.domain.tokens import order_token
 from offer_service_tools.demo import DEMO_STORE_ID, DEMO_WEBHOOK_SECRET
-from offer_service_tools.storefront import (
-    CSP,
-    DECLINE_CUSTOMER,
-    charge_url_from_env,
-    format_cart,
-    money,
-    own_charge_url,
-    parse_cart,
-)
+from offer_service_tools.storefront import charge_url_from_env
+from offer_service_tools.storefront.cart import format_cart, parse_cart
+from offer_service_tools.storefront.charge import DECLINE_CUSTOMER, own_charge_url
+from offer_service_tools.storefront.pages import CSP
 from tests.conftest import LiveServer
 
 ADMIN = {"Authorization": "Bearer sk_demo"}
@@ -313,19 +307,6 @@ def test_charge_url_comes_from_the_demo_port_or_the_connection() -> None:
     assert own_charge_url({"server": ("127.0.0.1", 5000)}) == "http://127.0.0.1:5000/demo/charge"
     assert own_charge_url({"server": ("::1", 5000)}) == "http://[::1]:5000/demo/charge"
     assert own_charge_url({"server": None}) is None
-
-
-@pytest.mark.parametrize(
-    ("amount", "currency", "text"),
-    [
-        (49900, "USD", "$499.00"),
-        (119900, "USD", "$1,199.00"),
-        (1500, "JPY", "¥1,500"),
-        (995, "SEK", "9.95 SEK"),
-    ],
-)
-def test_money_formats_minor_units_exactly(amount: int, currency: str, text: str) -> None:
-    assert money(amount, currency) == text
 
 
 def test_cart_cookie_round_trips_any_product_id() -> None:
