@@ -261,8 +261,8 @@ async def test_visitor_changes_name_the_visitors_signalled_after_the_cursor(stor
 async def test_too_many_visitor_changes_to_list_say_so(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for module in ("sqlite.signals", "redis.store"):
-        monkeypatch.setattr(f"offer_service.storage.{module}.VISITOR_CHANGES_MAX", 2)
+    for backend in ("sqlite", "redis"):
+        monkeypatch.setattr(f"offer_service.storage.{backend}.signals.VISITOR_CHANGES_MAX", 2)
     record = await new_store(store)
     start = await store.visitor_changes(record.id, None)
     if start is None:
