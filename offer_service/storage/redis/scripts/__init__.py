@@ -1,11 +1,11 @@
-"""The Lua scripts of the Redis backend, one module per role: every check-and-write that must
-be atomic.
+"""The Lua scripts of the Redis backend, one module per role, and what they share.
 
-Each script receives one key of the store in KEYS (so Redis Cluster routes it to the store's
-slot) and the store's key prefix in ARGV, and builds the other key names from that prefix: they
-carry the same hash tag, so they live in the same slot. Numbers that are written back travel as
-strings from Python (Lua numbers are doubles and would be re-formatted). Scripts validate
-before they write: Redis does not roll back a script that fails halfway.
+Every check-and-write that must be atomic is a script. Each script receives one key of the
+store in KEYS (so Redis Cluster routes it to the store's slot) and the store's key prefix in
+ARGV, and builds the other key names from that prefix: they carry the same hash tag, so they
+live in the same slot. Numbers that are written back travel as strings from Python (Lua numbers
+are doubles and would be re-formatted). Scripts validate before they write: Redis does not roll
+back a script that fails halfway.
 """
 
 from __future__ import annotations
