@@ -1,4 +1,4 @@
-"""SQLite's connections: reads on the loop in a shared snapshot, writes on one writer thread."""
+"""SQLite's connections (reads on the loop, writes on one writer thread) and query helpers."""
 
 from __future__ import annotations
 
