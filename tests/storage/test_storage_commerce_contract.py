@@ -262,7 +262,7 @@ async def test_too_many_visitor_changes_to_list_say_so(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for backend in ("sqlite", "redis"):
-        monkeypatch.setattr(f"offer_service.storage.{backend}.store.VISITOR_CHANGES_MAX", 2)
+        monkeypatch.setattr(f"offer_service.storage.{backend}.signals.VISITOR_CHANGES_MAX", 2)
     record = await new_store(store)
     start = await store.visitor_changes(record.id, None)
     if start is None:

@@ -120,6 +120,15 @@ async def test_a_store_id_with_braces_is_refused(store: RedisStore) -> None:
 # the event stream
 
 
+async def test_the_aggregator_walks_every_store_created(store: RedisStore) -> None:
+    first, second = await store.create_store("One"), await store.create_store("Two")
+
+    ids = await store.store_ids()
+
+    assert {first.id, second.id} <= set(ids)
+    assert ids == sorted(ids)
+
+
 async def test_counters_come_from_the_consumer_group_and_count_each_event_once(
     store: RedisStore, raw: Any
 ) -> None:

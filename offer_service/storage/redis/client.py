@@ -22,7 +22,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -55,6 +55,8 @@ ACCEPT_TIMEOUT_S = 0.5
 # Event batches: past this the spool takes them.
 EVENTS_TIMEOUT_S = 1.0
 BREAKER_S = 0.5
+# Compare-and-set retries before a write gives up (only under heavy contention on one order).
+CAS_ATTEMPTS = 20
 
 # What redis-py raises when the server cannot answer at all.
 _DOWN = (RedisConnectionError, RedisClusterException, ConnectionError)
@@ -103,9 +105,14 @@ def sha1(data: bytes | str) -> str:
     return hashlib.sha1(data.encode() if isinstance(data, str) else data).hexdigest()
 
 
-def hex_id(text: str) -> str:
+def text(value: bytes | str) -> str:
+    """A reply that may come back as bytes or as text, as text."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def hex_id(value: str) -> str:
     """Hex of the UTF-8 bytes: sorts like the text itself, bytewise, and contains no space."""
-    return text.encode().hex()
+    return value.encode().hex()
 
 
 def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -115,16 +122,6 @@ def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
 
 def flat(rows: Iterable[Sequence[Any]]) -> list[Any]:
     return [value for row in rows for value in row]
-
-
-def subjects(customer_id: str | None, visitor_id: str | None) -> list[str]:
-    """Purchase subjects, as the SQLite backend names them: 'c:<customer>', 'v:<visitor>'."""
-    out = []
-    if customer_id:
-        out.append("c:" + customer_id)
-    if visitor_id:
-        out.append("v:" + visitor_id)
-    return out
 
 
 async def run_script(
@@ -226,6 +223,33 @@ class RedisBase:
             deadline_s=deadline_s,
             breaker=breaker,
         )
+
+    async def _score_range(
+        self, key: str, since: int, until: int, page: int = 1000
+    ) -> AsyncIterator[tuple[bytes, int]]:
+        """Members of a sorted set scored in [since, until), by score then member, in pages
+        (a cursor of score and members already seen at that score)."""
+        low, skip = since, 0
+        while True:
+            rows: list[tuple[bytes, float]] = await self._do(
+                "read a range",
+                "zrangebyscore",
+                key,
+                low,
+                f"({until}",
+                start=skip,
+                num=page,
+                withscores=True,
+            )
+            for member, score in rows:
+                yield member, int(score)
+            if len(rows) < page:
+                return
+            last = int(rows[-1][1])
+            if last == low:
+                skip += len(rows)
+            else:
+                low, skip = last, sum(1 for _, score in rows if int(score) == last)
 
     async def _call(
         self,

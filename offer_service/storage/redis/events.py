@@ -21,28 +21,27 @@ worker is running (the SQLite backend's semantics).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from redis.exceptions import ResponseError
 
+from offer_service.domain.events import StoredEvent
+from offer_service.domain.orders import AcceptedOffer
 from offer_service.domain.traffic import match_window_ms
 from offer_service.exceptions import StoreError
+from offer_service.storage.codec import counter_key, event_row, load_event
 from offer_service.storage.redis import keys
 from offer_service.storage.redis.client import RedisBase, chunks
 from offer_service.storage.redis.keys import GROUP, StoreKeys
-from offer_service.storage.redis.scripts import (
+from offer_service.storage.redis.scripts.events import (
     APPLY_EVENTS,
     DEAD_LETTER,
     RECORD_EVENTS,
     TRIM_EVENTS,
 )
 from offer_service.types import DAY_MS, now_ms
-
-if TYPE_CHECKING:
-    from offer_service.domain.events import StoredEvent
 
 # A batch of POST /v1/events is at most 100 events; replays from the spool come in the same
 # batches.
@@ -51,12 +50,8 @@ READ_COUNT = 500
 MALFORMED = "malformed entry: an event needs the fields i, r, c and e"
 
 
-def counter_field(e: StoredEvent) -> bytes:
-    return orjson.dumps([e.surface, e.kind, e.product_id, e.arm or "", e.type])
-
-
 class RedisEvents(RedisBase):
-    """Mixed into RedisStore: the event parts of the Store protocol and the aggregator's steps."""
+    """The EventStore part of the Store protocol, and the aggregator's steps (EventStreams)."""
 
     # Drains run by readers (event_counters, iter_events) use this consumer name.
     reader_consumer = "reader"
@@ -80,9 +75,9 @@ class RedisEvents(RedisBase):
                 args += [
                     e.id,
                     str(e.received_ms),
-                    counter_field(e),
+                    orjson.dumps(counter_key(e)),
                     # The script appends the flag (it may decide it) and the closing bracket.
-                    orjson.dumps(dataclasses.astuple(e)[:-1])[:-1],
+                    orjson.dumps(event_row(e, None)[:-1])[:-1],
                     e.visitor_id or "",
                     e.type,
                     e.product_id,
@@ -115,38 +110,22 @@ class RedisEvents(RedisBase):
     async def iter_events(
         self, store_id: str, since_ms: int, until_ms: int
     ) -> AsyncIterator[StoredEvent]:
-        from offer_service.domain.events import StoredEvent
-
         await self.drain(store_id)
         async for member, _ in self._score_range(StoreKeys(store_id).event_log, since_ms, until_ms):
-            yield StoredEvent(*orjson.loads(member.split(b" ", 1)[1]))
+            yield load_event(orjson.loads(member.split(b" ", 1)[1]))
 
-    async def _score_range(
-        self, key: str, since: int, until: int, page: int = 1000
-    ) -> AsyncIterator[tuple[bytes, int]]:
-        """Members of a sorted set scored in [since, until), by score then member, in pages
-        (a cursor of score and members already seen at that score)."""
-        low, skip = since, 0
-        while True:
-            rows: list[tuple[bytes, float]] = await self._do(
-                "read a range",
-                "zrangebyscore",
-                key,
-                low,
-                f"({until}",
-                start=skip,
-                num=page,
-                withscores=True,
+    async def iter_accepts(
+        self, store_id: str, since_ms: int, until_ms: int
+    ) -> AsyncIterator[AcceptedOffer]:
+        log = StoreKeys(store_id).accept_log
+        async for member, at_ms in self._score_range(log, since_ms, until_ms):
+            order_hex, product_hex, charge_id = member.decode().split(" ", 2)
+            yield AcceptedOffer(
+                bytes.fromhex(order_hex).decode(),
+                bytes.fromhex(product_hex).decode(),
+                charge_id,
+                at_ms,
             )
-            for member, score in rows:
-                yield member, int(score)
-            if len(rows) < page:
-                return
-            last = int(rows[-1][1])
-            if last == low:
-                skip += len(rows)
-            else:
-                low, skip = last, sum(1 for _, score in rows if int(score) == last)
 
     # the aggregator's steps
 

@@ -1,5 +1,4 @@
-"""Post-purchase journeys on Redis (mixed into RedisStore): lifecycle events, SMS consent,
-feed keys and tracked short links.
+"""Redis: post-purchase journeys: lifecycle events, SMS consent, feed keys, tracked short links.
 
 Lifecycle events and consent changes are members of a set per order or customer (a
 redelivered webhook adds nothing). Feed keys and link codes arrive in URLs that name no store,
@@ -21,22 +20,11 @@ from offer_service.domain.lifecycle import (
     SmsConsent,
 )
 from offer_service.exceptions import StoreError
+from offer_service.storage.codec import dump_short_link, load_short_link
 from offer_service.storage.redis import keys
 from offer_service.storage.redis.client import RedisBase
 from offer_service.storage.redis.keys import StoreKeys
-from offer_service.storage.redis.scripts import Script
-
-# KEYS: the store's feed key list. ARGV: the new key. Pushes it, keeps it and the previous one,
-# and returns the keys dropped (their global index entries are deleted next).
-ROTATE_FEED_KEY = Script(
-    "rotate_feed_key",
-    """
-local dropped = redis.call('LRANGE', KEYS[1], 1, -1)
-redis.call('LPUSH', KEYS[1], ARGV[1])
-redis.call('LTRIM', KEYS[1], 0, 1)
-return dropped
-""",
-)
+from offer_service.storage.redis.scripts.journeys import ROTATE_FEED_KEY
 
 
 class RedisJourneys(RedisBase):
@@ -107,11 +95,11 @@ class RedisJourneys(RedisBase):
                 "store a short link",
                 "set",
                 keys.short_link(link.code),
-                orjson.dumps(link),
+                dump_short_link(link),
                 nx=True,
                 ex=keys.SHORT_LINK_TTL_S,
             )
 
     async def short_link(self, code: str) -> ShortLink | None:
         value = await self._read("resolve a short link", lambda c: c.get(keys.short_link(code)))
-        return None if value is None else ShortLink(**orjson.loads(value))
+        return None if value is None else load_short_link(value)

@@ -1,184 +1,17 @@
-"""SQLite tables where money and measurement meet: events, idempotency keys and accepts."""
+"""SQLite tables where money moves: idempotency claims and accept reservations."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
-from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
 
-import orjson
-
-from offer_service.domain.orders import AcceptedOffer, OrderLine
-from offer_service.domain.records import IdempotencyClaim, Reservation, SigningKey, StoreRecord
-from offer_service.storage.sqlite import events as events_log
-from offer_service.storage.sqlite.events import SCHEMA as EVENTS_SCHEMA
-
-if TYPE_CHECKING:
-    from offer_service.domain.events import StoredEvent
-
-T = TypeVar("T")
-
-_IMPRESSIONS_SEEN = """
--- The latest valid (unflagged) impression of each offer by each visitor, '' for none: what a
--- click, accept or decline needs to be valid. It grows with the pairs, not with the impressions.
--- Keyed by visitor first: a page view's impressions (one visitor, offers with random ids) land
--- side by side, not each on a page of its own.
-CREATE TABLE IF NOT EXISTS impressions_seen (
-    store_id TEXT NOT NULL,
-    visitor_id TEXT NOT NULL,
-    offer_id TEXT NOT NULL,
-    last_ms INTEGER NOT NULL,
-    PRIMARY KEY (store_id, visitor_id, offer_id)
-) WITHOUT ROWID
-"""
-
-SCHEMA = (
-    EVENTS_SCHEMA
-    + ";"
-    + _IMPRESSIONS_SEEN
-    + """;
-
-CREATE TABLE IF NOT EXISTS event_counters (
-    store_id TEXT NOT NULL,
-    surface TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    product_id TEXT NOT NULL,
-    arm TEXT NOT NULL,
-    type TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    PRIMARY KEY (store_id, surface, kind, product_id, arm, type)
-) WITHOUT ROWID;
-
--- state: 'running' (owner holds it since started_ms) or 'done' (status and body replayable).
-CREATE TABLE IF NOT EXISTS idempotency (
-    store_id TEXT NOT NULL,
-    key TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    owner TEXT NOT NULL,
-    state TEXT NOT NULL,
-    status INTEGER NOT NULL DEFAULT 0,
-    body BLOB NOT NULL DEFAULT x'',
-    started_ms INTEGER NOT NULL,
-    expires_ms INTEGER NOT NULL,
-    PRIMARY KEY (store_id, key)
-) WITHOUT ROWID;
-
--- One row per offer accepted (or being accepted) on an order. state: 'reserved' or 'charged'.
-CREATE TABLE IF NOT EXISTS accepts (
-    store_id TEXT NOT NULL,
-    order_id TEXT NOT NULL,
-    product_id TEXT NOT NULL,
-    idempotency_key TEXT NOT NULL,
-    state TEXT NOT NULL,
-    charge_id TEXT,
-    updated_ms INTEGER NOT NULL,
-    PRIMARY KEY (store_id, order_id, product_id)
-) WITHOUT ROWID
-"""
-)
-
-# The first schema with impressions_seen: a file older than it fills the table from its events.
-IMPRESSIONS_SEEN_SINCE = 5
-# The first schema with impressions_seen keyed by visitor first: an older one is rebuilt.
-VISITOR_FIRST_SINCE = 7
-# impressions_seen as schemas 5 and 6 made it: the offer the second column of its key.
-_KEYED_BY_OFFER = (
-    "SELECT 1 FROM pragma_table_info('impressions_seen') WHERE name = 'offer_id' AND pk = 2"
-)
+from offer_service.domain.orders import OrderLine
+from offer_service.domain.records import IdempotencyClaim, Reservation
+from offer_service.storage.sqlite.connection import SQLiteConnection
+from offer_service.storage.sqlite.orders import add_bought_line
 
 
-def upgrade(conn: sqlite3.Connection, found: int) -> None:
-    """Bring the events of a file at schema `found` up to this schema (inside the migration)."""
-    if found < VISITOR_FIRST_SINCE and conn.execute(_KEYED_BY_OFFER).fetchone():
-        conn.execute("ALTER TABLE impressions_seen RENAME TO impressions_seen_by_offer")
-        conn.execute(_IMPRESSIONS_SEEN)
-        conn.execute(
-            "INSERT INTO impressions_seen (store_id, visitor_id, offer_id, last_ms)"
-            " SELECT store_id, visitor_id, offer_id, last_ms FROM impressions_seen_by_offer"
-        )
-        conn.execute("DROP TABLE impressions_seen_by_offer")
-    if not conn.execute("SELECT 1 FROM sqlite_schema WHERE name = 'events'").fetchone():
-        return  # its events are in the log already
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
-    if "flag" not in columns:
-        conn.execute("ALTER TABLE events ADD COLUMN flag TEXT")
-    # Impressions stored before impressions_seen existed still make later actions valid; a file
-    # that has the table keeps it as it stands (reading every impression again is not needed).
-    if found < IMPRESSIONS_SEEN_SINCE:
-        conn.execute(
-            "INSERT OR REPLACE INTO impressions_seen (store_id, visitor_id, offer_id, last_ms)"
-            " SELECT store_id, COALESCE(visitor_id, ''), offer_id, MAX(received_ms) FROM events"
-            " WHERE type = 'impression' AND flag IS NULL GROUP BY 1, 2, 3"
-        )
-    events_log.upgrade(conn)
-
-
-class SQLiteCommerce:
-    """Mixed into SQLiteStore: the event, idempotency and accept parts of the Store protocol."""
-
-    if TYPE_CHECKING:
-
-        def _query(self, action: str, sql: str, params: Any = ()) -> list[Any]: ...
-        async def _write(self, action: str, fn: Callable[[sqlite3.Connection], T]) -> T: ...
-        async def _on_writer(self, action: str, fn: Callable[[sqlite3.Connection], T]) -> T: ...
-
-        _event_ids: events_log.EventIds
-
-        async def get_store(self, store_id: str) -> StoreRecord | None: ...
-
-    async def record_events(
-        self, store_id: str, events: Sequence[StoredEvent], dedupe_since_ms: int
-    ) -> list[bool]:
-        if not events:
-            return []
-        ids = self._event_ids
-
-        def write(conn: sqlite3.Connection) -> list[bool]:
-            # The ids are noted here, in the writer's thread once the commit returns: even if
-            # the caller has gone away meanwhile, the next write knows them.
-            written = events_log.in_transaction(
-                partial(events_log.record_events, store_id, events, dedupe_since_ms, ids), conn
-            )
-            if written.seq:
-                ids.add(written.seq, written.last_ms, written.keys)
-            return written.fresh
-
-        return await self._on_writer("record events", write)
-
-    async def event_counters(self, store_id: str) -> dict[tuple[str, str, str, str, str], int]:
-        rows = self._query(
-            "read event counters",
-            "SELECT surface, kind, product_id, arm, type, n FROM event_counters WHERE store_id = ?",
-            (store_id,),
-        )
-        return {(s, k, p, a, t): n for s, k, p, a, t, n in rows}
-
-    async def iter_events(
-        self, store_id: str, since_ms: int, until_ms: int
-    ) -> AsyncIterator[StoredEvent]:
-        from offer_service.domain.events import StoredEvent
-
-        rows = self._query(
-            "read events",
-            "SELECT events FROM event_log WHERE store_id = ? AND last_ms >= ? AND first_ms < ?",
-            (store_id, since_ms, until_ms),
-        )
-        for row in events_log.received_between(rows, since_ms, until_ms):
-            yield StoredEvent(*row)
-
-    async def iter_accepts(
-        self, store_id: str, since_ms: int, until_ms: int
-    ) -> AsyncIterator[AcceptedOffer]:
-        rows = self._query(
-            "read accepts",
-            "SELECT order_id, product_id, charge_id, updated_ms FROM accepts WHERE store_id = ?"
-            " AND state = 'charged' AND updated_ms >= ? AND updated_ms < ?"
-            " ORDER BY updated_ms, order_id, product_id",
-            (store_id, since_ms, until_ms),
-        )
-        for row in rows:
-            yield AcceptedOffer(*row)
+class SQLiteCommerce(SQLiteConnection):
+    """The CommerceStore part of the Store protocol: one-click accepts and their idempotency."""
 
     async def claim_idempotency(
         self,
@@ -311,8 +144,6 @@ class SQLiteCommerce:
     async def complete_accept(
         self, store_id: str, order_id: str, line: OrderLine, charge_id: str, now_ms: int
     ) -> None:
-        from offer_service.storage.sqlite.store import add_bought_line
-
         def complete(conn: sqlite3.Connection) -> None:
             cursor = conn.execute(
                 "UPDATE accepts SET state = 'charged', charge_id = ?, updated_ms = ?"
@@ -323,40 +154,3 @@ class SQLiteCommerce:
                 add_bought_line(conn, store_id, order_id, line, now_ms)
 
         await self._write("complete an accept", complete)
-
-    async def rotate_webhook_secret(self, store_id: str, new_secret: str) -> StoreRecord:
-        def rotate(conn: sqlite3.Connection) -> None:
-            row = conn.execute(
-                "SELECT webhook_secrets FROM stores WHERE id = ?", (store_id,)
-            ).fetchone()
-            if row is None:
-                raise sqlite3.DatabaseError(f"unknown store {store_id!r}")
-            current = orjson.loads(row[0])
-            conn.execute(
-                "UPDATE stores SET webhook_secrets = ?, version = version + 1 WHERE id = ?",
-                (orjson.dumps([new_secret, *current[:1]]), store_id),
-            )
-
-        await self._write("rotate the webhook secret", rotate)
-        record = await self.get_store(store_id)
-        assert record is not None
-        return record
-
-    async def rotate_signing_key(self, store_id: str, new_key: SigningKey) -> StoreRecord:
-        def rotate(conn: sqlite3.Connection) -> None:
-            row = conn.execute(
-                "SELECT signing_keys FROM stores WHERE id = ?", (store_id,)
-            ).fetchone()
-            if row is None:
-                raise sqlite3.DatabaseError(f"unknown store {store_id!r}")
-            current = orjson.loads(row[0])
-            keys = [{"kid": new_key.kid, "secret": new_key.secret.hex()}, *current[:1]]
-            conn.execute(
-                "UPDATE stores SET signing_keys = ?, version = version + 1 WHERE id = ?",
-                (orjson.dumps(keys), store_id),
-            )
-
-        await self._write("rotate the signing key", rotate)
-        record = await self.get_store(store_id)
-        assert record is not None
-        return record

@@ -1,296 +1,68 @@
-"""SQLite's event log: each write's events in one row, and the ids of the last day in memory.
-
-Shopper event ids are random (the snippet sends UUIDs). Kept in a B-tree keyed by id, every new
-event lands on a different page: a page written to the WAL, then copied into the file, per event.
-Here a write appends one row holding all its events (pages filled in order), and duplicates are
-found in a set of the ids received in the dedupe window, built from the log itself:
-
-- when first needed, from the log rows of the window (`last_ms >= since`);
-- before each write, from the rows other processes appended since this one last looked (the write
-  holds the file's write lock, so no row can be added between that look and its own);
-- after each commit, from the ids it just wrote.
-
-So every process writing the file sees every id of the window, and the answer is the one a lookup
-in the file would give. The set holds a 64-bit hash of (store, id) per event: two different ids
-of one store collide with odds of about n / 2**64 for n ids in the window (1e-13 for a million).
-"""
+"""SQLite's EventStore: shopper events into the log, counters and the charged accepts."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import AsyncIterator, Sequence
+from functools import partial
 
-import orjson
-
-from offer_service.domain.traffic import NEEDS_IMPRESSION, NO_IMPRESSION, match_window_ms
-from offer_service.types import HOUR_MS
-
-if TYPE_CHECKING:
-    from offer_service.domain.events import StoredEvent
-
-T = TypeVar("T")
-
-# `events`: a JSON array of the rows of EVENT_FIELDS, in the order they were received.
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS event_log (
-    seq INTEGER PRIMARY KEY,
-    store_id TEXT NOT NULL,
-    first_ms INTEGER NOT NULL,       -- the earliest received_ms of its events
-    last_ms INTEGER NOT NULL,        -- the latest
-    events TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS event_log_by_time ON event_log (store_id, last_ms)
-"""
-
-# The fields of StoredEvent, in its order: a row of `events` is StoredEvent(*row).
-EVENT_FIELDS = (
-    "id, type, ts_ms, received_ms, visitor_id, surface, kind, product_id, offer_id, order_id,"
-    " arm, offer_price, currency, flag"
-)
-
-# Rows of an older release's `events` table moved into one log row at a time when upgrading.
-UPGRADE_ROW_EVENTS = 1000
-
-# Ids that left the window are dropped from memory at most this often.
-PRUNE_EVERY_MS = HOUR_MS
-
-_APPEND = "INSERT INTO event_log (store_id, first_ms, last_ms, events) VALUES (?, ?, ?, ?)"
-
-# A valid impression of the same offer by the same visitor, recent enough to match an action.
-_SHOWN = """
-SELECT 1 FROM impressions_seen
-    WHERE store_id = ? AND visitor_id = ? AND offer_id = ? AND last_ms >= ?
-"""
-
-_SEEN = """
-INSERT INTO impressions_seen (store_id, visitor_id, offer_id, last_ms) VALUES (?, ?, ?, ?)
-ON CONFLICT (store_id, visitor_id, offer_id) DO UPDATE SET last_ms = MAX(last_ms, excluded.last_ms)
-"""
-
-_COUNT_EVENTS = """
-INSERT INTO event_counters (store_id, surface, kind, product_id, arm, type, n)
-VALUES (?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (store_id, surface, kind, product_id, arm, type) DO UPDATE SET n = n + excluded.n
-"""
-
-_SIGNAL = """
-INSERT INTO visitor_signals (store_id, visitor_id, kind, product_id, at_ms) VALUES (?, ?, ?, ?, ?)
-"""
-
-# Event types that are also a visitor's signals for the per-visitor filters.
-_SIGNAL_TYPES = frozenset(("impression", "click", "decline", "accept"))
+from offer_service.domain.events import StoredEvent
+from offer_service.domain.orders import AcceptedOffer
+from offer_service.storage.codec import load_event
+from offer_service.storage.sqlite import event_log
+from offer_service.storage.sqlite.connection import SQLiteConnection, in_transaction
 
 
-def _key(store_id: str, event_id: Any) -> int:
-    return hash((store_id, event_id))
+class SQLiteEvents(SQLiteConnection):
+    """The EventStore part of the Store protocol."""
 
+    async def record_events(
+        self, store_id: str, events: Sequence[StoredEvent], dedupe_since_ms: int
+    ) -> list[bool]:
+        if not events:
+            return []
+        ids = self._event_ids
 
-@dataclass(slots=True)
-class _Chunk:
-    last_ms: int
-    keys: list[int]
-
-
-@dataclass(slots=True)
-class EventIds:
-    """The ids of the log rows with `last_ms >= since_ms` (and possibly older ones), as of the
-    log row `seq`. Used only by the writer, one write at a time."""
-
-    keys: set[int] = field(default_factory=set)
-    chunks: list[_Chunk] = field(default_factory=list)
-    since_ms: int | None = None  # None: nothing read yet
-    seq: int = 0
-
-    def catch_up(self, conn: sqlite3.Connection, since_ms: int) -> None:
-        """Hold every id of the window from `since_ms` on, as the file has it now."""
-        if self.since_ms is None:
-            (top,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM event_log").fetchone()
-            self._read(conn, "last_ms >= ? AND seq <= ?", (since_ms, top))
-            self.since_ms, self.seq = since_ms, top
-            return
-        if since_ms < self.since_ms:  # a wider window than read so far (a spool replay)
-            self._read(
-                conn,
-                "last_ms >= ? AND last_ms < ? AND seq <= ?",
-                (since_ms, self.since_ms, self.seq),
+        def write(conn: sqlite3.Connection) -> list[bool]:
+            # The ids are noted here, in the writer's thread once the commit returns: even if
+            # the caller has gone away meanwhile, the next write knows them.
+            written = in_transaction(
+                partial(event_log.record_events, store_id, events, dedupe_since_ms, ids), conn
             )
-            self.since_ms = since_ms
-        elif since_ms - self.since_ms >= PRUNE_EVERY_MS:
-            self._prune(since_ms)
-        # Rows other processes appended since this one last looked.
-        self._read(conn, "seq > ?", (self.seq,), advance=True)
+            if written.seq:
+                ids.add(written.seq, written.last_ms, written.keys)
+            return written.fresh
 
-    def add(self, seq: int, last_ms: int, keys: list[int]) -> None:
-        """The ids of this process's own row `seq`, once committed. A row that follows one this
-        process has not read yet is left for `catch_up` to read, in order."""
-        if seq == self.seq + 1:
-            self.keys.update(keys)
-            self.chunks.append(_Chunk(last_ms, keys))
-            self.seq = seq
+        return await self._on_writer("record events", write)
 
-    def _read(
-        self, conn: sqlite3.Connection, where: str, params: tuple[int, ...], advance: bool = False
-    ) -> None:
-        rows = conn.execute(
-            f"SELECT seq, store_id, last_ms, events FROM event_log WHERE {where} ORDER BY seq",
-            params,
+    async def event_counters(self, store_id: str) -> dict[tuple[str, str, str, str, str], int]:
+        rows = self._query(
+            "read event counters",
+            "SELECT surface, kind, product_id, arm, type, n FROM event_counters WHERE store_id = ?",
+            (store_id,),
         )
-        for seq, store_id, last_ms, events in rows:
-            keys = [_key(store_id, row[0]) for row in orjson.loads(events)]
-            self.keys.update(keys)
-            self.chunks.append(_Chunk(last_ms, keys))
-            if advance:
-                self.seq = seq
+        return {(s, k, p, a, t): n for s, k, p, a, t, n in rows}
 
-    def _prune(self, since_ms: int) -> None:
-        kept: list[_Chunk] = []
-        for chunk in self.chunks:
-            if chunk.last_ms >= since_ms:
-                kept.append(chunk)
-            else:
-                self.keys.difference_update(chunk.keys)
-        self.chunks = kept
-        self.since_ms = since_ms
-
-
-@dataclass(frozen=True, slots=True)
-class Written:
-    """What a write appended: the answer per event, and its log row for `EventIds.add`."""
-
-    fresh: list[bool]
-    seq: int = 0  # 0: nothing appended
-    last_ms: int = 0
-    keys: list[int] = field(default_factory=list)
-
-
-def in_transaction(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
-    # IMMEDIATE takes the file's write lock up front: a read-then-write cannot interleave with
-    # another process's write, and a busy file waits `busy_timeout` instead of failing later.
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = fn(conn)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result
-
-
-def record_events(
-    store_id: str,
-    events: Sequence[StoredEvent],
-    since_ms: int,
-    ids: EventIds,
-    conn: sqlite3.Connection,
-) -> Written:
-    """The events (one log row), their counters (one upsert per key), visitor signals and
-    impressions seen, inside the caller's transaction."""
-    ids.catch_up(conn, since_ms)
-    stored = ids.keys
-    fresh: list[bool] = []
-    keys: list[int] = []
-    new: set[int] = set()
-    rows: list[tuple[Any, ...]] = []
-    counts: Counter[tuple[str, str, str, str, str]] = Counter()
-    signals: list[tuple[str, str, str, str, int]] = []
-    # The latest valid impression of each (offer, visitor) written so far in this call: the
-    # store holds the earlier ones.
-    shown: dict[tuple[str, str | None], int] = {}
-    for e in events:
-        key = _key(store_id, e.id)
-        if key in stored or key in new:
-            fresh.append(False)
-            continue
-        new.add(key)
-        keys.append(key)
-        fresh.append(True)
-        flag = e.flag
-        if flag is None:
-            if e.type == "impression":
-                if shown.get((e.offer_id, e.visitor_id), -1) < e.received_ms:
-                    shown[e.offer_id, e.visitor_id] = e.received_ms
-            elif e.type in NEEDS_IMPRESSION:
-                since = e.received_ms - match_window_ms(e.surface)
-                if (
-                    shown.get((e.offer_id, e.visitor_id), since - 1) < since
-                    and conn.execute(
-                        _SHOWN, (store_id, e.visitor_id or "", e.offer_id, since)
-                    ).fetchone()
-                    is None
-                ):
-                    flag = NO_IMPRESSION
-        rows.append(
-            (
-                e.id,
-                e.type,
-                e.ts_ms,
-                e.received_ms,
-                e.visitor_id,
-                e.surface,
-                e.kind,
-                e.product_id,
-                e.offer_id,
-                e.order_id,
-                e.arm,
-                e.offer_price,
-                e.currency,
-                flag,
-            )
+    async def iter_events(
+        self, store_id: str, since_ms: int, until_ms: int
+    ) -> AsyncIterator[StoredEvent]:
+        rows = self._query(
+            "read events",
+            "SELECT events FROM event_log WHERE store_id = ? AND last_ms >= ? AND first_ms < ?",
+            (store_id, since_ms, until_ms),
         )
-        counts[e.surface, e.kind, e.product_id, e.arm or "", e.type] += 1
-        if e.visitor_id and e.type in _SIGNAL_TYPES:
-            signals.append((store_id, e.visitor_id, e.type, e.product_id, e.ts_ms))
-    if not rows:
-        return Written(fresh)
-    seq, last_ms = _append(conn, store_id, rows)
-    conn.executemany(_COUNT_EVENTS, [(store_id, *key, n) for key, n in counts.items()])
-    conn.executemany(_SIGNAL, signals)
-    conn.executemany(
-        _SEEN, [(store_id, visitor or "", offer, ms) for (offer, visitor), ms in shown.items()]
-    )
-    return Written(fresh, seq, last_ms, keys)
+        for row in event_log.received_between(rows, since_ms, until_ms):
+            yield load_event(row)
 
-
-def received_between(
-    rows: Iterable[tuple[str]], since_ms: int, until_ms: int
-) -> list[tuple[Any, ...]]:
-    """The events of log `rows` received in [since_ms, until_ms), by time then id."""
-    found = [
-        tuple(row)
-        for (events,) in rows
-        for row in orjson.loads(events)
-        if since_ms <= row[3] < until_ms
-    ]
-    found.sort(key=lambda row: (row[3], row[0]))
-    return found
-
-
-def upgrade(conn: sqlite3.Connection) -> None:
-    """Move the rows of an older release's `events` table (one row per event) into the log."""
-    rows = conn.execute(
-        f"SELECT store_id, {EVENT_FIELDS} FROM events ORDER BY store_id, received_ms, id"
-    )
-    batch: list[tuple[Any, ...]] = []
-    store = None
-    for store_id, *event in rows:
-        if batch and (store_id != store or len(batch) >= UPGRADE_ROW_EVENTS):
-            _append(conn, store, batch)
-            batch = []
-        store = store_id
-        batch.append(tuple(event))
-    if batch:
-        _append(conn, store, batch)
-    conn.execute("DROP TABLE events")
-
-
-def _append(
-    conn: sqlite3.Connection, store_id: str | None, rows: list[tuple[Any, ...]]
-) -> tuple[int, int]:
-    """One log row holding `rows`: its seq and the latest received_ms of its events."""
-    received = [row[3] for row in rows]
-    last_ms = max(received)
-    cursor = conn.execute(_APPEND, (store_id, min(received), last_ms, orjson.dumps(rows).decode()))
-    return cursor.lastrowid or 0, last_ms
+    async def iter_accepts(
+        self, store_id: str, since_ms: int, until_ms: int
+    ) -> AsyncIterator[AcceptedOffer]:
+        rows = self._query(
+            "read accepts",
+            "SELECT order_id, product_id, charge_id, updated_ms FROM accepts WHERE store_id = ?"
+            " AND state = 'charged' AND updated_ms >= ? AND updated_ms < ?"
+            " ORDER BY updated_ms, order_id, product_id",
+            (store_id, since_ms, until_ms),
+        )
+        for row in rows:
+            yield AcceptedOffer(*row)

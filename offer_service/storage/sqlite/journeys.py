@@ -1,11 +1,10 @@
-"""SQLite tables of post-purchase journeys: order lifecycle events, SMS consent, feed keys and
-tracked short links."""
+"""SQLite's JourneyStore: order lifecycle events, SMS consent, feed keys and short links."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from collections.abc import Sequence
+from typing import cast
 
 import orjson
 
@@ -16,66 +15,18 @@ from offer_service.domain.lifecycle import (
     ShortLink,
     SmsConsent,
 )
-from offer_service.exceptions import StoreError
-
-T = TypeVar("T")
-
-# Split on ";" by the migration, so comments in it must not hold one.
-SCHEMA = """
--- product_ids: JSON list, sorted. A redelivered webhook is the same row.
-CREATE TABLE IF NOT EXISTS order_events (
-    store_id TEXT NOT NULL,
-    order_id TEXT NOT NULL,
-    type TEXT NOT NULL,
-    at_ms INTEGER NOT NULL,
-    product_ids TEXT NOT NULL,
-    PRIMARY KEY (store_id, order_id, type, at_ms, product_ids)
-) WITHOUT ROWID;
-
-CREATE TABLE IF NOT EXISTS sms_consent (
-    store_id TEXT NOT NULL,
-    customer_id TEXT NOT NULL,
-    at_ms INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    source TEXT NOT NULL,
-    PRIMARY KEY (store_id, customer_id, at_ms, status, source)
-) WITHOUT ROWID;
-
--- position 0 is the current feed key, 1 the previous one (valid until the next rotation).
-CREATE TABLE IF NOT EXISTS feed_keys (
-    key TEXT PRIMARY KEY,
-    store_id TEXT NOT NULL,
-    position INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS feed_keys_by_store ON feed_keys (store_id, position);
-
--- Codes are global (a link names no store). data: the ShortLink as JSON.
-CREATE TABLE IF NOT EXISTS short_links (
-    code TEXT PRIMARY KEY,
-    store_id TEXT NOT NULL,
-    data BLOB NOT NULL
-) WITHOUT ROWID
-"""
+from offer_service.storage.codec import dump_short_link, load_short_link
+from offer_service.storage.sqlite.connection import SQLiteConnection, require_store
 
 
-def _require_store(conn: sqlite3.Connection, store_id: str) -> None:
-    if conn.execute("SELECT 1 FROM stores WHERE id = ?", (store_id,)).fetchone() is None:
-        raise StoreError(f"unknown store {store_id!r}")
-
-
-class SQLiteJourneys:
-    """Mixed into SQLiteStore: the journey parts of the Store protocol."""
-
-    if TYPE_CHECKING:
-
-        def _query(self, action: str, sql: str, params: Any = ()) -> list[Any]: ...
-        async def _write(self, action: str, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+class SQLiteJourneys(SQLiteConnection):
+    """The JourneyStore part of the Store protocol."""
 
     async def add_order_event(self, store_id: str, event: OrderEvent) -> bool:
         ids = orjson.dumps(sorted(set(event.product_ids))).decode()
 
         def insert(conn: sqlite3.Connection) -> bool:
-            _require_store(conn, store_id)
+            require_store(conn, store_id)
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO order_events (store_id, order_id, type, at_ms, product_ids)"
                 " VALUES (?, ?, ?, ?, ?)",
@@ -99,7 +50,7 @@ class SQLiteJourneys:
 
     async def add_sms_consent(self, store_id: str, consent: SmsConsent) -> bool:
         def insert(conn: sqlite3.Connection) -> bool:
-            _require_store(conn, store_id)
+            require_store(conn, store_id)
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO sms_consent (store_id, customer_id, at_ms, status, source)"
                 " VALUES (?, ?, ?, ?, ?)",
@@ -123,7 +74,7 @@ class SQLiteJourneys:
 
     async def rotate_feed_key(self, store_id: str, new_key: str) -> tuple[str, ...]:
         def rotate(conn: sqlite3.Connection) -> None:
-            _require_store(conn, store_id)
+            require_store(conn, store_id)
             conn.execute("DELETE FROM feed_keys WHERE store_id = ? AND position >= 1", (store_id,))
             conn.execute("UPDATE feed_keys SET position = 1 WHERE store_id = ?", (store_id,))
             conn.execute(
@@ -151,7 +102,7 @@ class SQLiteJourneys:
     async def put_short_links(self, store_id: str, links: Sequence[ShortLink]) -> None:
         if not links:
             return
-        rows = [(link.code, store_id, orjson.dumps(link)) for link in links]
+        rows = [(link.code, store_id, dump_short_link(link)) for link in links]
 
         def insert(conn: sqlite3.Connection) -> None:
             conn.executemany(
@@ -164,4 +115,4 @@ class SQLiteJourneys:
         rows = self._query(
             "resolve a short link", "SELECT data FROM short_links WHERE code = ?", (code,)
         )
-        return ShortLink(**orjson.loads(rows[0][0])) if rows else None
+        return load_short_link(rows[0][0]) if rows else None

@@ -1,0 +1,85 @@
+"""Redis: what each visitor did with offers, read in one script, and which visitors changed."""
+
+from __future__ import annotations
+
+import secrets
+
+from offer_service.domain.records import EMPTY_VISITOR, SignalKind, VisitorChanges, VisitorState
+from offer_service.storage.codec import subjects
+from offer_service.storage.protocols import VISITOR_CHANGES_MAX
+from offer_service.storage.redis import keys
+from offer_service.storage.redis.client import RedisBase, run_script
+from offer_service.storage.redis.keys import StoreKeys
+from offer_service.storage.redis.scripts.signals import RECORD_SIGNAL, VISITOR_STATE
+
+
+class RedisSignals(RedisBase):
+    """The SignalStore part of the Store protocol."""
+
+    async def visitor_changes(self, store_id: str, after: str | None) -> VisitorChanges | None:
+        key = StoreKeys(store_id).visitor_changes
+        if after is None:
+            last = await self._read("read visitor changes", lambda c: c.xrevrange(key, count=1))
+            return VisitorChanges(last[0][0].decode() if last else "0-0")
+        # One more than is listed: more than that, and every visitor may have changed.
+        rows = await self._read(
+            "read visitor changes",
+            lambda c: c.xrange(key, min="(" + after, count=VISITOR_CHANGES_MAX + 1),
+        )
+        if not rows:
+            return VisitorChanges(after)
+        cursor = rows[-1][0].decode()
+        if len(rows) > VISITOR_CHANGES_MAX:
+            return VisitorChanges(cursor, None)
+        return VisitorChanges(cursor, frozenset(fields[b"v"].decode() for _, fields in rows))
+
+    async def visitor_state(
+        self, store_id: str, visitor_id: str | None, customer_id: str | None, since_ms: int
+    ) -> VisitorState:
+        if not visitor_id and not customer_id:
+            return EMPTY_VISITOR
+        k = StoreKeys(store_id)
+        names = subjects(customer_id, visitor_id)
+        state_keys = [k.bought(name) for name in names] + [k.returned(name) for name in names]
+        if visitor_id:
+            state_keys += [
+                k.declined(visitor_id),
+                k.accepted(visitor_id),
+                k.impressions(visitor_id),
+                k.clicks(visitor_id),
+            ]
+        # One round trip and one reply: the script reads every key (all in the store's slot)
+        # and counts the impressions that fall under the frequency cap.
+        purchases, returned, declined, accepted, shown = await self._read(
+            "read visitor state",
+            lambda c: run_script(c, VISITOR_STATE, state_keys, [len(names), since_ms]),
+        )
+        return VisitorState(
+            purchased={
+                purchases[i].decode(): int(purchases[i + 1]) for i in range(0, len(purchases), 2)
+            },
+            returned=frozenset(pid.decode() for pid in returned),
+            declined=frozenset(pid.decode() for pid in declined),
+            accepted=frozenset(pid.decode() for pid in accepted),
+            impressions={shown[i].decode(): int(shown[i + 1]) for i in range(0, len(shown), 2)},
+        )
+
+    async def record_visitor_signal(
+        self, store_id: str, visitor_id: str, product_id: str, kind: SignalKind, at_ms: int
+    ) -> None:
+        k = StoreKeys(store_id)
+        await self._script(
+            "record a visitor signal",
+            RECORD_SIGNAL,
+            [k.declined(visitor_id)],
+            [
+                k.prefix,
+                visitor_id,
+                kind,
+                product_id,
+                str(at_ms),
+                secrets.token_hex(8),
+                str(keys.IMPRESSION_WINDOW_MS),
+                str(keys.VISITOR_TTL_S),
+            ],
+        )

@@ -1,0 +1,106 @@
+"""SQLite's SignalStore: what each visitor did with offers, and which visitors changed."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import orjson
+
+from offer_service.domain.records import EMPTY_VISITOR, SignalKind, VisitorChanges, VisitorState
+from offer_service.storage.codec import customer_subject, visitor_subject
+from offer_service.storage.protocols import VISITOR_CHANGES_MAX
+from offer_service.storage.sqlite.connection import SQLiteConnection
+
+# Everything `visitor_state` needs in one statement: the purchases of both subjects, their
+# returns, declines and accepts ever, and impressions since the window start that came after
+# the last click on the product (a click resets the frequency cap).
+_VISITOR_STATE = """
+SELECT 'purchases', subject, products FROM purchases
+    WHERE store_id = :store AND subject IN (:customer, :visitor)
+UNION ALL
+SELECT 'return', product_id, 0 FROM returned
+    WHERE store_id = :store AND subject IN (:customer, :visitor)
+UNION ALL
+SELECT kind, product_id, at_ms FROM visitor_signals
+    WHERE store_id = :store AND visitor_id = :visitor_id
+      AND (kind IN ('decline', 'accept') OR (kind IN ('impression', 'click') AND at_ms >= :since))
+"""
+
+
+class SQLiteSignals(SQLiteConnection):
+    """The SignalStore part of the Store protocol."""
+
+    async def visitor_state(
+        self, store_id: str, visitor_id: str | None, customer_id: str | None, since_ms: int
+    ) -> VisitorState:
+        if not visitor_id and not customer_id:
+            return EMPTY_VISITOR
+        rows = self._query(
+            "read visitor state",
+            _VISITOR_STATE,
+            {
+                "store": store_id,
+                "customer": customer_subject(customer_id) if customer_id else None,
+                "visitor": visitor_subject(visitor_id) if visitor_id else None,
+                "visitor_id": visitor_id,
+                "since": since_ms,
+            },
+        )
+        purchased: dict[str, int] = {}
+        sets: dict[str, set[str]] = {"return": set(), "decline": set(), "accept": set()}
+        # Impressions in the window count until the visitor clicks that product (one plain
+        # index range read; counted here rather than with a correlated subquery per product).
+        shown: list[tuple[str, int]] = []
+        clicked: dict[str, int] = {}
+        for kind, key, value in rows:
+            if kind == "purchases":
+                for product_id, ms in orjson.loads(value).items():
+                    if purchased.get(product_id, -1) < ms:
+                        purchased[product_id] = ms
+            elif kind == "impression":
+                shown.append((key, value))
+            elif kind == "click":
+                if clicked.get(key, -1) < value:
+                    clicked[key] = value
+            else:
+                sets[kind].add(key)
+        impressions: dict[str, int] = {}
+        for key, at_ms in shown:
+            if at_ms > clicked.get(key, -1):
+                impressions[key] = impressions.get(key, 0) + 1
+        return VisitorState(
+            purchased=purchased,
+            returned=frozenset(sets["return"]),
+            declined=frozenset(sets["decline"]),
+            accepted=frozenset(sets["accept"]),
+            impressions=impressions,
+        )
+
+    async def visitor_changes(self, store_id: str, after: str | None) -> VisitorChanges:
+        # Signals are only ever added, one writer at a time: rowids grow in commit order.
+        ((last,),) = self._query("read the signals' end", "SELECT MAX(rowid) FROM visitor_signals")
+        top = last or 0
+        if after is None:
+            return VisitorChanges(str(top))
+        since = int(after)
+        if top - since > VISITOR_CHANGES_MAX or top < since:
+            return VisitorChanges(str(top), None)  # too many to list, or another file
+        rows = self._query(
+            "read visitor changes",
+            "SELECT DISTINCT visitor_id FROM visitor_signals"
+            " WHERE rowid > ? AND rowid <= ? AND store_id = ?",
+            (since, top, store_id),
+        )
+        return VisitorChanges(str(top), frozenset(v for (v,) in rows))
+
+    async def record_visitor_signal(
+        self, store_id: str, visitor_id: str, product_id: str, kind: SignalKind, at_ms: int
+    ) -> None:
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO visitor_signals (store_id, visitor_id, kind, product_id, at_ms)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (store_id, visitor_id, kind, product_id, at_ms),
+            )
+
+        await self._write("record a visitor signal", insert)

@@ -1,0 +1,32 @@
+"""A new tenant's record, with the ids and secrets every backend generates alike."""
+
+from __future__ import annotations
+
+import secrets
+
+from offer_service.domain.policy import StoreRules
+from offer_service.domain.records import SigningKey, StoreRecord
+from offer_service.types import now_ms
+
+
+def new_store_record(
+    name: str,
+    *,
+    store_id: str | None = None,
+    publishable_key: str | None = None,
+    secret_key: str | None = None,
+    webhook_secret: str | None = None,
+    rules: StoreRules | None = None,
+) -> StoreRecord:
+    """The record `Store.create_store` writes: what is not given is generated (st_, pk_, sk_,
+    whsec_, and one signing key 'k1')."""
+    return StoreRecord(
+        id=store_id or "st_" + secrets.token_hex(8),
+        name=name,
+        publishable_key=publishable_key or "pk_" + secrets.token_urlsafe(18),
+        secret_key=secret_key or "sk_" + secrets.token_urlsafe(24),
+        webhook_secrets=(webhook_secret or "whsec_" + secrets.token_urlsafe(24),),
+        signing_keys=(SigningKey(kid="k1", secret=secrets.token_bytes(32)),),
+        rules=rules or StoreRules(),
+        created_at_ms=now_ms(),
+    )
