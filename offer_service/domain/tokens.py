@@ -144,7 +144,8 @@ def verify(token: str, keys: Sequence[SigningKey], now_s: float) -> OfferClaims:
 
 
 def order_token(webhook_secret: str, store_id: str, order_id: str) -> str:
-    """The order token (docs/security.md): hex(HMAC-SHA256(key=webhook_secret, msg="<store_id>:<order_id>"))."""
+    """The order token (docs/security.md): hex(HMAC-SHA256(key=webhook_secret,
+    msg="<store_id>:<order_id>"))."""
     msg = f"{store_id}:{order_id}".encode()
     return hmac.new(webhook_secret.encode(), msg, hashlib.sha256).hexdigest()
 
