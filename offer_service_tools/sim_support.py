@@ -1,12 +1,9 @@
 """The simulator's plumbing: the service's API over a small keep-alive HTTP/1.1 client (bounded
-concurrency, retries on 429 and 503), and a local charge endpoint that approves every charge."""
+concurrency, retries on 429 and 503)."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-import socket
-import threading
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
@@ -280,46 +277,3 @@ class Api:
             headers={"Idempotency-Key": idempotency_key},
         )
         return response.status == 200
-
-
-class ApprovingChargeEndpoint:
-    """A merchant's charge endpoint that approves every charge, once per idempotency key, on
-    127.0.0.1 in a thread of its own: for simulations against a store that has none."""
-
-    def __init__(self) -> None:
-        import uvicorn
-        from starlette.applications import Starlette
-        from starlette.requests import Request
-        from starlette.responses import Response
-        from starlette.routing import Route
-
-        ids = itertools.count(1)
-        charges: dict[str, str] = {}
-        lock = threading.Lock()
-
-        async def charge(request: Request) -> Response:
-            key = str(orjson.loads(await request.body()).get("idempotency_key", ""))
-            with lock:
-                charge_id = charges.setdefault(key, f"ch_sim_{next(ids):07d}")
-            return Response(orjson.dumps({"charge_id": charge_id}), media_type="application/json")
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port: int = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}/charge"
-        app = Starlette(routes=[Route("/charge", charge, methods=["POST"])])
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-
-    async def start(self) -> None:
-        self._thread.start()
-        for _ in range(500):
-            if self._server.started:
-                return
-            await asyncio.sleep(0.01)
-        raise SimulationError("the local charge endpoint did not start")
-
-    async def stop(self) -> None:
-        self._server.should_exit = True
-        await asyncio.to_thread(self._thread.join, 10)
