@@ -227,10 +227,15 @@ class ChargeDouble:
         return await self.respond(body, request.headers.get("x-offer-signature", ""))
 
     async def respond(
-        self, body: bytes, signature: str, *, secrets: Sequence[str] | None = None
+        self,
+        body: bytes,
+        signature: str,
+        *,
+        secrets: Sequence[str] | None = None,
+        decide: Decide | None = None,
     ) -> Response:
-        """The answer to one charge request; `secrets` overrides the double's own (a server
-        hosting several stores passes the store's)."""
+        """The answer to one charge request. `secrets` and `decide` override the double's own,
+        for a server that mounts it on a route of its own and knows the store per request."""
         if secrets is None and self.secrets is not None:
             with self._lock:
                 secrets = list(self.secrets)
@@ -248,8 +253,9 @@ class ChargeDouble:
             known = self._charges.get(charge_request.idempotency_key)
         self.received.set()
         refusal = {"decline": DECLINED, "error": PROCESSOR_DOWN}.get(mode)
-        if refusal is None and known is None and self.decide is not None:
-            refusal = await self.decide(charge_request)
+        decide = decide or self.decide
+        if refusal is None and known is None and decide is not None:
+            refusal = await decide(charge_request)
         if refusal is not None:
             if refusal.status == 402:
                 with self._lock:

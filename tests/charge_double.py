@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-from offer_service_tools.charge_double import (
-    Charge,
-    ChargeDouble,
-    running_charge_double,
-    serving,
-)
+from offer_service_tools.charge_double import ChargeDouble, running_charge_double
 
-__all__ = ["Charge", "ChargeDouble", "running_charge_double", "serving"]
+__all__ = ["ChargeDouble", "running_charge_double"]

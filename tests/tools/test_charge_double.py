@@ -3,6 +3,7 @@ scripted answers, and the process the load tests start."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import subprocess
@@ -107,7 +108,7 @@ def test_scripted_answers_come_first_then_the_mode(double: ChargeDouble) -> None
     assert double.declined == 1 and double.charge_count == 1
 
 
-def test_a_hook_decides_per_request_and_is_skipped_for_a_known_key() -> None:
+def test_a_hook_decides_per_request() -> None:
     async def decide(request: ChargeRequest) -> Refusal | None:
         if request.order_id == "unknown":
             return Refusal(404, "unknown_order", "This store has no such order.")
@@ -120,6 +121,33 @@ def test_a_hook_decides_per_request_and_is_skipped_for_a_known_key() -> None:
 
     assert (unknown.status_code, declined.status_code, charged.status_code) == (404, 402, 200)
     assert double.declined == 1 and [c.order_id for c in double.charges] == ["o-1"]
+
+
+def test_a_route_of_its_own_passes_the_store_secrets_and_hook_per_request() -> None:
+    """How a server hosting stores (the demo storefront) mounts it: `respond` with the store's
+    secrets and a hook that knows its orders; a known key is answered without asking again."""
+    double = ChargeDouble(id_prefix="ch_demo_")
+    asked: list[str] = []
+
+    async def decide(request: ChargeRequest) -> Refusal | None:
+        asked.append(request.idempotency_key)
+        return None
+
+    async def run() -> list[int]:
+        statuses = []
+        for content, secret in ((body(), SECRET), (body(), SECRET), (body("k-2"), "whsec_x")):
+            answer = await double.respond(
+                content,
+                signed(content, secret)["X-Offer-Signature"],
+                secrets=[SECRET],
+                decide=decide,
+            )
+            statuses.append(answer.status_code)
+        return statuses
+
+    assert asyncio.run(run()) == [200, 200, 401]
+    assert asked == ["k-1"]
+    assert [c.charge_id.startswith("ch_demo_") for c in double.charges] == [True]
 
 
 def test_unsigned_requests_are_charged_when_no_secret_is_known() -> None:
