@@ -52,6 +52,7 @@ from offer_service.domain.policy import StoreRules
 from offer_service.domain.products import Product
 from offer_service.domain.records import PairCount
 from offer_service.domain.surfaces import Surface
+from offer_service.domain.time import epoch_ms, parse_date
 
 METHODS = ("engine", "best_sellers", "random")
 # Basket sizes (distinct products) the text report breaks hit rates down by.
@@ -394,10 +395,10 @@ def parse_ks(text: str) -> tuple[int, ...]:
 
 def parse_split(text: str, error: str = BAD_SPLIT) -> int:
     try:
-        day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+        day = parse_date(text)
     except ValueError:
         raise SystemExit(f"error: {error}") from None
-    return int(day.timestamp() * 1000)
+    return epoch_ms(datetime(day.year, day.month, day.day, tzinfo=UTC))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from offer_service_tools.charge_double import ChargeDouble, ServerThread
 from offer_service_tools.sim_model import (
     Behaviour,
     OfferSeen,
@@ -39,7 +40,7 @@ from offer_service_tools.sim_model import (
     truths,
     uniform,
 )
-from offer_service_tools.sim_support import Api, ApprovingChargeEndpoint
+from offer_service_tools.sim_support import Api
 
 CHUNK = 2000
 EVENTS_PER_BATCH = 80
@@ -241,11 +242,12 @@ async def simulate(
     async with Api(url, publishable_key, secret_key, concurrency) as api:
         rules = await api.rules()
         patched = dict(rules)
-        charge: ApprovingChargeEndpoint | None = None
+        charge: ServerThread | None = None
         if not rules.get("charge_url"):
-            charge = ApprovingChargeEndpoint()
-            await charge.start()
-            patched["charge_url"] = charge.url
+            # A store without a charge endpoint gets one that approves every charge. The
+            # store's webhook secret cannot be read without rotating it, so it is not verified.
+            charge = ServerThread(ChargeDouble(id_prefix="ch_sim_"))
+            patched["charge_url"] = (await asyncio.to_thread(charge.start)).url
         if lift_limits and isinstance(rules.get("rate_limits"), dict):
             patched["rate_limits"] = {k: 1_000_000 for k in rules["rate_limits"]}
         try:
@@ -258,7 +260,7 @@ async def simulate(
             if patched != rules:
                 await api.put_rules(rules)
             if charge is not None:
-                await charge.stop()
+                await asyncio.to_thread(charge.stop)
     return sim
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -24,15 +23,6 @@ MINOR_UNITS_REQUIRED = "must be an integer amount in minor units (2999 for 29.99
 _URL_UNSAFE = re.compile(r"[\x00-\x20\x7f\\]")
 _CURRENCY = re.compile(r"[A-Za-z]{3}")
 _DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)")
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MS = timedelta(milliseconds=1)
-
-
-def epoch_ms(moment: datetime) -> int:
-    """An aware datetime as integer epoch milliseconds, without float rounding."""
-    return (moment - _EPOCH) // _ONE_MS
 
 
 def check_minor_units(value: object) -> int:

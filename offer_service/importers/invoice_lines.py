@@ -7,8 +7,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+from offer_service.domain.time import epoch_ms, parse_datetime
 from offer_service.exceptions import ValidationFailed, field_error
-from offer_service.importers.fields import decimal_to_minor_units, epoch_ms
+from offer_service.importers.fields import decimal_to_minor_units
 from offer_service.importers.result import Rejection
 from offer_service.importers.text import is_blank, text_lines
 
@@ -191,7 +192,8 @@ def _float_quantity(text: str) -> int | None:
 
 
 def _date_ms(text: str) -> int:
-    """'2010-12-01 08:26:00' or the pandas export's '12/1/2010 8:26', as UTC epoch ms."""
+    """'2010-12-01 08:26:00' or the pandas export's '12/1/2010 8:26', as UTC epoch ms.
+    The second is the data set's own layout, not ISO 8601, so it is read here."""
     value = text.strip()
     if "/" in value:
         day, _, clock = value.partition(" ")
@@ -202,9 +204,7 @@ def _date_ms(text: str) -> int:
         hour, minute, second = (*hms, 0, 0, 0)[:3]
         moment = datetime(year, month, mday, hour, minute, second, tzinfo=UTC)
     else:
-        moment = datetime.fromisoformat(value)
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
+        moment = parse_datetime(value)
     return epoch_ms(moment)
 
 

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from offer_service.domain.orders import Order, OrderLine, OrderStatus
+from offer_service.domain.time import ISO_EXAMPLE, epoch_ms, parse_datetime
 from offer_service.importers.fields import (
     Currency,
     Identifier,
     MinorUnits,
-    epoch_ms,
     rejections_from,
 )
 from offer_service.importers.json_body import item_lines, load_json_list
@@ -22,17 +22,16 @@ from offer_service.importers.result import ImportResult, Rejection
 MAX_LINES = 1000
 
 
-def parse_iso_datetime(value: object) -> datetime:
-    """ISO 8601 text -> an aware datetime; a time without an offset is taken as UTC."""
+def parse_placed_at(value: object) -> datetime:
+    """ISO 8601 text (domain.time's forms) as an aware UTC datetime."""
     if not isinstance(value, str):
         raise ValueError(f"must be an ISO 8601 date-time string, not {value!r}")
     try:
-        parsed = datetime.fromisoformat(value.strip())
+        return parse_datetime(value)
     except ValueError:
         raise ValueError(
-            f"must be an ISO 8601 date-time such as 2026-11-25T18:00:00Z, not {value!r}"
+            f"must be an ISO 8601 date-time such as {ISO_EXAMPLE}, not {value!r}"
         ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 class OrderLineIn(BaseModel):
@@ -53,7 +52,7 @@ class OrderIn(BaseModel):
     id: Identifier
     customer_id: Identifier | None = None
     visitor_id: Identifier | None = None
-    placed_at: Annotated[datetime, BeforeValidator(parse_iso_datetime)]
+    placed_at: Annotated[datetime, BeforeValidator(parse_placed_at)]
     currency: Currency
     lines: Annotated[list[OrderLineIn], Field(min_length=1, max_length=MAX_LINES)]
     status: OrderStatus = "placed"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from datetime import datetime
 from typing import Any
 
 import orjson
@@ -20,6 +19,7 @@ from offer_service.domain.orders import ProductReturn
 from offer_service.domain.policy import StoreRules
 from offer_service.domain.products import Product
 from offer_service.domain.records import SigningKey
+from offer_service.domain.time import epoch_ms, parse_datetime
 from offer_service.domain.tokens import order_token
 from offer_service.exceptions import NotFound, ValidationFailed
 from offer_service.types import is_whole, now_ms
@@ -125,7 +125,7 @@ async def post_returns(request: Request) -> Response:
     at_ms = now_ms()
     if req.at:
         try:
-            at_ms = int(datetime.fromisoformat(req.at.replace("Z", "+00:00")).timestamp() * 1000)
+            at_ms = epoch_ms(parse_datetime(req.at))
         except ValueError:
             raise ValidationFailed(
                 "The return is invalid.",

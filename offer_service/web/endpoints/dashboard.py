@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from datetime import date, timedelta
+from datetime import timedelta
 from functools import lru_cache
 from importlib import resources
 
@@ -13,6 +13,7 @@ from starlette.responses import HTMLResponse, Response
 
 from offer_service.domain.records import StoreRecord
 from offer_service.domain.surfaces import Surface
+from offer_service.domain.time import parse_date
 from offer_service.exceptions import NotFound, Unauthorized
 from offer_service.measurement import dashboard
 from offer_service.types import now_ms
@@ -43,7 +44,7 @@ def _range_params(request: Request) -> dict[str, str]:
     to = params.get("to", "")
     if len(to) == 10:
         with contextlib.suppress(ValueError):
-            params["to"] = (date.fromisoformat(to) + timedelta(days=1)).isoformat()
+            params["to"] = (parse_date(to) + timedelta(days=1)).isoformat()
     return params
 
 

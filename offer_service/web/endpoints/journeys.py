@@ -15,11 +15,12 @@ from starlette.responses import Response
 from offer_service.domain.lifecycle import OrderEvent, SmsConsent, consent_at
 from offer_service.domain.orders import Order, ProductReturn
 from offer_service.domain.records import StoreRecord
+from offer_service.domain.time import ISO_EXAMPLE, parse_ms
 from offer_service.exceptions import NotFound, ValidationFailed
 from offer_service.journeys.links import LinkedOffer
 from offer_service.journeys.models import OrderEventRequest, SmsConsentRequest
 from offer_service.journeys.touchpoints import Journey, Stop, evaluate
-from offer_service.types import is_whole, money
+from offer_service.types import money
 from offer_service.web.endpoints.common import (
     BROWSER_BODY_LIMIT,
     engine,
@@ -48,19 +49,13 @@ def parse_time(text: str | None, field: str, default_ms: int) -> int:
     """An ISO 8601 time (a time without a zone is UTC) or epoch ms, as epoch ms."""
     if text is None or text == "":
         return default_ms
-    problem = f"{field} must be an ISO 8601 time (2026-11-25T18:00:00Z) or epoch milliseconds"
-    if is_whole(text) and len(text) <= 15:
-        ms = int(text)
-    else:
-        try:
-            dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-            if dt.tzinfo is None:
-                dt = dt.replace(tzinfo=UTC)
-            ms = int(dt.timestamp() * 1000)
-        except (ValueError, OverflowError):
-            raise ValidationFailed(
-                f"The {field} value is not a time.", details=[{"field": field, "message": problem}]
-            ) from None
+    problem = f"{field} must be an ISO 8601 time ({ISO_EXAMPLE}) or epoch milliseconds"
+    try:
+        ms = parse_ms(text)
+    except ValueError:
+        raise ValidationFailed(
+            f"The {field} value is not a time.", details=[{"field": field, "message": problem}]
+        ) from None
     if not 0 <= ms <= MAX_MS:
         raise ValidationFailed(
             f"The {field} value is out of range.",

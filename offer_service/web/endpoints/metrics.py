@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -11,6 +10,7 @@ from starlette.responses import Response
 
 from offer_service.domain.records import StoreRecord
 from offer_service.domain.surfaces import Surface
+from offer_service.domain.time import parse_ms
 from offer_service.exceptions import ValidationFailed
 from offer_service.measurement import report
 from offer_service.measurement.report_csv import to_csv
@@ -29,18 +29,13 @@ def _time(params: Mapping[str, str], name: str, default: int) -> int:
     text = params.get(name)
     if not text:
         return default
-    if text.lstrip("-").isdecimal():
-        return int(text)
     try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "+"))
+        return parse_ms(text)
     except ValueError:
         raise ValidationFailed(
             INVALID,
             details=[{"field": name, "message": f"{name} must be ISO 8601 or epoch milliseconds"}],
         ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
 
 
 def parse_query(record: StoreRecord, params: Mapping[str, str], now: int) -> report.ReportQuery:
