@@ -10,12 +10,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from offer_service.domain.orders import Order, OrderLine, OrderStatus
 from offer_service.domain.time import ISO_EXAMPLE, epoch_ms, parse_datetime
-from offer_service.importers.fields import (
-    Currency,
-    Identifier,
-    MinorUnits,
-    rejections_from,
-)
+from offer_service.importers.fields import Currency, Identifier, MinorUnits, rejections_from
 from offer_service.importers.json_body import item_lines, load_json_list
 from offer_service.importers.result import ImportResult, Rejection
 

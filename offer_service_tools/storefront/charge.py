@@ -1,8 +1,9 @@
 """The demo's charge endpoint (`/demo/charge`), as a merchant implements it, and its address.
 
-It verifies the signature, approves with a charge id (one per idempotency key) and declines
-(402) orders placed by the customer `decline-card` (the checkout page's "Simulate a declined
-card" box). `GET /demo/charges` lists the charges this process has seen (demo only).
+It is the project's one charge double (charge_double.py), which verifies the signature and
+approves with a charge id (one per idempotency key); it declines (402) orders placed by the
+customer `decline-card` (the checkout page's "Simulate a declined card" box).
+`GET /demo/charges` lists the charges this process has seen (demo only).
 
 The demo store's `charge_url` must point at this very server. The `demo` command knows its port
 (`OFFER_DEMO_PORT`, see `charge_url_from_env`); when it does not (tests pick a free port after
@@ -14,11 +15,7 @@ from __future__ import annotations
 
 import os
 import secrets
-import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -27,9 +24,9 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from offer_service.domain.records import StoreRecord
-from offer_service.domain.signatures import verify
 from offer_service.types import is_whole
 from offer_service.web.endpoints.common import engine, read_body
+from offer_service_tools.charge_double import DECLINED, Charge, ChargeDouble, ChargeRequest, Refusal
 
 CHARGE_LIMIT = 64 * 1024
 # The documented decline trigger: orders of this customer are declined by /demo/charge.
@@ -58,132 +55,50 @@ def is_demo_charge_url(url: str | None) -> bool:
     return url is None or urlsplit(url).path == "/demo/charge"
 
 
-# ---- the charge endpoint's memory ---------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Charge:
-    charge_id: str
-    idempotency_key: str
-    order_id: str
-    product_id: str
-    quantity: int
-    amount: dict[str, Any]
-    offer_id: str
-    at: str
-
-
-@dataclass
-class ChargeLog:
-    """What /demo/charge has done in this process: charges by idempotency key, every request."""
-
-    by_key: dict[str, Charge] = field(default_factory=dict)
-    requests: int = 0
-    declined: int = 0
-
-    def for_order(self, order_id: str) -> list[Charge]:
-        return [c for c in self.by_key.values() if c.order_id == order_id]
-
-
 # ---- the merchant's charge endpoint -------------------------------------------------------
 
 
 class ChargeEndpoint:
-    """`POST /demo/charge` and `GET /demo/charges` over one app's charge log."""
+    """`POST /demo/charge` and `GET /demo/charges` over the project's one charge double, which
+    verifies the signature and charges once per idempotency key; the demo adds what only a
+    store knows: which orders exist, and that one customer's card is declined."""
 
     def __init__(self, record: Callable[[Request], Awaitable[StoreRecord | None]]) -> None:
-        self.charges = ChargeLog()
+        # Charge ids stay unique across restarts of the demo, as a processor's are.
+        self.charges = ChargeDouble(id_prefix=f"ch_demo_{secrets.token_hex(4)}_")
         self._record = record
 
+    def for_order(self, order_id: str) -> list[Charge]:
+        return [c for c in self.charges.charges if c.order_id == order_id]
+
     async def charge(self, request: Request) -> Response:
-        """API.md "The store's charge endpoint", as a merchant would implement it."""
+        """docs/api.md "The store's charge endpoint", as a merchant would implement it."""
         record = await self._record(request)
         if record is None:
-            return _json_error(503, "unavailable", "The demo store is not installed.")
+            return Refusal(503, "unavailable", "The demo store is not installed.").response()
         raw = await read_body(request, CHARGE_LIMIT)
-        header = request.headers.get("x-offer-signature", "")
-        if not verify(header, raw, record.webhook_secrets, time.time()):
-            return _json_error(401, "bad_signature", "The X-Offer-Signature header is invalid.")
-        self.charges.requests += 1
-        request_body = _charge_request(raw)
-        if request_body is None:
-            return _json_error(422, "invalid_charge", "The charge request is malformed.")
-        key = request_body["idempotency_key"]
-        if key in self.charges.by_key:
-            return _json({"charge_id": self.charges.by_key[key].charge_id})
-        order = await engine(request).store.get_order(record.id, request_body["order_id"])
-        if order is None:
-            return _json_error(404, "unknown_order", "This store has no such order.")
-        if order.customer_id == DECLINE_CUSTOMER:
-            self.charges.declined += 1
-            return _json_error(402, "card_declined", "The card on file was declined.")
-        existing = self.charges.by_key.get(key)  # an identical request may have won meanwhile
-        if existing is None:
-            existing = Charge(
-                charge_id="ch_demo_" + secrets.token_hex(8),
-                idempotency_key=key,
-                order_id=order.id,
-                product_id=request_body["product_id"],
-                quantity=request_body["quantity"],
-                amount=request_body["amount"],
-                offer_id=request_body["offer_id"],
-                at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            )
-            self.charges.by_key[key] = existing
-        return _json({"charge_id": existing.charge_id})
+        store, store_id = engine(request).store, record.id
+
+        async def decide(charge: ChargeRequest) -> Refusal | None:
+            order = await store.get_order(store_id, charge.order_id)
+            if order is None:
+                return Refusal(404, "unknown_order", "This store has no such order.")
+            return DECLINED if order.customer_id == DECLINE_CUSTOMER else None
+
+        signature = request.headers.get("x-offer-signature", "")
+        return await self.charges.respond(
+            raw, signature, secrets=record.webhook_secrets, decide=decide
+        )
 
     async def list_charges(self, request: Request) -> Response:
         """Demo only: what /demo/charge did (the browser tests count charges with it)."""
         order_id = request.query_params.get("order_id")
         charges = [
-            asdict(c)
-            for c in self.charges.by_key.values()
-            if order_id is None or c.order_id == order_id
+            c.as_json() for c in self.charges.charges if order_id is None or c.order_id == order_id
         ]
-        return _json(
-            {
-                "requests": self.charges.requests,
-                "declined": self.charges.declined,
-                "charges": charges,
-            }
-        )
-
-
-def _charge_request(raw: bytes) -> dict[str, Any] | None:
-    """The charge body's fields, or None when one is missing or of the wrong type."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(body, dict):
-        return None
-    amount = body.get("amount")
-    strings = ("order_id", "product_id", "idempotency_key")
-    if not all(isinstance(body.get(k), str) and body[k] for k in strings):
-        return None
-    quantity = body.get("quantity")
-    if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 1:
-        return None
-    if not (
-        isinstance(amount, dict)
-        and isinstance(amount.get("amount"), int)
-        and isinstance(amount.get("currency"), str)
-    ):
-        return None
-    offer_id = body.get("offer_id")
-    return {
-        "order_id": body["order_id"],
-        "product_id": body["product_id"],
-        "quantity": quantity,
-        "amount": {"amount": amount["amount"], "currency": amount["currency"]},
-        "offer_id": offer_id if isinstance(offer_id, str) else "",
-        "idempotency_key": body["idempotency_key"],
-    }
-
-
-def _json(content: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(content), status, media_type="application/json")
-
-
-def _json_error(status: int, code: str, message: str) -> Response:
-    return _json({"error": {"code": code, "message": message, "details": []}}, status)
+        body = {
+            "requests": len(self.charges.requests),
+            "declined": self.charges.declined,
+            "charges": charges,
+        }
+        return Response(orjson.dumps(body), media_type="application/json")

@@ -12,9 +12,10 @@ from offer_service.domain.money import format_money
 from offer_service.domain.orders import Order
 from offer_service.domain.products import Product
 from offer_service.templating import environment
+from offer_service_tools.charge_double import Charge
 from offer_service_tools.demo import CATALOG, DEMO_PUBLISHABLE_KEY
 from offer_service_tools.storefront.cart import MAX_QUANTITY, CartLine, subtotal
-from offer_service_tools.storefront.charge import DECLINE_CUSTOMER, Charge
+from offer_service_tools.storefront.charge import DECLINE_CUSTOMER
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -145,8 +146,8 @@ def thank_you(
         (
             titles.get(c.product_id, c.product_id),
             c.quantity,
-            int(c.amount["amount"]),
-            str(c.amount["currency"]),
+            c.amount,
+            c.currency,
         )
         for c in charges
     ]

@@ -239,7 +239,7 @@ class Storefront:
             return self._message(
                 request, 404, "Order not found", "This order has not been recorded."
             )
-        charges = self.charge_endpoint.charges.for_order(order.id)
+        charges = self.charge_endpoint.for_order(order.id)
         ids = {ln.product_id for ln in order.lines} | {c.product_id for c in charges}
         titles = {pid: p.title for pid, p in (await store.get_products(record.id, ids)).items()}
         html = pages.thank_you(order, token, titles, charges, _cart_count(request))

@@ -1,5 +1,5 @@
 """POST /v1/accept and POST /v1/decline against real servers, with the merchant's charge endpoint
-as a real server that charges through a de-duplicating processor (tests/charge_double.py)."""
+as a real server that charges through a de-duplicating processor (offer_service_tools/charge_double.py)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ import pytest
 
 from offer_service.domain.policy import StoreRules
 from offer_service.domain.tokens import OfferClaims, sign, verify
+from offer_service_tools.charge_double import ChargeDouble, running_charge_double
 from offer_service_tools.demo import DEMO_WEBHOOK_SECRET
-from tests.charge_double import ChargeDouble, running_charge_double
 from tests.conftest import LiveServer
 from tests.flows import (
     ADMIN,

@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from offer_service_tools.charge_double import ChargeDouble, running_charge_double
 from offer_service_tools.demo import DEMO_STORE_ID, DEMO_WEBHOOK_SECRET
-from tests.charge_double import ChargeDouble, running_charge_double
 from tests.flows import PK, accept, error_code, order_with_offers
 from tests.processes import ServeProcess, prepare_demo_store
 from tests.redis_servers import RELAXED, RedisServer, opened_redis, running_redis

@@ -24,8 +24,8 @@ from offer_service.domain.events import StoredEvent
 from offer_service.serving.spool import Spool
 from offer_service.storage.redis.keys import StoreKeys
 from offer_service.storage.redis.store import RedisStore
+from offer_service_tools.charge_double import ChargeDouble, running_charge_double
 from offer_service_tools.demo import DEMO_STORE_ID, DEMO_WEBHOOK_SECRET
-from tests.charge_double import ChargeDouble, running_charge_double
 from tests.flows import ADMIN, PK, accept, error_code, order_with_offers
 from tests.processes import ROOT, ServeProcess, prepare_demo_store
 from tests.redis_servers import RELAXED, RedisServer, opened_redis

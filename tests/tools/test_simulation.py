@@ -20,9 +20,9 @@ import pytest
 
 from offer_service.cli import main
 from offer_service.domain.policy import Experiment, Variant
+from offer_service_tools.charge_double import ChargeDouble, running_charge_double
 from offer_service_tools.sim_model import Behaviour
 from offer_service_tools.simulate import Simulation, simulate
-from tests.charge_double import ChargeDouble, running_charge_double
 from tests.conftest import LiveServer
 from tests.processes import ServeProcess, prepare_demo_store
 

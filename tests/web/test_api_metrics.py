@@ -17,8 +17,8 @@ from offer_service.cli import main
 from offer_service.decision.experiments import in_holdout
 from offer_service.measurement.dashboard import dashboard_url, link_params
 from offer_service.measurement.models import MetricsReport
+from offer_service_tools.charge_double import ChargeDouble, running_charge_double
 from offer_service_tools.demo import DEMO_STORE_ID
-from tests.charge_double import ChargeDouble, running_charge_double
 from tests.conftest import LiveServer
 
 ADMIN = {"Authorization": "Bearer sk_demo"}

@@ -9,12 +9,7 @@ import orjson
 from offer_service.domain.policy import StoreRules
 from offer_service.domain.records import RetiredKey, StoreRecord
 from offer_service.exceptions import StoreError
-from offer_service.storage.codec import (
-    dump_rules,
-    dump_signing_keys,
-    load_rules,
-    load_signing_keys,
-)
+from offer_service.storage.codec import dump_rules, dump_signing_keys, load_rules, load_signing_keys
 from offer_service.storage.redis import keys
 from offer_service.storage.redis.client import RedisBase, flat
 from offer_service.storage.redis.keys import GROUP, StoreKeys

@@ -11,12 +11,7 @@ import orjson
 from offer_service.domain.policy import StoreRules
 from offer_service.domain.records import RetiredKey, StoreRecord
 from offer_service.exceptions import StoreError
-from offer_service.storage.codec import (
-    dump_rules,
-    dump_signing_keys,
-    load_rules,
-    load_signing_keys,
-)
+from offer_service.storage.codec import dump_rules, dump_signing_keys, load_rules, load_signing_keys
 from offer_service.storage.sqlite.connection import SQLiteConnection
 from offer_service.storage.tenants import new_store_record
 from offer_service.types import now_ms
