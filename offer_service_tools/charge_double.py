@@ -29,7 +29,8 @@ from starlette.routing import Route
 Mode = Literal["ok", "decline", "error", "hang"]
 MODES: tuple[Mode, ...] = ("ok", "decline", "error", "hang")
 
-# The service signs with its own clock: tolerate the skew it tolerates on webhooks (API.md).
+# The service signs with its own clock: tolerate the skew it tolerates on webhooks
+# (docs/security.md).
 SIGNATURE_TOLERANCE_S = 300
 BODY_LIMIT = 64 * 1024
 # The service keeps a pool of connections to the charge endpoint; closing idle ones sooner
@@ -38,7 +39,7 @@ KEEP_ALIVE_S = 75
 
 
 def signature_ok(header: str, body: bytes, secrets: Sequence[str], now_s: float) -> bool:
-    """API.md's `t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">`, in constant time.
+    """`t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">` (docs/api.md), in constant time.
 
     Written apart from the service's signer, as a merchant would write it, so that a fault in
     the service's signature shows up here rather than being verified by its own mirror image.
@@ -65,7 +66,7 @@ class Amount(BaseModel):
 
 
 class ChargeRequest(BaseModel):
-    """The body the service POSTs (API.md "The store's charge endpoint")."""
+    """The body the service POSTs (docs/api.md "The store's charge endpoint")."""
 
     model_config = ConfigDict(frozen=True, strict=True)
 

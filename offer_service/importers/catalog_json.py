@@ -25,8 +25,8 @@ from offer_service.types import ProductFlag
 
 
 class ProductIn(BaseModel):
-    """A product as merchants send it (API.md "Product (JSON)"), validated strictly: JSON
-    types only, money in integer minor units, no unknown fields."""
+    """A product as merchants send it (docs/importing.md), validated strictly: JSON types only,
+    money in integer minor units, no unknown fields."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 

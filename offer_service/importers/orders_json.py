@@ -40,7 +40,7 @@ class OrderLineIn(BaseModel):
 
 
 class OrderIn(BaseModel):
-    """An order as merchants send it (API.md "Order (JSON)"), validated strictly."""
+    """An order as merchants send it (docs/importing.md, the order fields), validated strictly."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 

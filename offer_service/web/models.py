@@ -161,7 +161,7 @@ class ErrorResponse(BaseModel):
 
 
 class ProductOut(BaseModel):
-    """A catalog product as `GET /v1/admin/catalog` returns it (API.md's Product JSON)."""
+    """A catalog product as `GET /v1/admin/catalog` returns it (docs/importing.md)."""
 
     id: str
     title: str

@@ -1,5 +1,6 @@
 """POST /v1/accept and POST /v1/decline against real servers, with the merchant's charge endpoint
-as a real server that charges through a de-duplicating processor (offer_service_tools/charge_double.py)."""
+as a real server that charges through a de-duplicating processor
+(offer_service_tools/charge_double.py)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Signed admin writes (order and return webhooks): signature vectors, tolerance both ways, secret
-rotation, and idempotent duplicate deliveries. The signer here is written from API.md alone."""
+rotation, and idempotent duplicate deliveries. The signer here is written from docs/api.md alone."""
 
 from __future__ import annotations
 
