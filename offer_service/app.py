@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
-import sys
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -62,21 +60,6 @@ async def _store_unavailable(request: Request, exc: Exception) -> Response:
     return unavailable_response()
 
 
-# Python runs a full garbage collection (every object of the process) after ten of the middle
-# generation's, once the survivors have grown by a quarter. A full collection walks every cached
-# offer list: about 100 ms with a few thousand cached carts, a pause every answer in flight
-# waits out. Young garbage (a request's own cycles) is still collected at the default rate;
-# full collections run ten times less often.
-GC_THRESHOLDS = (700, 10, 100)
-
-# SQLite writes run in a worker thread and give the interpreter lock up around each statement;
-# taking it back waits until the event loop's thread lets go, by default after 5 ms. An events
-# batch is answered once its write commits, so every wait kept the batches of a whole write in
-# memory longer (their objects examined again by each collection) and the write's pages out of
-# the CPU's caches: in process, 30-36 us of CPU per event at 5 ms, 24-27 us at 0.1-1 ms.
-SWITCH_INTERVAL_S = 0.0005
-
-
 class OfferApp(Starlette):
     """Starlette, but a request for one of RequestContext's direct routes (the hot path) goes
     straight to that context, past the ServerErrorMiddleware Starlette puts in front of it: the
@@ -107,8 +90,6 @@ def create_app(settings: Settings | None = None) -> OfferApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        gc.set_threshold(*GC_THRESHOLDS)
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
         await store.open()
         if settings.demo:
             from offer_service_tools.demo import install_demo
