@@ -91,7 +91,7 @@ def test_log_lines_are_json_with_the_request_id() -> None:
 
 @contextlib.asynccontextmanager
 async def _started(tmp_path: Path) -> AsyncIterator[tuple[OfferApp, httpx.AsyncClient]]:
-    """The app over httpx's ASGI transport, its stack (and with it `app.context`) built."""
+    """The app over httpx's ASGI transport, started and its stack built."""
     app = create_app(Settings(store_url=f"sqlite:///{tmp_path}/offers.db"))
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with (
@@ -99,7 +99,6 @@ async def _started(tmp_path: Path) -> AsyncIterator[tuple[OfferApp, httpx.AsyncC
         httpx.AsyncClient(transport=transport, base_url="http://offers.test") as c,
     ):
         assert (await c.get("/healthz")).status_code == 200
-        assert app.context is not None
         yield app, c
 
 
