@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None) -> OfferApp:
             offers.GetOffers(engine, trust_proxy=settings.trust_proxy),
             methods=["GET"],
         ),
-        Route("/v1/events", events.post_events, methods=["POST"]),
+        Route("/v1/events", events.PostEvents(), methods=["POST"]),
     ]
     routes = [
         *fast,

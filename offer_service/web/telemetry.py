@@ -1,4 +1,4 @@
-"""What every request is answered within: an id, security headers, metrics, a JSON 500; logs."""
+"""What every request is answered within: an id, security headers, metrics, error answers."""
 
 from __future__ import annotations
 
