@@ -144,27 +144,22 @@ def offers_request(raw: bytes) -> OffersRequest | OfferQuery:
 
 
 def fast_query(raw: bytes) -> OfferQuery | None:
-    """`offers_request`'s answer when the query is simple enough to check without the model;
-    None when the model must decide."""
-    query = simple_query(raw)
-    return None if query is None else fast_request(query)
-
-
-def simple_query(raw: bytes) -> dict[str, str] | None:
-    """The query's parameters when every one is a plain `name=value`: printable ASCII without
-    escapes, spaces or `+`, no blank value, no name twice. None otherwise."""
+    """`offers_request`'s answer when the query is simple enough to check without the model:
+    every parameter a plain `name=value` (printable ASCII without escapes, spaces or `+`, no
+    blank value, no name twice) and every field within the model's limits (`_checked`). None
+    when the model must decide."""
     if not raw or b"%" in raw or b"+" in raw or b" " in raw or not raw.isascii():
         return None
     text = raw.decode("ascii")
     if not text.isprintable():
         return None
-    out: dict[str, str] = {}
+    query: dict[str, str] = {}
     for pair in text.split("&"):
         name, eq, value = pair.partition("=")
-        if not eq or not name or not value or name in out:
+        if not eq or not name or not value or name in query:
             return None
-        out[name] = value
-    return out
+        query[name] = value
+    return _checked(query)
 
 
 def _ids(value: str, most: int) -> list[str] | None:
@@ -174,7 +169,7 @@ def _ids(value: str, most: int) -> list[str] | None:
     return parts
 
 
-def fast_request(query: dict[str, str]) -> OfferQuery | None:
+def _checked(query: dict[str, str]) -> OfferQuery | None:
     """The request of a simple query on a pre-purchase surface, when every field is within
     OffersRequest's limits; None when the model must decide (and maybe explain a 422)."""
     surface = _SURFACE_BY_VALUE.get(query.get("surface", ""))
