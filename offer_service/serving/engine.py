@@ -113,11 +113,15 @@ class Engine:
     # tenants and versions
 
     async def store_by_key(self, key: str) -> StoreRecord | None:
+        """The store of a publishable or secret key (None: no store has it), cached."""
+        found = self.store_by_key_now(key)
+        if found is not None:
+            return found
         return await self._stores.get(key, lambda: self.store.store_by_key(key))
 
     def store_by_key_now(self, key: str) -> StoreRecord | None:
-        """The key's store while its cache entry is fresh; None when `store_by_key` must
-        decide."""
+        """`store_by_key`'s answer when it needs no coroutine (it asks here first): the key's
+        store while its cache entry is fresh. None when `store_by_key` must decide."""
         entry = self._stores.fresh(key)
         return None if entry is None else entry[0]
 

@@ -169,3 +169,19 @@ async def test_browser_store_now_answers_as_browser_store_whenever_it_answers(
         assert (await _ask(general, "pk_nope"))[0] == 401  # type: ignore[index]
     finally:
         await fast.store.close()
+
+
+@pytest.mark.anyio
+async def test_store_by_key_now_answers_as_store_by_key_whenever_it_answers(
+    tmp_path: Path,
+) -> None:
+    engine, _, key = await _engines(tmp_path / "shop.db", per_second=100.0, burst=100)
+    try:
+        assert engine.store_by_key_now(key) is None  # nothing cached: store_by_key decides
+        record = await engine.store_by_key(key)
+        assert record is not None and engine.store_by_key_now(key) is record
+        assert await engine.store_by_key(key) is record
+        assert await engine.store_by_key("pk_nope") is None
+        assert engine.store_by_key_now("pk_nope") is None  # a known miss is store_by_key's
+    finally:
+        await engine.store.close()
