@@ -70,7 +70,8 @@ SECTIONS = ("offers", "latency", "redis", "events", "flat", "memory")
 # HTTP parser to these when uvloop and httptools are installed (they are, with uvicorn[standard]).
 UVICORN_FLAGS = ["--workers", "1", "--loop", "uvloop", "--http", "httptools"]
 UVICORN_FLAGS += ["--no-access-log", "--log-level", "warning"]
-SERVICE_APP = "offer_service.app:create_app"
+# The app as `offer-service serve` starts it in each worker: the interpreter tuned for serving.
+SERVICE_APP = "offer_service.cli:serving_app"
 BARE_APP = "bare_app:create_app"
 OFFERS_LIMIT = 4
 EVENTS_PER_BATCH = 20

@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import gc
-import sys
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from offer_service.exceptions import ApiError, StoreUnavailable
 from offer_service.serving.engine import Engine
 from offer_service.serving.spool import Spool
 from offer_service.serving.worker import background
 from offer_service.settings import Settings
 from offer_service.storage import open_store
+from offer_service.web.dispatch import Dispatch, OfferApp
 from offer_service.web.endpoints import (
     accept,
     admin,
@@ -33,68 +26,10 @@ from offer_service.web.endpoints import (
     ops,
 )
 from offer_service.web.endpoints import metrics as report
-from offer_service.web.endpoints.common import json_response, unavailable_response
-from offer_service.web.telemetry import Metrics, RequestContext, configure_logging
+from offer_service.web.endpoints.common import error_response
+from offer_service.web.telemetry import Metrics, Telemetry, configure_logging
 
-HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 BROWSER_ROUTES = ("/v1/offers", "/v1/events", "/v1/accept", "/v1/decline")
-
-
-async def _api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return json_response(exc.body(), exc.status_code, exc.headers or None)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    code = HTTP_CODES.get(exc.status_code, "http_error")
-    message = "No route matches this path." if exc.status_code == 404 else str(exc.detail)
-    return json_response(
-        {"error": {"code": code, "message": message, "details": []}},
-        exc.status_code,
-        dict(exc.headers) if exc.headers else None,
-    )
-
-
-async def _store_unavailable(request: Request, exc: Exception) -> Response:
-    # Only what cannot be answered from the in-process cache gets here (a cache miss, an
-    # admin write, a one-click accept): fail closed, fast, and say when to retry.
-    return unavailable_response()
-
-
-# Python runs a full garbage collection (every object of the process) after ten of the middle
-# generation's, once the survivors have grown by a quarter. A full collection walks every cached
-# offer list: about 100 ms with a few thousand cached carts, a pause every answer in flight
-# waits out. Young garbage (a request's own cycles) is still collected at the default rate;
-# full collections run ten times less often.
-GC_THRESHOLDS = (700, 10, 100)
-
-# SQLite writes run in a worker thread and give the interpreter lock up around each statement;
-# taking it back waits until the event loop's thread lets go, by default after 5 ms. An events
-# batch is answered once its write commits, so every wait kept the batches of a whole write in
-# memory longer (their objects examined again by each collection) and the write's pages out of
-# the CPU's caches: in process, 30-36 us of CPU per event at 5 ms, 24-27 us at 0.1-1 ms.
-SWITCH_INTERVAL_S = 0.0005
-
-
-class OfferApp(Starlette):
-    """Starlette, but a request for one of RequestContext's direct routes (the hot path) goes
-    straight to that context, past the ServerErrorMiddleware Starlette puts in front of it: the
-    context answers any exception with a JSON 500 itself, so for these requests that layer only
-    cost time. Everything else goes the usual way; the first request builds the middleware
-    stack and with it `context`."""
-
-    context: RequestContext | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        context = self.context
-        if scope["type"] == "http" and context is not None:
-            direct = context.direct_route(scope)
-            if direct is not None:
-                scope["app"] = self
-                await context.handle(scope, receive, send, direct)
-                return
-        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> OfferApp:
@@ -107,8 +42,6 @@ def create_app(settings: Settings | None = None) -> OfferApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        gc.set_threshold(*GC_THRESHOLDS)
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
         await store.open()
         if settings.demo:
             from offer_service_tools.demo import install_demo
@@ -124,15 +57,18 @@ def create_app(settings: Settings | None = None) -> OfferApp:
             await engine.charger.close()
             await store.close()
 
-    # The hot paths: called straight from RequestContext (see there and OfferApp).
-    get_offers = Route(
-        "/v1/offers", offers.GetOffers(engine, trust_proxy=settings.trust_proxy), methods=["GET"]
-    )
-    post_events = Route("/v1/events", events.PostEvents(), methods=["POST"])
+    # The hot path: answered by the dispatch before Starlette's stack (see dispatch.py).
+    fast = [
+        Route(
+            "/v1/offers",
+            offers.GetOffers(engine, trust_proxy=settings.trust_proxy),
+            methods=["GET"],
+        ),
+        Route("/v1/events", events.PostEvents(), methods=["POST"]),
+    ]
     routes = [
-        get_offers,
-        Route("/v1/offers", offers.post_offers, methods=["POST"]),
-        post_events,
+        *fast,
+        Route("/v1/offers", offers.PostOffers(), methods=["POST"]),
         Route("/v1/accept", accept.post_accept, methods=["POST"]),
         Route("/v1/decline", accept.post_decline, methods=["POST"]),
         *(Route(path, offers.preflight, methods=["OPTIONS"]) for path in BROWSER_ROUTES),
@@ -180,20 +116,8 @@ def create_app(settings: Settings | None = None) -> OfferApp:
 
         routes += storefront.routes()
 
-    def request_context(inner: ASGIApp) -> RequestContext:
-        app.context = RequestContext(inner, metrics, direct=(get_offers, post_events))
-        return app.context
-
-    app = OfferApp(
-        routes=routes,
-        middleware=[Middleware(request_context)],
-        exception_handlers={
-            ApiError: _api_error,
-            HTTPException: _http_error,
-            StoreUnavailable: _store_unavailable,
-        },
-        lifespan=lifespan,
-    )
+    telemetry = Telemetry(metrics, answer=error_response)
+    app = OfferApp(Dispatch(telemetry, fast), routes=routes, lifespan=lifespan)
     app.state.engine = engine
     app.state.spool = spool
     app.state.metrics = metrics

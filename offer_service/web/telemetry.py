@@ -1,4 +1,4 @@
-"""Request ids, the last line of defence against stack traces, and Prometheus counters."""
+"""What every request is answered within: an id, security headers, metrics, error answers."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import re
 import secrets
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable
 
 import orjson
-from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from offer_service.exceptions import ApiError, StoreUnavailable
 
 log = logging.getLogger("offer_service")
 
@@ -139,29 +140,21 @@ def configure_logging(level: str = "info") -> None:
         logger.setLevel(level.upper())
 
 
-class RequestContext:
-    """Gives every request an id (echoing a sane X-Request-Id), adds it to the response, counts
-    the request, and turns any unhandled exception into a JSON 500 without a trace.
+class Telemetry:
+    """What every HTTP request is answered within, on the fast route and the routed path alike:
+    an id (echoing a sane X-Request-Id) in the scope's state and on the response, the security
+    headers, a count and latency in `metrics` by the route the scope names; an error a client is
+    told of (ApiError, StoreUnavailable) answered by `answer`, and a JSON 500 without a trace
+    for any other exception."""
 
-    `direct` routes (the hot path) are called straight from here, skipping the router's scan and
-    Starlette's exception layers: they must answer every error themselves. Each is matched on
-    its exact path and methods, and the scope gets what the router would have set."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics, direct: Sequence[Route] = ()) -> None:
-        self.app = app
+    def __init__(
+        self, metrics: Metrics, answer: Callable[[ApiError | StoreUnavailable], ASGIApp]
+    ) -> None:
         self.metrics = metrics
-        self._direct = {
-            (method, route.path): route for route in direct for method in route.methods or ()
-        }
+        self._answer = answer
         # Unique without a random draw per request: a random prefix per process, then a count.
         self._prefix = "req_" + secrets.token_hex(6) + "_"
         self._ids = itertools.count(1)
-
-    def direct_route(self, scope: Scope) -> Route | None:
-        """The direct route answering this HTTP request, if one does."""
-        if scope.get("root_path"):
-            return None
-        return self._direct.get((scope["method"], scope["path"]))
 
     def _request_id(self, headers: list[tuple[bytes, bytes]]) -> str:
         for name, value in headers:
@@ -172,16 +165,8 @@ class RequestContext:
                 break
         return self._prefix + str(next(self._ids))
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        await self.handle(scope, receive, send, self.direct_route(scope))
-
-    async def handle(
-        self, scope: Scope, receive: Receive, send: Send, direct: Route | None
-    ) -> None:
-        """An HTTP request, answered by `direct` (one of `direct_route`'s) or by the app."""
+    async def frame(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
+        """An HTTP request, answered by `app` within this telemetry."""
         request_id = self._request_id(scope["headers"])
         header = (b"x-request-id", request_id.encode("latin-1"))
         scope.setdefault("state", {})["request_id"] = request_id
@@ -199,13 +184,12 @@ class RequestContext:
             await send(message)
 
         try:
-            if direct is None:
-                await self.app(scope, receive, send_with_id)
+            await app(scope, receive, send_with_id)
+        except (ApiError, StoreUnavailable) as exc:
+            if started:
+                log.exception("error after the answer began", extra={"request_id": request_id})
             else:
-                scope["route"] = direct
-                scope["endpoint"] = direct.endpoint
-                scope["path_params"] = {}
-                await direct.app(scope, receive, send_with_id)
+                await self._answer(exc)(scope, receive, send_with_id)
         except Exception:
             log.exception("unhandled error", extra={"request_id": request_id, "path": path})
             if not started:

@@ -1,5 +1,6 @@
-"""The GET /v1/offers parser: what it accepts, OffersRequest accepts with the same fields;
-everything else is left to the model (and its 422)."""
+"""The GET /v1/offers parser: what its fast case (`fast_query`) accepts, OffersRequest accepts
+with the same fields; everything else is left to the model (and its 422), and `offers_request`
+answers with the one or the other."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from urllib.parse import parse_qsl
 import pytest
 from pydantic import ValidationError
 
-from offer_service.web.endpoints.offers import fast_request, simple_query
+from offer_service.exceptions import ValidationFailed
+from offer_service.web.endpoints.offers import fast_query, offers_request
 from offer_service.web.models import OffersRequest
 
 LONG = "x" * 129
@@ -48,15 +50,18 @@ QUERIES = [
 
 @pytest.mark.parametrize("query", QUERIES)
 def test_the_fast_parser_agrees_with_the_model_or_leaves_it_the_request(query: str) -> None:
-    simple = simple_query(query.encode("utf-8"))
-    fast = fast_request(simple) if simple is not None else None
+    fast = fast_query(query.encode("utf-8"))
     try:
         model = OffersRequest.model_validate(dict(parse_qsl(query)))
     except ValidationError:
         assert fast is None  # the model explains the 422
+        with pytest.raises(ValidationFailed):
+            offers_request(query.encode("utf-8"))
         return
     if fast is None:
-        return  # the general path answers it, as before
+        assert isinstance(offers_request(query.encode("utf-8")), OffersRequest)  # the model's
+        return
+    assert offers_request(query.encode("utf-8")) == fast
     assert fast.surface == model.surface
     assert fast.key == model.key
     assert fast.product_id == model.product_id
@@ -74,5 +79,4 @@ def test_the_fast_parser_agrees_with_the_model_or_leaves_it_the_request(query: s
 
 def test_the_snippet_s_queries_take_the_fast_path() -> None:
     for query in QUERIES[:5]:
-        simple = simple_query(query.encode())
-        assert simple is not None and fast_request(simple) is not None, query
+        assert fast_query(query.encode()) is not None, query

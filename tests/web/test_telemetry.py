@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import orjson
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from offer_service.app import GC_THRESHOLDS, SWITCH_INTERVAL_S, OfferApp, create_app
+from offer_service.app import OfferApp, create_app
 from offer_service.exceptions import StoreUnavailable
 from offer_service.settings import Settings
 from offer_service.web.telemetry import (
@@ -91,36 +89,9 @@ def test_log_lines_are_json_with_the_request_id() -> None:
     assert line["message"] == "boom [redacted]"
 
 
-@pytest.mark.anyio
-async def test_the_service_runs_full_garbage_collections_less_often(tmp_path: Path) -> None:
-    before = gc.get_threshold()
-    gc.set_threshold(700, 10, 10)  # Python's default
-    app = create_app(Settings(store_url=f"sqlite:///{tmp_path}/offers.db"))
-    try:
-        async with app.router.lifespan_context(app):
-            young, middle, full = gc.get_threshold()
-            assert (young, middle) == (700, 10)  # young garbage at the default rate
-            assert full == GC_THRESHOLDS[2] == 100
-    finally:
-        gc.set_threshold(*before)
-
-
-@pytest.mark.anyio
-async def test_the_service_hands_the_interpreter_lock_to_its_writer_sooner(tmp_path: Path) -> None:
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(0.005)  # Python's default
-    app = create_app(Settings(store_url=f"sqlite:///{tmp_path}/offers.db"))
-    try:
-        async with app.router.lifespan_context(app):
-            assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
-            assert SWITCH_INTERVAL_S < 0.005
-    finally:
-        sys.setswitchinterval(before)
-
-
 @contextlib.asynccontextmanager
 async def _started(tmp_path: Path) -> AsyncIterator[tuple[OfferApp, httpx.AsyncClient]]:
-    """The app over httpx's ASGI transport, its stack (and with it `app.context`) built."""
+    """The app over httpx's ASGI transport, started and its stack built."""
     app = create_app(Settings(store_url=f"sqlite:///{tmp_path}/offers.db"))
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with (
@@ -128,7 +99,6 @@ async def _started(tmp_path: Path) -> AsyncIterator[tuple[OfferApp, httpx.AsyncC
         httpx.AsyncClient(transport=transport, base_url="http://offers.test") as c,
     ):
         assert (await c.get("/healthz")).status_code == 200
-        assert app.context is not None
         yield app, c
 
 

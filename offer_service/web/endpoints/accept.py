@@ -9,7 +9,7 @@ from starlette.responses import Response
 from offer_service.commerce import accept as accepting
 from offer_service.commerce.decline import decline
 from offer_service.domain.records import StoreRecord
-from offer_service.exceptions import ApiError, StoreUnavailable, ValidationFailed, store_unavailable
+from offer_service.exceptions import ApiError, StoreUnavailable
 from offer_service.web.endpoints.common import (
     BROWSER_BODY_LIMIT,
     body_key,
@@ -26,6 +26,7 @@ MISSING_IDEMPOTENCY_KEY = "The Idempotency-Key header is required (1-255 charact
 
 
 async def post_accept(request: Request) -> Response:
+    origin = request.headers.get("origin")
     record: StoreRecord | None = None
     try:
         key = request.headers.get("idempotency-key")
@@ -47,18 +48,18 @@ async def post_accept(request: Request) -> Response:
         outcome = await accepting.accept(e.store, e.charger, record, key, req.token, req.quantity)
         # The buyer now owns the product: no cached visitor state of this store may say otherwise.
         e.forget_visitors(record.id)
-        headers = cors_headers(request, record)
+        headers = cors_headers(origin, record)
         return Response(
             outcome.body, outcome.status, headers=headers, media_type="application/json"
         )
-    except ApiError as exc:
-        return error_response(request, exc, record)
-    except StoreUnavailable:
-        # Fail closed: nothing was charged, and the same Idempotency-Key can be retried.
-        return error_response(request, store_unavailable(), record)
+    except (ApiError, StoreUnavailable) as exc:
+        # An unreachable store fails closed (nothing was charged, and the same Idempotency-Key
+        # can be retried), with CORS like any error of this route.
+        return error_response(exc, cors_headers(origin, record))
 
 
 async def post_decline(request: Request) -> Response:
+    origin = request.headers.get("origin")
     record: StoreRecord | None = None
     try:
         raw = await read_body(request, BROWSER_BODY_LIMIT)
@@ -69,8 +70,6 @@ async def post_decline(request: Request) -> Response:
             raise validation_failed(exc, "The decline request is invalid.") from None
         record = await publishable_store(request, req.key)
         downsell = await decline(engine(request), record, req.token, req.visitor_id)
-        return json_response({"downsell": downsell}, 200, cors_headers(request, record))
-    except ValidationFailed as exc:
-        return error_response(request, exc, record)
+        return json_response({"downsell": downsell}, 200, cors_headers(origin, record))
     except ApiError as exc:
-        return error_response(request, exc, record)
+        return error_response(exc, cors_headers(origin, record))

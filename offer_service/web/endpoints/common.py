@@ -16,6 +16,7 @@ from offer_service.exceptions import (
     ApiError,
     Forbidden,
     PayloadTooLarge,
+    StoreUnavailable,
     Unauthorized,
     store_unavailable,
 )
@@ -46,11 +47,16 @@ def json_response(
     return Response(body, status_code, headers=headers, media_type="application/json")
 
 
-def unavailable_response() -> Response:
-    """The 503 for a store that cannot be reached now: the app's handler answers it, and so do
-    the direct routes, which RequestContext calls past that handler."""
-    error = store_unavailable()
-    return json_response(error.body(), error.status_code, error.headers)
+def error_response(
+    exc: ApiError | StoreUnavailable, headers: dict[str, str] | None = None
+) -> Response:
+    """The answer to an error a client is told of: its code, message and details, its own
+    headers (Retry-After) and `headers` (CORS on browser routes). A store that cannot be reached
+    is a 503 here and nowhere else: only what cannot be answered from the in-process cache gets
+    that far (a cache miss, an admin write, a one-click accept), so fail closed, fast, and say
+    when to retry."""
+    error = store_unavailable() if isinstance(exc, StoreUnavailable) else exc
+    return json_response(error.body(), error.status_code, {**error.headers, **(headers or {})})
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -69,14 +75,25 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def publishable_store(request: Request, body_key: str | None = None) -> StoreRecord:
-    key = request.query_params.get("key") or request.headers.get("x-offer-key") or body_key
+    """The store of a browser request's publishable key (see `publishable_key`)."""
+    key = publishable_key(
+        request.query_params.get("key"), request.headers.get("x-offer-key"), body_key
+    )
     return await browser_store(engine(request), key, client_address(request))
+
+
+def publishable_key(query: str | None, header: str | None, body: str | None = None) -> str | None:
+    """Where a browser request's publishable key is looked for, first found first."""
+    return query or header or body
 
 
 async def browser_store(e: Engine, key: str | None, client: str) -> StoreRecord:
     """The store of a publishable key, after the key's per-client rate limit."""
     if not key:
         raise Unauthorized(MISSING_KEY, code="missing_key")
+    record = browser_store_now(e, key, client)
+    if record is not None:
+        return record
     record = await e.store_by_key(key)
     # A retired key is refused from the end of its grace period, whatever a cache holds.
     if record is None or (key != record.publishable_key and not record.key_kind(key, now_ms())):
@@ -86,8 +103,8 @@ async def browser_store(e: Engine, key: str | None, client: str) -> StoreRecord:
 
 
 def browser_store_now(e: Engine, key: str, client: str) -> StoreRecord | None:
-    """`browser_store` without a coroutine for what a warm request needs: the store of its
-    current publishable key, held fresh, counted by this process's limiter. None when
+    """`browser_store`'s answer when it needs no coroutine (it asks here first): the store of a
+    current publishable key held fresh, counted by this process's limiter. None when
     `browser_store` must decide (a miss, a stale entry, an unknown or retired key, a shared
     limiter)."""
     record = e.store_by_key_now(key)
@@ -161,18 +178,11 @@ def origin_allowed(origin: str, allowed: list[str]) -> bool:
     return False
 
 
-def error_response(request: Request, exc: ApiError, record: StoreRecord | None) -> Response:
-    """An API error on a browser route: its own headers (Retry-After) plus CORS, so the page
-    can read why it failed."""
-    return json_response(
-        exc.body(), exc.status_code, {**exc.headers, **cors_headers(request, record)}
-    )
-
-
-def cors_headers(request: Request, record: StoreRecord | None) -> dict[str, str]:
-    """CORS response headers for a browser route: only the store's own origins."""
+def cors_headers(origin: str | None, record: StoreRecord | None) -> dict[str, str]:
+    """CORS response headers for a browser route (`origin`: the request's Origin header): only
+    the store's own origins are allowed, and an error's answer carries them too, so the page can
+    read why it failed."""
     headers = {"Vary": "Origin"}
-    origin = request.headers.get("origin")
     if origin and record is not None and origin_allowed(origin, record.rules.allowed_origins):
         headers["Access-Control-Allow-Origin"] = origin
     return headers

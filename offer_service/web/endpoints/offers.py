@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import parse_qsl
 
 from pydantic import ValidationError
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -12,7 +13,7 @@ from starlette.types import Receive, Scope, Send
 from offer_service.domain.records import StoreRecord
 from offer_service.domain.surfaces import SURFACES, Surface
 from offer_service.domain.traffic import classify
-from offer_service.exceptions import ApiError, StoreUnavailable
+from offer_service.exceptions import ApiError
 from offer_service.serving.engine import Engine
 from offer_service.types import is_whole
 from offer_service.web.endpoints.common import (
@@ -25,9 +26,9 @@ from offer_service.web.endpoints.common import (
     error_response,
     forwarded_or_peer,
     origin_allowed,
+    publishable_key,
     publishable_store,
     read_body,
-    unavailable_response,
 )
 from offer_service.web.models import (
     MAX_EXCLUDE,
@@ -47,16 +48,17 @@ _SURFACE_BY_VALUE = {s.value: s for s in Surface}
 _FIXED_HEADERS = [(b"vary", b"Origin"), (b"cache-control", b"no-store")]
 _JSON = (b"content-type", b"application/json")
 _READ_HEADERS = (b"origin", b"x-offer-key", b"x-forwarded-for")
+_NO_HEADERS: dict[bytes, str | None] = dict.fromkeys(_READ_HEADERS)
 
 
 class GetOffers:
-    """GET /v1/offers, the hot path, as a plain ASGI app.
+    """GET /v1/offers, the hot path, as a plain ASGI app (a fast route: see dispatch.py).
 
     A query made only of plain `name=value` pairs on a pre-purchase surface (what the snippet
-    sends) is checked here field by field against the same limits as `OffersRequest` and answered
-    without building a Request or a Response. Anything else (escapes, blanks, repeated names,
-    post-purchase surfaces, a value out of bounds) goes through `get_offers`, which parses and
-    validates it with pydantic and answers exactly as before, errors included.
+    sends) is checked by `fast_query` field by field against the same limits as `OffersRequest`;
+    anything else (escapes, blanks, repeated names, post-purchase surfaces, a value out of
+    bounds) is parsed and validated by the model (`offers_request`), errors included. Either way
+    the request is answered without building a Request or a Response.
     """
 
     def __init__(self, engine: Engine, *, trust_proxy: bool) -> None:
@@ -65,62 +67,99 @@ class GetOffers:
         self.trust_proxy = trust_proxy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await self._answer(scope, receive, send)
-        except StoreUnavailable:
-            # As the app's handler answers it: this route may be called without that layer.
-            await unavailable_response()(scope, receive, send)
-
-    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
-        query = simple_query(scope["query_string"])
-        req = None if query is None else fast_request(query)
-        if query is None or req is None:
-            response = await get_offers(Request(scope, receive, send))
-            await response(scope, receive, send)
-            return
-        e = self.engine
+        raw: bytes = scope["query_string"]
+        fast = fast_query(raw)
         # The first of each header, as Starlette's Headers.get would answer.
-        wanted: dict[bytes, str | None] = dict.fromkeys(_READ_HEADERS)
+        wanted = _NO_HEADERS.copy()
         for name, value in scope["headers"]:
             if name in wanted and wanted[name] is None:
                 wanted[name] = value.decode("latin-1")
-        key = query.get("key") or wanted[b"x-offer-key"]
+        query_key = fast.key if fast is not None else QueryParams(raw).get("key")
+        key = publishable_key(query_key, wanted[b"x-offer-key"])
         forwarded = wanted[b"x-forwarded-for"] if self.trust_proxy else None
         client = forwarded_or_peer(forwarded, scope)
+        origin = wanted[b"origin"]
         record: StoreRecord | None = None
+        e = self.engine
         try:
             record = browser_store_now(e, key, client) if key else None
             if record is None:
                 record = await browser_store(e, key, client)
-            flag = classify(scope["headers"])  # a bot or a prefetch: its exposure is flagged
-            body = await e.offers(record, req, scope["state"]["request_id"], flag)
+            # A bad key is a 401 before a bad query is a 422.
+            req = fast if fast is not None else offers_request(raw)
+            await _answer(e, scope, send, record, req, origin)
         except ApiError as exc:
-            request = Request(scope, receive, send)
-            await error_response(request, exc, record)(scope, receive, send)
-            return
-        headers = [*_FIXED_HEADERS, (b"content-length", str(len(body)).encode()), _JSON]
-        origin = wanted[b"origin"]
-        if origin and origin_allowed(origin, record.rules.allowed_origins):
-            headers.append((b"access-control-allow-origin", origin.encode("latin-1")))
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+            await error_response(exc, cors_headers(origin, record))(scope, receive, send)
 
 
-def simple_query(raw: bytes) -> dict[str, str] | None:
-    """The query's parameters when every one is a plain `name=value`: printable ASCII without
-    escapes, spaces or `+`, no blank value, no name twice. None otherwise."""
+class PostOffers:
+    """POST /v1/offers: the same request as a JSON body, answered as GET answers it."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive, send)
+        origin = request.headers.get("origin")
+        record: StoreRecord | None = None
+        try:
+            raw = await read_body(request, BROWSER_BODY_LIMIT)
+            try:
+                req = OffersRequest.model_validate_json(raw or b"{}")
+            except ValidationError as exc:
+                # The key may be in the body: resolve the store first so a bad key is a 401.
+                await publishable_store(request, body_key(raw))
+                raise validation_failed(exc, INVALID) from None
+            record = await publishable_store(request, req.key)
+            await _answer(engine(request), scope, send, record, req, origin)
+        except ApiError as exc:
+            await error_response(exc, cors_headers(origin, record))(scope, receive, send)
+
+
+async def _answer(
+    e: Engine,
+    scope: Scope,
+    send: Send,
+    record: StoreRecord,
+    req: OffersRequest | OfferQuery,
+    origin: str | None,
+) -> None:
+    """The 200 of GET and POST /v1/offers."""
+    flag = classify(scope["headers"])  # a bot or a prefetch: its exposure is flagged
+    body = await e.offers(record, req, scope["state"]["request_id"], flag)
+    headers = [*_FIXED_HEADERS, (b"content-length", str(len(body)).encode()), _JSON]
+    if origin and origin_allowed(origin, record.rules.allowed_origins):
+        headers.append((b"access-control-allow-origin", origin.encode("latin-1")))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def offers_request(raw: bytes) -> OffersRequest | OfferQuery:
+    """The request of a GET /v1/offers query string: `fast_query`'s when it answers, else the
+    model's (ValidationFailed, a 422, when the query is invalid)."""
+    fast = fast_query(raw)
+    if fast is not None:
+        return fast
+    try:
+        return OffersRequest.model_validate(dict(parse_qsl(raw.decode("latin-1"))))
+    except ValidationError as exc:
+        raise validation_failed(exc, INVALID) from None
+
+
+def fast_query(raw: bytes) -> OfferQuery | None:
+    """`offers_request`'s answer when the query is simple enough to check without the model:
+    every parameter a plain `name=value` (printable ASCII without escapes, spaces or `+`, no
+    blank value, no name twice) and every field within the model's limits (`_checked`). None
+    when the model must decide."""
     if not raw or b"%" in raw or b"+" in raw or b" " in raw or not raw.isascii():
         return None
     text = raw.decode("ascii")
     if not text.isprintable():
         return None
-    out: dict[str, str] = {}
+    query: dict[str, str] = {}
     for pair in text.split("&"):
         name, eq, value = pair.partition("=")
-        if not eq or not name or not value or name in out:
+        if not eq or not name or not value or name in query:
             return None
-        out[name] = value
-    return out
+        query[name] = value
+    return _checked(query)
 
 
 def _ids(value: str, most: int) -> list[str] | None:
@@ -130,7 +169,7 @@ def _ids(value: str, most: int) -> list[str] | None:
     return parts
 
 
-def fast_request(query: dict[str, str]) -> OfferQuery | None:
+def _checked(query: dict[str, str]) -> OfferQuery | None:
     """The request of a simple query on a pre-purchase surface, when every field is within
     OffersRequest's limits; None when the model must decide (and maybe explain a 422)."""
     surface = _SURFACE_BY_VALUE.get(query.get("surface", ""))
@@ -178,45 +217,6 @@ def fast_request(query: dict[str, str]) -> OfferQuery | None:
     )
 
 
-async def get_offers(request: Request) -> Response:
-    record: StoreRecord | None = None
-    try:
-        query = dict(parse_qsl(request.scope["query_string"].decode("latin-1")))
-        record = await publishable_store(request)
-        try:
-            req = OffersRequest.model_validate(query)
-        except ValidationError as exc:
-            raise validation_failed(exc, INVALID) from None
-        return await _answer(request, record, req)
-    except ApiError as exc:
-        return error_response(request, exc, record)
-
-
-async def post_offers(request: Request) -> Response:
-    record: StoreRecord | None = None
-    try:
-        raw = await read_body(request, BROWSER_BODY_LIMIT)
-        try:
-            req = OffersRequest.model_validate_json(raw or b"{}")
-        except ValidationError as exc:
-            # The key may be in the body: resolve the store first so a bad key is a 401.
-            await publishable_store(request, body_key(raw))
-            raise validation_failed(exc, INVALID) from None
-        record = await publishable_store(request, req.key)
-        return await _answer(request, record, req)
-    except ApiError as exc:
-        return error_response(request, exc, record)
-
-
-async def _answer(request: Request, record: StoreRecord, req: OffersRequest) -> Response:
-    request_id: str = request.scope["state"]["request_id"]
-    flag = classify(request.scope["headers"])
-    body = await engine(request).offers(record, req, request_id, flag)
-    headers = cors_headers(request, record)
-    headers["Cache-Control"] = "no-store"
-    return Response(body, 200, headers=headers, media_type="application/json")
-
-
 async def preflight(request: Request) -> Response:
     """CORS preflight. The store is named by the `key` query parameter (the snippet sends it on
     every POST), so only that store's origins are answered."""
@@ -224,7 +224,7 @@ async def preflight(request: Request) -> Response:
     key = request.query_params.get("key")
     if key:
         record = await engine(request).store_by_key(key)
-    headers = cors_headers(request, record)
+    headers = cors_headers(request.headers.get("origin"), record)
     if "Access-Control-Allow-Origin" in headers:
         headers.update(
             {

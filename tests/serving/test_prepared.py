@@ -1,90 +1,22 @@
-"""The engine's per-process copy of catalog products: read once per store version, so an answer
-that misses the prepared-offer cache reads only the candidates this process has not met; and a
-prepared offer list, which signs an offer's token only once an answer shows it."""
+"""A prepared offer list: it signs an offer's token only once an answer shows it, and chooses
+the answer of a visitor without history once per list."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
 from offer_service.domain.policy import StoreRules
-from offer_service.domain.products import Product
 from offer_service.domain.records import EMPTY_VISITOR
 from offer_service.domain.surfaces import Surface
 from offer_service.serving import engine as engine_module
 from offer_service.serving.engine import Engine
-from offer_service.storage.sqlite.store import SQLiteStore
 from offer_service.web.models import OffersRequest
+from tests.serving.conftest import CountingStore
 from tests.storage.test_storage_contract import product
-
-
-class CountingStore(SQLiteStore):
-    """The real SQLite store, counting the product ids it is asked for."""
-
-    asked: list[str]
-
-    async def get_products(self, store_id: str, ids: Collection[str]) -> dict[str, Product]:
-        self.asked.extend(sorted(ids))
-        return await super().get_products(store_id, ids)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[CountingStore]:
-    s = CountingStore(str(tmp_path / "shop.db"))
-    s.asked = []
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
-@pytest.mark.anyio
-async def test_products_are_read_once_until_the_catalog_changes(store: CountingStore) -> None:
-    record = await store.create_store("Shop")
-    await store.upsert_products(record.id, [product("p1"), product("p2")])
-    engine = Engine(store)
-
-    first = await engine.products(record.id, ["p1", "p2", "missing"])
-    assert sorted(first) == ["p1", "p2"]
-    assert store.asked == ["missing", "p1", "p2"]
-
-    again = await engine.products(record.id, ["p2", "p1"])
-    assert again == {"p2": first["p2"], "p1": first["p1"]}
-    assert store.asked == ["missing", "p1", "p2"]  # nothing read again
-    # An id the store does not have is asked for again: it may be imported any moment.
-    await engine.products(record.id, ["missing"])
-    assert store.asked[-1] == "missing"
-
-    # A catalog write bumps the store's version: the next read sees the new product.
-    await store.upsert_products(record.id, [product("p1", title="Renamed")])
-    await engine.changed(record)
-    renamed = await engine.products(record.id, ["p1", "p2"])
-    assert renamed["p1"].title == "Renamed"
-    assert store.asked[-2:] == ["p1", "p2"]
-
-
-@pytest.mark.anyio
-async def test_the_copy_is_bounded(store: CountingStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine_module, "PRODUCTS_MAX", 3)
-    record = await store.create_store("Shop")
-    await store.upsert_products(record.id, [product(f"p{i}") for i in range(5)])
-    engine = Engine(store)
-
-    await engine.products(record.id, ["p0", "p1"])
-    # Over the bound: the copy starts again, and the answer still has the product held before.
-    both = await engine.products(record.id, ["p0", "p2", "p3"])
-    assert sorted(both) == ["p0", "p2", "p3"]
-    store.asked.clear()
-    assert sorted(await engine.products(record.id, ["p2", "p3"])) == ["p2", "p3"]
-    assert store.asked == []  # the newest reads stay held
-    assert sorted(await engine.products(record.id, ["p0", "p2"])) == ["p0", "p2"]
-    assert store.asked == ["p0"]
 
 
 @pytest.mark.anyio

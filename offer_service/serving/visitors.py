@@ -1,0 +1,197 @@
+"""Visitors' states as one service process holds them between a visitor's requests."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from offer_service.domain.orders import Order
+from offer_service.domain.policy import StoreRules
+from offer_service.domain.records import EMPTY_VISITOR, VisitorState
+from offer_service.exceptions import StoreError, StoreUnavailable
+from offer_service.storage.protocols import Store
+from offer_service.types import HOUR_MS
+
+# A visitor's state read for an offers request is reused for this long by later requests of the
+# same visitor to this process (the store's version unchanged). Events, accepts and declines
+# that go through this process forget it at once; another process's writes are seen within it.
+VISITOR_TTL_S = 1.0
+# On a store that lists the visitors whose signals changed (`Store.visitor_changes`), the list is
+# read every VISITOR_POLL_S and the visitors it names are forgotten: another process's writes
+# are then seen within VISITOR_POLL_S, and a state is held up to VISITOR_LISTED_TTL_S (its
+# frequency-cap window slides meanwhile by at most that).
+VISITOR_POLL_S = 0.5
+VISITOR_LISTED_TTL_S = 10.0
+# Each held state expires at a random point of the last fifth of its time, so visitors first
+# seen together (a burst, a restart) are not all read again in the same moment.
+VISITOR_JITTER = 0.2
+VISITORS_MAX = 100_000
+
+
+class HeldVisitor(NamedTuple):
+    """A visitor's state as read for one customer id at one store version, until `expires`
+    (monotonic seconds)."""
+
+    customer_id: str | None
+    version: int
+    expires: float
+    state: VisitorState
+
+
+class Feed(NamedTuple):
+    """Where this process is in a store's list of changed visitors."""
+
+    cursor: str | None  # None: no list read yet, or the store keeps none
+    asked: float  # monotonic seconds of the last read
+
+
+def order_subject(order: Order) -> str:
+    """Whose state post-purchase filters read: the order's visitor, or the order itself when the
+    buyer was a guest without one (so a decline on its thank-you page is still remembered)."""
+    return order.visitor_id or f"order:{order.id}"
+
+
+def no_history(visitor: VisitorState) -> bool:
+    """Nothing the visitor rules read: every offer is allowed, whoever asks."""
+    return not (
+        visitor.purchased
+        or visitor.returned
+        or visitor.declined
+        or visitor.accepted
+        or visitor.impressions
+    )
+
+
+class Visitors:
+    """Reads visitors' states from the store and holds each visitor's for a while (see
+    VISITOR_TTL_S): `held` answers a warm request without a coroutine, `state` any request."""
+
+    def __init__(self, store: Store, rng: random.Random) -> None:
+        self.store = store
+        self._rng = rng
+        # store id -> visitor id -> what was read for that visitor
+        self._held: dict[str, dict[str, HeldVisitor]] = {}
+        self._count = 0
+        self._feeds: dict[str, Feed] = {}
+
+    def __len__(self) -> int:
+        """How many visitors' states are held, all stores together."""
+        return self._count
+
+    def held(
+        self, store_id: str, visitor_id: str | None, customer_id: str | None, version: int
+    ) -> VisitorState | None:
+        """`state`'s answer when it needs no coroutine: no poll of the store's visitor changes
+        is due and this visitor's state is held. None when `state` must decide."""
+        if not visitor_id:
+            return None
+        now = time.monotonic()
+        feed = self._feeds.get(store_id)
+        if feed is None or now - feed.asked >= VISITOR_POLL_S:
+            return None
+        return self._unexpired(store_id, visitor_id, customer_id, version, now)
+
+    def _unexpired(
+        self, store_id: str, visitor_id: str, customer_id: str | None, version: int, now: float
+    ) -> VisitorState | None:
+        """The visitor's state held for this version and customer, until its expiry."""
+        by_visitor = self._held.get(store_id)
+        entry = None if by_visitor is None else by_visitor.get(visitor_id)
+        if (
+            entry is None
+            or entry.expires <= now
+            or entry.version != version
+            or entry.customer_id != customer_id
+        ):
+            return None
+        return entry.state
+
+    async def state(
+        self,
+        store_id: str,
+        visitor_id: str | None,
+        customer_id: str | None,
+        rules: StoreRules,
+        version: int,
+        now_ms: int,
+    ) -> VisitorState:
+        """The visitor's state, reused for up to VISITOR_TTL_S by this process."""
+        found = self.held(store_id, visitor_id, customer_id, version)
+        if found is not None:
+            return found
+        if not visitor_id:
+            return await self.read(store_id, None, customer_id, rules, now_ms)
+        now = time.monotonic()
+        ttl = await self._follow_changes(store_id, now)
+        found = self._unexpired(store_id, visitor_id, customer_id, version, now)
+        if found is not None:
+            return found
+        state = await self.read(store_id, visitor_id, customer_id, rules, now_ms)
+        if state is EMPTY_VISITOR:
+            return state  # the store failed: nothing was read, nothing to keep
+        if self._count >= VISITORS_MAX:
+            self._held.clear()
+            self._count = 0
+        by_visitor = self._held.setdefault(store_id, {})
+        if visitor_id not in by_visitor:
+            self._count += 1
+        expires = now + ttl * (1.0 - VISITOR_JITTER * self._rng.random())
+        by_visitor[visitor_id] = HeldVisitor(customer_id, version, expires, state)
+        return state
+
+    async def read(
+        self,
+        store_id: str,
+        visitor_id: str | None,
+        customer_id: str | None,
+        rules: StoreRules,
+        now_ms: int,
+    ) -> VisitorState:
+        """The visitor's state from the store, within the frequency cap's window."""
+        if not visitor_id and not customer_id:
+            return EMPTY_VISITOR
+        since = now_ms - rules.frequency_cap.window_hours * HOUR_MS
+        try:
+            return await self.store.visitor_state(store_id, visitor_id, customer_id, since)
+        except StoreUnavailable:
+            # Offers from the cache beat no offers: without the visitor's history for a
+            # moment, a product they declined or were shown often may be offered again.
+            return EMPTY_VISITOR
+
+    async def _follow_changes(self, store_id: str, now: float) -> float:
+        """Forget the visitors another process changed since this one last asked (at most every
+        VISITOR_POLL_S); how long a state read now may be held."""
+        feed = self._feeds.get(store_id)
+        if feed is not None and now - feed.asked < VISITOR_POLL_S:
+            return VISITOR_TTL_S if feed.cursor is None else VISITOR_LISTED_TTL_S
+        cursor = None if feed is None else feed.cursor
+        self._feeds[store_id] = Feed(cursor, now)  # one read at a time
+        try:
+            changes = await self.store.visitor_changes(store_id, cursor)
+        except StoreError:
+            # Asked again from the same cursor next time: nothing written meanwhile is missed.
+            return VISITOR_TTL_S
+        if changes is None:
+            return VISITOR_TTL_S
+        if cursor is None or changes.visitors is None:
+            # No cursor to ask from (the first time): what is held may predate any change.
+            self.forget(store_id)
+        elif changes.visitors:
+            self.forget(store_id, changes.visitors)
+        self._feeds[store_id] = Feed(changes.cursor, now)
+        return VISITOR_LISTED_TTL_S
+
+    def forget(self, store_id: str, visitor_ids: Iterable[str] | None = None) -> None:
+        """Drop held states: these visitors', or the whole store's."""
+        by_visitor = self._held.get(store_id)
+        if by_visitor is None:
+            return
+        if visitor_ids is None:
+            self._count -= len(by_visitor)
+            del self._held[store_id]
+            return
+        for visitor_id in visitor_ids:
+            if by_visitor.pop(visitor_id, None) is not None:
+                self._count -= 1

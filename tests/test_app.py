@@ -1,0 +1,42 @@
+"""create_app: the one wiring, which leaves the process's own settings alone."""
+
+from __future__ import annotations
+
+import gc
+import sys
+from pathlib import Path
+
+import pytest
+
+from offer_service.app import create_app
+from offer_service.cli import GC_THRESHOLDS, SWITCH_INTERVAL_S, serving_app
+from offer_service.settings import Settings
+
+
+@pytest.mark.anyio
+async def test_create_app_leaves_the_interpreter_s_settings_as_they_were(tmp_path: Path) -> None:
+    before = gc.get_threshold(), sys.getswitchinterval()
+    app = create_app(Settings(store_url=f"sqlite:///{tmp_path}/offers.db"))
+    async with app.router.lifespan_context(app):
+        assert (gc.get_threshold(), sys.getswitchinterval()) == before
+    assert (gc.get_threshold(), sys.getswitchinterval()) == before
+
+
+def test_a_serving_process_runs_full_collections_less_often_and_switches_sooner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = gc.get_threshold(), sys.getswitchinterval()
+    gc.set_threshold(700, 10, 10)  # Python's defaults
+    sys.setswitchinterval(0.005)
+    monkeypatch.setenv("OFFER_STORE_URL", f"sqlite:///{tmp_path}/offers.db")
+    monkeypatch.setenv("OFFER_SPOOL_DIR", str(tmp_path / "spool"))
+    try:
+        serving_app()
+        young, middle, full = gc.get_threshold()
+        assert (young, middle) == (700, 10)  # young garbage at the default rate
+        assert full == GC_THRESHOLDS[2] == 100
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
+        assert SWITCH_INTERVAL_S < 0.005
+    finally:
+        gc.set_threshold(*before[0])
+        sys.setswitchinterval(before[1])
