@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from offer_service.commerce.accept import Charger
 from offer_service.serving.engine import Engine
 from offer_service.serving.spool import Spool
 from offer_service.serving.worker import background
@@ -37,6 +38,8 @@ def create_app(settings: Settings | None = None) -> OfferApp:
     configure_logging(settings.log_level)
     store = open_store(settings.store_url)
     engine = Engine(store)
+    # The store's charge endpoint's client (one-click accept): a pool of its own.
+    charger = Charger()
     metrics = Metrics()
     spool = Spool(settings.spool_dir)
 
@@ -54,7 +57,7 @@ def create_app(settings: Settings | None = None) -> OfferApp:
         finally:
             spool.close()
             await engine.exposures.close()
-            await engine.charger.close()
+            await charger.close()
             await store.close()
 
     # The hot path: answered by the dispatch before Starlette's stack (see dispatch.py).
@@ -118,6 +121,7 @@ def create_app(settings: Settings | None = None) -> OfferApp:
 
     telemetry = Telemetry(metrics, answer=error_response)
     app = OfferApp(Dispatch(telemetry, fast), routes=routes, lifespan=lifespan)
+    app.state.charger = charger
     app.state.engine = engine
     app.state.spool = spool
     app.state.metrics = metrics

@@ -18,11 +18,11 @@ from collections.abc import Callable, Iterable, Sequence
 
 import orjson
 
-from offer_service.commerce.accept import Charger
 from offer_service.decision import decide
 from offer_service.decision.candidates import CandidateInputs
 from offer_service.decision.experiments import Assignment, assign, in_holdout, variant_rules
 from offer_service.decision.rules import order_suppressed
+from offer_service.domain.asks import OfferAsk
 from offer_service.domain.events import StoredEvent
 from offer_service.domain.orders import Order
 from offer_service.domain.policy import StoreRules
@@ -36,14 +36,13 @@ from offer_service.serving.group_commit import GroupCommit
 from offer_service.serving.learner import Learner
 from offer_service.serving.local_cache import LocalCache
 from offer_service.serving.prepared import PREPARED_TTL_S, Prepared, pre_purchase, sign_offer
-from offer_service.serving.prepared import offer_body as offer_body  # re-exported
+from offer_service.serving.prepared import offer_body as offer_body
 from offer_service.serving.products import Products
 from offer_service.serving.ratelimit import RateLimiter
 from offer_service.serving.versions import Versions
 from offer_service.serving.visitors import Visitors, no_history
-from offer_service.serving.visitors import order_subject as order_subject  # re-exported
+from offer_service.serving.visitors import order_subject as order_subject
 from offer_service.storage.protocols import Store
-from offer_service.web.models import OfferQuery, OffersRequest
 
 NEIGHBORS_PER_ANCHOR = 50
 BEST_SELLERS_PER_CATEGORY = 20
@@ -88,7 +87,6 @@ class Engine:
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.clock = clock
-        self.charger = Charger()
         self.exposures = ExposureLog(store, clock=clock)
         self.rng = random.Random()
         self.visitors = Visitors(store, self.rng)
@@ -154,7 +152,7 @@ class Engine:
     async def offers(
         self,
         record: StoreRecord,
-        req: OffersRequest | OfferQuery,
+        req: OfferAsk,
         request_id: str,
         flag: str | None = None,
     ) -> bytes:
@@ -240,7 +238,7 @@ class Engine:
     async def _post_purchase(
         self,
         record: StoreRecord,
-        req: OffersRequest | OfferQuery,
+        req: OfferAsk,
         version: int,
         limit: int,
         now_s: float,

@@ -11,7 +11,8 @@ from pydantic.json_schema import models_json_schema
 
 from offer_service import __version__
 from offer_service.domain.policy import StoreRules
-from offer_service.journeys.models import (
+from offer_service.journeys.timeline import FEED_TOUCHPOINTS
+from offer_service.web.journey_models import (
     FeedAnswer,
     FeedKeyResponse,
     JourneyResponse,
@@ -20,8 +21,6 @@ from offer_service.journeys.models import (
     SmsConsentRequest,
     SmsConsentResponse,
 )
-from offer_service.journeys.timeline import FEED_TOUCHPOINTS
-from offer_service.measurement.models import MetricsReport
 from offer_service.web.models import (
     AcceptRequest,
     AcceptResponse,
@@ -47,6 +46,7 @@ from offer_service.web.models import (
     WebhookSecretResponse,
 )
 from offer_service.web.openapi_links import LINKS, operation_id
+from offer_service.web.report_models import MetricsReport
 
 REF = "#/components/schemas/{model}"
 

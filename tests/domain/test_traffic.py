@@ -11,7 +11,7 @@ import pytest
 from offer_service.decision.learning import Feedback, LearningConfig
 from offer_service.domain.events import StoredEvent
 from offer_service.domain.traffic import BOT, PREFETCH, classify, is_bot
-from offer_service.measurement.models import MetricsReport
+from offer_service.web.report_models import MetricsReport
 from tests.conftest import BROWSER_UA, LiveServer
 from tests.web.test_api_metrics import ADMIN, event, now_ms, visitor
 

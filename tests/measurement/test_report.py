@@ -24,11 +24,11 @@ from offer_service.domain.events import StoredEvent
 from offer_service.domain.orders import AcceptedOffer, Order, OrderLine
 from offer_service.domain.products import Product
 from offer_service.measurement.exposures import exposure
-from offer_service.measurement.models import MetricsReport
 from offer_service.measurement.report import ReportQuery, build
 from offer_service.measurement.report_csv import to_csv
 from offer_service.measurement.statistics import Z95
 from offer_service.types import DAY_MS
+from offer_service.web.report_models import MetricsReport
 
 T0 = 1_700_000_000_000
 

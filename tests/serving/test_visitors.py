@@ -14,11 +14,7 @@ import pytest
 
 from offer_service.domain.events import StoredEvent
 from offer_service.domain.policy import StoreRules
-from offer_service.domain.records import (
-    EMPTY_VISITOR,
-    VisitorChanges,
-    VisitorState,
-)
+from offer_service.domain.records import EMPTY_VISITOR, VisitorChanges, VisitorState
 from offer_service.exceptions import StoreUnavailable
 from offer_service.measurement.exposures import exposure
 from offer_service.serving import visitors as visitors_module

@@ -16,7 +16,7 @@ import pytest
 from offer_service.cli import main
 from offer_service.decision.experiments import in_holdout
 from offer_service.measurement.dashboard import dashboard_url, link_params
-from offer_service.measurement.models import MetricsReport
+from offer_service.web.report_models import MetricsReport
 from offer_service_tools.charge_double import ChargeDouble, running_charge_double
 from offer_service_tools.demo import DEMO_STORE_ID
 from tests.conftest import LiveServer

@@ -13,6 +13,7 @@ from offer_service.exceptions import ApiError, StoreUnavailable
 from offer_service.web.endpoints.common import (
     BROWSER_BODY_LIMIT,
     body_key,
+    charger,
     cors_headers,
     engine,
     error_response,
@@ -45,7 +46,9 @@ async def post_accept(request: Request) -> Response:
             raise validation_failed(exc, "The accept request is invalid.") from None
         record = await publishable_store(request, req.key)
         e = engine(request)
-        outcome = await accepting.accept(e.store, e.charger, record, key, req.token, req.quantity)
+        outcome = await accepting.accept(
+            e.store, charger(request), record, key, req.token, req.quantity
+        )
         # The buyer now owns the product: no cached visitor state of this store may say otherwise.
         e.forget_visitors(record.id)
         headers = cors_headers(origin, record)

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
+from offer_service.commerce.accept import Charger
 from offer_service.domain.records import StoreRecord
 from offer_service.domain.signatures import verify
 from offer_service.exceptions import (
@@ -38,6 +39,12 @@ BAD_SIGNATURE = "The X-Offer-Signature header is invalid or its timestamp is too
 def engine(request: Request) -> Engine:
     e: Engine = request.app.state.engine
     return e
+
+
+def charger(request: Request) -> Charger:
+    """The client of the stores' charge endpoints (one-click accept)."""
+    c: Charger = request.app.state.charger
+    return c
 
 
 def json_response(

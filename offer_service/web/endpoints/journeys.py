@@ -18,7 +18,6 @@ from offer_service.domain.records import StoreRecord
 from offer_service.domain.time import ISO_EXAMPLE, parse_ms
 from offer_service.exceptions import NotFound, ValidationFailed
 from offer_service.journeys.links import LinkedOffer
-from offer_service.journeys.models import OrderEventRequest, SmsConsentRequest
 from offer_service.journeys.touchpoints import Journey, Stop, evaluate
 from offer_service.types import money
 from offer_service.web.endpoints.common import (
@@ -28,6 +27,7 @@ from offer_service.web.endpoints.common import (
     read_body,
     secret_store,
 )
+from offer_service.web.journey_models import OrderEventRequest, SmsConsentRequest
 from offer_service.web.models import validation_failed
 
 # Times the API reads and writes: 1970 to the year 3000 (beyond, a timeline cannot be shown).
