@@ -788,7 +788,7 @@ async def test_another_process_sees_the_same_file(db_url: str) -> None:
         script = (
             "import asyncio, sys\n"
             "from offer_service.storage import open_store\n"
-            "from offer_service.catalog import Product\n"
+            "from offer_service.domain.products import Product\n"
             "async def main():\n"
             "    s = open_store(sys.argv[1]); await s.open()\n"
             "    r = await s.store_by_key(sys.argv[2])\n"
