@@ -323,7 +323,9 @@ def _moving_average(values: Sequence[float], width: int) -> list[float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m offer_service_tools.bandit", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m offer_service_tools.bandit", description=__doc__
+    )
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
