@@ -151,8 +151,7 @@ def cmd_stores_create(args: argparse.Namespace) -> int:
 def cmd_stores_rotate_key(args: argparse.Namespace) -> int:
     """`stores rotate-key`: what POST /v1/admin/<kind>-key/rotate does, run by an operator with
     access to the store's data (for when the secret key itself may be in the wrong hands)."""
-    import secrets
-
+    from offer_service.storage.rotation import rotate_api_key
     from offer_service.types import now_ms
 
     async def run() -> dict[str, Any] | None:
@@ -163,23 +162,24 @@ def cmd_stores_rotate_key(args: argparse.Namespace) -> int:
         try:
             if await store.get_store(args.store) is None:
                 return None
-            prefix, size = ("pk_", 18) if args.kind == "publishable" else ("sk_", 24)
-            new_key = prefix + secrets.token_urlsafe(size)
             now, grace_ms = now_ms(), args.grace_seconds * 1000
-            await store.rotate_api_key(
-                args.store, args.kind, new_key, grace_ms=grace_ms, now_ms=now
+            rotation = await rotate_api_key(
+                store, args.store, args.kind, grace_ms=grace_ms, now_ms=now
             )
         finally:
             await store.close()
         expires = now + grace_ms
-        return {
-            f"{args.kind}_key": new_key,
+        answer: dict[str, Any] = {
+            f"{args.kind}_key": rotation.key,
             "previous_key_expires_at": time.strftime(
                 "%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires / 1000)
             )
             if grace_ms
             else None,
         }
+        if rotation.webhook_secret is not None:
+            answer["webhook_secret"] = rotation.webhook_secret
+        return answer
 
     result = asyncio.run(run())
     if result is None:

@@ -71,8 +71,11 @@ class TenantStore(Protocol):
         """A number that grows whenever catalog, rules or orders change."""
         ...
 
-    async def rotate_webhook_secret(self, store_id: str, new_secret: str) -> StoreRecord:
-        """Make `new_secret` current and keep the previous one valid for verification."""
+    async def rotate_webhook_secret(
+        self, store_id: str, new_secret: str, *, keep_previous: bool = True
+    ) -> StoreRecord:
+        """Make `new_secret` current and keep the previous one valid for verification, or
+        (`keep_previous=False`) make it the only webhook secret. Bumps the version."""
         ...
 
     async def rotate_signing_key(self, store_id: str, new_key: SigningKey) -> StoreRecord:

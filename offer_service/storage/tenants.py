@@ -5,7 +5,8 @@ from __future__ import annotations
 import secrets
 
 from offer_service.domain.policy import StoreRules
-from offer_service.domain.records import SigningKey, StoreRecord
+from offer_service.domain.records import KeyKind, SigningKey, StoreRecord
+from offer_service.domain.signatures import new_webhook_secret
 from offer_service.types import now_ms
 
 
@@ -23,10 +24,19 @@ def new_store_record(
     return StoreRecord(
         id=store_id or "st_" + secrets.token_hex(8),
         name=name,
-        publishable_key=publishable_key or "pk_" + secrets.token_urlsafe(18),
-        secret_key=secret_key or "sk_" + secrets.token_urlsafe(24),
-        webhook_secrets=(webhook_secret or "whsec_" + secrets.token_urlsafe(24),),
+        publishable_key=publishable_key or new_api_key("publishable"),
+        secret_key=secret_key or new_api_key("secret"),
+        webhook_secrets=(webhook_secret or new_webhook_secret(),),
         signing_keys=(SigningKey(kid="k1", secret=secrets.token_bytes(32)),),
         rules=rules or StoreRules(),
         created_at_ms=now_ms(),
+    )
+
+
+def new_api_key(kind: KeyKind) -> str:
+    """A new publishable (`pk_`) or secret (`sk_`) key."""
+    return (
+        "pk_" + secrets.token_urlsafe(18)
+        if kind == "publishable"
+        else "sk_" + secrets.token_urlsafe(24)
     )

@@ -22,9 +22,12 @@ from tests.flows import ADMIN, PK, error_code, order_json
 STORE = "demo"
 
 
-def signature(secret: str, body: bytes, t: int) -> str:
-    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={t},v1={mac}"
+def signature(
+    secret: str, body: bytes, t: int, method: str = "POST", target: str = "/v1/admin/orders"
+) -> str:
+    """`t=<unix>,v2=<hex HMAC-SHA256 of "<t>.<METHOD>.<path?query>.<body>">`."""
+    message = f"{t}.{method}.{target}.".encode() + body
+    return f"t={t},v2={hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()}"
 
 
 def signed_post(
@@ -134,13 +137,19 @@ def test_bad_signatures_are_401(client: httpx.Client) -> None:
     bad_headers = [
         signature("whsec_wrong", body, t),
         signature(DEMO_WEBHOOK_SECRET, body, t + 1).replace(f"t={t + 1}", f"t={t}"),
-        f"t={t},v1={'0' * 64}",
+        f"t={t},v2={'0' * 64}",
         f"t={t}",
         good.split(",")[1],
         "",
         "garbage",
-        f"t={t},v1={good.rpartition('=')[2][:-1]}",
-        f"t=abc,v1={good.rpartition('=')[2]}",
+        f"t={t},v2={good.rpartition('=')[2][:-1]}",
+        f"t=abc,v2={good.rpartition('=')[2]}",
+        # The same MAC under the outbound scheme's name, and an outbound signature of the body.
+        good.replace(",v2=", ",v1="),
+        f"t={t},v1="
+        + hmac.new(
+            DEMO_WEBHOOK_SECRET.encode(), f"{t}.".encode() + body, hashlib.sha256
+        ).hexdigest(),
     ]
     for header in bad_headers:
         assert_unauthorized(signed_post(client, "/v1/admin/orders", body, header))
@@ -231,13 +240,14 @@ def test_a_signed_return_webhook_is_accepted_and_verified(client: httpx.Client) 
     assert deliver(client, orders_body("wh-ret", ["serum-30ml"])).status_code == 200
     body = orjson.dumps({"order_id": "wh-ret", "product_ids": ["serum-30ml"]})
     t = math.floor(time.time())
-    assert_unauthorized(
-        signed_post(client, "/v1/admin/returns", body, signature("whsec_wrong", body, t))
-    )
-    assert_unauthorized(
-        signed_post(
-            client, "/v1/admin/returns", body, signature(DEMO_WEBHOOK_SECRET, body, t - 301)
-        )
-    )
-    r = signed_post(client, "/v1/admin/returns", body, signature(DEMO_WEBHOOK_SECRET, body, t))
+    path = "/v1/admin/returns"
+
+    def signed(secret: str, at: int) -> str:
+        return signature(secret, body, at, "POST", path)
+
+    assert_unauthorized(signed_post(client, path, body, signed("whsec_wrong", t)))
+    assert_unauthorized(signed_post(client, path, body, signed(DEMO_WEBHOOK_SECRET, t - 301)))
+    # Signed for the orders route: not for this one.
+    assert_unauthorized(signed_post(client, path, body, signature(DEMO_WEBHOOK_SECRET, body, t)))
+    r = signed_post(client, path, body, signed(DEMO_WEBHOOK_SECRET, t))
     assert r.status_code == 200, r.text

@@ -261,17 +261,18 @@ def test_a_signed_webhook_records_a_delivery(shop: tuple[LiveServer, StoreRecord
     live, record = shop
     body = b'{"type": "delivered", "at": "2026-11-05T09:00:00Z"}'
     t = int(time.time())
-    mac = hmac.new(record.webhook_secret.encode(), f"{t}.".encode() + body, hashlib.sha256)
+    signed = f"{t}.POST./v1/admin/orders/o-6/events.".encode() + body
+    mac = hmac.new(record.webhook_secret.encode(), signed, hashlib.sha256)
     with live.client() as c:
         place(c, record, "o-6", ORDER)
         headers = {
             "Content-Type": "application/json",
             "X-Offer-Store": record.id,
-            "X-Offer-Signature": f"t={t},v1={mac.hexdigest()}",
+            "X-Offer-Signature": f"t={t},v2={mac.hexdigest()}",
         }
         r = c.post("/v1/admin/orders/o-6/events", content=body, headers=headers)
         assert r.status_code == 200, r.text
-        forged = {**headers, "X-Offer-Signature": f"t={t},v1={'0' * 64}"}
+        forged = {**headers, "X-Offer-Signature": f"t={t},v2={'0' * 64}"}
         r = c.post("/v1/admin/orders/o-6/events", content=body, headers=forged)
         assert (r.status_code, r.json()["error"]["code"]) == (401, "bad_signature")
         tps = touchpoints(journey(c, record, "o-6", "2026-11-05T10:00:00Z"))

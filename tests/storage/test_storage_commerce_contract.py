@@ -187,6 +187,19 @@ async def test_rotating_the_webhook_secret_keeps_the_previous_one(store: Store) 
     assert again.webhook_secrets == ("whsec_newer", "whsec_new")
 
 
+async def test_a_webhook_secret_can_replace_every_earlier_one(store: Store) -> None:
+    record = await new_store(store)
+    await store.rotate_webhook_secret(record.id, "whsec_new")
+    version = await store.version(record.id)
+    only = await store.rotate_webhook_secret(record.id, "whsec_only", keep_previous=False)
+    assert only.webhook_secrets == ("whsec_only",)
+    assert await store.version(record.id) > version
+    read = await store.get_store(record.id)
+    assert read is not None and read.webhook_secrets == ("whsec_only",)
+    again = await store.rotate_webhook_secret(record.id, "whsec_next")
+    assert again.webhook_secrets == ("whsec_next", "whsec_only")
+
+
 async def test_orders_events_and_accepts_are_read_back_by_time_range(store: Store) -> None:
     from offer_service.domain.orders import ProductReturn
 

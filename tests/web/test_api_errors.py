@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from offer_service.domain.signatures import signature
+from offer_service.domain.signatures import inbound_signature
 from tests.conftest import LiveServer
 
 
@@ -130,18 +130,18 @@ def test_signed_admin_writes_are_verified(demo_server: LiveServer) -> None:
     body = b'{"order_id": "demo-00001", "product_ids": ["gift-wrap"]}'
     with demo_server.client() as c:
         now = int(time.time())
-        good = signature("whsec_demo", body, now)
+        good = inbound_signature("whsec_demo", "POST", "/v1/admin/returns", body, now)
         headers = {"X-Offer-Store": "demo", "Content-Type": "application/json"}
         r = c.post(
             "/v1/admin/returns", content=body, headers={**headers, "X-Offer-Signature": good}
         )
         assert r.status_code == 200, r.text
-        stale = signature("whsec_demo", body, now - 301)
+        stale = inbound_signature("whsec_demo", "POST", "/v1/admin/returns", body, now - 301)
         r = c.post(
             "/v1/admin/returns", content=body, headers={**headers, "X-Offer-Signature": stale}
         )
         assert r.status_code == 401 and r.json()["error"]["code"] == "bad_signature"
-        forged = signature("whsec_wrong", body, now)
+        forged = inbound_signature("whsec_wrong", "POST", "/v1/admin/returns", body, now)
         r = c.post(
             "/v1/admin/returns", content=body, headers={**headers, "X-Offer-Signature": forged}
         )

@@ -148,6 +148,8 @@ def test_the_cli_rotates_a_key_of_a_store(tmp_path: Path) -> None:
         "--grace-seconds", "0",
     )  # fmt: skip
     assert rotated["secret_key"].startswith("sk_") and rotated["previous_key_expires_at"] is None
+    # A revocation replaces the webhook secrets the old key could have read.
+    assert rotated["webhook_secret"].startswith("whsec_")
 
     async def resolve(key: str) -> str | None:
         store = open_store(url)

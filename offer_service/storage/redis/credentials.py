@@ -33,12 +33,14 @@ class RedisCredentials(RedisTenants):
             raise StoreError(f"unknown store {store_id!r}")
         return record
 
-    async def rotate_webhook_secret(self, store_id: str, new_secret: str) -> StoreRecord:
+    async def rotate_webhook_secret(
+        self, store_id: str, new_secret: str, *, keep_previous: bool = True
+    ) -> StoreRecord:
         await self._script(
             "rotate the webhook secret",
             ROTATE_WEBHOOK_SECRET,
             [StoreKeys(store_id).record],
-            [new_secret],
+            [new_secret, "1" if keep_previous else "0"],
         )
         record = await self.get_store(store_id)
         if record is None:

@@ -56,17 +56,19 @@ class SQLiteCredentials(SQLiteTenants):
         assert record is not None
         return record
 
-    async def rotate_webhook_secret(self, store_id: str, new_secret: str) -> StoreRecord:
+    async def rotate_webhook_secret(
+        self, store_id: str, new_secret: str, *, keep_previous: bool = True
+    ) -> StoreRecord:
         def rotate(conn: sqlite3.Connection) -> None:
             row = conn.execute(
                 "SELECT webhook_secrets FROM stores WHERE id = ?", (store_id,)
             ).fetchone()
             if row is None:
                 raise sqlite3.DatabaseError(f"unknown store {store_id!r}")
-            current = orjson.loads(row[0])
+            previous = orjson.loads(row[0])[:1] if keep_previous else []
             conn.execute(
                 "UPDATE stores SET webhook_secrets = ?, version = version + 1 WHERE id = ?",
-                (orjson.dumps([new_secret, *current[:1]]), store_id),
+                (orjson.dumps([new_secret, *previous]), store_id),
             )
 
         await self._write("rotate the webhook secret", rotate)

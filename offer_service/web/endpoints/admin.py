@@ -1,4 +1,4 @@
-"""Admin routes (secret key or signed webhook): catalog, orders, returns, neighbours, rules."""
+"""Admin routes (secret key; writes also signed): catalog, orders, returns, neighbours, rules."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from offer_service.domain.orders import ProductReturn
 from offer_service.domain.policy import StoreRules
 from offer_service.domain.products import Product
 from offer_service.domain.records import SigningKey
+from offer_service.domain.signatures import new_webhook_secret
 from offer_service.domain.time import epoch_ms, parse_datetime
 from offer_service.domain.tokens import order_token
 from offer_service.exceptions import NotFound, ValidationFailed
@@ -50,7 +51,7 @@ def _is_csv(request: Request) -> bool:
 
 async def put_catalog(request: Request) -> Response:
     raw = await read_body(request, IMPORT_BODY_LIMIT)
-    record = await secret_store(request, raw)
+    record = await secret_store(request, raw, signable=True)
     currency = request.query_params.get("currency", "USD")
     if _is_csv(request):
         fmt = request.query_params.get("format", "auto")
@@ -88,7 +89,7 @@ async def get_catalog(request: Request) -> Response:
 
 async def post_orders(request: Request) -> Response:
     raw = await read_body(request, IMPORT_BODY_LIMIT)
-    record = await secret_store(request, raw)
+    record = await secret_store(request, raw, signable=True)
     store = engine(request).store
     tokens: dict[str, str] = {}
     if _is_csv(request):
@@ -117,7 +118,7 @@ async def post_orders(request: Request) -> Response:
 
 async def post_returns(request: Request) -> Response:
     raw = await read_body(request, BROWSER_BODY_LIMIT)
-    record = await secret_store(request, raw)
+    record = await secret_store(request, raw, signable=True)
     try:
         req = ReturnRequest.model_validate_json(raw)
     except ValidationError as exc:
@@ -186,7 +187,7 @@ async def neighbors(request: Request) -> Response:
 
 async def put_rules(request: Request) -> Response:
     raw = await read_body(request, BROWSER_BODY_LIMIT)
-    record = await secret_store(request, raw)
+    record = await secret_store(request, raw, signable=True)
     try:
         rules = StoreRules.model_validate_json(raw)
     except ValidationError as exc:
@@ -206,7 +207,7 @@ async def rotate_webhook_secret(request: Request) -> Response:
     rotation, so a merchant can switch their signer without a gap."""
     raw = await read_body(request, BROWSER_BODY_LIMIT)
     record = await secret_store(request, raw)
-    new_secret = "whsec_" + secrets.token_urlsafe(24)
+    new_secret = new_webhook_secret()
     updated = await engine(request).store.rotate_webhook_secret(record.id, new_secret)
     await engine(request).changed(updated)
     return json_response({"webhook_secret": new_secret})

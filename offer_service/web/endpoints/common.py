@@ -12,7 +12,7 @@ from starlette.types import Scope
 
 from offer_service.commerce.accept import Charger
 from offer_service.domain.records import StoreRecord
-from offer_service.domain.signatures import verify
+from offer_service.domain.signatures import verify_inbound
 from offer_service.exceptions import (
     ApiError,
     Forbidden,
@@ -34,6 +34,10 @@ UNKNOWN_KEY = "The key is not valid for any store."
 SECRET_REQUIRED = "This route needs the store's secret key (Authorization: Bearer sk_...)."
 PUBLISHABLE_ON_ADMIN = "A publishable key cannot be used on admin routes; use the secret key."
 BAD_SIGNATURE = "The X-Offer-Signature header is invalid or its timestamp is too far off."
+SIGNATURE_NOT_ENOUGH = (
+    "Only admin writes may be signed; this route needs the store's secret key "
+    "(Authorization: Bearer sk_...)."
+)
 
 
 def engine(request: Request) -> Engine:
@@ -126,8 +130,13 @@ def _browser_bucket(record: StoreRecord, client: str) -> tuple[str, str, float, 
     return record.id, "browser:" + client, limits.browser_per_second, limits.browser_burst
 
 
-async def secret_store(request: Request, body: bytes = b"") -> StoreRecord:
-    """The store of an admin request: a secret key, or a signed webhook naming its store."""
+async def secret_store(
+    request: Request, body: bytes = b"", *, signable: bool = False
+) -> StoreRecord:
+    """The store of an admin request: the secret key, or, on an admin write (`signable`), an
+    inbound signature naming its store. Reads and every route that reads or rotates a secret
+    stay closed to a signature alone: whoever holds the webhook secret (or a captured signed
+    request) must not be able to take the store over with it."""
     auth = request.headers.get("authorization", "")
     signed = request.headers.get("x-offer-signature")
     e = engine(request)
@@ -140,18 +149,36 @@ async def secret_store(request: Request, body: bytes = b"") -> StoreRecord:
             raise Unauthorized(UNKNOWN_KEY, code="unknown_key")
         if kind != "secret":
             raise Forbidden(PUBLISHABLE_ON_ADMIN, code="secret_key_required")
-    elif signed is not None:
+    elif signed is not None and signable:
         store_id = request.headers.get("x-offer-store") or request.query_params.get("store_id")
         record = await e.store.get_store(store_id) if store_id else None
         if record is None:
             raise Unauthorized(BAD_SIGNATURE, code="bad_signature")
+    elif signed is not None:
+        raise Unauthorized(SIGNATURE_NOT_ENOUGH, code="secret_key_required")
     else:
         raise Unauthorized(SECRET_REQUIRED, code="missing_key")
-    if signed is not None and not verify(signed, body, record.webhook_secrets, time.time()):
+    if signed is not None and not verify_inbound(
+        signed,
+        request.method,
+        signed_target(request.scope),
+        body,
+        record.webhook_secrets,
+        time.time(),
+    ):
         raise Unauthorized(BAD_SIGNATURE, code="bad_signature")
     limits = record.rules.rate_limits
     await e.limiter.admit(record.id, "admin", limits.admin_per_second, limits.admin_burst)
     return record
+
+
+def signed_target(scope: Scope) -> str:
+    """The request target an inbound signature covers: the path and query string exactly as
+    the client sent them (still percent-encoded), `?` only when there is a query."""
+    raw = scope.get("raw_path") or scope["path"].encode()
+    path = raw.decode("latin-1").partition("?")[0]
+    query = scope.get("query_string", b"").decode("latin-1")
+    return f"{path}?{query}" if query else path
 
 
 def client_address(request: Request) -> str:

@@ -1,4 +1,4 @@
-"""Post-purchase journey routes (secret key or signed webhook): order lifecycle events, SMS
+"""Post-purchase journey routes (secret key; writes also signed): order lifecycle events, SMS
 consent, the journey timeline and the store's feed key."""
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ async def admin_write(
     """A write's store (secret key or signed body), its path id and its body, checked in that
     order."""
     raw = await read_body(request, BROWSER_BODY_LIMIT)
-    record = await secret_store(request, raw)
+    record = await secret_store(request, raw, signable=True)
     value = path_id(request, id_name)
     try:
         return record, value, model.model_validate_json(raw)

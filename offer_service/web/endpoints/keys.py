@@ -3,7 +3,6 @@ grace period for the old ones."""
 
 from __future__ import annotations
 
-import secrets
 from datetime import UTC, datetime
 
 from pydantic import ValidationError
@@ -12,6 +11,7 @@ from starlette.responses import Response
 
 from offer_service.domain.records import KeyKind
 from offer_service.exceptions import Forbidden
+from offer_service.storage.rotation import rotate_api_key
 from offer_service.types import now_ms
 from offer_service.web.endpoints.common import (
     BROWSER_BODY_LIMIT,
@@ -45,20 +45,18 @@ async def _rotate(request: Request, kind: KeyKind) -> Response:
     except ValidationError as exc:
         raise validation_failed(exc, INVALID) from None
     e = engine(request)
-    prefix, size = ("pk_", 18) if kind == "publishable" else ("sk_", 24)
-    new_key = prefix + secrets.token_urlsafe(size)
     now = now_ms()
     grace_ms = body.grace_seconds * 1000
-    updated = await e.store.rotate_api_key(record.id, kind, new_key, grace_ms=grace_ms, now_ms=now)
+    rotation = await rotate_api_key(e.store, record.id, kind, grace_ms=grace_ms, now_ms=now)
     await e.changed(record)  # the old keys' cache entries: refused on time from now on
-    await e.changed(updated)
-    return json_response(
-        {
-            f"{kind}_key": new_key,
-            "previous_key_expires_at": _iso(now + grace_ms) if grace_ms else None,
-        },
-        headers={"Cache-Control": "no-store"},
-    )
+    await e.changed(rotation.record)
+    answer: dict[str, str | None] = {
+        f"{kind}_key": rotation.key,
+        "previous_key_expires_at": _iso(now + grace_ms) if grace_ms else None,
+    }
+    if rotation.webhook_secret is not None:
+        answer["webhook_secret"] = rotation.webhook_secret
+    return json_response(answer, headers={"Cache-Control": "no-store"})
 
 
 async def rotate_publishable_key(request: Request) -> Response:

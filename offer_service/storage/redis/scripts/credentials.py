@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from offer_service.storage.redis.scripts import Script
 
-# KEYS: record. ARGV: the new webhook secret; the current one becomes the previous one.
+# KEYS: record. ARGV: the new webhook secret, then '1' to keep the current one as the previous
+# one, or '0' to drop every earlier one.
 ROTATE_WEBHOOK_SECRET = Script(
     "rotate_webhook_secret",
     """
 local cur = redis.call('HGET', KEYS[1], 'whsec0')
 if not cur then return redis.error_reply('ERR unknown store') end
-redis.call('HSET', KEYS[1], 'whsec0', ARGV[1], 'whsec1', cur)
+if ARGV[2] == '1' then
+  redis.call('HSET', KEYS[1], 'whsec0', ARGV[1], 'whsec1', cur)
+else
+  redis.call('HSET', KEYS[1], 'whsec0', ARGV[1])
+  redis.call('HDEL', KEYS[1], 'whsec1')
+end
 redis.call('HINCRBY', KEYS[1], 'version', 1)
 return 1
 """,
