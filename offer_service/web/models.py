@@ -355,3 +355,8 @@ class PublishableKeyResponse(BaseModel):
 class SecretKeyResponse(BaseModel):
     secret_key: str
     previous_key_expires_at: str | None = Field(description="null when revoked at once")
+    webhook_secret: str | None = Field(
+        None,
+        description="only when revoked at once: the new webhook secret, which replaced every "
+        "earlier one",
+    )
