@@ -11,7 +11,8 @@ answer must keep (no more offers than asked, ranks in order, nothing already in 
 Options (also as environment variables): `--offer-key` (OFFER_KEY, default pk_demo),
 `--offer-secret-key` (OFFER_SECRET_KEY, default sk_demo: needed for thank-you pages and accepts,
 which need orders; without it those two are left out of the mix), `--offer-dataset`,
-`--offer-charge-url` (point the store's charge endpoint there for the test, then restore it) and
+`--offer-charge-url` (point the store's charge endpoint there for the test, then restore it; an
+http:// or private one needs OFFER_ALLOW_PRIVATE_CHARGE_URLS=1 on the service) and
 `--offer-think` (mean seconds between a shopper's requests). The shape comes from shapes.py via
 OFFER_SHAPE. Run it through run_slo.py, or directly:
 

@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> OfferApp:
     store = open_store(settings.store_url)
     engine = Engine(store)
     # The store's charge endpoint's client (one-click accept): a pool of its own.
-    charger = Charger()
+    charger = Charger(allow_private=settings.allow_private_charge_urls)
     metrics = Metrics()
     spool = Spool(settings.spool_dir)
 

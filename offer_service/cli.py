@@ -104,6 +104,8 @@ def cmd_serve(args: argparse.Namespace, *, demo: bool = False) -> int:
     if demo:
         os.environ["OFFER_DEMO"] = "1"
         os.environ.setdefault("OFFER_DEMO_PORT", str(args.port))
+        # The demo store charges through the demo's own endpoint, on this machine.
+        os.environ.setdefault("OFFER_ALLOW_PRIVATE_CHARGE_URLS", "1")
         print(
             f"Demo store ready: storefront http://{args.host}:{args.port}/demo/ "
             f"(publishable key pk_demo, secret key sk_demo)",
@@ -124,8 +126,41 @@ def cmd_serve(args: argparse.Namespace, *, demo: bool = False) -> int:
     return 0
 
 
+PRIVATE_HINT = (
+    "(an http:// charge endpoint, or one on this machine or a private network, needs "
+    "OFFER_ALLOW_PRIVATE_CHARGE_URLS=1: for development only)"
+)
+
+
+def _refused(messages: list[str], *, hint: bool) -> int:
+    for message in messages:
+        print(f"error: {message}", file=sys.stderr)
+    if hint and any("charge_url" in message for message in messages):
+        print(PRIVATE_HINT, file=sys.stderr)
+    return 2
+
+
 def cmd_stores_create(args: argparse.Namespace) -> int:
-    from offer_service.domain.policy import StoreRules
+    from pydantic import ValidationError
+
+    from offer_service.commerce.egress import check_resolved
+    from offer_service.domain.charge_urls import BadChargeUrl
+    from offer_service.domain.policy import StoreRules, rules_context
+    from offer_service.settings import Settings
+
+    allow_private = Settings.from_env().allow_private_charge_urls
+    fields = {"allowed_origins": args.origin or [], "charge_url": args.charge_url}
+    try:
+        rules = StoreRules.model_validate(
+            fields, context=rules_context("private" if allow_private else "public")
+        )
+        if rules.charge_url is not None:
+            asyncio.run(check_resolved(rules.charge_url, allow_private=allow_private))
+    except ValidationError as exc:
+        messages = [err["msg"].removeprefix("Value error, ") for err in exc.errors()]
+        return _refused(messages, hint=not allow_private)
+    except BadChargeUrl as exc:
+        return _refused([str(exc)], hint=not allow_private)
 
     async def run() -> dict[str, str]:
         from offer_service.storage import open_store
@@ -133,7 +168,6 @@ def cmd_stores_create(args: argparse.Namespace) -> int:
         store = open_store(_store_url(args))
         await store.open()
         try:
-            rules = StoreRules(allowed_origins=args.origin or [], charge_url=args.charge_url)
             record = await store.create_store(args.name, rules=rules)
         finally:
             await store.close()

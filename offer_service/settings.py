@@ -24,6 +24,9 @@ class Settings:
     # The service's public base URL (https://offers.example.com): tracked links in emails and
     # SMS start with it. Unset: the URL the request came in on.
     public_url: str | None = None
+    # Let stores' charge endpoints be http:// or on loopback and private networks (the demo, the
+    # tests and local development); otherwise only https:// to public addresses is called.
+    allow_private_charge_urls: bool = False
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -35,4 +38,5 @@ class Settings:
             spool_dir=os.environ.get("OFFER_SPOOL_DIR", DEFAULT_SPOOL_DIR),
             aggregator=os.environ.get("OFFER_AGGREGATOR", "1") != "0",
             public_url=os.environ.get("OFFER_PUBLIC_URL") or None,
+            allow_private_charge_urls=os.environ.get("OFFER_ALLOW_PRIVATE_CHARGE_URLS", "") == "1",
         )

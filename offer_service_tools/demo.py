@@ -11,7 +11,7 @@ import random
 
 from offer_service.commerce.ingest import import_orders
 from offer_service.domain.orders import Order, OrderLine
-from offer_service.domain.policy import RateLimits, StoreRules
+from offer_service.domain.policy import RateLimits, StoreRules, rules_context
 from offer_service.domain.products import Product
 from offer_service.domain.records import StoreRecord
 from offer_service.storage.protocols import Store
@@ -324,7 +324,12 @@ def demo_rules(charge_url: str | None = None) -> StoreRules:
         admin_per_second=1_000_000,
         admin_burst=1_000_000,
     )
-    return StoreRules(allowed_origins=list(DEMO_ORIGINS), charge_url=charge_url, rate_limits=limits)
+    # The demo charges through its own endpoint, on this machine (the `demo` command sets
+    # OFFER_ALLOW_PRIVATE_CHARGE_URLS for the service to call it).
+    return StoreRules.model_validate(
+        {"allowed_origins": list(DEMO_ORIGINS), "charge_url": charge_url, "rate_limits": limits},
+        context=rules_context("private"),
+    )
 
 
 async def install_demo(store: Store, charge_url: str | None = None) -> StoreRecord:

@@ -246,6 +246,8 @@ async def simulate(
         if not rules.get("charge_url"):
             # A store without a charge endpoint gets one that approves every charge. The
             # store's webhook secret cannot be read without rotating it, so it is not verified.
+            # It listens on loopback: the service must run with OFFER_ALLOW_PRIVATE_CHARGE_URLS=1
+            # (the demo does), or the rules are refused (422 bad_charge_url).
             charge = ServerThread(ChargeDouble(id_prefix="ch_sim_"))
             patched["charge_url"] = (await asyncio.to_thread(charge.start)).url
         if lift_limits and isinstance(rules.get("rate_limits"), dict):

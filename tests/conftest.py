@@ -97,10 +97,16 @@ def run_server(settings: Settings) -> Iterator[LiveServer]:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[LiveServer]:
     """A real uvicorn server on a fresh SQLite file."""
-    yield from run_server(Settings(store_url=f"sqlite:///{tmp_path}/offers.db"))
+    yield from run_server(
+        Settings(store_url=f"sqlite:///{tmp_path}/offers.db", allow_private_charge_urls=True)
+    )
 
 
 @pytest.fixture
 def demo_server(tmp_path: Path) -> Iterator[LiveServer]:
     """A real uvicorn server with the demo store installed."""
-    yield from run_server(Settings(store_url=f"sqlite:///{tmp_path}/offers.db", demo=True))
+    yield from run_server(
+        Settings(
+            store_url=f"sqlite:///{tmp_path}/offers.db", demo=True, allow_private_charge_urls=True
+        )
+    )

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from offer_service.domain.policy import StoreRules
+from offer_service.domain.policy import StoreRules, rules_context
 from offer_service.storage import open_store
 from offer_service_tools.demo import install_demo
 from tests.conftest import browser_client, free_port
@@ -32,7 +32,8 @@ class ServeProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 (closed in stop/kill)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # The tests' charge endpoints listen on loopback.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OFFER_ALLOW_PRIVATE_CHARGE_URLS": "1"}
         env.pop("OFFER_DEMO", None)
         self.proc = subprocess.Popen(
             [
@@ -105,7 +106,8 @@ def prepare_demo_store(store_url: str, **rules: Any) -> None:
             merged = {**record.rules.model_dump(), **rules}
             if "rate_limits" in merged:
                 merged["rate_limits"] = {**merged["rate_limits"], **UNLIMITED}
-            await store.set_rules(record.id, StoreRules.model_validate(merged))
+            merged_rules = StoreRules.model_validate(merged, context=rules_context("private"))
+            await store.set_rules(record.id, merged_rules)
         finally:
             await store.close()
 

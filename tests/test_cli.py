@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,12 @@ import pytest
 CLI = [sys.executable, "-m", "offer_service.cli"]
 
 
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+def run(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env
+    )
 
 
 def create_store(tmp_path: Path) -> dict[str, str]:
@@ -107,6 +112,24 @@ def test_import_into_an_unknown_store_fails_clearly(tmp_path: Path) -> None:
     )
     assert r.returncode != 0
     assert "no store" in r.stderr
+
+
+def test_stores_create_refuses_a_charge_url_that_is_not_https_to_a_public_host(
+    tmp_path: Path,
+) -> None:
+    deployed = {k: v for k, v in os.environ.items() if k != "OFFER_ALLOW_PRIVATE_CHARGE_URLS"}
+    store_url = f"sqlite:///{tmp_path}/o.db"
+    for url in ("https://127.1/charge", "http://shop.example/charge", "https://u:p@x.example/c"):
+        args = ("stores", "create", "--name", "Shop", "--charge-url", url, "--store-url", store_url)
+        r = run(*args, cwd=tmp_path, env=deployed)
+        assert r.returncode == 2, r.stdout
+        assert "charge_url" in r.stderr and r.stdout == ""
+    allowed = {**deployed, "OFFER_ALLOW_PRIVATE_CHARGE_URLS": "1"}
+    local = "http://127.0.0.1:9000/charge"
+    args = ("stores", "create", "--name", "Shop", "--charge-url", local, "--store-url", store_url)
+    r = run(*args, cwd=tmp_path, env=allowed)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["store_id"]
 
 
 @pytest.mark.parametrize("args", [["--help"], ["import", "--help"], ["stores", "create", "--help"]])

@@ -16,6 +16,7 @@ same processor key.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from typing import Any, Literal
 import httpx
 import orjson
 
+from offer_service.commerce.egress import PublicOnlyTransport, RefusedAddress
+from offer_service.domain.charge_urls import BadChargeUrl, check_charge_url
 from offer_service.domain.orders import OrderLine
 from offer_service.domain.records import StoreRecord
 from offer_service.domain.signatures import signature
@@ -36,6 +39,8 @@ IDEMPOTENCY_TTL_MS = DAY_MS
 # Longer than the charge timeout: a claim this old whose owner never finished is taken over.
 LEASE_MS = 15_000
 CHARGE_TIMEOUT_S = 5.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +79,13 @@ class ChargeResult:
 
 
 class Charger:
-    """Calls a store's charge endpoint, signed with its webhook secret."""
+    """Calls a store's charge endpoint, signed with its webhook secret, at a public address only
+    (unless the operator allows private ones): the URL is checked again before every call and
+    the host's addresses before every connection (egress.py). Redirects are not followed."""
 
-    def __init__(self, client: httpx.AsyncClient | None = None) -> None:
-        self._client = client
+    def __init__(self, *, allow_private: bool = False) -> None:
+        self._allow_private = allow_private
+        self._client: httpx.AsyncClient | None = None
 
     async def close(self) -> None:
         if self._client is not None:
@@ -86,10 +94,23 @@ class Charger:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=CHARGE_TIMEOUT_S, follow_redirects=False)
+            self._client = httpx.AsyncClient(
+                transport=PublicOnlyTransport(allow_private=self._allow_private),
+                timeout=CHARGE_TIMEOUT_S,
+                follow_redirects=False,
+                # No proxy or credentials from the environment: the address checked is the
+                # address called.
+                trust_env=False,
+            )
         return self._client
 
     async def charge(self, url: str, secret: str, payload: dict[str, Any]) -> ChargeResult:
+        try:
+            # Also here: a charge_url stored before the checks existed was never checked.
+            check_charge_url(url, allow_private=self._allow_private)
+        except BadChargeUrl as exc:
+            log.warning("charge refused: %s", exc)
+            return ChargeResult("failed", reason=str(exc))
         body = orjson.dumps(payload)
         headers = {
             "Content-Type": "application/json",
@@ -98,6 +119,9 @@ class Charger:
         try:
             response = await self._http().post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:
+            if isinstance(exc.__cause__, RefusedAddress):
+                log.warning("charge refused: %s", exc)
+                return ChargeResult("failed", reason=str(exc))
             return ChargeResult("failed", reason=type(exc).__name__)
         if response.status_code == 402:
             return ChargeResult("declined")

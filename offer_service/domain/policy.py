@@ -4,12 +4,25 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from offer_service.domain.charge_urls import check_charge_url
 from offer_service.domain.surfaces import SURFACES, Surface
 
 # No rule, however configured, can discount more than this (DESIGN section 4).
 ABSOLUTE_DISCOUNT_CAP = 30
+
+
+# How StoreRules checks its charge_url, chosen by the validation context (`rules_context`):
+# rules a merchant sets must name a public https host ("public", the default) unless the operator
+# allows private hosts ("private"); rules read back from storage are taken as they were stored
+# ("stored"), since the charge client checks the address again before every call.
+ChargeUrlCheck = Literal["public", "private", "stored"]
+
+
+def rules_context(charge_urls: ChargeUrlCheck) -> dict[str, ChargeUrlCheck]:
+    """The validation context of StoreRules: which check its charge_url gets."""
+    return {"charge_urls": charge_urls}
 
 
 class _Model(BaseModel):
@@ -145,6 +158,14 @@ class StoreRules(_Model):
         7, ge=1, le=90, description="Days after a click in which buying the product credits it."
     )
     learning: LearningRules = Field(default_factory=LearningRules)
+
+    @field_validator("charge_url")
+    @classmethod
+    def _charge_url_callable(cls, url: str | None, info: ValidationInfo) -> str | None:
+        check = (info.context or {}).get("charge_urls", "public")
+        if url is not None and check != "stored":
+            check_charge_url(url, allow_private=check == "private")
+        return url
 
     @model_validator(mode="after")
     def _counts_within_hard_max(self) -> StoreRules:

@@ -16,7 +16,7 @@ import orjson
 from offer_service.domain.events import StoredEvent
 from offer_service.domain.lifecycle import ShortLink
 from offer_service.domain.orders import OrderLine
-from offer_service.domain.policy import StoreRules
+from offer_service.domain.policy import StoreRules, rules_context
 from offer_service.domain.products import Product
 from offer_service.domain.records import PairCount, SigningKey
 
@@ -95,7 +95,9 @@ def dump_rules(rules: StoreRules) -> str:
 
 
 def load_rules(data: bytes | str) -> StoreRules:
-    return StoreRules.model_validate_json(data)
+    # Taken as stored: a charge_url saved before the checks existed must not make the store
+    # unreadable; the charge client refuses it at call time.
+    return StoreRules.model_validate_json(data, context=rules_context("stored"))
 
 
 # pair counts: undirected, kept under both products as JSON {partner_id: baskets}

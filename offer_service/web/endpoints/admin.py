@@ -12,17 +12,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from offer_service import importers
+from offer_service.commerce.egress import check_resolved
 from offer_service.commerce.ingest import import_orders
 from offer_service.decision import affinity
+from offer_service.domain.charge_urls import BadChargeUrl
 from offer_service.domain.lifecycle import OrderEvent
 from offer_service.domain.orders import ProductReturn
-from offer_service.domain.policy import StoreRules
+from offer_service.domain.policy import StoreRules, rules_context
 from offer_service.domain.products import Product
 from offer_service.domain.records import SigningKey
 from offer_service.domain.signatures import new_webhook_secret
 from offer_service.domain.time import epoch_ms, parse_datetime
 from offer_service.domain.tokens import order_token
-from offer_service.exceptions import NotFound, ValidationFailed
+from offer_service.exceptions import NotFound, ValidationFailed, field_error
 from offer_service.types import is_whole, now_ms
 from offer_service.web.endpoints.common import (
     BROWSER_BODY_LIMIT,
@@ -31,9 +33,11 @@ from offer_service.web.endpoints.common import (
     json_response,
     read_body,
     secret_store,
+    settings,
 )
 from offer_service.web.models import ReturnRequest, validation_failed
 
+BAD_CHARGE_URL = "The charge_url is not an address the service calls."
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 
@@ -188,10 +192,21 @@ async def neighbors(request: Request) -> Response:
 async def put_rules(request: Request) -> Response:
     raw = await read_body(request, BROWSER_BODY_LIMIT)
     record = await secret_store(request, raw, signable=True)
+    allow_private = settings(request).allow_private_charge_urls
+    context = rules_context("private" if allow_private else "public")
     try:
-        rules = StoreRules.model_validate_json(raw)
+        rules = StoreRules.model_validate_json(raw, context=context)
     except ValidationError as exc:
-        raise validation_failed(exc, "The rules are invalid.") from None
+        failed = validation_failed(exc, "The rules are invalid.")
+        if any(detail["field"] == "charge_url" for detail in failed.details):
+            failed.code, failed.message = "bad_charge_url", BAD_CHARGE_URL
+        raise failed from None
+    if rules.charge_url is not None:
+        try:
+            await check_resolved(rules.charge_url, allow_private=allow_private)
+        except BadChargeUrl as exc:
+            details = [field_error("charge_url", str(exc))]
+            raise ValidationFailed(BAD_CHARGE_URL, code="bad_charge_url", details=details) from None
     updated = await engine(request).store.set_rules(record.id, rules)
     await engine(request).changed(updated)
     return json_response(orjson.loads(updated.rules.model_dump_json()))

@@ -22,6 +22,7 @@ from offer_service.exceptions import (
     store_unavailable,
 )
 from offer_service.serving.engine import Engine
+from offer_service.settings import Settings
 from offer_service.types import is_whole, now_ms
 
 BROWSER_BODY_LIMIT = 64 * 1024
@@ -49,6 +50,12 @@ def charger(request: Request) -> Charger:
     """The client of the stores' charge endpoints (one-click accept)."""
     c: Charger = request.app.state.charger
     return c
+
+
+def settings(request: Request) -> Settings:
+    """The settings the app was created with."""
+    s: Settings = request.app.state.settings
+    return s
 
 
 def json_response(
