@@ -22,7 +22,7 @@ from offer_service.exceptions import (
     store_unavailable,
 )
 from offer_service.serving.engine import Engine
-from offer_service.types import is_whole, now_ms
+from offer_service.types import is_whole, now_ms, whole_in
 
 BROWSER_BODY_LIMIT = 64 * 1024
 IMPORT_BODY_LIMIT = 256 * 1024 * 1024
@@ -73,7 +73,8 @@ def error_response(
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refusing (413) as soon as it is known to exceed `limit`."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdecimal() and int(declared) > limit:
+    # Digits past `limit`, however many of them (int() would refuse a few thousand).
+    if declared is not None and is_whole(declared) and whole_in(declared, 0, limit) is None:
         raise PayloadTooLarge(f"The body is larger than this route's limit of {limit} bytes.")
     chunks: list[bytes] = []
     size = 0

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from offer_service.domain.lifecycle import OrderEvent, SmsConsent, consent_at
 from offer_service.domain.orders import Order, ProductReturn
 from offer_service.domain.records import StoreRecord
-from offer_service.domain.time import ISO_EXAMPLE, parse_ms
+from offer_service.domain.time import ISO_EXAMPLE, MAX_MS, parse_ms
 from offer_service.exceptions import NotFound, ValidationFailed
 from offer_service.journeys.links import LinkedOffer
 from offer_service.journeys.touchpoints import Journey, Stop, evaluate
@@ -30,8 +30,6 @@ from offer_service.web.endpoints.common import (
 from offer_service.web.journey_models import OrderEventRequest, SmsConsentRequest
 from offer_service.web.models import validation_failed
 
-# Times the API reads and writes: 1970 to the year 3000 (beyond, a timeline cannot be shown).
-MAX_MS = 32_503_680_000_000
 MAX_ID = 128
 FEED_KEY_PREFIX = "fk_"
 
