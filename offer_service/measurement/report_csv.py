@@ -86,7 +86,13 @@ def _cell(x: Any) -> Any:
 def to_csv(report: Mapping[str, Any]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
+    # The writer quotes a cell holding its line terminator, "\n", but not a bare "\r", which a
+    # spreadsheet reads as a line break too (a new row, whose first cell may be a formula): a
+    # row with one has all its text quoted.
+    quoting = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
     writer.writerow(HEADER)
     for row in rows(report):
-        writer.writerow([_cell(x) for x in row])
+        cells = [_cell(x) for x in row]
+        breaks = any(isinstance(x, str) and "\r" in x for x in cells)
+        (quoting if breaks else writer).writerow(cells)
     return out.getvalue()
