@@ -84,9 +84,11 @@ def shop(tmp_path: Path) -> Iterator[tuple[LiveServer, StoreRecord]]:
     yield from serve_shop(f"sqlite:///{tmp_path}/offers.db")
 
 
-def serve_shop(store_url: str) -> Iterator[tuple[LiveServer, StoreRecord]]:
+def serve_shop(
+    store_url: str, public_url: str | None = PUBLIC_URL
+) -> Iterator[tuple[LiveServer, StoreRecord]]:
     """A real server on `store_url` with the shop's store and catalog in it."""
-    settings = Settings(store_url=store_url, public_url=PUBLIC_URL)
+    settings = Settings(store_url=store_url, public_url=public_url)
     for live in run_server(settings):
         rules = StoreRules(
             storefront_url=SHOP,

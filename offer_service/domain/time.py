@@ -23,6 +23,9 @@ from datetime import UTC, date, datetime, timedelta
 from pydantic import TypeAdapter, ValidationError
 
 ISO_EXAMPLE = "2026-11-25T18:00:00Z"
+# The latest time the API reads, 3000-01-01, and the earliest, the epoch: a report or a
+# timeline shows its times as dates, which stop at the year 9999.
+MAX_MS = 32_503_680_000_000
 
 _DATETIME = TypeAdapter(datetime)
 # `[0-9]`, not `\d`: `\d` also matches other scripts' digits.

@@ -22,6 +22,7 @@ from offer_service.domain.records import StoreRecord
 from offer_service.measurement import charts
 from offer_service.measurement.charts import Figure
 from offer_service.templating import environment
+from offer_service.types import whole_in
 
 CSP = (
     "default-src 'none'; script-src 'none'; style-src 'self'; img-src 'self'; "
@@ -59,10 +60,11 @@ def dashboard_url(base_url: str, record: StoreRecord, expires_s: int) -> str:
 def link_valid(record: StoreRecord, expires: str, sig: str, now_s: float) -> bool:
     """A link signed with the current secret key, or with a retired one in its grace period
     (so rotating the secret key with no grace revokes every link at once)."""
-    if not expires.isdecimal() or int(expires) <= now_s:
+    expires_s = whole_in(expires)
+    if expires_s is None or expires_s <= now_s:
         return False
     return any(
-        hmac.compare_digest(link_signature(key, record.id, int(expires)), sig)
+        hmac.compare_digest(link_signature(key, record.id, expires_s), sig)
         for key in record.secret_keys(int(now_s * 1000))
     )
 

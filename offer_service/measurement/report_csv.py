@@ -1,7 +1,8 @@
 """The measurement report as CSV: one figure per row, ready for a spreadsheet's pivot table.
 
 Columns: `section,dimension,key,metric,value,ci_low,ci_high,currency`. Money is in minor units
-(`currency` names them); averages of money carry two decimals; rates are fractions.
+(`currency` names them); averages of money carry two decimals; rates are fractions. Text that
+would start a formula is prefixed with `'` (see `_cell`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from typing import Any
 HEADER = ("section", "dimension", "key", "metric", "value", "ci_low", "ci_high", "currency")
 # Fields that name a row rather than measure it.
 _LABELS = frozenset(("surface", "kind", "product_id", "arm", "title", "start"))
+
+# What a spreadsheet reads as the start of a formula (OWASP, CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 Row = tuple[str, str, str, str, Any, Any, Any, str]
 
@@ -69,13 +73,26 @@ def rows(report: Mapping[str, Any]) -> Iterator[Row]:
 
 
 def _cell(x: Any) -> Any:
-    return "" if x is None else x
+    """A value as its cell. Text that a spreadsheet would run as a formula (a product id such
+    as `=HYPERLINK(...)`) gets a leading `'`, as OWASP recommends against CSV injection; figures
+    are numbers, never text, so a negative one is written as it is."""
+    if x is None:
+        return ""
+    if isinstance(x, str) and x.startswith(FORMULA_STARTS):
+        return "'" + x
+    return x
 
 
 def to_csv(report: Mapping[str, Any]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
+    # The writer quotes a cell holding its line terminator, "\n", but not a bare "\r", which a
+    # spreadsheet reads as a line break too (a new row, whose first cell may be a formula): a
+    # row with one has all its text quoted.
+    quoting = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
     writer.writerow(HEADER)
     for row in rows(report):
-        writer.writerow([_cell(x) for x in row])
+        cells = [_cell(x) for x in row]
+        breaks = any(isinstance(x, str) and "\r" in x for x in cells)
+        (quoting if breaks else writer).writerow(cells)
     return out.getvalue()

@@ -106,6 +106,7 @@ OPERATIONS: list[Operation] = [
         {
             202: EventsResponse,
             401: ErrorResponse,
+            403: ErrorResponse,
             413: ErrorResponse,
             422: ErrorResponse,
             429: ErrorResponse,

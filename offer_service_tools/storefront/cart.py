@@ -9,7 +9,7 @@ from urllib.parse import quote, unquote
 from starlette.responses import Response
 
 from offer_service.domain.products import Product
-from offer_service.types import is_whole
+from offer_service.types import is_whole, whole_in
 
 CART_COOKIE = "demo_cart"
 CART_MAX_AGE_S = 30 * 24 * 3600
@@ -34,10 +34,9 @@ def parse_cart(value: str | None) -> dict[str, int]:
     cart: dict[str, int] = {}
     for part in (value or "").split("|"):
         pid, _, qty = part.rpartition(":")
-        if pid and is_whole(qty) and len(cart) < MAX_CART_LINES:
-            quantity = min(int(qty), MAX_QUANTITY)
-            if quantity > 0:
-                cart[unquote(pid)] = quantity
+        count = _count(qty)
+        if pid and count and len(cart) < MAX_CART_LINES:
+            cart[unquote(pid)] = count
     return cart
 
 
@@ -47,8 +46,17 @@ def format_cart(cart: Mapping[str, int]) -> str:
 
 def quantity(text: str | None, default: int = 1) -> int:
     """A quantity typed into a form, within 0..MAX_QUANTITY; `default` when it is no number."""
-    text = (text or "").strip()
-    return max(0, min(int(text), MAX_QUANTITY)) if is_whole(text) else default
+    count = _count((text or "").strip())
+    return default if count is None else count
+
+
+def _count(text: str) -> int | None:
+    """ASCII digits as a quantity, at most MAX_QUANTITY however many digits there are (int()
+    would refuse a few thousand); None when the text is no number."""
+    if not is_whole(text):
+        return None
+    number = whole_in(text)
+    return MAX_QUANTITY if number is None else min(number, MAX_QUANTITY)
 
 
 def purchasable(product: Product | None) -> bool:

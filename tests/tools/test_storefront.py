@@ -313,3 +313,24 @@ def test_cart_cookie_round_trips_any_product_id() -> None:
     cart = {"a:b|c": 2, "plain": 1, "ünï": 99}
     assert parse_cart(format_cart(cart)) == cart
     assert parse_cart("x:0|:3|y:abc|z:500") == {"z": 99}
+
+
+def test_a_quantity_too_long_to_read_is_the_most_a_line_holds(demo_server: LiveServer) -> None:
+    huge = "9" * 5000  # int() refuses past 4,300 digits
+    with demo_server.client() as c:
+        r = c.post("/demo/cart", data={"action": "add", "product_id": "sd-128", "quantity": huge})
+        assert r.status_code == 303
+        assert parse_cart(c.cookies.get("demo_cart")) == {"sd-128": 99}
+        c.cookies.clear()
+        c.cookies.set("demo_cart", f"sd-128:{huge}|coffee-250g:{'0' * 30}2")
+        assert 'data-items="sd-128,coffee-250g"' in c.get("/demo/cart").text
+
+
+def test_charge_endpoint_refuses_a_timestamp_too_long_to_read(demo_server: LiveServer) -> None:
+    with demo_server.client() as c:
+        place_order(c, "sf-sig-2", "battery-np50", "cust-1")
+        body = charge_body("sf-sig-2")
+        good = signature(DEMO_WEBHOOK_SECRET, body, int(time.time()))
+        header = "t=" + "9" * 5000 + "," + good.split(",", 1)[1]
+        r = c.post("/demo/charge", content=body, headers={"X-Offer-Signature": header})
+    assert (r.status_code, r.json()["error"]["code"]) == (401, "bad_signature")

@@ -25,7 +25,7 @@ from offer_service.domain.signatures import new_webhook_secret
 from offer_service.domain.time import epoch_ms, parse_datetime
 from offer_service.domain.tokens import order_token
 from offer_service.exceptions import NotFound, ValidationFailed, field_error
-from offer_service.types import is_whole, now_ms
+from offer_service.types import is_whole, now_ms, whole_in
 from offer_service.web.endpoints.common import (
     BROWSER_BODY_LIMIT,
     IMPORT_BODY_LIMIT,
@@ -74,15 +74,14 @@ async def put_catalog(request: Request) -> Response:
 
 async def get_catalog(request: Request) -> Response:
     record = await secret_store(request)
-    limit_text = request.query_params.get("limit", str(DEFAULT_PAGE))
-    if not limit_text.isdecimal() or not 1 <= int(limit_text) <= MAX_PAGE:
+    limit = whole_in(request.query_params.get("limit", str(DEFAULT_PAGE)), 1, MAX_PAGE)
+    if limit is None:
         raise ValidationFailed(
             "The catalog page request is invalid.",
             details=[
                 {"field": "limit", "message": f"limit must be an integer from 1 to {MAX_PAGE}"}
             ],
         )
-    limit = int(limit_text)
     cursor = request.query_params.get("cursor") or None
     products = await engine(request).store.list_products(record.id, limit, cursor)
     next_cursor = products[-1].id if len(products) == limit else None
@@ -155,8 +154,8 @@ async def post_returns(request: Request) -> Response:
 async def neighbors(request: Request) -> Response:
     record = await secret_store(request)
     product_id: str = request.path_params["product_id"]
-    limit_text = request.query_params.get("limit", "20")
-    if not limit_text.isdecimal() or not 1 <= int(limit_text) <= 200:
+    limit = whole_in(request.query_params.get("limit", "20"), 1, 200)
+    if limit is None:
         raise ValidationFailed(
             "The neighbours request is invalid.",
             details=[{"field": "limit", "message": "limit must be an integer from 1 to 200"}],
@@ -165,7 +164,7 @@ async def neighbors(request: Request) -> Response:
     anchor = (await store.get_products(record.id, [product_id])).get(product_id)
     if anchor is None:
         raise NotFound(f"Unknown product {product_id!r}.", code="unknown_product")
-    pcs = await store.neighbors(record.id, product_id, int(limit_text))
+    pcs = await store.neighbors(record.id, product_id, limit)
     ids = [pc.product_id for pc in pcs]
     counts = await store.product_basket_counts(record.id, [product_id, *ids])
     products = await store.get_products(record.id, ids)

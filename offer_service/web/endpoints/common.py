@@ -23,7 +23,7 @@ from offer_service.exceptions import (
 )
 from offer_service.serving.engine import Engine
 from offer_service.settings import Settings
-from offer_service.types import is_whole, now_ms
+from offer_service.types import is_whole, now_ms, whole_in
 
 BROWSER_BODY_LIMIT = 64 * 1024
 IMPORT_BODY_LIMIT = 256 * 1024 * 1024
@@ -34,6 +34,10 @@ MISSING_KEY = (
 UNKNOWN_KEY = "The key is not valid for any store."
 SECRET_REQUIRED = "This route needs the store's secret key (Authorization: Bearer sk_...)."
 PUBLISHABLE_ON_ADMIN = "A publishable key cannot be used on admin routes; use the secret key."
+SECRET_ON_BROWSER = (
+    "A secret key must never reach a browser: use the publishable key (pk_...) here, "
+    "and keep the secret key on your server."
+)
 BAD_SIGNATURE = "The X-Offer-Signature header is invalid or its timestamp is too far off."
 SIGNATURE_NOT_ENOUGH = (
     "Only admin writes may be signed; this route needs the store's secret key "
@@ -80,7 +84,8 @@ def error_response(
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refusing (413) as soon as it is known to exceed `limit`."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdecimal() and int(declared) > limit:
+    # Digits past `limit`, however many of them (int() would refuse a few thousand).
+    if declared is not None and is_whole(declared) and whole_in(declared, 0, limit) is None:
         raise PayloadTooLarge(f"The body is larger than this route's limit of {limit} bytes.")
     chunks: list[bytes] = []
     size = 0
@@ -106,7 +111,10 @@ def publishable_key(query: str | None, header: str | None, body: str | None = No
 
 
 async def browser_store(e: Engine, key: str | None, client: str) -> StoreRecord:
-    """The store of a publishable key, after the key's per-client rate limit."""
+    """The store of a publishable key, after the key's per-client rate limit. A secret key
+    is refused (403) rather than served: it was pasted into a page by mistake, and must fail
+    loudly before it leaks further. Only the current publishable key is answered by
+    `browser_store_now`, so the check costs a warm request nothing."""
     if not key:
         raise Unauthorized(MISSING_KEY, code="missing_key")
     record = browser_store_now(e, key, client)
@@ -114,8 +122,11 @@ async def browser_store(e: Engine, key: str | None, client: str) -> StoreRecord:
         return record
     record = await e.store_by_key(key)
     # A retired key is refused from the end of its grace period, whatever a cache holds.
-    if record is None or (key != record.publishable_key and not record.key_kind(key, now_ms())):
+    kind = record.key_kind(key, now_ms()) if record is not None else None
+    if record is None or kind is None:
         raise Unauthorized(UNKNOWN_KEY, code="unknown_key")
+    if kind == "secret":
+        raise Forbidden(SECRET_ON_BROWSER, code="secret_key_on_browser_route")
     await e.limiter.admit(*_browser_bucket(record, client))
     return record
 

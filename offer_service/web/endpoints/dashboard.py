@@ -43,7 +43,8 @@ def _range_params(request: Request) -> dict[str, str]:
     params = dict(request.query_params)
     to = params.get("to", "")
     if len(to) == 10:
-        with contextlib.suppress(ValueError):
+        # 9999-12-31 has no next day: left as it is, for parse_query to refuse.
+        with contextlib.suppress(ValueError, OverflowError):
             params["to"] = (parse_date(to) + timedelta(days=1)).isoformat()
     return params
 

@@ -35,12 +35,15 @@ from offer_service.web.endpoints.journeys import (
     MAX_ID,
     iso,
     link_base,
+    link_headers,
     now_ms,
     offer_json,
     order_of,
 )
 
 FEED_CACHE = "public, max-age=300"
+# Links made from the request's Host: the ESP may cache the answer, a shared cache may not.
+FEED_CACHE_PRIVATE = "private, max-age=300"
 FORMATS = {"json": "application/json", "html": "text/html; charset=utf-8", "sms": "text/plain"}
 UNKNOWN_FEED_KEY = "The feed key is not valid for any store."
 UNKNOWN_LINK = "This link is unknown or has expired."
@@ -74,7 +77,7 @@ async def get_feed(request: Request) -> Response:
     else:
         body = await _order_feed(request, record, name, order_id, fmt)
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-    headers = {"Cache-Control": FEED_CACHE, "ETag": etag}
+    headers = {**link_headers(request, FEED_CACHE, FEED_CACHE_PRIVATE), "ETag": etag}
     if etag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
         return Response(None, 304, headers=headers)
     return Response(body, 200, headers=headers, media_type=FORMATS[fmt])

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from offer_service.domain.lifecycle import OrderEvent, SmsConsent, consent_at
 from offer_service.domain.orders import Order, ProductReturn
 from offer_service.domain.records import StoreRecord
-from offer_service.domain.time import ISO_EXAMPLE, parse_ms
+from offer_service.domain.time import ISO_EXAMPLE, MAX_MS, parse_ms
 from offer_service.exceptions import NotFound, ValidationFailed
 from offer_service.journeys.links import LinkedOffer
 from offer_service.journeys.touchpoints import Journey, Stop, evaluate
@@ -30,10 +30,10 @@ from offer_service.web.endpoints.common import (
 from offer_service.web.journey_models import OrderEventRequest, SmsConsentRequest
 from offer_service.web.models import validation_failed
 
-# Times the API reads and writes: 1970 to the year 3000 (beyond, a timeline cannot be shown).
-MAX_MS = 32_503_680_000_000
 MAX_ID = 128
 FEED_KEY_PREFIX = "fk_"
+# An admin answer holds a credential (the feed key) or a customer's journey: cached nowhere.
+NO_STORE = ("no-store", "no-store")
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -78,6 +78,16 @@ def link_base(request: Request) -> str:
     """Where tracked links point: the configured public URL, else this request's base URL."""
     public: str | None = request.app.state.settings.public_url
     return (public or str(request.base_url)).rstrip("/")
+
+
+def link_headers(request: Request, shared: str, private: str) -> dict[str, str]:
+    """The caching headers of an answer holding `link_base` URLs: Cache-Control `shared` when
+    they start with the configured public URL; when they start with the request's own Host,
+    `private` and `Vary: Host`, so that no cache hands an answer made for one Host to a request
+    for another (a forged Host would otherwise put its links in a shared cache)."""
+    if request.app.state.settings.public_url:
+        return {"Cache-Control": shared}
+    return {"Cache-Control": private, "Vary": "Host"}
 
 
 def now_ms(request: Request) -> int:
@@ -187,7 +197,7 @@ async def get_journey(request: Request) -> Response:
     at_ms = parse_time(request.query_params.get("at"), "at", now_ms(request))
     order = await order_of(request, record, order_id)
     journey = await evaluate(engine(request), record, order, at_ms, link_base(request))
-    return json_response(journey_json(journey))
+    return json_response(journey_json(journey), headers=link_headers(request, *NO_STORE))
 
 
 def journey_json(journey: Journey) -> dict[str, Any]:
@@ -251,7 +261,7 @@ async def get_feed_key(request: Request) -> Response:
     keys = await store.feed_keys(record.id)
     if not keys:
         keys = await store.rotate_feed_key(record.id, new_feed_key())
-    return json_response(feed_key_json(request, keys))
+    return json_response(feed_key_json(request, keys), headers=link_headers(request, *NO_STORE))
 
 
 async def rotate_feed_key(request: Request) -> Response:
@@ -260,7 +270,7 @@ async def rotate_feed_key(request: Request) -> Response:
     raw = await read_body(request, BROWSER_BODY_LIMIT)
     record = await secret_store(request, raw)
     keys = await engine(request).store.rotate_feed_key(record.id, new_feed_key())
-    return json_response(feed_key_json(request, keys))
+    return json_response(feed_key_json(request, keys), headers=link_headers(request, *NO_STORE))
 
 
 def new_feed_key() -> str:

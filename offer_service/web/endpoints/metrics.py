@@ -10,12 +10,12 @@ from starlette.responses import Response
 
 from offer_service.domain.records import StoreRecord
 from offer_service.domain.surfaces import Surface
-from offer_service.domain.time import parse_ms
+from offer_service.domain.time import MAX_MS, parse_ms
 from offer_service.exceptions import ValidationFailed
 from offer_service.measurement import report
 from offer_service.measurement.report_csv import to_csv
 from offer_service.serving.engine import Engine
-from offer_service.types import DAY_MS, MINUTE_MS, now_ms
+from offer_service.types import DAY_MS, MINUTE_MS, now_ms, whole_in
 from offer_service.web.endpoints.common import engine, json_response, secret_store
 
 DEFAULT_RANGE_MS = 30 * DAY_MS
@@ -30,12 +30,17 @@ def _time(params: Mapping[str, str], name: str, default: int) -> int:
     if not text:
         return default
     try:
-        return parse_ms(text)
+        ms = parse_ms(text)
     except ValueError:
         raise ValidationFailed(
             INVALID,
             details=[{"field": name, "message": f"{name} must be ISO 8601 or epoch milliseconds"}],
         ) from None
+    if not 0 <= ms <= MAX_MS:
+        raise ValidationFailed(
+            INVALID, details=[{"field": name, "message": f"{name} must be between 1970 and 3000"}]
+        )
+    return ms
 
 
 def parse_query(record: StoreRecord, params: Mapping[str, str], now: int) -> report.ReportQuery:
@@ -53,10 +58,11 @@ def parse_query(record: StoreRecord, params: Mapping[str, str], now: int) -> rep
     window_text = params.get("window_days")
     window = record.rules.attribution_window_days
     if window_text:
-        if not window_text.isdecimal() or not 1 <= int(window_text) <= 90:
+        days = whole_in(window_text, 1, 90)
+        if days is None:
             details.append({"field": "window_days", "message": "an integer from 1 to 90"})
         else:
-            window = int(window_text)
+            window = days
     if details:
         raise ValidationFailed(INVALID, details=details)
     return report.ReportQuery(

@@ -15,7 +15,7 @@ from offer_service.domain.surfaces import SURFACES, Surface
 from offer_service.domain.traffic import classify
 from offer_service.exceptions import ApiError
 from offer_service.serving.engine import Engine
-from offer_service.types import is_whole
+from offer_service.types import whole_in
 from offer_service.web.endpoints.common import (
     BROWSER_BODY_LIMIT,
     body_key,
@@ -195,10 +195,9 @@ def _checked(query: dict[str, str]) -> OfferQuery | None:
         return None
     limit: int | None = None
     if "limit" in query:
-        text = query["limit"]
-        if not is_whole(text) or not 1 <= int(text) <= 1000:
+        limit = whole_in(query["limit"], 1, 1000)
+        if limit is None:
             return None
-        limit = int(text)
     exclude: list[str] = []
     if "exclude" in query:
         ids = _ids(query["exclude"], MAX_EXCLUDE)
