@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from offer_service.settings import DEFAULT_STORE_URL
+from offer_service.settings import DEFAULT_STORE_URL, Settings
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -109,6 +109,7 @@ def cmd_serve(args: argparse.Namespace, *, demo: bool = False) -> int:
             f"(publishable key pk_demo, secret key sk_demo)",
             file=sys.stderr,
         )
+    settings = Settings.from_env()
     uvicorn.run(
         "offer_service.cli:serving_app",
         factory=True,
@@ -120,6 +121,11 @@ def cmd_serve(args: argparse.Namespace, *, demo: bool = False) -> int:
         # would print query strings, which carry publishable keys and order tokens.
         log_config=None,
         access_log=False,
+        # uvicorn believes X-Forwarded-For from any peer on this host unless told otherwise:
+        # anyone could then pick their own rate-limit bucket. Only OFFER_TRUST_PROXY turns it
+        # on, for the proxies named; the client is the right-most hop that is not one of them.
+        proxy_headers=settings.trust_proxy,
+        forwarded_allow_ips=settings.trusted_proxies,
     )
     return 0
 
