@@ -62,11 +62,7 @@ def create_app(settings: Settings | None = None) -> OfferApp:
 
     # The hot path: answered by the dispatch before Starlette's stack (see dispatch.py).
     fast = [
-        Route(
-            "/v1/offers",
-            offers.GetOffers(engine, trust_proxy=settings.trust_proxy),
-            methods=["GET"],
-        ),
+        Route("/v1/offers", offers.GetOffers(engine), methods=["GET"]),
         Route("/v1/events", events.PostEvents(), methods=["POST"]),
     ]
     routes = [

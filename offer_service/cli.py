@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import importlib
 import importlib.util
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from offer_service.settings import DEFAULT_STORE_URL
+from offer_service.settings import DEFAULT_STORE_URL, Settings
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -83,6 +84,35 @@ def tune_interpreter() -> None:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
+# File descriptors a serving process needs besides its connections: the listening socket, the
+# store's files or Redis connections, the spool, logs, the event loop's own.
+FILES_RESERVED = 64
+FEW_FILES = (
+    "warning: OFFER_CONCURRENCY_LIMIT ({limit}) is above what the open-file limit ({files}) "
+    "leaves for connections; a flood of connections would meet that limit first (raise "
+    "`ulimit -n` or lower OFFER_CONCURRENCY_LIMIT)"
+)
+
+
+def raise_open_file_limit() -> int | None:
+    """Raise this process's open-file limit to its ceiling (the hard limit), as Go's runtime
+    does for every program: each connection holds a descriptor, and at the common default of
+    1,024 a thousand idle connections leave nothing for the next client. The limit now in force
+    (None where there is none to read); workers inherit it."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        # A ceiling the platform does not allow (macOS) leaves the limit as it was.
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
 def serving_app() -> Starlette:
     """The app of one serving process (each uvicorn worker calls this): the interpreter tuned,
     then `create_app` with the settings of the environment."""
@@ -94,6 +124,8 @@ def serving_app() -> Starlette:
 
 def cmd_serve(args: argparse.Namespace, *, demo: bool = False) -> int:
     import uvicorn
+
+    from offer_service.web.connections import PROTOCOL
 
     os.environ["OFFER_STORE_URL"] = _store_url(args)
     # The app (in each uvicorn worker process) reads its settings from the environment.
@@ -111,6 +143,10 @@ def cmd_serve(args: argparse.Namespace, *, demo: bool = False) -> int:
             f"(publishable key pk_demo, secret key sk_demo)",
             file=sys.stderr,
         )
+    settings = Settings.from_env()
+    files = raise_open_file_limit()
+    if files is not None and settings.concurrency_limit > files - FILES_RESERVED:
+        print(FEW_FILES.format(limit=settings.concurrency_limit, files=files), file=sys.stderr)
     uvicorn.run(
         "offer_service.cli:serving_app",
         factory=True,
@@ -122,6 +158,14 @@ def cmd_serve(args: argparse.Namespace, *, demo: bool = False) -> int:
         # would print query strings, which carry publishable keys and order tokens.
         log_config=None,
         access_log=False,
+        # uvicorn believes X-Forwarded-For from any peer on this host unless told otherwise:
+        # anyone could then pick their own rate-limit bucket. Only OFFER_TRUST_PROXY turns it
+        # on, for the proxies named; the client is the right-most hop that is not one of them.
+        proxy_headers=settings.trust_proxy,
+        forwarded_allow_ips=settings.trusted_proxies,
+        http=PROTOCOL,
+        timeout_keep_alive=settings.keep_alive_timeout_s,
+        limit_concurrency=settings.concurrency_limit,
     )
     return 0
 

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
+
+N = TypeVar("N", int, float)
 
 DEFAULT_STORE_URL = "sqlite:///./offer-data/offers.db"
 DEFAULT_SPOOL_DIR = "./offer-data/spool"
+# The proxies whose X-Forwarded-For is believed when OFFER_TRUST_PROXY=1: a proxy on this host.
+DEFAULT_TRUSTED_PROXIES = "127.0.0.1,::1"
+DEFAULT_KEEP_ALIVE_TIMEOUT_S = 5
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+DEFAULT_CONCURRENCY_LIMIT = 1000
+NOT_POSITIVE = "{name} must be a positive number, not {raw!r}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,8 +25,21 @@ class Settings:
     # Serve the demo storefront at /demo/ (the `demo` command turns it on).
     demo: bool = False
     log_level: str = "info"
-    # Take the client address from X-Forwarded-For (only behind a proxy that sets it).
+    # Take the client address (and scheme) from X-Forwarded-For (and -Proto) when the peer is
+    # one of `trusted_proxies`: the right-most hop that is not one of them, since every proxy
+    # appends its peer and anything to the left of the first proxy is the client's to forge.
     trust_proxy: bool = False
+    # Addresses and networks (CIDR), comma-separated.
+    trusted_proxies: str = DEFAULT_TRUSTED_PROXIES
+    # Seconds a connection may stay idle after a response before it is closed.
+    keep_alive_timeout_s: int = DEFAULT_KEEP_ALIVE_TIMEOUT_S
+    # Seconds a request's line and headers may take from the connection opening (or from the
+    # request's first byte): a connection still without them is closed (checked every half).
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+    # Connections plus requests in flight per process beyond which a request is answered 503 at
+    # once; below the open-file limit, so a flood of connections meets it before the process
+    # runs out of file descriptors.
+    concurrency_limit: int = DEFAULT_CONCURRENCY_LIMIT
     # Where events wait while the shared store is unreachable (one file per process).
     spool_dir: str = DEFAULT_SPOOL_DIR
     # Aggregate the Redis event streams in this process (off when separate workers do it).
@@ -35,8 +58,28 @@ class Settings:
             demo=os.environ.get("OFFER_DEMO", "") == "1",
             log_level=os.environ.get("OFFER_LOG_LEVEL", "info"),
             trust_proxy=os.environ.get("OFFER_TRUST_PROXY", "") == "1",
+            trusted_proxies=os.environ.get("OFFER_TRUSTED_PROXIES") or DEFAULT_TRUSTED_PROXIES,
+            keep_alive_timeout_s=_positive(
+                "OFFER_KEEP_ALIVE_TIMEOUT", DEFAULT_KEEP_ALIVE_TIMEOUT_S, int
+            ),
+            header_timeout_s=_positive("OFFER_HEADER_TIMEOUT", DEFAULT_HEADER_TIMEOUT_S, float),
+            concurrency_limit=_positive("OFFER_CONCURRENCY_LIMIT", DEFAULT_CONCURRENCY_LIMIT, int),
             spool_dir=os.environ.get("OFFER_SPOOL_DIR", DEFAULT_SPOOL_DIR),
             aggregator=os.environ.get("OFFER_AGGREGATOR", "1") != "0",
             public_url=os.environ.get("OFFER_PUBLIC_URL") or None,
             allow_private_charge_urls=os.environ.get("OFFER_ALLOW_PRIVATE_CHARGE_URLS", "") == "1",
         )
+
+
+def _positive(name: str, default: N, kind: Callable[[str], N]) -> N:
+    """The environment variable `name` as a positive number (`default` when unset)."""
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ValueError(NOT_POSITIVE.format(name=name, raw=raw)) from None
+    if not value > 0:
+        raise ValueError(NOT_POSITIVE.format(name=name, raw=raw))
+    return value

@@ -21,20 +21,38 @@ from tests.conftest import browser_client, free_port
 from tests.flows import UNLIMITED
 
 ROOT = Path(__file__).resolve().parents[1]
+# Settings of this environment a server must not inherit: each test says what it wants.
+SERVER_SETTINGS = {
+    "OFFER_DEMO",
+    "OFFER_TRUST_PROXY",
+    "OFFER_TRUSTED_PROXIES",
+    "OFFER_KEEP_ALIVE_TIMEOUT",
+    "OFFER_HEADER_TIMEOUT",
+    "OFFER_CONCURRENCY_LIMIT",
+    "FORWARDED_ALLOW_IPS",
+}
 
 
 class ServeProcess:
     """One `python -m offer_service.cli serve` on a loopback port."""
 
-    def __init__(self, store_url: str, log_path: Path, port: int | None = None) -> None:
+    def __init__(
+        self,
+        store_url: str,
+        log_path: Path,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """`env`: environment variables of the server's own (its settings), over this one's."""
         self.store_url = store_url
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 (closed in stop/kill)
+        inherited = {k: v for k, v in os.environ.items() if k not in SERVER_SETTINGS}
         # The tests' charge endpoints listen on loopback.
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OFFER_ALLOW_PRIVATE_CHARGE_URLS": "1"}
-        env.pop("OFFER_DEMO", None)
+        private = {"OFFER_ALLOW_PRIVATE_CHARGE_URLS": "1"}
+        env = {**inherited, "PYTHONUNBUFFERED": "1", **private, **(env or {})}
         self.proc = subprocess.Popen(
             [
                 sys.executable,

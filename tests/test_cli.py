@@ -135,3 +135,22 @@ def test_stores_create_refuses_a_charge_url_that_is_not_https_to_a_public_host(
 @pytest.mark.parametrize("args", [["--help"], ["import", "--help"], ["stores", "create", "--help"]])
 def test_help_works(tmp_path: Path, args: list[str]) -> None:
     assert run(*args, cwd=tmp_path).returncode == 0
+
+
+def test_serve_raises_its_open_file_limit_to_the_ceiling(tmp_path: Path) -> None:
+    """A process started with a low soft limit (1,024 is common) gets its hard limit, so idle
+    connections meet the concurrency limit's 503 before the process runs out of descriptors."""
+    resource = pytest.importorskip("resource")
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard <= 256:
+        pytest.skip(f"the hard limit here is {hard}")
+    code = (
+        "import resource\n"
+        "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+        "from offer_service.cli import raise_open_file_limit\n"
+        "print(raise_open_file_limit())\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout) == (hard if hard != resource.RLIM_INFINITY else 1 << 20)

@@ -102,7 +102,7 @@ async def publishable_store(request: Request, body_key: str | None = None) -> St
     key = publishable_key(
         request.query_params.get("key"), request.headers.get("x-offer-key"), body_key
     )
-    return await browser_store(engine(request), key, client_address(request))
+    return await browser_store(engine(request), key, client_address(request.scope))
 
 
 def publishable_key(query: str | None, header: str | None, body: str | None = None) -> str | None:
@@ -199,18 +199,10 @@ def signed_target(scope: Scope) -> str:
     return f"{path}?{query}" if query else path
 
 
-def client_address(request: Request) -> str:
-    """The client's address: the socket peer, or the first X-Forwarded-For hop when the
-    service runs behind a proxy it trusts (OFFER_TRUST_PROXY=1)."""
-    if request.app.state.settings.trust_proxy:
-        return forwarded_or_peer(request.headers.get("x-forwarded-for"), request.scope)
-    return request.client.host if request.client else ""
-
-
-def forwarded_or_peer(forwarded: str | None, scope: Scope) -> str:
-    """The first X-Forwarded-For hop if there is one, else the socket peer."""
-    if forwarded:
-        return forwarded.split(",")[0].strip()
+def client_address(scope: Scope) -> str:
+    """The client's address: the socket peer, or, behind a proxy the server trusts
+    (OFFER_TRUST_PROXY), the address the server took from X-Forwarded-For (`cmd_serve`). Never
+    the header itself: only the server knows which peers are proxies."""
     client = scope.get("client")
     return client[0] if client else ""
 

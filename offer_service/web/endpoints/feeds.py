@@ -227,7 +227,7 @@ async def redirect(request: Request) -> Response:
     limits = record.rules.rate_limits
     await e.limiter.admit(
         record.id,
-        "link:" + client_address(request),
+        "link:" + client_address(request.scope),
         limits.browser_per_second,
         limits.browser_burst,
     )

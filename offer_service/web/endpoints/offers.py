@@ -21,10 +21,10 @@ from offer_service.web.endpoints.common import (
     body_key,
     browser_store,
     browser_store_now,
+    client_address,
     cors_headers,
     engine,
     error_response,
-    forwarded_or_peer,
     origin_allowed,
     publishable_key,
     publishable_store,
@@ -47,7 +47,7 @@ MAX_ID = 128
 _SURFACE_BY_VALUE = {s.value: s for s in Surface}
 _FIXED_HEADERS = [(b"vary", b"Origin"), (b"cache-control", b"no-store")]
 _JSON = (b"content-type", b"application/json")
-_READ_HEADERS = (b"origin", b"x-offer-key", b"x-forwarded-for")
+_READ_HEADERS = (b"origin", b"x-offer-key")
 _NO_HEADERS: dict[bytes, str | None] = dict.fromkeys(_READ_HEADERS)
 
 
@@ -61,10 +61,9 @@ class GetOffers:
     the request is answered without building a Request or a Response.
     """
 
-    def __init__(self, engine: Engine, *, trust_proxy: bool) -> None:
-        # The app's own (app.state.engine, settings.trust_proxy), held to spare two lookups.
+    def __init__(self, engine: Engine) -> None:
+        # The app's own (app.state.engine), held to spare a lookup.
         self.engine = engine
-        self.trust_proxy = trust_proxy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw: bytes = scope["query_string"]
@@ -76,8 +75,7 @@ class GetOffers:
                 wanted[name] = value.decode("latin-1")
         query_key = fast.key if fast is not None else QueryParams(raw).get("key")
         key = publishable_key(query_key, wanted[b"x-offer-key"])
-        forwarded = wanted[b"x-forwarded-for"] if self.trust_proxy else None
-        client = forwarded_or_peer(forwarded, scope)
+        client = client_address(scope)
         origin = wanted[b"origin"]
         record: StoreRecord | None = None
         e = self.engine
