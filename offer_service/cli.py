@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from offer_service.exceptions import OfferServiceError, StoreMissing
+from offer_service.exceptions import OfferServiceError, StoreMissing, ValidationFailed
 from offer_service.settings import DEFAULT_STORE_URL
 
 if TYPE_CHECKING:
@@ -263,7 +263,11 @@ def cmd_import(args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
-    result, rejected = asyncio.run(run())
+    try:
+        result, rejected = asyncio.run(run())
+    except ValidationFailed as exc:  # the file as a whole (its header, its encoding)
+        print(f"error: {path.name}: {exc.message}", file=sys.stderr)
+        return 1
     result["seconds"] = round(time.monotonic() - started, 2)
     if rejected:
         result["errors"] = [r.as_dict() for r in rejected[:100]]

@@ -118,6 +118,31 @@ def test_import_into_an_unknown_store_fails_clearly(tmp_path: Path) -> None:
     assert "no store" in r.stderr
 
 
+def test_import_of_a_csv_with_a_wrong_header_fails_in_one_line(tmp_path: Path) -> None:
+    keys = create_store(tmp_path)
+    csv_file = tmp_path / "catalog.csv"
+    csv_file.write_text("sku,name,price\na,Alpha,1000\n")
+    r = import_catalog(tmp_path, keys, csv_file)
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("error: catalog.csv: The CSV header on line 1 is neither")
+    assert "unknown column 'sku'" in r.stderr and "required column 'id' is missing" in r.stderr
+
+
+def test_import_reports_every_bad_field_of_a_row(tmp_path: Path) -> None:
+    keys = create_store(tmp_path)
+    csv_file = tmp_path / "catalog.csv"
+    csv_file.write_text("id,title,price,currency,tier\na,Alpha,1000,USD,1\nb,,1.5,US,high\n")
+    r = import_catalog(tmp_path, keys, csv_file)
+    assert r.returncode == 1
+    summary = json.loads(r.stdout)
+    assert (summary["upserted"], summary["rejected"]) == (1, 1)
+    assert sorted(e["field"] for e in summary["errors"]) == ["currency", "price", "tier", "title"]
+    assert {e["line"] for e in summary["errors"]} == {3}
+    assert r.stderr.count("catalog.csv:line 3: ") == 4, r.stderr
+
+
 READING_COMMANDS = [
     ["dashboard-url", "--store", "demo"],
     ["stores", "rotate-key", "--store", "demo", "--kind", "secret"],
