@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from offer_service.exceptions import OfferServiceError, StoreMissing, ValidationFailed
 from offer_service.settings import DEFAULT_STORE_URL, Settings
 
 if TYPE_CHECKING:
@@ -235,7 +236,7 @@ def cmd_stores_rotate_key(args: argparse.Namespace) -> int:
     async def run() -> dict[str, Any] | None:
         from offer_service.storage import open_store
 
-        store = open_store(_store_url(args))
+        store = open_store(_store_url(args), create=False)
         await store.open()
         try:
             if await store.get_store(args.store) is None:
@@ -292,7 +293,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         from offer_service.commerce.ingest import import_orders
         from offer_service.storage import open_store
 
-        store = open_store(_store_url(args))
+        store = open_store(_store_url(args), create=False)
         await store.open()
         try:
             record = await store.get_store(args.store)
@@ -340,7 +341,11 @@ def cmd_import(args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
-    result, rejected = asyncio.run(run())
+    try:
+        result, rejected = asyncio.run(run())
+    except ValidationFailed as exc:  # the file as a whole (its header, its encoding)
+        print(f"error: {path.name}: {exc.message}", file=sys.stderr)
+        return 1
     result["seconds"] = round(time.monotonic() - started, 2)
     if rejected:
         result["errors"] = [r.as_dict() for r in rejected[:100]]
@@ -502,13 +507,23 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+MISSING_STORE = "error: {}; name the store's database with --store-url or OFFER_STORE_URL"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "stores":
-        if args.stores_command == "rotate-key":
-            return cmd_stores_rotate_key(args)
-        return cmd_stores_create(args)
-    return COMMANDS[args.command](args)
+    # A user's mistake (a wrong path, an unreachable store) is one line, never a traceback.
+    try:
+        if args.command == "stores":
+            if args.stores_command == "rotate-key":
+                return cmd_stores_rotate_key(args)
+            return cmd_stores_create(args)
+        return COMMANDS[args.command](args)
+    except StoreMissing as exc:
+        print(MISSING_STORE.format(exc), file=sys.stderr)
+    except OfferServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ OfferServiceError
 │   ├── NotFound             404
 │   └── PayloadTooLarge      413
 └── StoreError               a storage backend failed (wrapped, never shown raw)
-    └── StoreUnavailable     the backend cannot be reached now (503 store_unavailable)
+    ├── StoreUnavailable     the backend cannot be reached now (503 store_unavailable)
+    └── StoreMissing         opened to use an existing store, the URL names none
 """
 
 from __future__ import annotations
@@ -80,6 +81,11 @@ class StoreError(OfferServiceError):
 class StoreUnavailable(StoreError):
     """The backend cannot be reached (down, restarting, too slow): a retry later may succeed.
     Reads fall back to cached data, events to the spool; money paths fail closed with 503."""
+
+
+class StoreMissing(StoreError):
+    """Opened only to use what is there (`open_store(url, create=False)`), the URL names no
+    existing store: nothing was created."""
 
 
 STORE_UNAVAILABLE = "The store is unreachable right now; retry shortly."

@@ -226,11 +226,13 @@ class Shopper:
             "visitor_id": self.visitor_id,
         }
 
-    def pre_purchase_events(self, now_ms: int) -> list[dict[str, Any]]:
+    def pre_purchase_events(self, now_ms: int, not_before_ms: int = 0) -> list[dict[str, Any]]:
         # Stamped before the order, which is placed after these (attribution needs the click
-        # before the purchase).
-        out = [self._event("impression", o, now_ms - 3000) for o in self.offers]
-        out += [self._event("click", o, now_ms - 2000) for o in self.clicked]
+        # before the purchase), but never before `not_before_ms`, the start of the run's
+        # report: a run's report counts its own events and none of an earlier run's.
+        seen_ms, clicked_ms = max(now_ms - 3000, not_before_ms), max(now_ms - 2000, not_before_ms)
+        out = [self._event("impression", o, seen_ms) for o in self.offers]
+        out += [self._event("click", o, clicked_ms) for o in self.clicked]
         return out
 
     def organic_thank_you(self, b: Behaviour, pool: list[OfferSeen]) -> None:

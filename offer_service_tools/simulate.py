@@ -14,6 +14,10 @@ and every true parameter is printed next to its estimate and 95% interval.
 
 The true values are expectations under the behaviour model, given the offers the service
 actually showed (which the simulation cannot know in advance: orders change affinity).
+
+A store remembers visitors, orders, events and accepts by id, so every run has ids of its own
+(`sim-<run>-<i>`, the run named `<seed>.<random>` unless `--run` names it) and reads the report
+of its own time window: a second run against the same store reports on its shoppers alone.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import re
+import secrets
 import sys
 import time
 from collections.abc import Sequence
@@ -28,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import orjson
 
 from offer_service_tools.charge_double import ChargeDouble, ServerThread
@@ -40,7 +47,7 @@ from offer_service_tools.sim_model import (
     truths,
     uniform,
 )
-from offer_service_tools.sim_support import Api
+from offer_service_tools.sim_support import Api, SimulationError
 
 CHUNK = 2000
 EVENTS_PER_BATCH = 80
@@ -52,6 +59,7 @@ class Simulation:
     """One run: who the shoppers were, what they did, and the report read afterwards."""
 
     behaviour: Behaviour
+    run: str = ""
     shoppers: list[Shopper] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)
     holdout_offers_seen: int = 0
@@ -90,14 +98,16 @@ class Simulator:
         *,
         visitors: int,
         seed: int,
+        run: str,
         chunk: int = CHUNK,
     ) -> None:
         self.api = api
         self.b = behaviour
         self.visitors = visitors
         self.seed = seed
+        self.run_name = run
         self.chunk = chunk
-        self.sim = Simulation(behaviour)
+        self.sim = Simulation(behaviour, run)
         self.anchors: list[tuple[str, ...]] = []
         self.carts: list[tuple[str, ...]] = []
         self.prices: dict[str, int] = {}
@@ -150,7 +160,7 @@ class Simulator:
         pages = self.anchors if surface == "product_page" else self.carts
         anchor = pages[int(uniform(f"{key}:page") * len(pages))]
         base = [(pid, self.prices[pid]) for pid in anchor]
-        return Shopper(i, f"sim-{self.seed}-{i}", surface, anchor, base, key)
+        return Shopper(i, f"sim-{self.run_name}-{i}", surface, anchor, base, key)
 
     async def _chunk(self, indices: range) -> None:
         shoppers = [self._shopper(i) for i in indices]
@@ -160,7 +170,7 @@ class Simulator:
         events: list[dict[str, Any]] = []
         for s in shoppers:
             s.decide(self.b, would_be.get((s.surface, s.anchor), []))
-            events.extend(s.pre_purchase_events(now))
+            events.extend(s.pre_purchase_events(now, self.sim.started_ms))
         await self.api.send_events(events, EVENTS_PER_BATCH)
         buyers = [s for s in shoppers if s.converted]
         # The treatment's orders and thank-you pages first: what they were offered is what the
@@ -218,7 +228,7 @@ class Simulator:
 
     async def _accept(self, s: Shopper) -> None:
         for offer in list(s.to_accept):
-            key = f"sim-{self.seed}-{s.index}-{offer.product_id}"
+            key = f"{s.visitor_id}-{offer.product_id}"
             if await self.api.accept(offer.token, key):
                 s.accepted.append(offer)
             else:
@@ -236,9 +246,12 @@ async def simulate(
     concurrency: int = 24,
     lift_limits: bool = True,
     chunk: int = CHUNK,
+    run: str | None = None,
 ) -> Simulation:
-    """Run the simulation and read the report of its own time window."""
+    """Run the simulation and read the report of its own time window. `run` names the run's
+    ids (default: a new name); the same seed and run replay the same shoppers."""
     b = behaviour or Behaviour()
+    run = run or new_run(seed)
     async with Api(url, publishable_key, secret_key, concurrency) as api:
         rules = await api.rules()
         patched = dict(rules)
@@ -255,9 +268,12 @@ async def simulate(
         try:
             if patched != rules:
                 await api.put_rules(patched)
-            simulator = Simulator(api, b, visitors=visitors, seed=seed, chunk=chunk)
+            simulator = Simulator(api, b, visitors=visitors, seed=seed, run=run, chunk=chunk)
             sim = await simulator.run()
-            sim.report = await api.report(sim.started_ms - 10_000, _now_ms() + 5_000)
+            # From the run's start exactly (its events are stamped no earlier): an earlier
+            # run's last seconds are not this one's. The service's clock is taken to agree
+            # with this machine's, as NTP keeps them.
+            sim.report = await api.report(sim.started_ms, _now_ms() + 5_000)
         finally:
             if patched != rules:
                 await api.put_rules(rules)
@@ -266,19 +282,53 @@ async def simulate(
     return sim
 
 
+def new_run(seed: int) -> str:
+    """A run name no earlier run against the store has used (with near certainty)."""
+    return f"{seed}.{secrets.token_hex(4)}"
+
+
+RUN_NAME = re.compile(r"[A-Za-z0-9_.]{1,32}")
+
+
+def run_name(text: str) -> str:
+    """`--run`: a short name that fits inside the ids it is part of."""
+    if not RUN_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError("1 to 32 letters, digits, '_' or '.'")
+    return text
+
+
+UNREACHABLE = (
+    "error: cannot reach the service at {url} ({reason}); start it with `offer-service serve` "
+    "or `offer-service demo`, or pass --url"
+)
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
-    b = Behaviour.from_args(args)
-    sim = asyncio.run(
-        simulate(
-            args.url,
-            visitors=args.visitors,
-            seed=args.seed,
-            behaviour=b,
-            publishable_key=args.key,
-            secret_key=args.secret_key,
-            concurrency=args.concurrency,
+    try:
+        b = Behaviour.from_args(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        sim = asyncio.run(
+            simulate(
+                args.url,
+                visitors=args.visitors,
+                seed=args.seed,
+                behaviour=b,
+                publishable_key=args.key,
+                secret_key=args.secret_key,
+                concurrency=args.concurrency,
+                run=args.run,
+            )
         )
-    )
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        print(UNREACHABLE.format(url=args.url, reason=reason), file=sys.stderr)
+        return 1
+    except SimulationError as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
     rows = sim.comparisons()
     seconds = (sim.finished_ms - sim.started_ms) / 1000
     if args.json:
@@ -293,11 +343,34 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(format_table(rows, sim.report) + "\n")
         sys.stdout.write(
-            f"{len(sim.shoppers):,} visitors in {seconds:.1f} s; offers shown to holdout "
-            f"visitors: {sim.holdout_offers_seen}; failed accepts: {sim.failed_accepts}\n"
+            f"{len(sim.shoppers):,} visitors in {seconds:.1f} s (run {sim.run}); offers shown "
+            f"to holdout visitors: {sim.holdout_offers_seen}; failed accepts: "
+            f"{sim.failed_accepts}\n"
         )
+    problem = verdict(rows)
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 1
+    return 0
+
+
+def verdict(rows: Sequence[dict[str, Any]]) -> str | None:
+    """Why the run fails (the reason for exit status 1), or None when every checked true value
+    lies inside its interval."""
     checked = [r for r in rows if r["checked"]]
-    return 0 if all(r["inside"] for r in checked) else 1
+    if not checked:
+        return (
+            "error: the report has no interval to check: no visitor of this run was counted "
+            "in it (is the service's clock far from this machine's?)"
+        )
+    outside = [r["parameter"] for r in checked if not r["inside"]]
+    if not outside:
+        return None
+    return (
+        f"error: {len(outside)} of {len(checked)} true values lie outside their 95% interval "
+        f"({', '.join(outside)}); one in twenty does by chance, so rerun with another --seed "
+        f"or more --visitors before suspecting the report"
+    )
 
 
 def add_parser(sub: Any) -> None:
@@ -305,7 +378,13 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("simulate", help="drive synthetic shoppers through a running service")
     p.add_argument("--url", default="http://127.0.0.1:8000", help="where the service answers")
     p.add_argument("--visitors", type=int, default=20_000, help="synthetic visitors to run")
-    p.add_argument("--seed", type=int, default=1, help="the same seed replays the same shoppers")
+    p.add_argument("--seed", type=int, default=1, help="the same seed gives the same choices")
+    p.add_argument(
+        "--run",
+        type=run_name,
+        help="name of this run's ids (visitors, orders, events); a store remembers ids, so each "
+        "run needs a name of its own (default: a new one)",
+    )
     p.add_argument("--key", default=DEMO_KEYS[0], help="publishable key (default: the demo's)")
     p.add_argument("--secret-key", default=DEMO_KEYS[1], help="secret key (default: the demo's)")
     p.add_argument("--concurrency", type=int, default=24, help="requests in flight")
@@ -313,4 +392,12 @@ def add_parser(sub: Any) -> None:
     Behaviour.add_arguments(p)
 
 
-__all__: Sequence[str] = ("Simulation", "Simulator", "add_parser", "cmd_simulate", "simulate")
+__all__: Sequence[str] = (
+    "Simulation",
+    "Simulator",
+    "add_parser",
+    "cmd_simulate",
+    "new_run",
+    "simulate",
+    "verdict",
+)

@@ -38,6 +38,23 @@ def create_store(tmp_path: Path) -> dict[str, str]:
     return data
 
 
+def import_catalog(
+    tmp_path: Path, keys: dict[str, str], file: Path
+) -> subprocess.CompletedProcess[str]:
+    """`import catalog` of `file` into the store `create_store` made."""
+    url = f"sqlite:///{tmp_path}/o.db"
+    return run(
+        "import",
+        "catalog",
+        str(file),
+        "--store",
+        keys["store_id"],
+        "--store-url",
+        url,
+        cwd=tmp_path,
+    )
+
+
 def test_stores_create_prints_the_keys(tmp_path: Path) -> None:
     keys = create_store(tmp_path)
     assert set(keys) == {"store_id", "publishable_key", "secret_key", "webhook_secret"}
@@ -57,16 +74,7 @@ def test_import_catalog_keeps_good_rows_and_exits_non_zero_with_line_numbers(
         "b,Beta,not-a-price,USD,x\n"
         "c,Gamma,500,USD,x\n"
     )
-    r = run(
-        "import",
-        "catalog",
-        str(csv_file),
-        "--store",
-        keys["store_id"],
-        "--store-url",
-        f"sqlite:///{tmp_path}/o.db",
-        cwd=tmp_path,
-    )
+    r = import_catalog(tmp_path, keys, csv_file)
     assert r.returncode == 1
     summary = json.loads(r.stdout)
     assert summary["upserted"] == 2
@@ -130,6 +138,59 @@ def test_stores_create_refuses_a_charge_url_that_is_not_https_to_a_public_host(
     r = run(*args, cwd=tmp_path, env=allowed)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["store_id"]
+
+
+def test_import_of_a_csv_with_a_wrong_header_fails_in_one_line(tmp_path: Path) -> None:
+    keys = create_store(tmp_path)
+    csv_file = tmp_path / "catalog.csv"
+    csv_file.write_text("sku,name,price\na,Alpha,1000\n")
+    r = import_catalog(tmp_path, keys, csv_file)
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("error: catalog.csv: The CSV header on line 1 is neither")
+    assert "unknown column 'sku'" in r.stderr and "required column 'id' is missing" in r.stderr
+
+
+def test_import_reports_every_bad_field_of_a_row(tmp_path: Path) -> None:
+    keys = create_store(tmp_path)
+    csv_file = tmp_path / "catalog.csv"
+    csv_file.write_text("id,title,price,currency,tier\na,Alpha,1000,USD,1\nb,,1.5,US,high\n")
+    r = import_catalog(tmp_path, keys, csv_file)
+    assert r.returncode == 1
+    summary = json.loads(r.stdout)
+    assert (summary["upserted"], summary["rejected"]) == (1, 1)
+    assert sorted(e["field"] for e in summary["errors"]) == ["currency", "price", "tier", "title"]
+    assert {e["line"] for e in summary["errors"]} == {3}
+    assert r.stderr.count("catalog.csv:line 3: ") == 4, r.stderr
+
+
+READING_COMMANDS = [
+    ["dashboard-url", "--store", "demo"],
+    ["stores", "rotate-key", "--store", "demo", "--kind", "secret"],
+    ["import", "catalog", "c.json", "--store", "demo"],
+]
+
+
+@pytest.mark.parametrize("args", READING_COMMANDS, ids=lambda a: a[0])
+def test_a_command_that_uses_a_store_never_creates_one(tmp_path: Path, args: list[str]) -> None:
+    """Run from a folder without the store's file (and no OFFER_STORE_URL): a one-line error
+    naming the path it looked at, and no empty database left behind."""
+    (tmp_path / "c.json").write_text("[]")
+    env = {k: v for k, v in os.environ.items() if k != "OFFER_STORE_URL"}
+    r = subprocess.run(
+        [*CLI, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 1
+    missing = tmp_path.resolve() / "offer-data" / "offers.db"
+    assert r.stderr == (
+        f"error: no store database at {missing}; name the store's database with --store-url "
+        "or OFFER_STORE_URL\n"
+    )
+    assert not (tmp_path / "offer-data").exists()
+    r = run(*args, "--store-url", f"sqlite:///{tmp_path}/elsewhere/o.db", cwd=tmp_path)
+    assert r.returncode == 1 and "--store-url" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "elsewhere").exists()
 
 
 @pytest.mark.parametrize("args", [["--help"], ["import", "--help"], ["stores", "create", "--help"]])

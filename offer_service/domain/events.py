@@ -12,13 +12,15 @@ from typing import Any, Literal
 
 from offer_service.domain.records import SigningKey
 from offer_service.domain.tokens import BadToken, OfferClaims, verify
+from offer_service.types import DAY_MS
 
 EventType = Literal["impression", "click", "accept", "decline", "view"]
 EVENT_TYPES: frozenset[str] = frozenset(("impression", "click", "accept", "decline", "view"))
 MAX_EVENTS = 100
 MAX_ID_LENGTH = 64
 # Events stamped further than this from the server's clock are implausible: rejected.
-MAX_CLOCK_SKEW_MS = 7 * 86_400_000
+MAX_CLOCK_SKEW_DAYS = 7
+MAX_CLOCK_SKEW_MS = MAX_CLOCK_SKEW_DAYS * DAY_MS
 
 # Genuine tokens already verified, with the keys they were verified against: the events of a
 # page, and the pages of many visitors, carry the same few tokens. Expiry and the keys are
@@ -53,17 +55,45 @@ class StoredEvent:
     flag: str | None = None
 
 
+NOT_AN_OBJECT = "The event must be a JSON object."
+BAD_ID = f"id must be a string of 1 to {MAX_ID_LENGTH} characters."
+BAD_TYPE = f"type must be one of {', '.join(sorted(EVENT_TYPES))}."
+TS_NOT_MS = "ts must be a whole number: when the event happened, in epoch milliseconds."
+TS_TOO_FAR = (
+    "ts is {days:.1f} days {side} the server's clock: an event must be stamped within "
+    f"{MAX_CLOCK_SKEW_DAYS} days of it (epoch milliseconds, as Date.now() gives)."
+)
+BAD_VISITOR_ID = "visitor_id must be a string of at most 128 characters."
+NO_TOKEN = "token must be the offer's token, a string."
+FORGED_TOKEN = "The token is not a valid offer token of this store (forged, edited or expired)."
+
+
 @dataclass(frozen=True, slots=True)
 class Rejected:
+    """Why one event of a batch was not stored: a stable code, the field, one sentence."""
+
     index: int
     code: str
     field: str | None = None
+    message: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"index": self.index, "code": self.code}
         if self.field:
             out["field"] = self.field
+        if self.message:
+            out["message"] = self.message
         return out
+
+
+def ts_problem(ts: object, now_ms: int) -> str | None:
+    """Why `ts` cannot be an event's time (None if it can): not epoch ms, or too far from now."""
+    if type(ts) is not int:
+        return TS_NOT_MS
+    if abs(ts - now_ms) > MAX_CLOCK_SKEW_MS:
+        side = "before" if ts < now_ms else "after"
+        return TS_TOO_FAR.format(days=abs(ts - now_ms) / DAY_MS, side=side)
+    return None
 
 
 def validate_event(
@@ -77,29 +107,29 @@ def validate_event(
     """One event of a batch: a StoredEvent (carrying the request's invalid-traffic `flag`), or
     why it was rejected."""
     if not isinstance(raw, dict):
-        return Rejected(index, INVALID_EVENT)
+        return Rejected(index, INVALID_EVENT, None, NOT_AN_OBJECT)
     event_id = raw.get("id")
     if not isinstance(event_id, str) or not 1 <= len(event_id) <= MAX_ID_LENGTH:
-        return Rejected(index, INVALID_EVENT, "id")
+        return Rejected(index, INVALID_EVENT, "id", BAD_ID)
     event_type = raw.get("type")
     # A str check first: an unhashable value (a JSON object) cannot be looked up in a set.
     if not isinstance(event_type, str) or event_type not in EVENT_TYPES:
-        return Rejected(index, INVALID_EVENT, "type")
+        return Rejected(index, INVALID_EVENT, "type", BAD_TYPE)
     ts = raw.get("ts")
-    if type(ts) is not int or abs(ts - now_ms) > MAX_CLOCK_SKEW_MS:
-        return Rejected(index, INVALID_EVENT, "ts")
+    if type(ts) is not int or abs(ts - now_ms) > MAX_CLOCK_SKEW_MS:  # inline: the hot path
+        return Rejected(index, INVALID_EVENT, "ts", ts_problem(ts, now_ms) or "")
     visitor_id = raw.get("visitor_id")
     if visitor_id is not None and (not isinstance(visitor_id, str) or len(visitor_id) > 128):
-        return Rejected(index, INVALID_EVENT, "visitor_id")
+        return Rejected(index, INVALID_EVENT, "visitor_id", BAD_VISITOR_ID)
     token = raw.get("token")
     if not isinstance(token, str):
-        return Rejected(index, INVALID_EVENT, "token")
+        return Rejected(index, INVALID_EVENT, "token", NO_TOKEN)
     try:
         claims = _verify(token, keys, now_ms / 1000)
     except BadToken:
-        return Rejected(index, BAD_TOKEN, "token")
+        return Rejected(index, BAD_TOKEN, "token", FORGED_TOKEN)
     if claims.store_id != store_id:
-        return Rejected(index, BAD_TOKEN, "token")
+        return Rejected(index, BAD_TOKEN, "token", FORGED_TOKEN)
     # Positional, in the order of the fields: keywords take twice as long to bind.
     return StoredEvent(
         event_id,

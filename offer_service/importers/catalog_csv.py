@@ -120,6 +120,18 @@ def _collect(built: Iterator[tuple[int, Product | None, list[Rejection]]]) -> Im
     return result
 
 
+def _every_problem(cells: list[Rejection], model: list[Rejection], line: int) -> list[Rejection]:
+    """A row's problems: its cells that could not be read, then every other field the model
+    refused, so that one look at the report fixes the whole row. A cell that could not be
+    read is absent to the model, which would call it missing as well: that is left out."""
+    unread = {r.field for r in cells}
+    return cells + [
+        dataclasses.replace(r, line=line)
+        for r in model
+        if r.field is None or r.field.partition("[")[0].partition(".")[0] not in unread
+    ]
+
+
 def _cell_count_problem(row: CsvRow, width: int) -> Rejection | None:
     if row.error:
         return Rejection(row.error, line=row.line)
@@ -154,11 +166,9 @@ def _native_products(
                 item[name] = _native_value(name, value)
             except ValueError as exc:
                 problems.append(Rejection(f"{name} {exc}.", line=row.line, field=name))
-        if problems:
-            yield row.line, None, problems
-            continue
         product, invalid = validate_product(item, currency)
-        yield row.line, product, [dataclasses.replace(r, line=row.line) for r in invalid]
+        problems = _every_problem(problems, invalid, row.line)
+        yield row.line, None if problems else product, problems
 
 
 def _check_native_header(line: int, names: list[str]) -> None:
@@ -297,7 +307,7 @@ def _shopify_variant(
             item[key] = major_to_minor_units(value)
         except ValueError as exc:
             problems.append(Rejection(f"{label} {exc}.", line=line, field=label))
-    if "price" not in item and not problems:
+    if not cells.get("variant price"):
         problems.append(Rejection("Variant Price is empty.", line=line, field="Variant Price"))
     compare_at = item.get("compare_at_price")
     if compare_at is not None and compare_at <= item.get("price", 0):
@@ -311,10 +321,9 @@ def _shopify_variant(
             label = "Variant Inventory Qty"
             message = f"{label} must be a whole number, not {quantity!r}."
             problems.append(Rejection(message, line=line, field=label))
-    if problems:
-        return line, None, problems
     built, invalid = validate_product(item, currency, _SHOPIFY_NAMES)
-    return line, built, [dataclasses.replace(r, line=line) for r in invalid]
+    problems = _every_problem(problems, invalid, line)
+    return line, None if problems else built, problems
 
 
 def _variant_id(handle: str, position: int) -> str:

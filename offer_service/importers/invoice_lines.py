@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import NamedTuple
 
@@ -94,13 +94,14 @@ def iter_invoice_lines(
             message = f"The row has {len(cells)} cells but the header has {width}."
             yield Rejection(message, line=line, source=source)
             continue
+        # The first bad field ends the fast path; `_row_problems` then names every one.
         raw_quantity = cells[i_quantity]
         try:
             quantity = int(raw_quantity)
         except ValueError:
             whole = _float_quantity(raw_quantity)
             if whole is None:
-                yield _bad(line, source, "Quantity", raw_quantity, "a whole number")
+                yield from _row_problems(cells, columns, line, source)
                 continue
             quantity = whole
         raw_price = cells[i_price]
@@ -109,7 +110,7 @@ def iter_invoice_lines(
             try:
                 price = prices[raw_price] = decimal_to_minor_units(raw_price)
             except ValueError:
-                yield _bad(line, source, "UnitPrice", raw_price, "a decimal amount such as 2.55")
+                yield from _row_problems(cells, columns, line, source)
                 continue
         raw_date = cells[i_date]
         at_ms = dates.get(raw_date)
@@ -117,14 +118,12 @@ def iter_invoice_lines(
             try:
                 at_ms = dates[raw_date] = _date_ms(raw_date)
             except ValueError:
-                expected = "a date such as 2010-12-01 08:26:00 or 12/1/2010 8:26"
-                yield _bad(line, source, "InvoiceDate", raw_date, expected)
+                yield from _row_problems(cells, columns, line, source)
                 continue
         invoice_no = cells[i_invoice].strip()
         stock_code = cells[i_code].strip()
         if not invoice_no or not stock_code:
-            name = "InvoiceNo" if not invoice_no else "StockCode"
-            yield Rejection(f"{name} is empty.", line=line, field=name, source=source)
+            yield from _row_problems(cells, columns, line, source)
             continue
         raw_customer = cells[i_customer]
         if raw_customer in customers:
@@ -174,12 +173,6 @@ def _header_columns(cells: list[str], line: int, source: str | None) -> dict[str
     return columns
 
 
-def _bad(line: int, source: str | None, name: str, value: str, expected: str) -> Rejection:
-    return Rejection(
-        f"{name} must be {expected}, not {value!r}.", line=line, field=name, source=source
-    )
-
-
 def _float_quantity(text: str) -> int | None:
     """pandas writes an integer column that held a NaN as floats: '6.0' is 6."""
     whole, dot, fraction = text.strip().partition(".")
@@ -214,3 +207,39 @@ def _customer_id(text: str) -> str | None:
     if value.endswith(".0"):
         value = value[:-2]
     return value or None
+
+
+def _quantity(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        whole = _float_quantity(text)
+        if whole is None:
+            raise
+        return whole
+
+
+# The typed columns, what each must be, and how it is read (raising ValueError if it is not).
+_TYPED_COLUMNS: tuple[tuple[str, str, Callable[[str], int]], ...] = (
+    ("Quantity", "a whole number", _quantity),
+    ("InvoiceDate", "a date such as 2010-12-01 08:26:00 or 12/1/2010 8:26", _date_ms),
+    ("UnitPrice", "a decimal amount such as 2.55", decimal_to_minor_units),
+)
+
+
+def _row_problems(
+    cells: list[str], columns: dict[str, int], line: int, source: str | None
+) -> list[Rejection]:
+    """Every bad field of a row, in the layout's column order."""
+    out = []
+    for name in ("InvoiceNo", "StockCode"):
+        if not cells[columns[name.lower()]].strip():
+            out.append(Rejection(f"{name} is empty.", line=line, field=name, source=source))
+    for name, expected, read in _TYPED_COLUMNS:
+        value = cells[columns[name.lower()]]
+        try:
+            read(value)
+        except ValueError:
+            message = f"{name} must be {expected}, not {value!r}."
+            out.append(Rejection(message, line=line, field=name, source=source))
+    return out

@@ -127,11 +127,15 @@ def _import(
     for source, read in texts:
         try:
             for item in iter_invoice_lines(read(), source=source):
-                rows += 1
                 if isinstance(item, Rejection):
+                    # One rejection per bad field: a row's second one is not another row.
+                    last = rejected[-1] if rejected else None
                     rejected.append(item)
+                    if last is not None and (last.line, last.source) == (item.line, source):
+                        continue
                 else:
                     aggregate.add(item)
+                rows += 1
                 if progress is not None and rows % PROGRESS_EVERY == 0:
                     progress(rows)
         except ValidationFailed as exc:
@@ -144,7 +148,7 @@ def _import(
         progress(rows)
     result = aggregate.finish()
     result.stats.rows = rows
-    result.stats.rejected = len(rejected)
+    result.stats.rejected = len({(r.source, r.line) for r in rejected})
     result.rejected = rejected
     return result
 

@@ -347,7 +347,7 @@ def cmd_dashboard_url(args: Any, store_url: str) -> int:
     from offer_service.storage import open_store
 
     async def find() -> StoreRecord | None:
-        store = open_store(store_url)
+        store = open_store(store_url, create=False)
         await store.open()
         try:
             return await store.get_store(args.store)

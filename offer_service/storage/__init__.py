@@ -8,13 +8,16 @@ from offer_service.storage.protocols import Store
 __all__ = ["Store", "StoreRecord", "VisitorState", "open_store"]
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, create: bool = True) -> Store:
     """`sqlite:///path` (the embedded default), `redis://host:port/db` (one Redis shared by
-    many service processes) or `redis+cluster://host:port` (Redis Cluster)."""
+    many service processes) or `redis+cluster://host:port` (Redis Cluster).
+
+    With `create=False` (commands that use an existing store), `open()` raises StoreMissing
+    instead of creating a missing SQLite file; a Redis database always exists."""
     if url.startswith("sqlite://"):
         from offer_service.storage.sqlite.store import SQLiteStore
 
-        return SQLiteStore.from_url(url)
+        return SQLiteStore.from_url(url, create=create)
     if url.split("://", 1)[0] in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
         from offer_service.storage.redis.store import RedisStore
 

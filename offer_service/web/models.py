@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from offer_service.domain.events import MAX_CLOCK_SKEW_DAYS
 from offer_service.domain.surfaces import SURFACES, Surface
 from offer_service.exceptions import ValidationFailed
 from offer_service.types import OfferKind
@@ -303,7 +304,10 @@ class EventIn(BaseModel):
     id: str = Field(min_length=1, max_length=64)
     type: Literal["impression", "click", "accept", "decline", "view"]
     token: str
-    ts: int
+    ts: int = Field(
+        description="When it happened, in epoch ms: within "
+        f"{MAX_CLOCK_SKEW_DAYS} days of the server's clock, else rejected."
+    )
     visitor_id: str | None = None
 
 
@@ -318,6 +322,7 @@ class EventRejection(BaseModel):
     index: int
     code: str
     field: str | None = None
+    message: str | None = Field(None, description="Why, in one sentence.")
 
 
 class EventsResponse(BaseModel):

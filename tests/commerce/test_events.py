@@ -201,6 +201,41 @@ def test_a_mixed_batch_counts_exactly(shop: tuple[LiveServer, httpx.Client]) -> 
     assert stored_event_count(server.store_url) == 1 + expected["accepted"]
 
 
+def test_an_event_stamped_beyond_the_clock_window_is_rejected_with_the_reason(
+    shop: tuple[LiveServer, httpx.Client],
+) -> None:
+    _, c = shop
+    token = page_tokens(c)[0]
+    day = 86_400_000
+    batch = [
+        event(token, ts=now_ms() - 400 * day),  # an example copied from last year's docs
+        event(token, ts=now_ms() + 8 * day),
+        event(token, ts=str(now_ms())),
+        event(token, ts=now_ms() - 6 * day),  # a phone's slow clock: kept
+    ]
+    r = post_events(c, batch)
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["accepted"] == 1
+    assert [(i["index"], i["code"], i["field"]) for i in body["rejected"]] == [
+        (0, "invalid_event", "ts"),
+        (1, "invalid_event", "ts"),
+        (2, "invalid_event", "ts"),
+    ]
+    messages = [i["message"] for i in body["rejected"]]
+    window = "an event must be stamped within 7 days of it"
+    assert (
+        messages[0].startswith("ts is 400.0 days before the server's clock")
+        and window in messages[0]
+    )
+    assert (
+        messages[1].startswith("ts is 8.0 days after the server's clock") and window in messages[1]
+    )
+    assert (
+        messages[2] == "ts must be a whole number: when the event happened, in epoch milliseconds."
+    )
+
+
 def test_a_text_plain_body_counts_the_same_as_json(shop: tuple[LiveServer, httpx.Client]) -> None:
     server, c = shop
     tokens = page_tokens(c)

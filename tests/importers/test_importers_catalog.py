@@ -600,3 +600,49 @@ def test_shopify_prices_that_would_change_or_mean_nothing_are_refused(text: str)
 
 def _json(items: Sequence[object]) -> bytes:
     return orjson.dumps(items)
+
+
+def test_native_csv_a_row_with_several_bad_fields_has_a_rejection_for_each() -> None:
+    result = parse_catalog_csv(
+        "id,title,price,currency,tier,active,url\na,,1.50,dollars,high,maybe,javascript:alert(1)\n"
+    )
+
+    assert result.items == []
+    assert result.rejected_count == 1
+    assert [(r.line, r.field) for r in result.rejected] == [
+        (2, "price"),
+        (2, "tier"),
+        (2, "active"),
+        (2, "title"),
+        (2, "url"),
+        (2, "currency"),
+    ]
+    # The unreadable price is reported once, not also as missing.
+    assert [r.message for r in result.rejected if r.field == "price"] == [
+        "price must be a whole number of minor units (2999 for 29.99), not '1.50'."
+    ]
+
+
+def test_shopify_a_variant_with_several_bad_fields_has_a_rejection_for_each() -> None:
+    result = parse_catalog_csv(
+        shopify_csv(
+            [
+                {
+                    "Handle": "tee",
+                    "Variant Price": "abc",
+                    "Variant Compare At Price": "1.999",
+                    "Variant Inventory Tracker": "shopify",
+                    "Variant Inventory Qty": "lots",
+                    "Image Src": "javascript:alert(1)",
+                }
+            ]
+        )
+    )
+
+    assert [(r.line, r.field) for r in result.rejected] == [
+        (2, "Variant Price"),
+        (2, "Variant Compare At Price"),
+        (2, "Variant Inventory Qty"),
+        (2, "Title"),
+        (2, "Image Src"),
+    ]

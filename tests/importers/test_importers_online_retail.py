@@ -383,3 +383,24 @@ def test_full_archive_matches_the_data_readme_and_a_plain_reading() -> None:
         pid for lines in expected.orders.values() for pid in lines
     }
     assert len(result.products) == 3_798
+
+
+def test_a_row_with_several_bad_fields_has_a_rejection_for_each() -> None:
+    data = "\n".join(
+        [
+            HEADER,
+            "536365,85123A,HEART,6,2010-12-01 08:26:00,2.55,17850,United Kingdom",
+            "536366,,HEART,six,yesterday,GBP1,17850,United Kingdom",
+        ]
+    )
+
+    result = parse_online_retail(data)
+
+    assert [(r.line, r.field) for r in result.rejected] == [
+        (3, "StockCode"),
+        (3, "Quantity"),
+        (3, "InvoiceDate"),
+        (3, "UnitPrice"),
+    ]
+    assert result.rejected[1].message == "Quantity must be a whole number, not 'six'."
+    assert (result.stats.rows, result.stats.rejected, result.stats.orders) == (2, 1, 1)

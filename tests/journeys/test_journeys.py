@@ -253,6 +253,31 @@ def test_order_lifecycle_webhooks_validate_their_input(
         assert (r.status_code, r.json()["error"]["code"]) == (403, "secret_key_required")
 
 
+def test_an_order_event_dated_before_the_order_was_placed_is_refused(
+    shop: tuple[LiveServer, StoreRecord],
+) -> None:
+    live, record = shop
+    with live.client() as c:
+        place(c, record, "o-7", ORDER)
+        r = c.post(
+            "/v1/admin/orders/o-7/events",
+            json={"type": "shipped", "at": at(hours=-1)},
+            headers=admin(record),
+        )
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["code"] == "validation_error"
+        assert (
+            error["message"]
+            == "The event is dated before order o-7 was placed (2026-11-02T10:00:00Z)."
+        )
+        assert error["details"] == [
+            {"field": "at", "message": "at must not be before 2026-11-02T10:00:00Z"}
+        ]
+        # Nothing was recorded: the same shipment, dated right, is new.
+        assert lifecycle(c, record, "o-7", "shipped", iso(PLACED))["duplicate"] is False
+
+
 def test_a_signed_webhook_records_a_delivery(shop: tuple[LiveServer, StoreRecord]) -> None:
     import hashlib
     import hmac

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from offer_service_tools.sim_model import Behaviour, OfferSeen, Shopper, truths, uniform
+from offer_service_tools.simulate import verdict
 
 B = Behaviour(
     surface_mix={"product_page": 1.0},
@@ -73,3 +76,16 @@ def test_draws_are_uniform_and_fixed_by_their_key() -> None:
     assert sum((b - 1000) ** 2 / 1000 for b in bins) < 43.8  # chi-square, 19 df, p = 0.001
     s = shopper(0, False, converted=True, offers=[SD])
     assert s.draw("click", SD) == s.draw("click", "sd") != s.draw("buy", SD)
+
+
+def test_a_failing_run_names_what_fell_outside_its_interval() -> None:
+    def row(name: str, inside: bool, ci: tuple[float, float] | None = (0.0, 1.0)) -> dict[str, Any]:
+        return {"parameter": name, "checked": ci is not None, "inside": inside, "ci": ci}
+
+    assert verdict([row("aov", True), row("attributed_revenue", False, None)]) is None
+    message = verdict([row("aov", True), row("attach_rate", False), row("return_rate", False)])
+    assert message is not None and message.startswith(
+        "error: 2 of 3 true values lie outside their 95% interval (attach_rate, return_rate)"
+    )
+    nothing = verdict([row("aov", False, None)])
+    assert nothing is not None and "no interval to check" in nothing

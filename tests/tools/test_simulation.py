@@ -12,6 +12,8 @@ zero while its offers still get the credit. One-click accepts go through a real 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from offer_service.domain.policy import Experiment, Variant
 from offer_service_tools.charge_double import ChargeDouble, running_charge_double
 from offer_service_tools.sim_model import Behaviour
 from offer_service_tools.simulate import Simulation, simulate
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, free_port
 from tests.processes import ServeProcess, prepare_demo_store
 
 # The simulation takes about a minute on two idle cores; leave room for a busy machine.
@@ -31,6 +33,7 @@ pytestmark = pytest.mark.timeout(900)
 
 VISITORS = 20_000
 SEED = 8
+RUN = str(SEED)  # a fixed run name on a fresh store: the same shoppers (ids sim-8-<i>) each time
 EXPERIMENT = Experiment(
     name="rank",
     surfaces=["product_page", "cart"],  # type: ignore[list-item]
@@ -58,7 +61,14 @@ def simulation(
     server = ServeProcess(store_url, tmp / "server.log")
     try:
         yield asyncio.run(
-            simulate(server.url, visitors=VISITORS, seed=SEED, behaviour=BEHAVIOUR, concurrency=32)
+            simulate(
+                server.url,
+                visitors=VISITORS,
+                seed=SEED,
+                behaviour=BEHAVIOUR,
+                concurrency=32,
+                run=RUN,
+            )
         )
     finally:
         server.stop()
@@ -145,3 +155,37 @@ def test_the_command_prints_truth_next_to_estimate(
     assert main(["simulate", "--url", demo_server.url, "--visitors", "100"]) in (0, 1)
     table = capsys.readouterr().out
     assert "parameter" in table and "95% interval" in table and "100 visitors in" in table
+
+
+def test_a_second_run_against_the_same_store_reports_on_its_own_shoppers(
+    demo_server: LiveServer,
+) -> None:
+    first, second = (asyncio.run(simulate(demo_server.url, visitors=300, seed=3)) for _ in "12")
+    ids = [{s.visitor_id for s in sim.shoppers} for sim in (first, second)]
+    assert ids[0].isdisjoint(ids[1])
+    for sim in (first, second):
+        sizes = sim.report["holdout"]["sample_sizes"]
+        assert sizes["treatment"] + sizes["holdout"] == 300
+        accepted = sum(len(s.accepted) for s in sim.shoppers)
+        assert accepted > 0 and sim.failed_accepts == 0
+        assert sim.report["totals"]["one_click_accepts"] == accepted
+        rows = {r["parameter"]: r for r in sim.comparisons()}
+        assert rows["take_rate[thank_you]"]["estimate"] > 0
+        for name in ("conversion_rate[treatment]", "conversion_rate[holdout]", "attach_rate"):
+            assert rows[name]["estimate"] is not None, rows[name]
+
+
+def test_without_a_service_the_command_says_so_in_one_line(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    r = subprocess.run(
+        [sys.executable, "-m", "offer_service.cli", "simulate", "--url", url, "--visitors", "10"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith(f"error: cannot reach the service at {url} (")
+    assert "pass --url" in r.stderr

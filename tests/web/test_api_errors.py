@@ -165,4 +165,11 @@ def test_an_event_with_an_object_for_its_type_is_rejected_not_a_500(
             json={"key": "pk_demo", "events": [{"id": "0", "type": {}, "token": "x", "ts": 0}]},
         )
         assert r.status_code == 202
-        assert r.json()["rejected"] == [{"index": 0, "code": "invalid_event", "field": "type"}]
+        assert r.json()["rejected"] == [
+            {
+                "index": 0,
+                "code": "invalid_event",
+                "field": "type",
+                "message": "type must be one of accept, click, decline, impression, view.",
+            }
+        ]

@@ -15,7 +15,7 @@ from typing import Any, Self, TypeVar
 
 import orjson
 
-from offer_service.exceptions import StoreError
+from offer_service.exceptions import StoreError, StoreMissing
 from offer_service.storage.sqlite.event_log import EventIds
 from offer_service.storage.sqlite.schema import migrate
 
@@ -94,9 +94,12 @@ class SQLiteConnection:
     blocks the loop and a read-then-write is atomic across processes sharing the file.
     """
 
-    def __init__(self, path: str, *, busy_timeout_ms: int = 5000) -> None:
+    def __init__(self, path: str, *, busy_timeout_ms: int = 5000, create: bool = True) -> None:
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
+        # False for commands that only use an existing store: a mistyped path must not leave
+        # an empty database behind that later commands would take for the real one.
+        self.create = create
         self._reader: sqlite3.Connection | None = None
         self._writer: sqlite3.Connection | None = None
         self._snapshot_until = 0.0  # the shared read transaction's end (monotonic time)
@@ -110,13 +113,14 @@ class SQLiteConnection:
         self._event_ids = EventIds()
 
     @classmethod
-    def from_url(cls, url: str) -> Self:
-        """`sqlite:///relative/path`, `sqlite:////absolute/path` or `sqlite:///:memory:`."""
+    def from_url(cls, url: str, *, create: bool = True) -> Self:
+        """`sqlite:///relative/path`, `sqlite:////absolute/path` or `sqlite:///:memory:`;
+        with `create=False`, opening a file that does not exist raises StoreMissing."""
         prefix = "sqlite:///"
         path = url[len(prefix) :].split("?", 1)[0]
         if not url.startswith(prefix) or not path:
             raise ValueError(f"expected sqlite:///<path>, got {url!r}")
-        return cls(path)
+        return cls(path, create=create)
 
     # lifecycle
 
@@ -128,9 +132,12 @@ class SQLiteConnection:
         return conn
 
     async def open(self) -> None:
-        """Create the file, its directory and the schema if missing; safe in every process."""
+        """Create the file, its directory and the schema if missing (unless `create` is
+        False: then a missing file raises StoreMissing); safe in every process."""
         if self._writer is not None:
             return
+        if not (self._in_memory or self.create or os.path.isfile(self.path)):
+            raise StoreMissing(f"no store database at {os.path.abspath(self.path)}")
         with _wrapped("open the database"):
             if not self._in_memory:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)

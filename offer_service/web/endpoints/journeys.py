@@ -124,6 +124,15 @@ async def post_order_event(request: Request) -> Response:
     )
     at_ms = parse_time(req.at, "at", now_ms(request))
     order = await order_of(request, record, order_id)
+    if at_ms < order.placed_at_ms:
+        if req.at:
+            placed = iso(order.placed_at_ms)
+            raise ValidationFailed(
+                f"The event is dated before order {order_id} was placed ({placed}).",
+                details=[{"field": "at", "message": f"at must not be before {placed}"}],
+            )
+        # Sent without a time just after an order stamped by a clock a little ahead of ours.
+        at_ms = order.placed_at_ms
     strangers = [
         {"field": f"product_ids[{i}]", "message": f"{pid} is not a line of order {order_id}"}
         for i, pid in enumerate(req.product_ids)

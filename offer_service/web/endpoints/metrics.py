@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from offer_service.domain.events import MAX_CLOCK_SKEW_MS
 from offer_service.domain.records import StoreRecord
 from offer_service.domain.surfaces import Surface
 from offer_service.domain.time import MAX_MS, parse_ms
@@ -20,8 +21,8 @@ from offer_service.web.endpoints.common import engine, json_response, secret_sto
 
 DEFAULT_RANGE_MS = 30 * DAY_MS
 MAX_RANGE_MS = 400 * DAY_MS
-# An event's `ts` may be this far from its receipt (events.MAX_CLOCK_SKEW_MS).
-SKEW_MS = 7 * DAY_MS
+# An event's `ts` may be this far from its receipt.
+SKEW_MS = MAX_CLOCK_SKEW_MS
 INVALID = "The metrics request is invalid."
 
 
