@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -21,6 +22,9 @@ CsvFormat = Literal["csv", "shopify", "auto"]
 
 NATIVE_COLUMNS: tuple[str, ...] = tuple(ProductIn.model_fields)
 REQUIRED_NATIVE_COLUMNS = ("id", "title", "price")
+_KNOWN_NATIVE = frozenset(NATIVE_COLUMNS)
+# A header of thousands of unknown columns is refused with the first few named, not all of them.
+MAX_HEADER_PROBLEMS = 20
 _MONEY_COLUMNS = frozenset({"price", "cost", "compare_at_price"})
 _INT_COLUMNS = frozenset({"tier", "inventory", "replenish_days"})
 _BOOL_COLUMNS = frozenset({"active"})
@@ -162,19 +166,23 @@ def _native_products(
 
 
 def _check_native_header(line: int, names: list[str]) -> None:
-    known = set(NATIVE_COLUMNS)
-    unknown = [name for name in names if name and name not in known]
-    duplicated = sorted({name for name in names if name and names.count(name) > 1})
-    missing = [name for name in REQUIRED_NATIVE_COLUMNS if name not in names]
+    # Counted once rather than names.count() per column: a 40,000-column header took 38 s.
+    seen = Counter(name for name in names if name)
+    unknown = [name for name in names if name and name not in _KNOWN_NATIVE]
+    duplicated = sorted(name for name, count in seen.items() if count > 1)
+    missing = [name for name in REQUIRED_NATIVE_COLUMNS if name not in seen]
     problems = [f"unknown column {name!r}" for name in unknown]
     problems += [f"column {name!r} appears twice" for name in duplicated]
     problems += [f"required column {name!r} is missing" for name in missing]
     if problems:
+        listed = problems[:MAX_HEADER_PROBLEMS]
+        more = len(problems) - len(listed)
         raise ValidationFailed(
             f"The CSV header on line {line} is neither the native layout nor a Shopify export: "
-            + "; ".join(problems)
+            + "; ".join(listed)
+            + (f"; and {more} more problems" if more else "")
             + f". Native columns are: {', '.join(NATIVE_COLUMNS)}.",
-            details=[field_error(f"line {line}", problem) for problem in problems],
+            details=[field_error(f"line {line}", problem) for problem in listed],
         )
 
 
