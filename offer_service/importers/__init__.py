@@ -12,9 +12,10 @@ from offer_service.importers.online_retail import (
     read_online_retail,
 )
 from offer_service.importers.orders_json import OrderIn, OrderLineIn, parse_orders_json
-from offer_service.importers.result import ImportResult, Rejection
+from offer_service.importers.result import MAX_LISTED_REJECTIONS, ImportResult, Rejection
 
 __all__ = [
+    "MAX_LISTED_REJECTIONS",
     "CsvFormat",
     "ImportResult",
     "InvoiceLine",

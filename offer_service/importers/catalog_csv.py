@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from offer_service.domain.products import Product
 from offer_service.exceptions import ValidationFailed, field_error
 from offer_service.importers.catalog_json import ProductIn, duplicate_id, validate_product
 from offer_service.importers.fields import currency_parameter, decimal_to_minor_units
-from offer_service.importers.result import ImportResult, Rejection
+from offer_service.importers.result import MAX_LISTED_REJECTIONS, ImportResult, Rejection
 from offer_service.importers.text import CsvRow, csv_rows, decode_text, is_blank
 from offer_service.types import is_whole
 
@@ -108,19 +109,31 @@ def _header_error(line: int, message: str) -> ValidationFailed:
 
 
 def _collect(built: Iterator[tuple[int, Product | None, list[Rejection]]]) -> ImportResult[Product]:
-    """Gather products in order, refusing a second product with an id already seen."""
+    """Gather products in order, refusing a second product with an id already seen, and list
+    the rejections of the lowest lines (a Shopify export's come out grouped by product)."""
     result: ImportResult[Product] = ImportResult()
     first_line: dict[str, int] = {}
+    # A max-heap of (-line, -arrival, rejection): the MAX_LISTED_REJECTIONS lowest seen so far.
+    lowest: list[tuple[int, int, Rejection]] = []
+    arrival = 0
     for line, product, problems in built:
         if product is not None and product.id in first_line:
             duplicate = duplicate_id(product.id, f"line {first_line[product.id]}")
             product, problems = None, [dataclasses.replace(duplicate, line=line)]
         if product is None:
-            result.rejected.extend(problems)
+            result.rejected_count += 1
+            result.rejected_total += len(problems)
+            for problem in problems:
+                arrival += 1
+                entry = (-(problem.line or 0), -arrival, problem)
+                if len(lowest) < MAX_LISTED_REJECTIONS:
+                    heapq.heappush(lowest, entry)
+                elif entry > lowest[0]:
+                    heapq.heapreplace(lowest, entry)
             continue
         first_line[product.id] = line
         result.items.append(product)
-    result.rejected.sort(key=lambda r: r.line or 0)
+    result.rejected = [problem for _, _, problem in sorted(lowest, reverse=True)]
     return result
 
 

@@ -19,7 +19,7 @@ from offer_service.importers.fields import (
     currency_parameter,
     rejections_from,
 )
-from offer_service.importers.json_body import item_lines, load_json_list
+from offer_service.importers.json_body import load_json_list, with_lines
 from offer_service.importers.result import ImportResult, Rejection
 from offer_service.types import ProductFlag
 
@@ -100,14 +100,9 @@ def parse_catalog_json(raw: bytes | str, default_currency: str = "USD") -> Impor
             problems = [duplicate_id(product.id, f"item {first_index[product.id]}")]
             product = None
         if product is None:
-            result.rejected.extend(dataclasses.replace(p, index=index) for p in problems)
+            result.reject([dataclasses.replace(p, index=index) for p in problems])
             continue
         first_index[product.id] = index
         result.items.append(product)
-    if result.rejected:
-        lines = item_lines(raw, {r.index for r in result.rejected if r.index is not None})
-        result.rejected = [
-            dataclasses.replace(r, line=lines.get(r.index)) if r.index is not None else r
-            for r in result.rejected
-        ]
+    result.rejected = with_lines(raw, result.rejected)
     return result

@@ -18,7 +18,7 @@ from offer_service.importers.invoice_lines import (
     InvoiceLine,
     iter_invoice_lines,
 )
-from offer_service.importers.result import Rejection
+from offer_service.importers.result import ImportResult, Rejection
 from offer_service.importers.text import decode_text
 
 PROGRESS_EVERY = 10_000
@@ -58,7 +58,8 @@ class OnlineRetailImport:
     orders: list[Order]
     returns: list[ProductReturn]
     stats: OnlineRetailStats
-    rejected: list[Rejection]
+    rejected: list[Rejection]  # the first MAX_LISTED_REJECTIONS
+    rejected_total: int = 0
 
 
 def parse_online_retail(
@@ -122,14 +123,14 @@ def _import(
     progress: Progress | None,
 ) -> OnlineRetailImport:
     aggregate = _Aggregate(currency)
-    rejected: list[Rejection] = []
+    rejections: ImportResult[None] = ImportResult()
     rows = 0
     for source, read in texts:
         try:
             for item in iter_invoice_lines(read(), source=source):
                 rows += 1
                 if isinstance(item, Rejection):
-                    rejected.append(item)
+                    rejections.reject([item])
                 else:
                     aggregate.add(item)
                 if progress is not None and rows % PROGRESS_EVERY == 0:
@@ -139,13 +140,13 @@ def _import(
             # one bad member of an archive is a rejection, and the other days still count.
             if source is None:
                 raise
-            rejected.append(Rejection(exc.message, line=1, source=source))
+            rejections.reject([Rejection(exc.message, line=1, source=source)])
     if progress is not None:
         progress(rows)
     result = aggregate.finish()
     result.stats.rows = rows
-    result.stats.rejected = len(rejected)
-    result.rejected = rejected
+    result.stats.rejected = result.rejected_total = rejections.rejected_total
+    result.rejected = rejections.rejected
     return result
 
 

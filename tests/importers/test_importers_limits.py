@@ -7,7 +7,17 @@ import time
 import pytest
 
 from offer_service.exceptions import ValidationFailed
-from offer_service.importers import catalog_csv, parse_catalog_csv
+from offer_service.importers import (
+    catalog_csv,
+    parse_catalog_csv,
+    parse_catalog_json,
+    parse_online_retail,
+    parse_orders_json,
+)
+from offer_service.importers.result import MAX_LISTED_REJECTIONS
+from tests.importers.test_importers_catalog import SHOPIFY_CSV
+
+BAD_ROWS = 100_000
 
 
 def wide_header(columns: int) -> str:
@@ -52,3 +62,68 @@ def test_a_header_with_thousands_of_ignored_empty_columns_is_accepted() -> None:
     result = parse_catalog_csv(text)
 
     assert [p.id for p in result.items] == ["a"]
+
+
+def bad_csv_rows(rows: int) -> str:
+    return "id,title,price\n" + "".join(f"p{n},T,29.99\n" for n in range(rows))
+
+
+def bad_json_items(rows: int) -> bytes:
+    items = (b'{"id": "p%d", "title": "T", "price": 29.99}' % n for n in range(rows))
+    return b"[" + b",".join(items) + b"]"
+
+
+@pytest.mark.parametrize("layout", ["csv", "json"])
+def test_a_flood_of_bad_products_lists_the_first_thousand_and_counts_the_rest(
+    layout: str,
+) -> None:
+    if layout == "csv":
+        result = parse_catalog_csv(bad_csv_rows(BAD_ROWS))
+    else:
+        result = parse_catalog_json(bad_json_items(BAD_ROWS))
+
+    assert len(result.rejected) == MAX_LISTED_REJECTIONS
+    assert result.rejected_total == result.rejected_count == BAD_ROWS
+    first, last = result.rejected[0], result.rejected[-1]
+    assert (first.line, first.field) == (2 if layout == "csv" else 1, "price")
+    assert last.line == (MAX_LISTED_REJECTIONS + 1 if layout == "csv" else 1)
+
+
+def test_a_flood_of_bad_orders_counts_every_bad_field() -> None:
+    body = b"[" + b",".join([b"{}"] * BAD_ROWS) + b"]"
+
+    result = parse_orders_json(body)
+
+    # Each empty order lacks its id, placed_at, currency and lines.
+    assert result.rejected_total == 4 * BAD_ROWS
+    assert result.rejected_count == BAD_ROWS
+    assert len(result.rejected) == MAX_LISTED_REJECTIONS
+    assert [r.index for r in result.rejected[:5]] == [0, 0, 0, 0, 1]
+    assert result.rejected[-1].line == 1
+
+
+def test_a_flood_of_bad_invoice_lines_is_counted_in_full_and_listed_in_part() -> None:
+    header = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+    row = "536365,85123A,Heart,six,2010-12-01 08:26:00,2.55,17850,United Kingdom\n"
+
+    result = parse_online_retail(header + row * BAD_ROWS)
+
+    assert result.stats.rejected == result.rejected_total == BAD_ROWS
+    assert len(result.rejected) == MAX_LISTED_REJECTIONS
+    assert result.rejected[-1].line == MAX_LISTED_REJECTIONS + 1
+
+
+def test_a_shopify_export_lists_its_lowest_lines_when_some_are_left_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The row without a handle (line 11) is found before the products' own problems (9, 10).
+    monkeypatch.setattr(catalog_csv, "MAX_LISTED_REJECTIONS", 2)
+
+    result = parse_catalog_csv(SHOPIFY_CSV)
+
+    assert [(r.line, r.field) for r in result.rejected] == [
+        (9, "Variant Price"),
+        (9, "Variant Inventory Qty"),
+    ]
+    assert result.rejected_total == 4
+    assert result.rejected_count == 3

@@ -64,7 +64,13 @@ async def put_catalog(request: Request) -> Response:
         result = importers.parse_catalog_json(raw, currency)
     upserted = await engine(request).store.upsert_products(record.id, result.items)
     await engine(request).changed(record)
-    return json_response({"upserted": upserted, "rejected": [r.as_dict() for r in result.rejected]})
+    return json_response(
+        {
+            "upserted": upserted,
+            "rejected": [r.as_dict() for r in result.rejected],
+            "rejected_total": result.rejected_total,
+        }
+    )
 
 
 async def get_catalog(request: Request) -> Response:
@@ -97,10 +103,12 @@ async def post_orders(request: Request) -> Response:
         )
         existing = await store.get_products(record.id, [p.id for p in parsed.products])
         await store.upsert_products(record.id, [p for p in parsed.products if p.id not in existing])
-        orders, returns, rejected = parsed.orders, parsed.returns, parsed.rejected
+        orders, returns = parsed.orders, parsed.returns
+        rejected, rejected_total = parsed.rejected, parsed.rejected_total
     else:
         result = importers.parse_orders_json(raw)
-        orders, returns, rejected = result.items, [], result.rejected
+        orders, returns = result.items, []
+        rejected, rejected_total = result.rejected, result.rejected_total
         tokens = {o.id: order_token(record.webhook_secret, record.id, o.id) for o in orders}
     summary = await import_orders(store, record, orders, returns)
     await engine(request).changed(record)
@@ -110,6 +118,7 @@ async def post_orders(request: Request) -> Response:
             "duplicates": summary.duplicates,
             "returns": summary.returns,
             "rejected": [r.as_dict() for r in rejected],
+            "rejected_total": rejected_total,
             "order_tokens": tokens,
         }
     )
