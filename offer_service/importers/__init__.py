@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from offer_service.importers.catalog_csv import CsvFormat, parse_catalog_csv
-from offer_service.importers.catalog_json import ProductIn, parse_catalog_json
+from offer_service.importers.catalog_csv import CsvFormat, iter_catalog_csv, parse_catalog_csv
+from offer_service.importers.catalog_json import ProductIn, iter_catalog_json, parse_catalog_json
 from offer_service.importers.invoice_lines import InvoiceLine, iter_invoice_lines
 from offer_service.importers.online_retail import (
     OnlineRetailImport,
@@ -25,6 +25,8 @@ __all__ = [
     "OrderLineIn",
     "ProductIn",
     "Rejection",
+    "iter_catalog_csv",
+    "iter_catalog_json",
     "iter_invoice_lines",
     "parse_catalog_csv",
     "parse_catalog_json",

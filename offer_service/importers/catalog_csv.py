@@ -16,7 +16,7 @@ from offer_service.exceptions import ValidationFailed, field_error
 from offer_service.importers.catalog_json import ProductIn, duplicate_id, validate_product
 from offer_service.importers.fields import currency_parameter, decimal_to_minor_units
 from offer_service.importers.result import MAX_LISTED_REJECTIONS, ImportResult, Rejection
-from offer_service.importers.text import CsvRow, csv_rows, decode_text, is_blank
+from offer_service.importers.text import CsvRow, csv_rows, decoded_lines, is_blank
 from offer_service.types import is_whole
 
 CsvFormat = Literal["csv", "shopify", "auto"]
@@ -84,8 +84,22 @@ def parse_catalog_csv(
     Raises ValidationFailed only for the file as a whole: empty, or a header that is neither
     layout. Malformed rows are rejected and the rest kept.
     """
+    result: ImportResult[Product] = ImportResult()
+    result.items.extend(iter_catalog_csv(data, result, default_currency, format))
+    return result
+
+
+def iter_catalog_csv(
+    data: bytes | str,
+    result: ImportResult[Product],
+    default_currency: str = "USD",
+    format: CsvFormat = "auto",
+) -> Iterator[Product]:
+    """`parse_catalog_csv` one product at a time, for callers that write as they read; the
+    rejections go to `result`, complete once the iterator is exhausted. The whole-file errors
+    are raised by the call itself, before any product."""
     currency = currency_parameter(default_currency)
-    rows = csv_rows(decode_text(data))
+    rows = csv_rows(decoded_lines(data))
     header = next((row for row in rows if row.error or not is_blank(row.cells)), None)
     if header is None:
         raise _header_error(1, "The CSV file is empty: it needs a header row.")
@@ -101,17 +115,18 @@ def parse_catalog_csv(
         built = _shopify_products(header, names, rows, currency)
     else:
         built = _native_products(header, names, rows, currency)
-    return _collect(built)
+    return _collect(built, result)
 
 
 def _header_error(line: int, message: str) -> ValidationFailed:
     return ValidationFailed(message, details=[field_error(f"line {line}", message)])
 
 
-def _collect(built: Iterator[tuple[int, Product | None, list[Rejection]]]) -> ImportResult[Product]:
-    """Gather products in order, refusing a second product with an id already seen, and list
-    the rejections of the lowest lines (a Shopify export's come out grouped by product)."""
-    result: ImportResult[Product] = ImportResult()
+def _collect(
+    built: Iterator[tuple[int, Product | None, list[Rejection]]], result: ImportResult[Product]
+) -> Iterator[Product]:
+    """Products in order, refusing a second product with an id already seen; the rejections
+    listed are those of the lowest lines (a Shopify export's come out grouped by product)."""
     first_line: dict[str, int] = {}
     # A max-heap of (-line, -arrival, rejection): the MAX_LISTED_REJECTIONS lowest seen so far.
     lowest: list[tuple[int, int, Rejection]] = []
@@ -132,9 +147,8 @@ def _collect(built: Iterator[tuple[int, Product | None, list[Rejection]]]) -> Im
                     heapq.heapreplace(lowest, entry)
             continue
         first_line[product.id] = line
-        result.items.append(product)
+        yield product
     result.rejected = [problem for _, _, problem in sorted(lowest, reverse=True)]
-    return result
 
 
 def _cell_count_problem(row: CsvRow, width: int) -> Rejection | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -91,10 +92,27 @@ def duplicate_id(product_id: str, first: str) -> Rejection:
 def parse_catalog_json(raw: bytes | str, default_currency: str = "USD") -> ImportResult[Product]:
     """Parse a JSON list of products; bad items are rejected with their index (and line),
     good ones kept. Raises ValidationFailed when the body is not a JSON list."""
-    currency = currency_parameter(default_currency)
     result: ImportResult[Product] = ImportResult()
+    result.items.extend(iter_catalog_json(raw, result, default_currency))
+    return result
+
+
+def iter_catalog_json(
+    raw: bytes | str, result: ImportResult[Product], default_currency: str = "USD"
+) -> Iterator[Product]:
+    """`parse_catalog_json` one product at a time, for callers that write as they read; the
+    rejections go to `result`, complete once the iterator is exhausted. A body that is not a
+    JSON list is refused by the call itself, before any product."""
+    currency = currency_parameter(default_currency)
+    return _products(raw, load_json_list(raw, "products"), currency, result)
+
+
+def _products(
+    raw: bytes | str, items: list[Any], currency: str, result: ImportResult[Product]
+) -> Iterator[Product]:
     first_index: dict[str, int] = {}
-    for index, item in enumerate(load_json_list(raw, "products")):
+    for index, item in enumerate(items):
+        items[index] = None  # each raw item is let go once validated
         product, problems = validate_product(item, currency)
         if product is not None and product.id in first_index:
             problems = [duplicate_id(product.id, f"item {first_index[product.id]}")]
@@ -103,6 +121,5 @@ def parse_catalog_json(raw: bytes | str, default_currency: str = "USD") -> Impor
             result.reject([dataclasses.replace(p, index=index) for p in problems])
             continue
         first_index[product.id] = index
-        result.items.append(product)
+        yield product
     result.rejected = with_lines(raw, result.rejected)
-    return result

@@ -19,7 +19,7 @@ from offer_service.importers.invoice_lines import (
     iter_invoice_lines,
 )
 from offer_service.importers.result import ImportResult, Rejection
-from offer_service.importers.text import decode_text
+from offer_service.importers.text import decode_text, decoded_lines
 
 PROGRESS_EVERY = 10_000
 
@@ -80,7 +80,7 @@ def parse_online_retail(
     if isinstance(source, os.PathLike):
         return read_online_retail(source, currency=currency, progress=progress)
     code = currency_parameter(currency)
-    return _import([(None, lambda: decode_text(source))], code, progress)
+    return _import([(None, lambda: decoded_lines(source))], code, progress)
 
 
 def read_online_retail(
@@ -118,7 +118,7 @@ def _is_csv_name(name: str) -> bool:
 
 
 def _import(
-    texts: Iterable[tuple[str | None, Callable[[], str]]],
+    texts: Iterable[tuple[str | None, Callable[[], str | Iterable[str]]]],
     currency: str,
     progress: Progress | None,
 ) -> OnlineRetailImport:
