@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+import anyio
 from starlette.applications import Starlette
 from starlette.routing import Route
 
@@ -119,6 +120,9 @@ def create_app(settings: Settings | None = None) -> OfferApp:
     app = OfferApp(Dispatch(telemetry, fast), routes=routes, lifespan=lifespan)
     app.state.charger = charger
     app.state.engine = engine
+    # Imports parse in a worker thread, one at a time: a second waits rather than doubling the
+    # memory and CPU taken from serving.
+    app.state.import_limiter = anyio.CapacityLimiter(1)
     app.state.spool = spool
     app.state.metrics = metrics
     app.state.settings = settings

@@ -317,6 +317,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             if fmt == "json":
                 res = importers.parse_orders_json(path.read_bytes())
                 orders, returns, rejected = res.items, [], res.rejected
+                rejected_total = res.rejected_total
                 summary_extra: dict[str, Any] = {}
             elif fmt == "online-retail":
                 parsed = importers.parse_online_retail(
@@ -327,6 +328,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                 new_products = [p for p in parsed.products if p.id not in existing]
                 await store.upsert_products(record.id, new_products)
                 orders, returns, rejected = parsed.orders, parsed.returns, parsed.rejected
+                rejected_total = parsed.rejected_total
                 summary_extra = {"products": len(new_products), "stats": parsed.stats.as_dict()}
             else:
                 raise SystemExit(f"error: orders format must be json or online-retail, not {fmt}")
@@ -335,7 +337,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                 "imported": summary.imported,
                 "duplicates": summary.duplicates,
                 "returns": summary.returns,
-                "rejected": len(rejected),
+                "rejected": rejected_total,
                 **summary_extra,
             }, rejected
         finally:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from offer_service.importers.catalog_csv import CsvFormat, parse_catalog_csv
-from offer_service.importers.catalog_json import ProductIn, parse_catalog_json
+from offer_service.importers.catalog_csv import CsvFormat, iter_catalog_csv, parse_catalog_csv
+from offer_service.importers.catalog_json import ProductIn, iter_catalog_json, parse_catalog_json
 from offer_service.importers.invoice_lines import InvoiceLine, iter_invoice_lines
 from offer_service.importers.online_retail import (
     OnlineRetailImport,
@@ -12,9 +12,10 @@ from offer_service.importers.online_retail import (
     read_online_retail,
 )
 from offer_service.importers.orders_json import OrderIn, OrderLineIn, parse_orders_json
-from offer_service.importers.result import ImportResult, Rejection
+from offer_service.importers.result import MAX_LISTED_REJECTIONS, ImportResult, Rejection
 
 __all__ = [
+    "MAX_LISTED_REJECTIONS",
     "CsvFormat",
     "ImportResult",
     "InvoiceLine",
@@ -24,6 +25,8 @@ __all__ = [
     "OrderLineIn",
     "ProductIn",
     "Rejection",
+    "iter_catalog_csv",
+    "iter_catalog_json",
     "iter_invoice_lines",
     "parse_catalog_csv",
     "parse_catalog_json",

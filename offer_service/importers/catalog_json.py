@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -19,7 +20,7 @@ from offer_service.importers.fields import (
     currency_parameter,
     rejections_from,
 )
-from offer_service.importers.json_body import item_lines, load_json_list
+from offer_service.importers.json_body import load_json_list, with_lines
 from offer_service.importers.result import ImportResult, Rejection
 from offer_service.types import ProductFlag
 
@@ -91,23 +92,34 @@ def duplicate_id(product_id: str, first: str) -> Rejection:
 def parse_catalog_json(raw: bytes | str, default_currency: str = "USD") -> ImportResult[Product]:
     """Parse a JSON list of products; bad items are rejected with their index (and line),
     good ones kept. Raises ValidationFailed when the body is not a JSON list."""
-    currency = currency_parameter(default_currency)
     result: ImportResult[Product] = ImportResult()
+    result.items.extend(iter_catalog_json(raw, result, default_currency))
+    return result
+
+
+def iter_catalog_json(
+    raw: bytes | str, result: ImportResult[Product], default_currency: str = "USD"
+) -> Iterator[Product]:
+    """`parse_catalog_json` one product at a time, for callers that write as they read; the
+    rejections go to `result`, complete once the iterator is exhausted. A body that is not a
+    JSON list is refused by the call itself, before any product."""
+    currency = currency_parameter(default_currency)
+    return _products(raw, load_json_list(raw, "products"), currency, result)
+
+
+def _products(
+    raw: bytes | str, items: list[Any], currency: str, result: ImportResult[Product]
+) -> Iterator[Product]:
     first_index: dict[str, int] = {}
-    for index, item in enumerate(load_json_list(raw, "products")):
+    for index, item in enumerate(items):
+        items[index] = None  # each raw item is let go once validated
         product, problems = validate_product(item, currency)
         if product is not None and product.id in first_index:
             problems = [duplicate_id(product.id, f"item {first_index[product.id]}")]
             product = None
         if product is None:
-            result.rejected.extend(dataclasses.replace(p, index=index) for p in problems)
+            result.reject([dataclasses.replace(p, index=index) for p in problems])
             continue
         first_index[product.id] = index
-        result.items.append(product)
-    if result.rejected:
-        lines = item_lines(raw, {r.index for r in result.rejected if r.index is not None})
-        result.rejected = [
-            dataclasses.replace(r, line=lines.get(r.index)) if r.index is not None else r
-            for r in result.rejected
-        ]
-    return result
+        yield product
+    result.rejected = with_lines(raw, result.rejected)

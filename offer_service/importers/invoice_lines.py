@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import NamedTuple
 
@@ -11,7 +11,7 @@ from offer_service.domain.time import epoch_ms, parse_datetime
 from offer_service.exceptions import ValidationFailed, field_error
 from offer_service.importers.fields import decimal_to_minor_units
 from offer_service.importers.result import Rejection
-from offer_service.importers.text import is_blank, text_lines
+from offer_service.importers.text import is_blank, lines_of
 
 RETAIL_COLUMNS = (
     "InvoiceNo",
@@ -50,12 +50,12 @@ class InvoiceLine(NamedTuple):
 
 
 def iter_invoice_lines(
-    text: str, *, source: str | None = None
+    text: str | Iterable[str], *, source: str | None = None
 ) -> Iterator[InvoiceLine | Rejection]:
-    """Each data row of one invoice CSV, typed, or a Rejection (with its physical line) for a
-    malformed row. Blank lines are skipped. Raises ValidationFailed if the header is not the
-    Online Retail layout."""
-    reader = csv.reader(text_lines(text))
+    """Each data row of one invoice CSV (its text, or its lines as `decoded_lines` gives them),
+    typed, or a Rejection (with its physical line) for a malformed row. Blank lines are
+    skipped. Raises ValidationFailed if the header is not the Online Retail layout."""
+    reader = csv.reader(lines_of(text))
     previous = 0
     columns: dict[str, int] | None = None
     width = 0

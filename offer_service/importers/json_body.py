@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import orjson
 
 from offer_service.exceptions import ValidationFailed, field_error
+from offer_service.importers.result import Rejection
 from offer_service.importers.text import UTF8_BOM
 
 # A JSON string (escapes included) or one structural character: enough to find where each
@@ -71,3 +73,14 @@ def item_lines(raw: bytes | str, indexes: Iterable[int]) -> dict[int, int]:
             if index >= last:
                 break
     return found
+
+
+def with_lines(raw: bytes | str, rejected: list[Rejection]) -> list[Rejection]:
+    """`rejected` with the line each item starts on filled in from its index."""
+    if not rejected:
+        return rejected
+    lines = item_lines(raw, {r.index for r in rejected if r.index is not None})
+    return [
+        dataclasses.replace(r, line=lines.get(r.index)) if r.index is not None else r
+        for r in rejected
+    ]

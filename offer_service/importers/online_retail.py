@@ -18,8 +18,8 @@ from offer_service.importers.invoice_lines import (
     InvoiceLine,
     iter_invoice_lines,
 )
-from offer_service.importers.result import Rejection
-from offer_service.importers.text import decode_text
+from offer_service.importers.result import ImportResult, Rejection
+from offer_service.importers.text import decode_text, decoded_lines
 
 PROGRESS_EVERY = 10_000
 
@@ -58,7 +58,8 @@ class OnlineRetailImport:
     orders: list[Order]
     returns: list[ProductReturn]
     stats: OnlineRetailStats
-    rejected: list[Rejection]
+    rejected: list[Rejection]  # the first MAX_LISTED_REJECTIONS
+    rejected_total: int = 0
 
 
 def parse_online_retail(
@@ -79,7 +80,7 @@ def parse_online_retail(
     if isinstance(source, os.PathLike):
         return read_online_retail(source, currency=currency, progress=progress)
     code = currency_parameter(currency)
-    return _import([(None, lambda: decode_text(source))], code, progress)
+    return _import([(None, lambda: decoded_lines(source))], code, progress)
 
 
 def read_online_retail(
@@ -117,23 +118,27 @@ def _is_csv_name(name: str) -> bool:
 
 
 def _import(
-    texts: Iterable[tuple[str | None, Callable[[], str]]],
+    texts: Iterable[tuple[str | None, Callable[[], str | Iterable[str]]]],
     currency: str,
     progress: Progress | None,
 ) -> OnlineRetailImport:
     aggregate = _Aggregate(currency)
-    rejected: list[Rejection] = []
+    rejections: ImportResult[None] = ImportResult()
     rows = 0
     for source, read in texts:
+        row: list[Rejection] = []  # the bad fields of the row being read
         try:
             for item in iter_invoice_lines(read(), source=source):
                 if isinstance(item, Rejection):
                     # One rejection per bad field: a row's second one is not another row.
-                    last = rejected[-1] if rejected else None
-                    rejected.append(item)
-                    if last is not None and (last.line, last.source) == (item.line, source):
+                    if row and row[-1].line == item.line:
+                        row.append(item)
                         continue
+                    rejections.reject(row)
+                    row = [item]
                 else:
+                    rejections.reject(row)
+                    row = []
                     aggregate.add(item)
                 rows += 1
                 if progress is not None and rows % PROGRESS_EVERY == 0:
@@ -143,13 +148,15 @@ def _import(
             # one bad member of an archive is a rejection, and the other days still count.
             if source is None:
                 raise
-            rejected.append(Rejection(exc.message, line=1, source=source))
+            rejections.reject([Rejection(exc.message, line=1, source=source)])
+        rejections.reject(row)
     if progress is not None:
         progress(rows)
     result = aggregate.finish()
     result.stats.rows = rows
-    result.stats.rejected = len({(r.source, r.line) for r in rejected})
-    result.rejected = rejected
+    result.stats.rejected = rejections.rejected_count
+    result.rejected_total = rejections.rejected_total
+    result.rejected = rejections.rejected
     return result
 
 

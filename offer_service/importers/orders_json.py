@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import datetime
 from typing import Annotated
 
@@ -11,7 +10,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from offer_service.domain.orders import Order, OrderLine, OrderStatus
 from offer_service.domain.time import ISO_EXAMPLE, epoch_ms, parse_datetime
 from offer_service.importers.fields import Currency, Identifier, MinorUnits, rejections_from
-from offer_service.importers.json_body import item_lines, load_json_list
+from offer_service.importers.json_body import load_json_list, with_lines
 from offer_service.importers.result import ImportResult, Rejection
 
 MAX_LINES = 1000
@@ -74,18 +73,13 @@ def parse_orders_json(raw: bytes | str) -> ImportResult[Order]:
         try:
             order = OrderIn.model_validate(item).to_order()
         except ValidationError as exc:
-            result.rejected.extend(rejections_from(exc, index=index))
+            result.reject(rejections_from(exc, index=index))
             continue
         if order.id in first_index:
             message = f"id {order.id!r} was already used by item {first_index[order.id]}."
-            result.rejected.append(Rejection(message, index=index, field="id"))
+            result.reject([Rejection(message, index=index, field="id")])
             continue
         first_index[order.id] = index
         result.items.append(order)
-    if result.rejected:
-        lines = item_lines(raw, {r.index for r in result.rejected if r.index is not None})
-        result.rejected = [
-            dataclasses.replace(r, line=lines.get(r.index)) if r.index is not None else r
-            for r in result.rejected
-        ]
+    result.rejected = with_lines(raw, result.rejected)
     return result

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+# Rejections listed in an answer; the rest are only counted, so that a body of a million bad
+# rows answers in kilobytes instead of echoing itself back many times over.
+MAX_LISTED_REJECTIONS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +45,24 @@ class Rejection:
 
 @dataclass(slots=True)
 class ImportResult(Generic[T]):
-    """Items that parsed, in input order, and the rejections of the rest (one per bad field)."""
+    """Items that parsed, in input order, and the rejections of the rest (one per bad field).
+
+    `rejected` lists the first MAX_LISTED_REJECTIONS rejections; `rejected_total` counts them
+    all and `rejected_count` the input items they belong to (two bad fields count once).
+    """
 
     items: list[T] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
+    rejected_total: int = 0
+    rejected_count: int = 0
 
-    @property
-    def rejected_count(self) -> int:
-        """How many input items were rejected (an item with two bad fields counts once)."""
-        return len({(r.source, r.line, r.index) for r in self.rejected})
+    def reject(self, problems: Sequence[Rejection]) -> None:
+        """Count one rejected item and list its problems while there is room (no problems:
+        nothing to count)."""
+        if not problems:
+            return
+        self.rejected_count += 1
+        self.rejected_total += len(problems)
+        room = MAX_LISTED_REJECTIONS - len(self.rejected)
+        if room > 0:
+            self.rejected.extend(problems[:room])

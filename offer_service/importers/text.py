@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
@@ -11,7 +12,9 @@ from dataclasses import dataclass
 UTF8_BOM = b"\xef\xbb\xbf"
 # A line and its ending (\n, \r\n or a lone \r), or a last line without one.
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
+_BYTE_LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
 _STRINGIO_MAX_CHARS = 8 * 2**20
+_CHECK_BYTES = 2**20
 
 
 def decode_text(data: bytes | str) -> str:
@@ -37,6 +40,40 @@ def text_lines(text: str) -> Iterable[str]:
     return map(re.Match.group, _LINE.finditer(text))
 
 
+def lines_of(text: str | Iterable[str]) -> Iterable[str]:
+    """A text split by `text_lines`; lines already split pass through."""
+    return text_lines(text) if isinstance(text, str) else text
+
+
+def decoded_lines(data: bytes | str) -> Iterable[str]:
+    """The lines of an upload as `text_lines` gives them, decoded as `decode_text` would.
+
+    A large upload is decoded a line at a time rather than into one string, which would cost
+    its size again, four times over if a single character lies outside Latin-1. Neither UTF-8
+    nor Windows-1252 puts a line-ending byte inside a character, so bytes split where the
+    text would.
+    """
+    if isinstance(data, str) or len(data) <= _STRINGIO_MAX_CHARS:
+        return text_lines(decode_text(data))
+    if _is_utf8(data):
+        start = len(UTF8_BOM) if data.startswith(UTF8_BOM) else 0
+        return (m.group().decode("utf-8") for m in _BYTE_LINE.finditer(data, start))
+    return (m.group().decode("cp1252", errors="replace") for m in _BYTE_LINE.finditer(data))
+
+
+def _is_utf8(data: bytes) -> bool:
+    """Whether `data` decodes as UTF-8, checked a slice at a time so as to keep no copy."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(data)
+    try:
+        for start in range(0, len(data), _CHECK_BYTES):
+            decoder.decode(view[start : start + _CHECK_BYTES])
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class CsvRow:
     """One CSV record: the physical line it starts on, and its cells or why it could not be read."""
@@ -46,13 +83,14 @@ class CsvRow:
     error: str | None = None
 
 
-def csv_rows(text: str) -> Iterator[CsvRow]:
-    """Every record of `text`, blank lines included (as empty `cells`), never raising.
+def csv_rows(text: str | Iterable[str]) -> Iterator[CsvRow]:
+    """Every record of `text` (or of its lines, as `decoded_lines` gives them), blank lines
+    included (as empty `cells`), never raising.
 
     Line numbers are physical: a quoted cell spanning three lines moves the next record's
     number on by three, which is what an editor shows the user.
     """
-    reader = csv.reader(text_lines(text))
+    reader = csv.reader(lines_of(text))
     previous = 0
     while True:
         try:

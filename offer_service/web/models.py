@@ -192,7 +192,8 @@ class Rejection(BaseModel):
 
 class CatalogImportResponse(BaseModel):
     upserted: int
-    rejected: list[Rejection]
+    rejected: list[Rejection] = Field(description="The first 1,000 rejections, in input order.")
+    rejected_total: int = Field(description="Every rejection, listed or not.")
 
 
 class CatalogPage(BaseModel):
@@ -204,7 +205,8 @@ class OrdersImportResponse(BaseModel):
     imported: int
     duplicates: int = 0
     returns: int
-    rejected: list[Rejection]
+    rejected: list[Rejection] = Field(description="The first 1,000 rejections, in input order.")
+    rejected_total: int = Field(description="Every rejection, listed or not.")
     order_tokens: dict[str, str] = Field(default_factory=dict)
 
 

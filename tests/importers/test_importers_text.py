@@ -8,7 +8,7 @@ import io
 import pytest
 
 from offer_service.importers import parse_catalog_csv, text
-from offer_service.importers.text import csv_rows, decode_text, text_lines
+from offer_service.importers.text import csv_rows, decode_text, decoded_lines, text_lines
 
 
 def test_utf8_with_or_without_bom_and_cp1252_all_decode() -> None:
@@ -32,6 +32,28 @@ def test_text_lines_split_like_a_universal_newline_stringio(
     monkeypatch.setattr(text, "_STRINGIO_MAX_CHARS", 0)
 
     assert list(text_lines(sample)) == expected
+
+
+@pytest.mark.parametrize(
+    "sample",
+    [
+        b"a\r\nb\r\n",
+        b"a\rb\r\n\nc",
+        b'x,"1\r\n2"\n',
+        b"\xef\xbb\xbfcaf\xc3\xa9\n\xf0\x9f\x98\x80",  # BOM, then a character past Latin-1
+        b"caf\xe9 \x80\r\nx",  # Windows-1252
+        b"\xef\xbb\xbfcaf\xe9\n",  # a BOM, yet not UTF-8: all of it is Windows-1252
+        b"a\x81b\xff",
+    ],
+)
+def test_large_uploads_decode_line_by_line_as_the_whole_text_would(
+    sample: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = list(io.StringIO(decode_text(sample), newline=""))
+    monkeypatch.setattr(text, "_STRINGIO_MAX_CHARS", 0)  # take the line-by-line path
+    monkeypatch.setattr(text, "_CHECK_BYTES", 3)  # and check UTF-8 a few bytes at a time
+
+    assert list(decoded_lines(sample)) == expected
 
 
 def test_large_texts_keep_physical_line_numbers(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import secrets
-from typing import Any
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any, TypeVar, cast
 
+import anyio
+import anyio.to_thread
 import orjson
 from pydantic import ValidationError
 from starlette.requests import Request
@@ -40,6 +45,9 @@ from offer_service.web.models import ReturnRequest, validation_failed
 BAD_CHARGE_URL = "The charge_url is not an address the service calls."
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
+IMPORT_BATCH = 1000  # products per store write
+
+T = TypeVar("T")
 
 
 def product_json(p: Product) -> dict[str, Any]:
@@ -57,6 +65,8 @@ async def put_catalog(request: Request) -> Response:
     raw = await read_body(request, IMPORT_BODY_LIMIT)
     record = await secret_store(request, raw, signable=True)
     currency = request.query_params.get("currency", "USD")
+    result: importers.ImportResult[Product] = importers.ImportResult()
+    start: Callable[[], Iterator[Product]]
     if _is_csv(request):
         fmt = request.query_params.get("format", "auto")
         if fmt not in ("auto", "csv", "shopify"):
@@ -64,12 +74,36 @@ async def put_catalog(request: Request) -> Response:
                 "Unknown catalog format.",
                 details=[{"field": "format", "message": "use csv, shopify or auto"}],
             )
-        result = importers.parse_catalog_csv(raw, currency, fmt)  # type: ignore[arg-type]
+        layout = cast(importers.CsvFormat, fmt)
+        start = partial(importers.iter_catalog_csv, raw, result, currency, layout)
     else:
-        result = importers.parse_catalog_json(raw, currency)
-    upserted = await engine(request).store.upsert_products(record.id, result.items)
+        start = partial(importers.iter_catalog_json, raw, result, currency)
+    del raw  # the parser holds it for as long as it needs it
+    products = await off_loop(request, start)
+    del start
+    store = engine(request).store
+    upserted = 0
+    # Parsed and written a batch at a time: the products of a large body never all sit in
+    # memory, and no one store write serialises 200,000 of them on the event loop. An import
+    # is an upsert, so batches written before a failure are harmless. The first batch is
+    # written even when empty: that checks the store still exists.
+    while True:
+        batch = await off_loop(request, partial(_take, products, IMPORT_BATCH))
+        upserted += await store.upsert_products(record.id, batch)
+        if len(batch) < IMPORT_BATCH:
+            break
     await engine(request).changed(record)
-    return json_response({"upserted": upserted, "rejected": [r.as_dict() for r in result.rejected]})
+    return json_response(
+        {
+            "upserted": upserted,
+            "rejected": [r.as_dict() for r in result.rejected],
+            "rejected_total": result.rejected_total,
+        }
+    )
+
+
+def _take(items: Iterator[T], n: int) -> list[T]:
+    return list(itertools.islice(items, n))
 
 
 async def get_catalog(request: Request) -> Response:
@@ -96,15 +130,20 @@ async def post_orders(request: Request) -> Response:
     store = engine(request).store
     tokens: dict[str, str] = {}
     if _is_csv(request):
-        parsed = importers.parse_online_retail(
-            raw, currency=request.query_params.get("currency", "GBP")
+        currency = request.query_params.get("currency", "GBP")
+        parsed = await off_loop(
+            request, partial(importers.parse_online_retail, raw, currency=currency)
         )
+        del raw
         existing = await store.get_products(record.id, [p.id for p in parsed.products])
         await store.upsert_products(record.id, [p for p in parsed.products if p.id not in existing])
-        orders, returns, rejected = parsed.orders, parsed.returns, parsed.rejected
+        orders, returns = parsed.orders, parsed.returns
+        rejected, rejected_total = parsed.rejected, parsed.rejected_total
     else:
-        result = importers.parse_orders_json(raw)
-        orders, returns, rejected = result.items, [], result.rejected
+        result = await off_loop(request, partial(importers.parse_orders_json, raw))
+        del raw
+        orders, returns = result.items, []
+        rejected, rejected_total = result.rejected, result.rejected_total
         tokens = {o.id: order_token(record.webhook_secret, record.id, o.id) for o in orders}
     summary = await import_orders(store, record, orders, returns)
     await engine(request).changed(record)
@@ -114,9 +153,17 @@ async def post_orders(request: Request) -> Response:
             "duplicates": summary.duplicates,
             "returns": summary.returns,
             "rejected": [r.as_dict() for r in rejected],
+            "rejected_total": rejected_total,
             "order_tokens": tokens,
         }
     )
+
+
+async def off_loop(request: Request, parse: Callable[[], T]) -> T:
+    """Run an import's parsing and validation in a worker thread, one import at a time per
+    process: the event loop goes on answering every other store meanwhile."""
+    limiter: anyio.CapacityLimiter = request.app.state.import_limiter
+    return await anyio.to_thread.run_sync(parse, limiter=limiter)
 
 
 async def post_returns(request: Request) -> Response:
