@@ -5,8 +5,8 @@ set into the store first (over HTTP, idempotent) and starts the tiny approving c
 for one-click accepts. The exit status is 0 when every SLO held, 1 when one was breached, 2 when
 the run itself failed (Locust crashed, or no request was made).
 
-    python load_tests/run_slo.py --host http://127.0.0.1:8000 --import-orders \
-        --charge-server 127.0.0.1:8099 --shape average --p99-ms 100 --max-error-rate 0.001
+    python load_tests/run_slo.py --host http://127.0.0.1:8000 --store-json store.json \
+        --import-orders --charge-server 127.0.0.1:8099 --shape average --p99-ms 100
 
 See load_tests/README.md for what each SLO means and how to read the output.
 """
@@ -223,6 +223,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+DEMO_SECRET_KEY = "sk_demo"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     host = args.host.rstrip("/")
@@ -235,6 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.import_orders:
         if not args.secret_key:
             raise SystemExit("--import-orders needs the secret key")
+        if args.secret_key == DEMO_SECRET_KEY:
+            # The data set's 1,000 best sellers would take over the demo shop's pages for good.
+            raise SystemExit(
+                "--import-orders refuses the demo store: create a store of its own "
+                "(`offer-service stores create ... > store.json`) and pass --store-json store.json"
+            )
         workload = wl.from_dataset(args.dataset)
         print("import:", wl.ensure_imported(host, args.secret_key, args.dataset, workload))
 
