@@ -185,3 +185,23 @@ async def test_store_by_key_now_answers_as_store_by_key_whenever_it_answers(
         assert engine.store_by_key_now("pk_nope") is None  # a known miss is store_by_key's
     finally:
         await engine.store.close()
+
+
+@pytest.mark.anyio
+async def test_a_store_lost_after_the_key_is_known_is_a_503_the_page_can_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with started(tmp_path) as (app, c, routed):
+        params = {"key": "pk_demo", "surface": "cart", "items": "cam-x100"}
+        headers = {"origin": ORIGIN}
+        assert (await c.get("/v1/offers", params=params, headers=headers)).status_code == 200
+
+        async def down(*args: object, **kwargs: object) -> bytes:
+            raise StoreUnavailable("the store is down")
+
+        monkeypatch.setattr(app.state.engine, "offers", down)
+        for client in (c, routed):
+            r = await client.get("/v1/offers", params=params, headers=headers)
+            assert r.status_code == 503
+            assert r.json()["error"]["code"] == "store_unavailable"
+            assert r.headers["access-control-allow-origin"] == ORIGIN

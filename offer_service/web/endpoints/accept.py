@@ -9,8 +9,9 @@ from starlette.responses import Response
 from offer_service.commerce import accept as accepting
 from offer_service.commerce.decline import decline
 from offer_service.domain.records import StoreRecord
-from offer_service.exceptions import ApiError, StoreUnavailable
+from offer_service.exceptions import ApiError
 from offer_service.web.endpoints.common import (
+    ANSWERED_ERRORS,
     BROWSER_BODY_LIMIT,
     body_key,
     charger,
@@ -55,7 +56,7 @@ async def post_accept(request: Request) -> Response:
         return Response(
             outcome.body, outcome.status, headers=headers, media_type="application/json"
         )
-    except (ApiError, StoreUnavailable) as exc:
+    except ANSWERED_ERRORS as exc:
         # An unreachable store fails closed (nothing was charged, and the same Idempotency-Key
         # can be retried), with CORS like any error of this route.
         return error_response(exc, cors_headers(origin, record))
@@ -74,5 +75,5 @@ async def post_decline(request: Request) -> Response:
         record = await publishable_store(request, req.key)
         downsell = await decline(engine(request), record, req.token, req.visitor_id)
         return json_response({"downsell": downsell}, 200, cors_headers(origin, record))
-    except ApiError as exc:
+    except ANSWERED_ERRORS as exc:
         return error_response(exc, cors_headers(origin, record))

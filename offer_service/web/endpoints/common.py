@@ -69,6 +69,12 @@ def json_response(
     return Response(body, status_code, headers=headers, media_type="application/json")
 
 
+# What a browser route answers itself, with its CORS headers, so the page can read why: an API
+# error, or a store that cannot be reached (a 503, see error_response). Anything else is the
+# telemetry's JSON 500.
+ANSWERED_ERRORS = (ApiError, StoreUnavailable)
+
+
 def error_response(
     exc: ApiError | StoreUnavailable, headers: dict[str, str] | None = None
 ) -> Response:

@@ -10,10 +10,11 @@ from starlette.types import Receive, Scope, Send
 from offer_service.domain.events import MAX_EVENTS, Rejected, StoredEvent, validate_event
 from offer_service.domain.records import StoreRecord
 from offer_service.domain.traffic import classify
-from offer_service.exceptions import ApiError, ValidationFailed
+from offer_service.exceptions import ValidationFailed
 from offer_service.serving.spool import record_events as spooled
 from offer_service.types import DAY_MS, now_ms
 from offer_service.web.endpoints.common import (
+    ANSWERED_ERRORS,
     BROWSER_BODY_LIMIT,
     cors_headers,
     engine,
@@ -90,5 +91,5 @@ async def post_events(request: Request) -> Response:
             202,
             cors_headers(origin, record),
         )
-    except ApiError as exc:
+    except ANSWERED_ERRORS as exc:
         return error_response(exc, cors_headers(origin, record))

@@ -13,10 +13,10 @@ from starlette.types import Receive, Scope, Send
 from offer_service.domain.records import StoreRecord
 from offer_service.domain.surfaces import SURFACES, Surface
 from offer_service.domain.traffic import classify
-from offer_service.exceptions import ApiError
 from offer_service.serving.engine import Engine
 from offer_service.types import whole_in
 from offer_service.web.endpoints.common import (
+    ANSWERED_ERRORS,
     BROWSER_BODY_LIMIT,
     body_key,
     browser_store,
@@ -86,7 +86,7 @@ class GetOffers:
             # A bad key is a 401 before a bad query is a 422.
             req = fast if fast is not None else offers_request(raw)
             await _answer(e, scope, send, record, req, origin)
-        except ApiError as exc:
+        except ANSWERED_ERRORS as exc:
             await error_response(exc, cors_headers(origin, record))(scope, receive, send)
 
 
@@ -107,7 +107,7 @@ class PostOffers:
                 raise validation_failed(exc, INVALID) from None
             record = await publishable_store(request, req.key)
             await _answer(engine(request), scope, send, record, req, origin)
-        except ApiError as exc:
+        except ANSWERED_ERRORS as exc:
             await error_response(exc, cors_headers(origin, record))(scope, receive, send)
 
 
