@@ -51,6 +51,9 @@ class CreditedLine:
     returned: bool
     offer: OfferRef
     via: Via
+    # The id of the clicked offer that earned a click-attributed line (None for one-click: that
+    # offer is found through the order's events).
+    offer_id: str | None = None
 
     @property
     def revenue(self) -> int:
@@ -65,22 +68,25 @@ class ClickIndex:
     """Clicks by (visitor, product), in time order, for last-click lookups."""
 
     def __init__(self, events: Iterable[StoredEvent]) -> None:
-        clicks: dict[tuple[str, str], list[tuple[int, OfferRef]]] = {}
+        clicks: dict[tuple[str, str], list[tuple[int, OfferRef, str]]] = {}
         for e in events:
             # A flagged click (a bot's, or one without an impression) earns nothing.
             if e.type == "click" and e.visitor_id and e.flag is None:
-                clicks.setdefault((e.visitor_id, e.product_id), []).append((e.ts_ms, _ref(e)))
+                clicks.setdefault((e.visitor_id, e.product_id), []).append(
+                    (e.ts_ms, _ref(e), e.offer_id)
+                )
         self._times: dict[tuple[str, str], list[int]] = {}
-        self._refs: dict[tuple[str, str], list[OfferRef]] = {}
+        self._refs: dict[tuple[str, str], list[tuple[OfferRef, str]]] = {}
         for key, found in clicks.items():
             found.sort(key=lambda c: c[0])
-            self._times[key] = [t for t, _ in found]
-            self._refs[key] = [r for _, r in found]
+            self._times[key] = [t for t, _, _ in found]
+            self._refs[key] = [(r, offer_id) for _, r, offer_id in found]
 
     def last_before(
         self, visitor_id: str, product_id: str, at_ms: int, window_ms: int
-    ) -> OfferRef | None:
-        """The offer of the visitor's last click on the product in [at - window, at]."""
+    ) -> tuple[OfferRef, str] | None:
+        """The offer (and its id) of the visitor's last click on the product in
+        [at - window, at]."""
         times = self._times.get((visitor_id, product_id))
         if not times:
             return None
@@ -126,6 +132,7 @@ def credit(
                 continue
             seen.add(pid)
             via: Via
+            offer_id = None
             if pid in one_click:
                 via = "one_click"
                 ref = offers.get((order.id, pid)) or OfferRef(
@@ -135,7 +142,7 @@ def credit(
                 found = clicks.last_before(order.visitor_id, pid, order.placed_at_ms, window_ms)
                 if found is None:
                     continue
-                via, ref = "click", found
+                via, (ref, offer_id) = "click", found
             else:
                 continue
             out.append(
@@ -149,6 +156,7 @@ def credit(
                     returned=returned_all or pid in returned,
                     offer=ref,
                     via=via,
+                    offer_id=offer_id,
                 )
             )
     return out

@@ -64,12 +64,22 @@ def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+# Who saw an offer: (offer id, visitor id), or (offer id, "event:<id>") without a visitor.
+Viewer = tuple[str, str]
+
+
 @dataclass(slots=True)
 class Tally:
-    """Offer metrics of one group of offers (a surface, a kind, a product, an arm, or all)."""
+    """Offer metrics of one group of offers (a surface, a kind, a product, an arm, or all).
 
-    impressions: set[tuple[str, str]] = field(default_factory=set)
-    clicks: set[tuple[str, str]] = field(default_factory=set)
+    A rate's numerator is drawn from its denominator's traffic: `clicked` and `taken` are the
+    counted `impressions` that a click, or an accept or click-attributed purchase, followed. An
+    accept after an impression that does not count (a bot's, a prefetch's, one outside the
+    period) still counts as an accept, with its revenue, but takes no impression."""
+
+    impressions: set[Viewer] = field(default_factory=set)
+    clicked: set[Viewer] = field(default_factory=set)
+    taken: set[Viewer] = field(default_factory=set)
     one_click: int = 0
     via_click: int = 0
     orders: set[str] = field(default_factory=set)
@@ -100,7 +110,8 @@ class Tally:
 
     def merge(self, other: Tally) -> None:
         self.impressions |= other.impressions
-        self.clicks |= other.clicks
+        self.clicked |= other.clicked
+        self.taken |= other.taken
         self.one_click += other.one_click
         self.via_click += other.via_click
         self.orders |= other.orders
@@ -111,14 +122,15 @@ class Tally:
         self.returned_items += other.returned_items
 
     def as_dict(self, total_orders: int, currency: str) -> dict[str, Any]:
-        impressions, clicks = len(self.impressions), len(self.clicks)
+        impressions, clicks, taken = len(self.impressions), len(self.clicked), len(self.taken)
         return {
             "impressions": impressions,
             "clicks": clicks,
             "accepts": self.accepts,
             "one_click_accepts": self.one_click,
             "click_attributed_purchases": self.via_click,
-            "take_rate": proportion(self.accepts, impressions).as_dict(),
+            "taken_impressions": taken,
+            "take_rate": proportion(taken, impressions).as_dict(),
             "click_through_rate": proportion(clicks, impressions).as_dict(),
             "orders_with_offer_items": len(self.orders),
             "attach_rate": proportion(len(self.orders), total_orders).as_dict(),
@@ -178,9 +190,15 @@ def offer_tallies(
     lines: Iterable[CreditedLine],
     costs: Mapping[str, int | None],
 ) -> dict[OfferRef, Tally]:
-    """Tallies per offer cell (surface, kind, product, arm): unique impressions and clicks in the
-    period (distinct offer and visitor), and the credited lines of the period's orders."""
+    """Tallies per offer cell (surface, kind, product, arm): unique impressions in the period
+    (distinct offer and visitor), those of them clicked, and the credited lines of the period's
+    orders with the impressions they took."""
     cells: dict[OfferRef, Tally] = {}
+    clicks: list[tuple[OfferRef, StoredEvent]] = []
+    # Counted impressions of post-purchase offers by order, which is how a one-click accept
+    # finds its offer; and anonymous ones by offer, for anonymous clicks to pair with.
+    on_order: dict[tuple[str, OfferRef], set[Viewer]] = {}
+    anonymous: dict[tuple[OfferRef, str], set[Viewer]] = {}
     for e in events:
         if e.type not in ("impression", "click") or not q.since_ms <= e.ts_ms < q.until_ms:
             continue
@@ -189,14 +207,52 @@ def offer_tallies(
         if q.surface and e.surface != q.surface:
             continue
         ref = OfferRef(e.surface, e.kind, e.product_id, e.arm)
-        tally = cells.setdefault(ref, Tally())
+        if e.type == "click":
+            clicks.append((ref, e))
+            continue
         who = (e.offer_id, e.visitor_id or f"event:{e.id}")
-        (tally.impressions if e.type == "impression" else tally.clicks).add(who)
+        cells.setdefault(ref, Tally()).impressions.add(who)
+        if not e.visitor_id:
+            anonymous.setdefault((ref, e.offer_id), set()).add(who)
+        if e.order_id:
+            on_order.setdefault((e.order_id, ref), set()).add(who)
+    # A click counts when the impression it follows does (the same offer and visitor); an
+    # anonymous click pairs with an anonymous impression of the same offer, each used once.
+    anonymous_clicks: dict[tuple[OfferRef, str], set[str]] = {}
+    for ref, e in clicks:
+        tally = cells.get(ref)
+        if tally is None:
+            continue
+        if e.visitor_id:
+            if (e.offer_id, e.visitor_id) in tally.impressions:
+                tally.clicked.add((e.offer_id, e.visitor_id))
+        else:
+            anonymous_clicks.setdefault((ref, e.offer_id), set()).add(e.id)
+    for (ref, offer_id), ids in anonymous_clicks.items():
+        shown = sorted(anonymous.get((ref, offer_id), ()))
+        cells[ref].clicked.update(shown[: len(ids)])
     for line in lines:
         if q.surface and line.offer.surface != q.surface:
             continue
-        cells.setdefault(line.offer, Tally()).add_line(line, costs.get(line.product_id))
+        tally = cells.setdefault(line.offer, Tally())
+        tally.add_line(line, costs.get(line.product_id))
+        seen = _impression_taken(line, tally, on_order)
+        if seen is not None:
+            tally.taken.add(seen)
     return cells
+
+
+def _impression_taken(
+    line: CreditedLine, tally: Tally, on_order: Mapping[tuple[str, OfferRef], set[Viewer]]
+) -> Viewer | None:
+    """The counted impression a credited line followed, if any: for a click-attributed purchase
+    the clicked offer's impression by the same visitor, for a one-click accept an impression
+    of the offer on the order it was accepted on."""
+    if line.via == "click":
+        who = (line.offer_id or "", line.visitor_id or "")
+        return who if who in tally.impressions else None
+    shown = on_order.get((line.order_id, line.offer))
+    return min(shown) if shown else None
 
 
 def breakdowns(

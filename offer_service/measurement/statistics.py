@@ -54,12 +54,16 @@ def wilson(x: int, n: int, z: float = Z95) -> tuple[float, float]:
 
 
 def proportion(x: int, n: int, z: float = Z95) -> Estimate:
-    """x / n with its Wilson interval. A count above n (possible when events were lost, for
-    example accepts of offers whose impressions never arrived) is capped at n for the interval."""
+    """x / n with its Wilson interval: x of the n units, so 0 <= x <= n (a numerator counted
+    from other traffic than its denominator is a bug, not a rate above 1)."""
     if n <= 0:
         return NOTHING
-    low, high = wilson(min(max(x, 0), n), n, z)
-    return Estimate(x / n, low, high)
+    if not 0 <= x <= n:
+        raise ValueError(f"a proportion of {x} in {n}: the count must be between 0 and {n}")
+    p = x / n
+    low, high = wilson(x, n, z)
+    # The interval holds p exactly; rounding in `wilson` must not leave it out at 0 or 1.
+    return Estimate(p, min(low, p), max(high, p))
 
 
 def difference_of_proportions(x1: int, n1: int, x2: int, n2: int, z: float = Z95) -> Estimate:

@@ -30,10 +30,16 @@ class Amount(Interval):
 
 class OfferMetrics(_Out):
     impressions: int = Field(description="Distinct (offer, visitor) impression events.")
-    clicks: int = Field(description="Distinct (offer, visitor) click events.")
+    clicks: int = Field(
+        description="Distinct (offer, visitor) click events whose impression is counted."
+    )
     accepts: int = Field(description="One-click accepts plus click-attributed purchases.")
     one_click_accepts: int
     click_attributed_purchases: int
+    taken_impressions: int = Field(
+        description="Counted impressions an accept or a click-attributed purchase followed: "
+        "the take rate's numerator."
+    )
     take_rate: Interval
     click_through_rate: Interval
     orders_with_offer_items: int
