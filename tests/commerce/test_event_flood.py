@@ -15,7 +15,9 @@ import httpx
 import orjson
 import pytest
 
-from offer_service.domain.policy import RateLimits
+from offer_service.domain.policy import RateLimits, StoreRules
+from offer_service.domain.records import StoreRecord
+from offer_service.storage import open_store
 from tests.conftest import BROWSER_UA
 from tests.flows import ADMIN, PK
 from tests.processes import ServeProcess, prepare_demo_store
@@ -54,11 +56,11 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def page_offers(c: httpx.Client, product_id: str, visitor_id: str) -> list[str]:
+def page_offers(c: httpx.Client, product_id: str, visitor_id: str, key: str = PK) -> list[str]:
     r = c.get(
         "/v1/offers",
         params={
-            "key": PK,
+            "key": key,
             "surface": "product_page",
             "product_id": product_id,
             "visitor_id": visitor_id,
@@ -68,11 +70,11 @@ def page_offers(c: httpx.Client, product_id: str, visitor_id: str) -> list[str]:
     return [o["token"] for o in r.json()["offers"]]
 
 
-def report(c: httpx.Client, since_ms: int) -> dict[str, Any]:
+def report(c: httpx.Client, since_ms: int, secret_key: str | None = None) -> dict[str, Any]:
     r = c.get(
         "/v1/admin/metrics",
         params={"from": str(since_ms - 60_000), "to": str(now_ms() + 60_000)},
-        headers=ADMIN,
+        headers={"Authorization": f"Bearer {secret_key}"} if secret_key else ADMIN,
     )
     assert r.status_code == 200, r.text
     data: dict[str, Any] = r.json()
@@ -118,10 +120,34 @@ async def flood(url: str, token: str) -> tuple[list[dict[str, Any]], float]:
         return answers, time.monotonic() - started
 
 
+def other_store(service: ServeProcess) -> StoreRecord:
+    """A second store on the server, with the demo's catalog and default limits."""
+
+    async def create() -> StoreRecord:
+        store = open_store(service.store_url)
+        await store.open()
+        try:
+            return await store.create_store("Other shop", rules=StoreRules(holdout_share=0))
+        finally:
+            await store.close()
+
+    record = asyncio.run(create())
+    with service.client() as c:
+        catalog = c.get("/v1/admin/catalog", params={"limit": 1000}, headers=ADMIN).json()
+        r = c.put(
+            "/v1/admin/catalog",
+            json=catalog["products"],
+            headers={"Authorization": f"Bearer {record.secret_key}"},
+        )
+        assert r.status_code == 200, r.text
+    return record
+
+
 def test_a_flood_from_one_client_is_bounded_by_the_event_budget_and_flagged(
     service: ServeProcess,
 ) -> None:
     started = now_ms()
+    other = other_store(service)
     with service.client() as c:
         token = page_offers(c, "cam-x100", "attacker")[0]
     answers, seconds = asyncio.run(flood(service.url, token))
@@ -147,6 +173,21 @@ def test_a_flood_from_one_client_is_bounded_by_the_event_budget_and_flagged(
     counted_at_most = DEFAULTS.offer_impressions_per_minute * (1 + (seconds + 1) / 60)
     assert counted <= counted_at_most
     assert counted + flagged == accepted
+
+    # The other store's shoppers on the same address have a budget of their own there.
+    with service.client() as c:
+        tokens = page_offers(c, "cam-x100", "neighbour", other.publishable_key)
+        events = [
+            {"id": str(uuid.uuid4()), "type": "impression", "token": t, "ts": now_ms(),
+             "visitor_id": "neighbour"}
+            for t in tokens
+        ]  # fmt: skip
+        body = {"key": other.publishable_key, "events": events}
+        r = c.post("/v1/events", content=orjson.dumps(body))
+        assert r.json() == {"accepted": len(tokens), "duplicates": 0, "rejected": []}
+        theirs = report(c, started, other.secret_key)
+    assert theirs["totals"]["impressions"] == len(tokens)
+    assert theirs["invalid_traffic"]["events"] == 0
 
 
 def test_shoppers_behind_one_nat_at_human_rates_are_counted_in_full(
