@@ -44,6 +44,17 @@ def set_rules(
     return rules
 
 
+def copy_demo_catalog(client: httpx.Client, secret_key: str) -> None:
+    """Put the demo store's catalog into another store (of `secret_key`)."""
+    catalog = client.get("/v1/admin/catalog", params={"limit": 1000}, headers=ADMIN).json()
+    r = client.put(
+        "/v1/admin/catalog",
+        json=catalog["products"],
+        headers={"Authorization": f"Bearer {secret_key}"},
+    )
+    assert r.status_code == 200, r.text
+
+
 def order_json(
     order_id: str, products: list[str], *, minutes_ago: float = 0, customer_id: str | None = None
 ) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from offer_service.domain.policy import RateLimits, StoreRules
 from offer_service.domain.records import StoreRecord
 from offer_service.storage import open_store
 from tests.conftest import BROWSER_UA
-from tests.flows import ADMIN, PK
+from tests.flows import ADMIN, PK, copy_demo_catalog
 from tests.processes import ServeProcess, prepare_demo_store
 
 pytestmark = pytest.mark.timeout(240)
@@ -133,13 +133,7 @@ def other_store(service: ServeProcess) -> StoreRecord:
 
     record = asyncio.run(create())
     with service.client() as c:
-        catalog = c.get("/v1/admin/catalog", params={"limit": 1000}, headers=ADMIN).json()
-        r = c.put(
-            "/v1/admin/catalog",
-            json=catalog["products"],
-            headers={"Authorization": f"Bearer {record.secret_key}"},
-        )
-        assert r.status_code == 200, r.text
+        copy_demo_catalog(c, record.secret_key)
     return record
 
 
