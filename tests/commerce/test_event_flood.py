@@ -21,6 +21,7 @@ from offer_service.storage import open_store
 from tests.conftest import BROWSER_UA
 from tests.flows import ADMIN, PK, copy_demo_catalog
 from tests.processes import ServeProcess, prepare_demo_store
+from tests.redis_servers import RELAXED, running_redis
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -36,6 +37,14 @@ LIMITS = {
 }
 
 
+def limit_events(process: ServeProcess) -> None:
+    """The demo store with the default limits a store has (the admin routes' lifted)."""
+    with process.client() as c:
+        rules = c.get("/v1/admin/rules", headers=ADMIN).json()
+        r = c.put("/v1/admin/rules", json={**rules, "rate_limits": LIMITS}, headers=ADMIN)
+        assert r.status_code == 200, r.text
+
+
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[ServeProcess]:
     """The demo store, with the default limits a store has, served by a real process."""
@@ -43,10 +52,7 @@ def service(tmp_path: Path) -> Iterator[ServeProcess]:
     prepare_demo_store(url, holdout_share=0)
     process = ServeProcess(url, tmp_path / "serve.log")
     try:
-        with process.client() as c:
-            rules = c.get("/v1/admin/rules", headers=ADMIN).json()
-            r = c.put("/v1/admin/rules", json={**rules, "rate_limits": LIMITS}, headers=ADMIN)
-            assert r.status_code == 200, r.text
+        limit_events(process)
         yield process
     finally:
         process.stop()
@@ -81,9 +87,10 @@ def report(c: httpx.Client, since_ms: int, secret_key: str | None = None) -> dic
     return data
 
 
-async def flood(url: str, token: str) -> tuple[list[dict[str, Any]], float]:
+async def flood(urls: list[str], token: str) -> tuple[list[dict[str, Any]], float]:
     """SENT impressions of one token, each with a visitor and an id of its own, from one client
-    with a browser's User-Agent, as fast as CONNECTIONS connections carry them."""
+    with a browser's User-Agent, as fast as CONNECTIONS connections carry them (spread evenly
+    over the instances at `urls`)."""
     batches = [
         {
             "key": PK,
@@ -100,18 +107,18 @@ async def flood(url: str, token: str) -> tuple[list[dict[str, Any]], float]:
         }
         for _ in range(SENT // BATCH)
     ]
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for batch in batches:
-        queue.put_nowait(orjson.dumps(batch))
+    queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+    for i, batch in enumerate(batches):
+        queue.put_nowait((urls[i % len(urls)], orjson.dumps(batch)))
     answers: list[dict[str, Any]] = []
     limits = httpx.Limits(max_connections=CONNECTIONS)
     headers = {"User-Agent": BROWSER_UA, "Content-Type": "text/plain"}
-    async with httpx.AsyncClient(base_url=url, limits=limits, headers=headers) as client:
+    async with httpx.AsyncClient(limits=limits, headers=headers) as client:
 
         async def worker() -> None:
             while not queue.empty():
-                body = queue.get_nowait()
-                r = await client.post("/v1/events", content=body)
+                url, body = queue.get_nowait()
+                r = await client.post(url + "/v1/events", content=body)
                 assert r.status_code in (202, 429), r.text
                 answers.append(r.json() if r.status_code == 202 else {"refused": BATCH})
 
@@ -137,36 +144,42 @@ def other_store(service: ServeProcess) -> StoreRecord:
     return record
 
 
+def replay_flood(urls: list[str], report_from: ServeProcess, instances: int = 1) -> None:
+    """The flood against `urls`, and what the store's report made of it: the budget admits at
+    most its burst and what refills meanwhile (one budget for every instance), and the report
+    counts at most what one offer's impressions from one address may come to in each instance
+    (the rate flags are counted per instance); the rest is stored flagged."""
+    started = now_ms()
+    with report_from.client() as c:
+        token = page_offers(c, "cam-x100", "attacker")[0]
+    answers, seconds = asyncio.run(flood(urls, token))
+    accepted = sum(a.get("accepted", 0) for a in answers)
+    refused = sum(a.get("refused", 0) for a in answers) + sum(
+        1 for a in answers for item in a.get("rejected", []) if item["code"] == "rate_limited"
+    )
+    with report_from.client() as c:
+        data = report(c, started)
+    counted = data["totals"]["impressions"]
+    flagged = data["invalid_traffic"]["events"]
+    print(
+        f"\nflood over {len(urls)} instance(s): {SENT} sent in {seconds:.2f} s; {accepted} "
+        f"accepted, {refused} refused (rate_limited), {flagged} flagged "
+        f"{data['invalid_traffic']['by_reason']}, {counted} counted in the report"
+    )
+    assert accepted + refused == SENT
+    admitted_at_most = DEFAULTS.events_burst + DEFAULTS.events_per_second * (seconds + 1)
+    assert accepted <= admitted_at_most
+    per_instance = DEFAULTS.offer_impressions_per_minute * (1 + (seconds + 1) / 60)
+    assert counted <= instances * per_instance
+    assert counted + flagged == accepted
+
+
 def test_a_flood_from_one_client_is_bounded_by_the_event_budget_and_flagged(
     service: ServeProcess,
 ) -> None:
     started = now_ms()
     other = other_store(service)
-    with service.client() as c:
-        token = page_offers(c, "cam-x100", "attacker")[0]
-    answers, seconds = asyncio.run(flood(service.url, token))
-    accepted = sum(a.get("accepted", 0) for a in answers)
-    refused = sum(a.get("refused", 0) for a in answers) + sum(
-        1 for a in answers for item in a.get("rejected", []) if item["code"] == "rate_limited"
-    )
-    with service.client() as c:
-        data = report(c, started)
-    counted = data["totals"]["impressions"]
-    flagged = data["invalid_traffic"]["events"]
-    print(
-        f"\nflood: {SENT} sent in {seconds:.2f} s; {accepted} accepted, {refused} refused "
-        f"(rate_limited), {flagged} flagged {data['invalid_traffic']['by_reason']}, "
-        f"{counted} counted in the report"
-    )
-    assert accepted + refused == SENT
-    # The budget admits its burst and what refills while the flood lasts, no more.
-    admitted_at_most = DEFAULTS.events_burst + DEFAULTS.events_per_second * (seconds + 1)
-    assert accepted <= admitted_at_most
-    # Of what it admits, the report counts what one offer's impressions from one address
-    # may come to: the rest is stored flagged.
-    counted_at_most = DEFAULTS.offer_impressions_per_minute * (1 + (seconds + 1) / 60)
-    assert counted <= counted_at_most
-    assert counted + flagged == accepted
+    replay_flood([service.url], service)
 
     # The other store's shoppers on the same address have a budget of their own there.
     with service.client() as c:
@@ -218,3 +231,21 @@ def test_shoppers_behind_one_nat_at_human_rates_are_counted_in_full(
         data = report(c, started)
     assert data["invalid_traffic"]["events"] == 0, data["invalid_traffic"]
     assert (data["totals"]["impressions"], data["totals"]["clicks"]) == (impressions, clicks)
+
+
+def test_instances_on_one_redis_share_one_event_budget(tmp_path: Path) -> None:
+    for server in running_redis(tmp_path / "redis"):
+        url = server.url + RELAXED
+        prepare_demo_store(url, holdout_share=0)
+        first = ServeProcess(url, tmp_path / "a.log")
+        try:
+            second = ServeProcess(url, tmp_path / "b.log")
+        except BaseException:
+            first.stop()
+            raise
+        try:
+            limit_events(first)
+            replay_flood([first.url, second.url], first, instances=2)
+        finally:
+            first.stop()
+            second.stop()
