@@ -20,7 +20,7 @@ from offer_service.domain.records import StoreRecord
 from offer_service.storage import open_store
 from tests.conftest import BROWSER_UA
 from tests.flows import ADMIN, PK, copy_demo_catalog
-from tests.processes import ServeProcess, prepare_demo_store
+from tests.processes import ServeProcess, prepare_demo_store, two_instances
 from tests.redis_servers import RELAXED, running_redis
 
 pytestmark = pytest.mark.timeout(240)
@@ -237,15 +237,6 @@ def test_instances_on_one_redis_share_one_event_budget(tmp_path: Path) -> None:
     for server in running_redis(tmp_path / "redis"):
         url = server.url + RELAXED
         prepare_demo_store(url, holdout_share=0)
-        first = ServeProcess(url, tmp_path / "a.log")
-        try:
-            second = ServeProcess(url, tmp_path / "b.log")
-        except BaseException:
-            first.stop()
-            raise
-        try:
+        with two_instances(url, tmp_path) as (first, second):
             limit_events(first)
             replay_flood([first.url, second.url], first, instances=2)
-        finally:
-            first.stop()
-            second.stop()
