@@ -64,35 +64,33 @@ class EventRates:
         self, store_id: str, limits: RateLimits, client: str, events: Sequence[StoredEvent]
     ) -> int:
         """Flag the events past a rate no shopper reaches (in place; an event flagged already
-        keeps its reason and is not counted): how many were flagged."""
+        keeps its reason and is not counted): how many were flagged. Counted per visitor and per
+        offer, not per event: a page's batch is one visitor and a few offers."""
         now = self._clock()
-        take = self._rates.take_here
-        per_visitor = limits.visitor_events_per_minute
-        per_offer = limits.offer_impressions_per_minute
-        flagged = 0
+        by_visitor: dict[str | None, list[StoredEvent]] = {}
         for e in events:
-            if e.flag is not None:
-                continue
-            reason: str | None = None
-            visitor = e.visitor_id
+            if e.flag is None:
+                by_visitor.setdefault(e.visitor_id, []).append(e)
+        per_visitor = limits.visitor_events_per_minute
+        by_offer: dict[str, list[StoredEvent]] = {}
+        flagged = 0
+        for visitor, own in by_visitor.items():
             if visitor is not None:
                 if self._one_too_many(store_id, client, visitor, limits, now):
-                    reason = ADDRESS_VISITORS
-                elif not take(
-                    ("visitor", store_id, visitor), per_visitor / MINUTE_S, per_visitor, 1
-                )[0]:
-                    reason = VISITOR_RATE
-            if (
-                reason is None
-                and e.type == "impression"
-                and not take(
-                    ("offer", store_id, e.offer_id, client), per_offer / MINUTE_S, per_offer, 1
-                )[0]
-            ):
-                reason = OFFER_IMPRESSIONS
-            if reason is not None:
-                e.flag = reason
-                flagged += 1
+                    flagged += _flag(own, ADDRESS_VISITORS)
+                    continue
+                key = ("visitor", store_id, visitor)
+                n = self._rates.take_here(key, per_visitor / MINUTE_S, per_visitor, len(own))[0]
+                flagged += _flag(own[n:], VISITOR_RATE)
+                own = own[:n]
+            for e in own:
+                if e.type == "impression":
+                    by_offer.setdefault(e.offer_id, []).append(e)
+        per_offer = limits.offer_impressions_per_minute
+        for offer_id, seen in by_offer.items():
+            where = ("offer", store_id, offer_id, client)
+            n = self._rates.take_here(where, per_offer / MINUTE_S, per_offer, len(seen))[0]
+            flagged += _flag(seen[n:], OFFER_IMPRESSIONS)
         return flagged
 
     def _one_too_many(
@@ -115,3 +113,10 @@ class EventRates:
         """Forget visitors whose minute has passed; if most are recent, the oldest half."""
         alive = {k: v for k, v in self._seen.items() if v[0] > now}
         self._seen = newest(alive, self._max_keys // 2)
+
+
+def _flag(events: Sequence[StoredEvent], reason: str) -> int:
+    """Flag `events` with `reason`: how many."""
+    for e in events:
+        e.flag = reason
+    return len(events)
