@@ -34,7 +34,6 @@ REASONS: tuple[Flag, ...] = (BOT, PREFETCH, NO_IMPRESSION)
 VISITOR_RATE: Final = "visitor_rate"  # one visitor's events
 ADDRESS_VISITORS: Final = "address_visitors"  # new visitors from one address
 OFFER_IMPRESSIONS: Final = "offer_impressions"  # impressions of one offer from one address
-RATE_REASONS: tuple[str, ...] = (VISITOR_RATE, ADDRESS_VISITORS, OFFER_IMPRESSIONS)
 
 # Event types that act on an offer and so need an impression of it before them.
 NEEDS_IMPRESSION = frozenset(("click", "accept", "decline"))
