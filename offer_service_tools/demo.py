@@ -317,13 +317,9 @@ def demo_orders(count: int = 900, seed: int = 7, end_ms: int | None = None) -> l
 
 
 def demo_rules(charge_url: str | None = None) -> StoreRules:
-    # The demo is what load tests and the simulator point at from one address: no throttling.
-    limits = RateLimits(
-        browser_per_second=1_000_000,
-        browser_burst=1_000_000,
-        admin_per_second=1_000_000,
-        admin_burst=1_000_000,
-    )
+    # The demo is what load tests and the simulator point at from one address: no throttling,
+    # no event budget, no rate flags.
+    limits = RateLimits.lifted()
     # The demo charges through its own endpoint, on this machine (the `demo` command sets
     # OFFER_ALLOW_PRIVATE_CHARGE_URLS for the service to call it).
     return StoreRules.model_validate(

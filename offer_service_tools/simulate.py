@@ -263,6 +263,8 @@ async def simulate(
             # (the demo does), or the rules are refused (422 bad_charge_url).
             charge = ServerThread(ChargeDouble(id_prefix="ch_sim_"))
             patched["charge_url"] = (await asyncio.to_thread(charge.start)).url
+        # Every shopper comes from this one address, hundreds of new visitors a second: the
+        # request limits, the event budget and the rate flags are lifted for the run.
         if lift_limits and isinstance(rules.get("rate_limits"), dict):
             patched["rate_limits"] = {k: 1_000_000 for k in rules["rate_limits"]}
         try:

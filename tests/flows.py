@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import orjson
 
+from offer_service.domain.policy import RateLimits
 from offer_service.domain.records import SigningKey, StoreRecord
 from offer_service.storage import open_store
 from offer_service_tools.demo import CATALOG, DEMO_PUBLISHABLE_KEY, DEMO_SECRET_KEY
@@ -22,14 +23,10 @@ PRICES = {p.id: p.price for p in CATALOG}
 FAMILIES = {p.id: p.family for p in CATALOG}
 
 
-# The tests send hundreds of browser requests a second from one address; rate limiting is not
-# what they test, so where the store has limits they are raised out of the way.
-UNLIMITED = {
-    "browser_per_second": 1_000_000,
-    "browser_burst": 1_000_000,
-    "admin_per_second": 1_000_000,
-    "admin_burst": 1_000_000,
-}
+# The tests send hundreds of browser requests and events a second from one address; rate
+# limiting and rate flags are not what they test, so where the store has limits they are raised
+# out of the way.
+UNLIMITED = RateLimits.lifted().model_dump()
 
 
 def set_rules(
@@ -45,6 +42,17 @@ def set_rules(
     r = client.put("/v1/admin/rules", json=rules, headers=headers)
     assert r.status_code == 200, r.text
     return rules
+
+
+def copy_demo_catalog(client: httpx.Client, secret_key: str) -> None:
+    """Put the demo store's catalog into another store (of `secret_key`)."""
+    catalog = client.get("/v1/admin/catalog", params={"limit": 1000}, headers=ADMIN).json()
+    r = client.put(
+        "/v1/admin/catalog",
+        json=catalog["products"],
+        headers={"Authorization": f"Bearer {secret_key}"},
+    )
+    assert r.status_code == 200, r.text
 
 
 def order_json(

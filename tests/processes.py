@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +112,28 @@ class ServeProcess:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
         self._log.close()
+
+
+@contextmanager
+def two_instances(store_url: str, directory: Path) -> Iterator[tuple[ServeProcess, ServeProcess]]:
+    """Two `serve` processes on one store, each with its log (`a.log`, `b.log`) and its spool
+    directory (`spool-a`, `spool-b`) in `directory`, stopped after."""
+
+    def serve(name: str) -> ServeProcess:
+        env = {"OFFER_SPOOL_DIR": str(directory / f"spool-{name}")}
+        return ServeProcess(store_url, directory / f"{name}.log", env=env)
+
+    first = serve("a")
+    try:
+        second = serve("b")
+    except BaseException:
+        first.stop()
+        raise
+    try:
+        yield first, second
+    finally:
+        first.stop()
+        second.stop()
 
 
 def prepare_demo_store(store_url: str, **rules: Any) -> None:

@@ -100,13 +100,30 @@ class Experiment(_Model):
 
 class RateLimits(_Model):
     """Requests per second (sustained) and burst, per publishable key and client address on the
-    browser routes, and per secret key on the admin routes."""
+    browser routes, and per secret key on the admin routes; events per second and burst per
+    client address (the event budget: a batch of 50 costs 50); and the rates no shopper reaches,
+    past which events are stored flagged as invalid traffic (docs/security.md#event-floods)."""
 
     # Generous enough for many shoppers behind one NAT; a page makes a handful of calls.
     browser_per_second: float = Field(100.0, gt=0, le=1_000_000)
     browser_burst: int = Field(200, ge=1, le=1_000_000)
     admin_per_second: float = Field(50.0, gt=0, le=1_000_000)
     admin_burst: int = Field(200, ge=1, le=1_000_000)
+    # A page view sends a handful of events: 50 a second is dozens of shoppers at once.
+    events_per_second: float = Field(50.0, gt=0, le=1_000_000)
+    events_burst: int = Field(1000, ge=1, le=1_000_000)
+    # Flagged past these, each a sliding minute: one visitor's events (a shopper sends about ten
+    # a page), new visitors from one address, impressions of one offer from one address (a
+    # shopper sees an offer once or twice a page, and its token changes every minute or so).
+    visitor_events_per_minute: int = Field(300, ge=1, le=1_000_000)
+    address_visitors_per_minute: int = Field(300, ge=1, le=1_000_000)
+    offer_impressions_per_minute: int = Field(120, ge=1, le=1_000_000)
+
+    @classmethod
+    def lifted(cls) -> RateLimits:
+        """Every limit and rate at its highest: for a store that one load generator drives from
+        one address (the demo, a benchmark), where nothing is a shopper's pace."""
+        return cls.model_validate(dict.fromkeys(cls.model_fields, 1_000_000))
 
 
 class LearningRules(_Model):

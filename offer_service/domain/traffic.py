@@ -29,6 +29,11 @@ BOT: Final = "bot"
 PREFETCH: Final = "prefetch"
 NO_IMPRESSION: Final = "no_impression"
 REASONS: tuple[Flag, ...] = (BOT, PREFETCH, NO_IMPRESSION)
+# Rates no shopper reaches (`RateLimits`, counted by serving/event_rates.py): an event past one
+# is stored with the reason, and left out like the others. The report lists them when they occur.
+VISITOR_RATE: Final = "visitor_rate"  # one visitor's events
+ADDRESS_VISITORS: Final = "address_visitors"  # new visitors from one address
+OFFER_IMPRESSIONS: Final = "offer_impressions"  # impressions of one offer from one address
 
 # Event types that act on an offer and so need an impression of it before them.
 NEEDS_IMPRESSION = frozenset(("click", "accept", "decline"))

@@ -32,6 +32,7 @@ from offer_service.domain.surfaces import SURFACES, Surface, clamp_limit
 from offer_service.domain.tokens import new_offer_id, order_token_valid
 from offer_service.exceptions import Forbidden, NotFound
 from offer_service.measurement.exposures import ExposureLog
+from offer_service.serving.event_rates import EventRates
 from offer_service.serving.group_commit import GroupCommit
 from offer_service.serving.learner import Learner
 from offer_service.serving.local_cache import LocalCache
@@ -94,6 +95,8 @@ class Engine:
         self.events: GroupCommit = _VisitorEvents(store, self.visitors.forget)
         # On Redis every instance counts against one limit; in-process otherwise.
         self.limiter = RateLimiter(shared=store.shared_limits)
+        # Events are counted against a budget per client, and flagged past what no shopper does.
+        self.event_rates = EventRates(self.limiter)
         # Learned P(accept) per store, refreshed in the background; `_prepare` samples from it
         # once per prepared list, and a request only flips `explores()`'s coin.
         self.learner = Learner(store, clock=clock)

@@ -2,7 +2,9 @@
 
 GCRA keeps one number per key, the "theoretical arrival time", and answers in O(1): a request is
 allowed when it does not arrive earlier than that time minus the burst tolerance. It spaces
-requests evenly (no fixed-window edges) and says exactly how long to wait when it refuses.
+requests evenly (no fixed-window edges) and says exactly how long to wait when it refuses. A
+bucket may also count several at once and grant as many as it has (`take`): the event budget
+counts a batch's events, not its request.
 
 On a shared store that can (Redis: one Lua script, one round trip, Redis's clock) the numbers
 live in the store, so every instance counts against one limit. A busy bucket does not cost a
@@ -83,21 +85,30 @@ class RateLimiter:
 
     def check(self, key: Hashable, per_second: float, burst: int) -> float:
         """0.0 when allowed (and counted), else the seconds to wait before a retry."""
+        return self.take_here(key, per_second, burst, 1)[1]
+
+    def take_here(
+        self, key: Hashable, per_second: float, burst: int, want: int
+    ) -> tuple[int, float]:
+        """Count up to `want` at once in this process, as many as the bucket allows now (as the
+        shared script does): (how many, 0.0) with at least one, or (0, the seconds to wait)."""
         now = self._clock()
         interval = 1.0 / per_second
         tolerance = interval * max(burst - 1, 0)
         tat = max(self._tat.get(key, now), now)
         if tat - tolerance > now:
-            return tat - tolerance - now
+            return 0, tat - tolerance - now
+        # (A hair over the quotient, so that floating point does not lose a whole one.)
+        n = want if want == 1 else min(want, int((now + tolerance - tat) / interval + 1e-9) + 1)
         if len(self._tat) >= self._max_keys and key not in self._tat:
             self._sweep(now)
-        self._tat[key] = tat + interval
-        return 0.0
+        self._tat[key] = tat + n * interval
+        return n, 0.0
 
     def _sweep(self, now: float) -> None:
         """Forget keys whose time has passed; if most are still active, the oldest half."""
         alive = {k: t for k, t in self._tat.items() if t > now}
-        self._tat = _newest(alive, self._max_keys // 2)
+        self._tat = newest(alive, self._max_keys // 2)
 
     def admit_here(self, store_id: str, bucket: str, per_second: float, burst: int) -> bool:
         """`admit` without a coroutine when this process alone counts the bucket (no shared
@@ -110,24 +121,40 @@ class RateLimiter:
     async def admit(self, store_id: str, bucket: str, per_second: float, burst: int) -> None:
         """Count a request against a store's bucket (RateLimited when over): on the shared
         limiter when there is one, in this process otherwise or when the shared one fails."""
+        _refuse((await self.take(store_id, bucket, per_second, burst, 1))[1])
+
+    async def take(
+        self, store_id: str, bucket: str, per_second: float, burst: int, want: int
+    ) -> tuple[int, float]:
+        """Count up to `want` against a store's bucket at once (a batch's events), as many as
+        it allows now: (how many, 0.0) with at least one, or (0, the seconds to wait). On the
+        shared limiter when there is one, in this process otherwise or when the shared one
+        fails."""
         if self.shared is not None:
             if self._clock() >= self._shared_rests_until:
                 try:
-                    wait = await self._leased(self.shared, store_id, bucket, per_second, burst)
+                    return await self._leased(
+                        self.shared, store_id, bucket, per_second, burst, want
+                    )
                 except StoreError:
                     self._shared_rests_until = self._clock() + SHARED_RETRY_S
-                else:
-                    _refuse(wait)
-                    return
             self.fallbacks += 1
-        _refuse(self.check((store_id, bucket), per_second, burst))
+        return self.take_here((store_id, bucket), per_second, burst, want)
 
     async def _leased(
-        self, shared: SharedLimits, store_id: str, bucket: str, per_second: float, burst: int
-    ) -> float:
-        """Admit from this instance's lease of the bucket, renewing it (one round trip, one at
-        a time per bucket) when it is used up or expired: 0.0, or the seconds to wait."""
+        self,
+        shared: SharedLimits,
+        store_id: str,
+        bucket: str,
+        per_second: float,
+        burst: int,
+        want: int,
+    ) -> tuple[int, float]:
+        """Take up to `want` from this instance's lease of the bucket, renewing it (one round
+        trip, one at a time per bucket) when it is used up or expired: (how many, 0.0) with at
+        least one, or (0, the seconds to wait)."""
         key = (store_id, bucket)
+        got = 0
         while True:
             now = self._clock()
             lease = self._leases.get(key)
@@ -136,25 +163,29 @@ class RateLimiter:
                     self._sweep_leases(now)
                 lease = self._leases[key] = _Lease()
             if lease.slots > 0 and now < lease.started + LEASE_S:
-                lease.slots -= 1
-                lease.used += 1
-                return 0.0
+                n = min(want - got, lease.slots)
+                lease.slots -= n
+                lease.used += n
+                got += n
+                if got == want:
+                    return got, 0.0
             if lease.renewing is not None:
                 # The renewal's wait, or -1.0 when it failed: then try for ourselves.
                 wait = await asyncio.shield(lease.renewing)
                 if wait > 0:
-                    return wait
+                    return (got, 0.0) if got else (0, wait)
                 continue
-            # What this instance admitted on the bucket in the last lease period.
+            # What this instance admitted on the bucket in the last lease period, and at least
+            # what is still wanted now.
             elapsed = now - lease.started
-            want = 1
+            ask = 1
             if elapsed < 2 * LEASE_S:
-                want = math.ceil(lease.used * LEASE_S / max(elapsed, 0.001))
-            want = max(1, min(want, burst // LEASE_SHARE))
+                ask = math.ceil(lease.used * LEASE_S / max(elapsed, 0.001))
+            ask = max(1, want - got, min(ask, burst // LEASE_SHARE))
             future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
             lease.renewing = future
             try:
-                granted, wait = await shared.rate_lease(store_id, bucket, per_second, burst, want)
+                granted, wait = await shared.rate_lease(store_id, bucket, per_second, burst, ask)
             except BaseException:
                 future.set_result(-1.0)
                 raise
@@ -163,11 +194,16 @@ class RateLimiter:
             future.set_result(wait)
             if wait > 0 or granted < 1:
                 lease.slots = 0
-                return wait if wait > 0 else 1.0 / per_second
-            lease.slots = granted - 1
-            lease.used = 1
+                if got:
+                    return got, 0.0
+                return 0, wait if wait > 0 else 1.0 / per_second
+            n = min(granted, want - got)
+            got += n
+            lease.slots = granted - n
+            lease.used = n
             lease.started = self._clock()
-            return 0.0
+            # Fewer than wanted when the bucket had no more to give.
+            return got, 0.0
 
     def _sweep_leases(self, now: float) -> None:
         """Forget the leases of buckets quiet for a whole period (none is being renewed)."""
@@ -176,17 +212,22 @@ class RateLimiter:
             for k, v in self._leases.items()
             if v.renewing is not None or now - v.started < 2 * LEASE_S
         }
-        self._leases = _newest(alive, self._max_keys // 2)
+        self._leases = newest(alive, self._max_keys // 2)
 
 
-def _newest(entries: dict[K, V], most: int) -> dict[K, V]:
+def newest(entries: dict[K, V], most: int) -> dict[K, V]:
     """`entries`, or only the `most` inserted last when there are more."""
     if len(entries) <= most:
         return entries
     return dict(itertools.islice(entries.items(), len(entries) - most, None))
 
 
+def retry_after_s(wait: float) -> int:
+    """A wait as the whole seconds of a Retry-After header (at least 1, at most a day)."""
+    return max(1, math.ceil(min(wait, 86_400.0)))
+
+
 def _refuse(wait: float) -> None:
     if wait > 0:
-        retry_after = str(max(1, math.ceil(min(wait, 86_400.0))))
+        retry_after = str(retry_after_s(wait))
         raise RateLimited(RATE_LIMITED, headers={"Retry-After": retry_after})

@@ -322,7 +322,10 @@ class EventsRequest(BaseModel):
 
 class EventRejection(BaseModel):
     index: int
-    code: str
+    code: str = Field(
+        description="invalid_event, bad_token, or rate_limited: past the client's event budget "
+        "(the 202 then carries Retry-After)."
+    )
     field: str | None = None
     message: str | None = Field(None, description="Why, in one sentence.")
 

@@ -154,7 +154,10 @@ class InvalidTraffic(_Out):
 
     events: int
     share_of_events: float | None = Field(description="of every event stored in the period")
-    by_reason: dict[str, int] = Field(description="bot, prefetch, no_impression")
+    by_reason: dict[str, int] = Field(
+        description="bot, prefetch, no_impression; and, when there are any, visitor_rate, "
+        "address_visitors, offer_impressions (rates no shopper reaches)"
+    )
     by_type: dict[str, int] = Field(description="impression, click, ..., exposure")
 
 

@@ -18,7 +18,14 @@ from offer_service.domain.policy import StoreRules
 from offer_service.domain.tokens import OfferClaims, sign
 from offer_service.storage import open_store
 from tests.conftest import LiveServer
-from tests.flows import ADMIN, PK, reencode, set_rules, signing_keys, token_payload
+from tests.flows import (
+    PK,
+    copy_demo_catalog,
+    reencode,
+    set_rules,
+    signing_keys,
+    token_payload,
+)
 from tests.processes import ServeProcess, prepare_demo_store
 
 SNAKE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
@@ -85,13 +92,7 @@ def expired_token(store_url: str, genuine: str) -> str:
 
 def other_store_token(server: LiveServer, client: httpx.Client) -> str:
     other = server.create_store("Other", rules=StoreRules(holdout_share=0))
-    catalog = client.get("/v1/admin/catalog", params={"limit": 1000}, headers=ADMIN).json()
-    r = client.put(
-        "/v1/admin/catalog",
-        json=catalog["products"],
-        headers={"Authorization": f"Bearer {other.secret_key}"},
-    )
-    assert r.status_code == 200, r.text
+    copy_demo_catalog(client, other.secret_key)
     return page_tokens(client, other.publishable_key)[0]
 
 

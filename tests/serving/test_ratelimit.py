@@ -103,3 +103,15 @@ def test_admit_here_leaves_a_shared_limiter_to_admit() -> None:
     # Nothing counted in process either: the bucket's one request is still free here.
     assert limiter.check(("s", "browser:ip"), 2, 1) == 0.0
     assert limiter.check(("s", "browser:ip"), 2, 1) == 0.5
+
+
+def test_a_batch_takes_as_many_as_the_bucket_holds_and_no_more() -> None:
+    clock = Clock()
+    limiter = RateLimiter(clock=clock)
+    assert limiter.take_here("k", 5, 10, 25) == (10, 0.0)
+    granted, wait = limiter.take_here("k", 5, 10, 25)
+    assert (granted, wait) == (0, pytest.approx(0.2))
+    clock.now += 1.0  # five refilled
+    assert limiter.take_here("k", 5, 10, 25) == (5, 0.0)
+    clock.now += 10.0  # full again: a small batch takes all it wants
+    assert limiter.take_here("k", 5, 10, 3) == (3, 0.0)

@@ -115,6 +115,42 @@ def test_two_instances_never_admit_more_than_the_shared_limit() -> None:
     assert admitted >= burst - 2 * (burst // LEASE_SHARE)
 
 
+def test_a_batch_takes_what_the_shared_bucket_has_in_one_round_trip() -> None:
+    clock = Clock()
+    shared = Shared(clock)
+    limiter = RateLimiter(clock=clock, shared=shared)
+
+    async def run() -> list[tuple[int, float]]:
+        return [await limiter.take("st", "events:1.2.3.4", 1.0, 150, 100) for _ in range(3)]
+
+    first, second, third = asyncio.run(run())
+    assert first == (100, 0.0)
+    assert second == (50, 0.0)  # what the bucket still had
+    assert third[0] == 0 and third[1] > 0
+    assert shared.wants[:2] == [100, 100]
+    assert shared.counted == 150
+
+
+def test_two_instances_taking_batches_never_exceed_the_shared_budget() -> None:
+    clock = Clock()
+    shared = Shared(clock)
+    a = RateLimiter(clock=clock, shared=shared)
+    b = RateLimiter(clock=clock, shared=shared)
+    burst = 1000
+
+    async def run() -> int:
+        taken = 0
+        for i in range(200):
+            clock.now += 0.001
+            for limiter in (a, b):
+                taken += (await limiter.take("st", "events:1.2.3.4", 1.0, burst, 1 + i % 100))[0]
+        return taken
+
+    taken = asyncio.run(run())
+    assert taken <= shared.counted <= burst + 1
+    assert taken >= burst - 2 * (burst // LEASE_SHARE)
+
+
 def test_concurrent_requests_share_one_renewal() -> None:
     clock = Clock()
     shared = Shared(clock)

@@ -14,7 +14,7 @@ from offer_service.domain.policy import RateLimits
 from offer_service.storage.redis.keys import StoreKeys
 from offer_service_tools.demo import DEMO_STORE_ID
 from tests.flows import PK
-from tests.processes import ServeProcess, prepare_demo_store
+from tests.processes import ServeProcess, prepare_demo_store, two_instances
 from tests.redis_servers import RELAXED, RedisServer, opened_redis, running_redis
 
 pytestmark = pytest.mark.timeout(240)
@@ -52,21 +52,11 @@ def test_two_instances_share_one_limit(tmp_path: Path, redis_server: RedisServer
     url = redis_server.url + RELAXED
     prepare_demo_store(url)
     limit_browser_routes(url)
-    first = ServeProcess(url, tmp_path / "a.log")
-    try:
-        second = ServeProcess(url, tmp_path / "b.log")
-    except BaseException:
-        first.stop()
-        raise
-    try:
-        with first.client() as a, second.client() as b:
-            statuses: dict[str, list[int]] = {"a": [], "b": []}
-            for i in range(2 * BURST):
-                name, client = ("a", a) if i % 2 == 0 else ("b", b)
-                statuses[name].append(client.get("/v1/offers", params=PARAMS).status_code)
-    finally:
-        first.stop()
-        second.stop()
+    with two_instances(url, tmp_path) as (first, second), first.client() as a, second.client() as b:
+        statuses: dict[str, list[int]] = {"a": [], "b": []}
+        for i in range(2 * BURST):
+            name, client = ("a", a) if i % 2 == 0 else ("b", b)
+            statuses[name].append(client.get("/v1/offers", params=PARAMS).status_code)
     allowed = {name: s.count(200) for name, s in statuses.items()}
     print(f"\nallowed per instance: {allowed}; statuses: {statuses}")
     assert set(statuses["a"] + statuses["b"]) <= {200, 429}

@@ -27,7 +27,7 @@ from offer_service.storage.redis.store import RedisStore
 from offer_service_tools.charge_double import ChargeDouble, running_charge_double
 from offer_service_tools.demo import DEMO_STORE_ID, DEMO_WEBHOOK_SECRET
 from tests.flows import ADMIN, PK, accept, error_code, order_with_offers
-from tests.processes import ROOT, ServeProcess, prepare_demo_store
+from tests.processes import ROOT, ServeProcess, prepare_demo_store, two_instances
 from tests.redis_servers import RELAXED, RedisServer, opened_redis
 
 pytestmark = pytest.mark.timeout(240)
@@ -51,30 +51,13 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
-def serve(store_url: str, directory: Path, name: str) -> ServeProcess:
-    """`offer-service serve` with its own spool directory (read from the environment)."""
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("OFFER_SPOOL_DIR", str(directory / f"spool-{name}"))
-        return ServeProcess(store_url, directory / f"{name}.log")
-
-
 @pytest.fixture(scope="module")
 def instances(
     redis_url: str, charges: ChargeDouble, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[ServeProcess, ServeProcess]]:
     prepare_demo_store(redis_url, charge_url=charges.url)  # rate limits raised out of the way
-    directory = tmp_path_factory.mktemp("instances")
-    first = serve(redis_url, directory, "a")
-    try:
-        second = serve(redis_url, directory, "b")
-    except BaseException:
-        first.stop()
-        raise
-    try:
-        yield first, second
-    finally:
-        first.stop()
-        second.stop()
+    with two_instances(redis_url, tmp_path_factory.mktemp("instances")) as pair:
+        yield pair
 
 
 def read(store_url: str, fn: Callable[[RedisStore], Awaitable[T]]) -> T:

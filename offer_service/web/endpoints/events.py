@@ -11,11 +11,13 @@ from offer_service.domain.events import MAX_EVENTS, Rejected, StoredEvent, valid
 from offer_service.domain.records import StoreRecord
 from offer_service.domain.traffic import classify
 from offer_service.exceptions import ValidationFailed
+from offer_service.serving.ratelimit import RateLimited, retry_after_s
 from offer_service.serving.spool import record_events as spooled
 from offer_service.types import DAY_MS, now_ms
 from offer_service.web.endpoints.common import (
     ANSWERED_ERRORS,
     BROWSER_BODY_LIMIT,
+    client_address,
     cors_headers,
     engine,
     error_response,
@@ -25,6 +27,10 @@ from offer_service.web.endpoints.common import (
 )
 
 NOT_A_BATCH = 'The body must be a JSON object {"key": ..., "events": [...]}.'
+OVER_BUDGET = (
+    "This client has sent more events than the store's event budget allows; "
+    "send it again after {seconds} s."
+)
 
 
 class PostEvents:
@@ -65,6 +71,7 @@ async def post_events(request: Request) -> Response:
         # Bots and speculative loads are stored, flagged, and left out of the metrics.
         flag = classify(request.scope["headers"])
         good: list[StoredEvent] = []
+        indexes: list[int] = []
         rejected: list[Rejected] = []
         seen: set[str] = set()
         duplicates = 0
@@ -77,6 +84,22 @@ async def post_events(request: Request) -> Response:
             else:
                 seen.add(result.id)
                 good.append(result)
+                indexes.append(index)
+        # The client's event budget takes the first ones; the rest are refused one by one.
+        rates = engine(request).event_rates
+        limits = record.rules.rate_limits
+        client = client_address(request.scope)
+        taken, wait = await rates.admit(record.id, limits, client, len(good))
+        headers = cors_headers(origin, record)
+        if taken < len(good):
+            retry_after = retry_after_s(wait or 1.0 / limits.events_per_second)
+            message = OVER_BUDGET.format(seconds=retry_after)
+            rejected.extend(Rejected(i, RateLimited.code, None, message) for i in indexes[taken:])
+            rejected.sort(key=lambda r: r.index)
+            del good[taken:]
+            headers = {**headers, "Retry-After": str(retry_after)}
+        # Rates no shopper reaches: stored, flagged, left out of the metrics.
+        rates.flag(record.id, limits, client, good)
         # Committed to the store, or (store unreachable) to this process's spool file.
         spool = getattr(request.app.state, "spool", None)
         fresh = await spooled(engine(request).events, spool, record.id, good, now - DAY_MS)
@@ -89,7 +112,7 @@ async def post_events(request: Request) -> Response:
                 "rejected": [r.as_dict() for r in rejected],
             },
             202,
-            cors_headers(origin, record),
+            headers,
         )
     except ANSWERED_ERRORS as exc:
         return error_response(exc, cors_headers(origin, record))
