@@ -27,7 +27,7 @@ import time
 
 import orjson
 
-from offer_service.commerce.charger import Charger, charge_payload
+from offer_service.commerce.charger import Charger, ChargeResult, charge_payload
 from offer_service.commerce.settle import Outcome, error, lease_ms, pending, settle
 from offer_service.domain.records import ChargeAttempt, StoreRecord
 from offer_service.domain.surfaces import Surface
@@ -163,11 +163,6 @@ async def _accept_claimed(
         return error(
             409, "in_progress", "This offer is being accepted by another request.", final=False
         )
-    if not record.rules.charge_url:
-        await store.cancel_accept(record.id, order.id, claims.product_id, idempotency_key)
-        return error(
-            502, "charge_failed", "The store has no charge endpoint configured.", final=False
-        )
     attempt = ChargeAttempt(
         store_id=record.id,
         order_id=order.id,
@@ -190,12 +185,20 @@ async def _accept_claimed(
     recorded = turn.attempt
     if turn.turn == "busy":
         return pending(recorded)
-    result = await charger.charge(
-        record.rules.charge_url, record.webhook_secret, charge_payload(recorded)
-    )
+    url = record.rules.charge_url
+    if url:
+        result = await charger.charge(url, record.webhook_secret, charge_payload(recorded))
+    else:
+        # No call now; but one made earlier for this charge may have charged (settle decides).
+        result = ChargeResult("failed", reason="no charge_url")
     try:
-        return await settle(store, recorded, result, calls=turn.calls, charged=turn.charged)
+        outcome = await settle(store, recorded, result, calls=turn.calls, charged=turn.charged)
     except StoreError as exc:
         # The call was made: whatever it did, "nothing was charged" may be false now.
         log.warning("the outcome of charge %s could not be recorded: %s", recorded.charge_key, exc)
         return pending(recorded)
+    if not url and outcome.status == 502:
+        return error(
+            502, "charge_failed", "The store has no charge endpoint configured.", final=False
+        )
+    return outcome

@@ -182,14 +182,6 @@ class Settler:
 
     async def settle_one(self, attempt: ChargeAttempt, calls: int) -> int:
         """Call once more for a charge that had `calls` calls; 1 when that settled it."""
-        record = await self.store.get_store(attempt.store_id)
-        url = record.rules.charge_url if record is not None else None
-        if record is None or not url:
-            # Never dropped: its charge may have been made. The operator restores the URL.
-            log.error(
-                "charge %s cannot be settled: its store has no charge_url", attempt.charge_key
-            )
-            return 0
         # The lease outlasts this call, and then the backoff keeps the next call away.
         claim = await self.store.record_charge(
             attempt,
@@ -199,6 +191,14 @@ class Settler:
         if claim.turn != "call" or claim.attempt is None:
             return 0
         recorded = claim.attempt
+        record = await self.store.get_store(attempt.store_id)
+        url = record.rules.charge_url if record is not None else None
+        if record is None or not url:
+            # Never dropped: its charge may have been made. The operator restores the URL.
+            log.error(
+                "charge %s cannot be settled: its store has no charge_url", recorded.charge_key
+            )
+            return 0
         result = await self.charger.charge(
             url, record.webhook_secret, charge_payload(recorded), timeout_s=self.timeout_s
         )
