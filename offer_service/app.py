@@ -9,7 +9,8 @@ import anyio
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from offer_service.commerce.accept import Charger
+from offer_service.commerce.charger import Charger
+from offer_service.commerce.settle import Settler
 from offer_service.serving.engine import Engine
 from offer_service.serving.spool import Spool
 from offer_service.serving.worker import background
@@ -40,7 +41,16 @@ def create_app(settings: Settings | None = None) -> OfferApp:
     store = open_store(settings.store_url)
     engine = Engine(store)
     # The store's charge endpoint's client (one-click accept): a pool of its own.
-    charger = Charger(allow_private=settings.allow_private_charge_urls)
+    charger = Charger(
+        allow_private=settings.allow_private_charge_urls, timeout_s=settings.charge_timeout_s
+    )
+    # Every serving process settles charges whose outcome is unknown (commerce/settle.py).
+    settler = Settler(
+        store,
+        charger,
+        interval_s=settings.settle_interval_s,
+        timeout_s=settings.settle_timeout_s,
+    )
     metrics = Metrics()
     spool = Spool(settings.spool_dir)
 
@@ -53,7 +63,7 @@ def create_app(settings: Settings | None = None) -> OfferApp:
 
             await install_demo(store, charge_url_from_env())
         try:
-            async with background(store, spool, aggregate=settings.aggregator):
+            async with background(store, spool, aggregate=settings.aggregator, loops=[settler.run]):
                 yield
         finally:
             spool.close()

@@ -16,6 +16,11 @@ DEFAULT_TRUSTED_PROXIES = "127.0.0.1,::1"
 DEFAULT_KEEP_ALIVE_TIMEOUT_S = 5
 DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_CONCURRENCY_LIMIT = 1000
+# The accept's own call to a store's charge endpoint (docs/api.md), and the settling of a charge
+# whose outcome that call did not learn: a pass every interval, each call allowed the timeout.
+DEFAULT_CHARGE_TIMEOUT_S = 5.0
+DEFAULT_SETTLE_INTERVAL_S = 5.0
+DEFAULT_SETTLE_TIMEOUT_S = 30.0
 NOT_POSITIVE = "{name} must be a positive number, not {raw!r}"
 
 
@@ -50,6 +55,11 @@ class Settings:
     # Let stores' charge endpoints be http:// or on loopback and private networks (the demo, the
     # tests and local development); otherwise only https:// to public addresses is called.
     allow_private_charge_urls: bool = False
+    # Seconds the accept waits on the store's charge endpoint before its answer is 202 pending.
+    charge_timeout_s: float = DEFAULT_CHARGE_TIMEOUT_S
+    # Seconds between two looks for charges to settle, and a settling call's own timeout.
+    settle_interval_s: float = DEFAULT_SETTLE_INTERVAL_S
+    settle_timeout_s: float = DEFAULT_SETTLE_TIMEOUT_S
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -68,6 +78,9 @@ class Settings:
             aggregator=os.environ.get("OFFER_AGGREGATOR", "1") != "0",
             public_url=os.environ.get("OFFER_PUBLIC_URL") or None,
             allow_private_charge_urls=os.environ.get("OFFER_ALLOW_PRIVATE_CHARGE_URLS", "") == "1",
+            charge_timeout_s=_positive("OFFER_CHARGE_TIMEOUT", DEFAULT_CHARGE_TIMEOUT_S, float),
+            settle_interval_s=_positive("OFFER_SETTLE_INTERVAL", DEFAULT_SETTLE_INTERVAL_S, float),
+            settle_timeout_s=_positive("OFFER_SETTLE_TIMEOUT", DEFAULT_SETTLE_TIMEOUT_S, float),
         )
 
 

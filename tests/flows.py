@@ -128,6 +128,17 @@ def accept(
     )
 
 
+def send_accept(url: str, key: str, body: bytes) -> tuple[int, bytes]:
+    """POST /v1/accept with a raw body, from any thread or process: (status, body)."""
+    r = httpx.post(
+        f"{url}/v1/accept",
+        content=body,
+        headers={"Idempotency-Key": key, "Content-Type": "application/json"},
+        timeout=30,
+    )
+    return r.status_code, r.content
+
+
 def error_code(r: httpx.Response) -> str:
     try:
         code: str = r.json()["error"]["code"]

@@ -1,60 +1,46 @@
 """One-click post-purchase accept: idempotency, the order's rules, the store's charge endpoint.
 
-Money moves here, so every step is ordered to make a double charge impossible:
+Money moves here, so every step is ordered to make a double charge, or a charge never
+recorded, impossible:
 1. the Idempotency-Key is claimed atomically in the store (a replay returns the first answer byte
-   for byte; the same key still running is 409; the same key with another body is 422);
+   for byte; the same key still running is 409; the same key with another body is 422, also
+   after an answer that was not final);
 2. the token is verified (it binds price, discount, currency, order and product) and the order's
    window, status and accepted-offer cap are checked;
 3. the offer is reserved on the order atomically (one accept per product per order, within the cap);
-4. the store's charge endpoint is called with a deterministic idempotency key derived from store,
-   order and product, so even a retry after a crash is de-duplicated by the merchant's processor;
-5. only then is the item appended to the order and the answer stored for replay.
-A claim whose process died mid-charge is taken over after a lease, and the retry charges with the
-same processor key.
+4. the charge (amount, quantity and a processor idempotency key derived from store, order and
+   product) is written down durably, and only then is the store's charge endpoint called;
+5. the outcome is recorded: charged (the item joins the order), declined or certainly not
+   charged (the reservation is dropped), or unknown (202 `pending`: settle.py calls again with
+   the same body and key until the endpoint says, without the client retrying).
+A claim whose process died mid-charge is taken over after a lease; its recorded charge is
+settled by any serving process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import secrets
 import time
-from dataclasses import dataclass
-from typing import Any, Literal
 
-import httpx
 import orjson
 
-from offer_service.commerce.egress import PublicOnlyTransport, RefusedAddress
-from offer_service.domain.charge_urls import BadChargeUrl, check_charge_url
-from offer_service.domain.orders import OrderLine
-from offer_service.domain.records import StoreRecord
-from offer_service.domain.signatures import signature
+from offer_service.commerce.charger import Charger, ChargeResult, charge_payload
+from offer_service.commerce.settle import Outcome, error, lease_ms, pending, settle
+from offer_service.domain.records import ChargeAttempt, StoreRecord
 from offer_service.domain.surfaces import Surface
 from offer_service.domain.tokens import BadToken, OfferClaims, verify
+from offer_service.exceptions import StoreError
 from offer_service.storage.protocols import Store
 from offer_service.types import DAY_MS, MINUTE_MS
 
 IDEMPOTENCY_TTL_MS = DAY_MS
 # Longer than the charge timeout: a claim this old whose owner never finished is taken over.
 LEASE_MS = 15_000
-CHARGE_TIMEOUT_S = 5.0
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """An HTTP answer; `final` answers are stored and replayed for the same key."""
-
-    status: int
-    body: bytes
-    final: bool = True
-
-
-def error(status: int, code: str, message: str, *, final: bool = True) -> Outcome:
-    body = orjson.dumps({"error": {"code": code, "message": message, "details": []}})
-    return Outcome(status, body, final)
 
 
 def fingerprint(token: str, quantity: int) -> str:
@@ -66,74 +52,6 @@ def charge_key(store_id: str, order_id: str, product_id: str) -> str:
     """The processor-facing idempotency key: one per offer per order, whatever the caller's key."""
     digest = hashlib.sha256(f"{store_id}:{order_id}:{product_id}".encode()).hexdigest()
     return "acc_" + digest[:40]
-
-
-ChargeStatus = Literal["charged", "declined", "failed"]
-
-
-@dataclass(frozen=True, slots=True)
-class ChargeResult:
-    status: ChargeStatus
-    charge_id: str = ""
-    reason: str = ""
-
-
-class Charger:
-    """Calls a store's charge endpoint, signed with its webhook secret, at a public address only
-    (unless the operator allows private ones): the URL is checked again before every call and
-    the host's addresses before every connection (egress.py). Redirects are not followed."""
-
-    def __init__(self, *, allow_private: bool = False) -> None:
-        self._allow_private = allow_private
-        self._client: httpx.AsyncClient | None = None
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                transport=PublicOnlyTransport(allow_private=self._allow_private),
-                timeout=CHARGE_TIMEOUT_S,
-                follow_redirects=False,
-                # No proxy or credentials from the environment: the address checked is the
-                # address called.
-                trust_env=False,
-            )
-        return self._client
-
-    async def charge(self, url: str, secret: str, payload: dict[str, Any]) -> ChargeResult:
-        try:
-            # Also here: a charge_url stored before the checks existed was never checked.
-            check_charge_url(url, allow_private=self._allow_private)
-        except BadChargeUrl as exc:
-            log.warning("charge refused: %s", exc)
-            return ChargeResult("failed", reason=str(exc))
-        body = orjson.dumps(payload)
-        headers = {
-            "Content-Type": "application/json",
-            "X-Offer-Signature": signature(secret, body, int(time.time())),
-        }
-        try:
-            response = await self._http().post(url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            if isinstance(exc.__cause__, RefusedAddress):
-                log.warning("charge refused: %s", exc)
-                return ChargeResult("failed", reason=str(exc))
-            return ChargeResult("failed", reason=type(exc).__name__)
-        if response.status_code == 402:
-            return ChargeResult("declined")
-        if 200 <= response.status_code < 300:
-            try:
-                charge_id = orjson.loads(response.content).get("charge_id")
-            except (orjson.JSONDecodeError, AttributeError):
-                charge_id = None
-            if isinstance(charge_id, str) and charge_id:
-                return ChargeResult("charged", charge_id=charge_id)
-            return ChargeResult("failed", reason="no charge_id in the charge endpoint's answer")
-        return ChargeResult("failed", reason=f"charge endpoint answered {response.status_code}")
 
 
 async def accept(
@@ -155,7 +73,7 @@ async def accept(
         fingerprint(token, quantity),
         owner,
         now_ms,
-        lease_ms=LEASE_MS,
+        lease_ms=max(LEASE_MS, lease_ms(charger.timeout_s)),
         ttl_ms=IDEMPOTENCY_TTL_MS,
     )
     if claim.state == "done":
@@ -176,14 +94,21 @@ async def accept(
             store, charger, record, idempotency_key, token, quantity, now_s, now_ms
         )
     except BaseException:
-        await store.release_idempotency(record.id, idempotency_key, owner)
+        with contextlib.suppress(StoreError):
+            await store.release_idempotency(record.id, idempotency_key, owner)
         raise
-    if outcome.final:
-        await store.complete_idempotency(
-            record.id, idempotency_key, owner, outcome.status, outcome.body
-        )
-    else:
-        await store.release_idempotency(record.id, idempotency_key, owner)
+    try:
+        if outcome.final:
+            await store.complete_idempotency(
+                record.id, idempotency_key, owner, outcome.status, outcome.body
+            )
+        else:
+            await store.release_idempotency(record.id, idempotency_key, owner)
+    except StoreError:
+        if outcome.status not in (200, 202):
+            raise
+        # The charge is recorded; the settler finishes the key's answer when the store is back.
+        log.warning("the answer of an accept could not be stored; the settler stores it")
     return outcome
 
 
@@ -238,52 +163,42 @@ async def _accept_claimed(
         return error(
             409, "in_progress", "This offer is being accepted by another request.", final=False
         )
-    amount = claims.offer_price * quantity
-    key = charge_key(record.id, order.id, claims.product_id)
-    if not record.rules.charge_url:
-        await store.cancel_accept(record.id, order.id, claims.product_id, idempotency_key)
+    attempt = ChargeAttempt(
+        store_id=record.id,
+        order_id=order.id,
+        product_id=claims.product_id,
+        idempotency_key=idempotency_key,
+        charge_key=charge_key(record.id, order.id, claims.product_id),
+        quantity=quantity,
+        unit_price=claims.offer_price,
+        currency=claims.currency,
+        offer_id=claims.offer_id,
+        started_ms=now_ms,
+    )
+    # Written down before the call: if the call's outcome is lost, this is what settles it.
+    turn = await store.record_charge(attempt, now_ms=now_ms, lease_ms=lease_ms(charger.timeout_s))
+    if turn.turn == "lost" or turn.attempt is None:
+        return error(
+            409, "in_progress", "This offer is being accepted by another request.", final=False
+        )
+    # A charge recorded earlier under this key stays what it was.
+    recorded = turn.attempt
+    if turn.turn == "busy":
+        return pending(recorded)
+    url = record.rules.charge_url
+    if url:
+        result = await charger.charge(url, record.webhook_secret, charge_payload(recorded))
+    else:
+        # No call now; but one made earlier for this charge may have charged (settle decides).
+        result = ChargeResult("failed", reason="no charge_url")
+    try:
+        outcome = await settle(store, recorded, result, calls=turn.calls, charged=turn.charged)
+    except StoreError as exc:
+        # The call was made: whatever it did, "nothing was charged" may be false now.
+        log.warning("the outcome of charge %s could not be recorded: %s", recorded.charge_key, exc)
+        return pending(recorded)
+    if not url and outcome.status == 502:
         return error(
             502, "charge_failed", "The store has no charge endpoint configured.", final=False
         )
-    result = await charger.charge(
-        record.rules.charge_url,
-        record.webhook_secret,
-        {
-            "order_id": order.id,
-            "product_id": claims.product_id,
-            "quantity": quantity,
-            "amount": {"amount": amount, "currency": claims.currency},
-            "offer_id": claims.offer_id,
-            "idempotency_key": key,
-        },
-    )
-    if result.status == "declined":
-        await store.cancel_accept(record.id, order.id, claims.product_id, idempotency_key)
-        return error(402, "payment_declined", "The payment method was declined.")
-    if result.status == "failed":
-        await store.cancel_accept(record.id, order.id, claims.product_id, idempotency_key)
-        return error(
-            502,
-            "charge_failed",
-            "The store's charge endpoint did not confirm the charge; retry with the same "
-            "Idempotency-Key.",
-            final=False,
-        )
-    await store.complete_accept(
-        record.id,
-        order.id,
-        OrderLine(claims.product_id, quantity, claims.offer_price),
-        result.charge_id,
-        now_ms,
-    )
-    body = orjson.dumps(
-        {
-            "status": "accepted",
-            "order_id": order.id,
-            "product_id": claims.product_id,
-            "charged": {"amount": amount, "currency": claims.currency},
-            "charge_id": result.charge_id,
-            "offer_id": claims.offer_id,
-        }
-    )
-    return Outcome(200, body)
+    return outcome

@@ -118,6 +118,47 @@ Reservation = Literal["reserved", "already_accepted", "cap_reached", "in_progres
 
 
 @dataclass(frozen=True, slots=True)
+class ChargeAttempt:
+    """A charge written down before the store's charge endpoint is called, fixed from then on:
+    settling an unknown outcome calls again with exactly this (the same processor key and
+    amount), and the accept's answer is built from it."""
+
+    store_id: str
+    order_id: str
+    product_id: str
+    # The accept request that made it: a settled outcome becomes this key's answer.
+    idempotency_key: str
+    charge_key: str
+    quantity: int
+    unit_price: int
+    currency: str
+    offer_id: str
+    started_ms: int
+
+    @property
+    def amount(self) -> int:
+        return self.unit_price * self.quantity
+
+
+# call: this caller may call the charge endpoint now (it holds the attempt's lease); busy:
+# another caller holds the lease; lost: the reservation is not this key's.
+ChargeTurn = Literal["call", "busy", "lost"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeClaim:
+    """The result of `record_charge`: whose turn it is, and the attempt as recorded (the first
+    one written wins). `calls` counts the calls leased for it, this one included: a call after
+    the first follows one whose outcome was never learnt. `charged` is True when the accept is
+    recorded as charged already (only its answer was lost)."""
+
+    turn: ChargeTurn
+    attempt: ChargeAttempt | None = None
+    calls: int = 0
+    charged: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class IdempotencyClaim:
     """The result of claiming an Idempotency-Key: ours to run, someone else's, or answered."""
 

@@ -1,4 +1,5 @@
-"""Background work of a shared store: aggregate the event streams, replay the event spool.
+"""Background work of a serving process: aggregate the event streams, replay the event spool,
+and the loops the app adds (settling charges whose outcome is unknown).
 
 The aggregator reads every store's event stream as one consumer of the consumer group and
 counts what it reads (see `storage/redis/events.py`); every few seconds it also claims entries
@@ -18,7 +19,8 @@ import secrets
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import Any
 
 from offer_service.exceptions import StoreError
 from offer_service.serving.spool import Spool, replay_forever
@@ -77,11 +79,18 @@ class Aggregator:
                     await asyncio.wait_for(stop.wait(), pause)
 
 
+# A loop of the process's own that runs until the event is set (the charge settler).
+Loop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
 @contextlib.asynccontextmanager
-async def background(store: Store, spool: Spool | None, *, aggregate: bool) -> AsyncIterator[None]:
-    """Run the spool replay and (for a Redis store) the aggregator while the block runs."""
+async def background(
+    store: Store, spool: Spool | None, *, aggregate: bool, loops: Sequence[Loop] = ()
+) -> AsyncIterator[None]:
+    """Run the spool replay, (for a Redis store) the aggregator and `loops` while the block
+    runs."""
     stop = asyncio.Event()
-    tasks = []
+    tasks: list[asyncio.Task[None]] = [asyncio.create_task(loop(stop)) for loop in loops]
     if spool is not None:
         tasks.append(asyncio.create_task(replay_forever(spool, store, stop)))
     if aggregate and store.streams is not None:

@@ -18,7 +18,7 @@ from offer_service.domain.lifecycle import ShortLink
 from offer_service.domain.orders import OrderLine
 from offer_service.domain.policy import StoreRules, rules_context
 from offer_service.domain.products import Product
-from offer_service.domain.records import PairCount, SigningKey
+from offer_service.domain.records import ChargeAttempt, PairCount, SigningKey
 
 # products: the Product as a JSON object of its fields
 
@@ -195,3 +195,40 @@ def dump_short_link(link: ShortLink) -> bytes:
 
 def load_short_link(data: bytes | str) -> ShortLink:
     return ShortLink(**orjson.loads(data))
+
+
+# charge attempts: a JSON array of the fields after the store id, in ChargeAttempt's order
+
+
+def dump_charge_attempt(attempt: ChargeAttempt) -> bytes:
+    return orjson.dumps(
+        [
+            attempt.order_id,
+            attempt.product_id,
+            attempt.idempotency_key,
+            attempt.charge_key,
+            attempt.quantity,
+            attempt.unit_price,
+            attempt.currency,
+            attempt.offer_id,
+            attempt.started_ms,
+        ]
+    )
+
+
+def load_charge_attempt(store_id: str, data: bytes | str) -> ChargeAttempt:
+    order_id, product_id, key, charge_key, quantity, unit_price, currency, offer_id, started = (
+        orjson.loads(data)
+    )
+    return ChargeAttempt(
+        store_id,
+        order_id,
+        product_id,
+        key,
+        charge_key,
+        quantity,
+        unit_price,
+        currency,
+        offer_id,
+        started,
+    )

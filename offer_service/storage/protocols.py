@@ -19,6 +19,8 @@ from offer_service.domain.orders import AcceptedOffer, Order, OrderLine, Product
 from offer_service.domain.policy import StoreRules
 from offer_service.domain.products import Product
 from offer_service.domain.records import (
+    ChargeAttempt,
+    ChargeClaim,
     IdempotencyClaim,
     ImportCounts,
     KeyKind,
@@ -248,7 +250,16 @@ class CommerceStore(Protocol):
     ) -> None: ...
 
     async def release_idempotency(self, store_id: str, key: str, owner: str) -> None:
-        """Forget a claim whose answer must not be replayed (a retryable failure)."""
+        """Give up a claim whose answer must not be replayed (a retryable failure): the key can
+        be claimed again at once, but only with the same fingerprint (another is `mismatch`)."""
+        ...
+
+    async def settle_idempotency(
+        self, store_id: str, key: str, answer: tuple[int, bytes] | None
+    ) -> None:
+        """Whoever holds the key: make `answer` (status, body) its final answer, or with None
+        release it as `release_idempotency` does unless it is done. What settles a charge
+        whose outcome was unknown calls it; nothing when the key has expired."""
         ...
 
     async def reserve_accept(
@@ -263,19 +274,37 @@ class CommerceStore(Protocol):
         lease_ms: int,
     ) -> Reservation:
         """Atomically reserve one accept of `product_id` on the order: `already_accepted` when it
-        was charged, `in_progress` when another key holds a live reservation, `cap_reached` when
-        the order has `cap` accepted or reserved offers; the same key re-reserves its own."""
+        was charged, `in_progress` when another key holds a live reservation or a recorded
+        charge (whatever its age), `cap_reached` when the order has `cap` accepted or reserved
+        offers; the same key re-reserves its own."""
+        ...
+
+    async def record_charge(
+        self, attempt: ChargeAttempt, *, now_ms: int, lease_ms: int
+    ) -> ChargeClaim:
+        """Atomically write the charge down before it is made, on the reservation that
+        `attempt.idempotency_key` holds, and lease the call to the caller for `lease_ms` (`call`).
+        A charge already recorded there keeps its own attempt (returned); its call is `busy`
+        while another caller's lease runs. A reservation charged already answers `call` with
+        `charged` set (the call fetches the lost answer again)."""
+        ...
+
+    async def pending_charges(self, now_ms: int, limit: int) -> list[tuple[ChargeAttempt, int]]:
+        """Recorded charges of every store not yet settled whose lease has run out, oldest
+        lease first, each with the calls leased for it so far."""
         ...
 
     async def cancel_accept(
         self, store_id: str, order_id: str, product_id: str, idempotency_key: str
-    ) -> None: ...
+    ) -> None:
+        """Drop the key's reservation and any charge recorded on it: nothing was charged."""
+        ...
 
     async def complete_accept(
         self, store_id: str, order_id: str, line: OrderLine, charge_id: str, now_ms: int
     ) -> None:
-        """Mark the reservation charged and append the line to the order: it now counts as
-        purchased by the order's customer and visitor."""
+        """Mark the reservation charged (its recorded charge settled) and append the line to the
+        order, once: it now counts as purchased by the order's customer and visitor."""
         ...
 
 

@@ -292,6 +292,20 @@ class AcceptResponse(BaseModel):
     offer_id: str | None = None
 
 
+class AcceptPending(BaseModel):
+    """202: the charge was sent and its outcome is not known yet; the service settles it with
+    the store's charge endpoint, and the same Idempotency-Key then answers the final outcome."""
+
+    status: Literal["pending"]
+    code: Literal["charge_pending"]
+    message: str
+    order_id: str
+    product_id: str
+    quantity: int
+    amount: Money
+    offer_id: str | None = None
+
+
 class DeclineRequest(Wire):
     key: str | None = None
     token: str = Field(min_length=1, max_length=2048)

@@ -22,6 +22,7 @@ from offer_service.web.journey_models import (
     SmsConsentResponse,
 )
 from offer_service.web.models import (
+    AcceptPending,
     AcceptRequest,
     AcceptResponse,
     CatalogImportResponse,
@@ -121,6 +122,7 @@ OPERATIONS: list[Operation] = [
         "publishable",
         {
             200: AcceptResponse,
+            202: AcceptPending,
             400: ErrorResponse,
             402: ErrorResponse,
             409: ErrorResponse,

@@ -193,7 +193,7 @@
     return n;
   };
 
-  const MESSAGES = { 200: 'Added to your order', 402: 'Payment declined', 410: 'This offer has expired' };
+  const MESSAGES = { 200: 'Added to your order', 202: 'Payment processing', 402: 'Payment declined', 410: 'This offer has expired' };
   const act = async (rec, action) => {
     const n = rec.n;
     const o = rec.o;
@@ -209,19 +209,29 @@
     state('pending', true, '');
     if (action == 'accept') {
       let res;
-      try {
-        // The Idempotency-Key was fixed when the offer was rendered: a retry can never charge twice.
-        res = await post('accept', { token: o.token, quantity: 1 }, { 'Idempotency-Key': rec.k });
-      } catch (e) {
-        report(e);
+      let code;
+      // 202: the charge's outcome is not known yet and the service settles it (within a minute);
+      // the same key then answers the outcome, so ask again, less and less often.
+      for (let wait = 1000, waited = 0; ; waited += wait, wait = Math.min(wait * 2, 8000)) {
+        res = 0;
+        try {
+          // The Idempotency-Key was fixed when the offer was rendered: a retry can never charge twice.
+          res = await post('accept', { token: o.token, quantity: 1 }, { 'Idempotency-Key': rec.k });
+        } catch (e) {
+          report(e);
+        }
+        code = res ? res.status : 0;
+        if (code != 202 || waited > 60000) break;
+        status.textContent = MESSAGES[202];
+        await new Promise((r) => setTimeout(r, wait));
       }
-      const code = res ? res.status : 0;
       if (code == 200) {
         state('accepted', true, MESSAGES[200]);
         track('accept', o, { response: await res.json() });
       } else {
-        // 402 and 410 are final for this key; anything else may be retried with the same key.
-        state('error', code == 402 || code == 410, MESSAGES[code] || 'Something went wrong');
+        // 402 and 410 are final for this key, and a charge still processing must not be
+        // clicked again; anything else may be retried with the same key.
+        state('error', code == 402 || code == 410 || code == 202, MESSAGES[code] || 'Something went wrong');
       }
     } else if (action == 'decline') {
       let downsell;

@@ -95,6 +95,24 @@ for (const [status, message] of [
   });
 }
 
+test('a 202 pending answer says the payment is processing and asks the same key again', async () => {
+  const s = server([reply(202, { status: 'pending', code: 'charge_pending' }), reply(200, { status: 'accepted', charge_id: 'ch_9' })]);
+  const t = await page({ html: HTML, route: s.route });
+  const card = t.$('[data-offer-id="off_1"]');
+  const button = card.querySelector('[data-offer-action="accept"]');
+  button.click();
+  await tick();
+  assert.equal(card.dataset.state, 'pending');
+  assert.equal(card.querySelector('[role=status]').textContent, 'Payment processing');
+  assert.equal(button.disabled, true, 'a charge still processing is not clicked again');
+  await new Promise((r) => setTimeout(r, 1100));
+  assert.equal(card.dataset.state, 'accepted');
+  const keys = s.posts.map((p) => p.init.headers['Idempotency-Key']);
+  assert.equal(keys.length, 2);
+  assert.equal(new Set(keys).size, 1);
+  await t.close();
+});
+
 test('decline renders the downsell in place of the declined offer', async () => {
   const downsell = offer({ offer_id: 'off_d', product_id: 'sd-64', kind: 'downsell', title: '64 GB SD card', token: 'tok_d' });
   const s = server([reply(200, { downsell }), reply(200, { status: 'accepted' })]);

@@ -9,6 +9,7 @@ import pytest
 
 from offer_service.domain.events import StoredEvent
 from offer_service.domain.orders import OrderLine
+from offer_service.domain.records import ChargeAttempt
 from offer_service.storage.protocols import Store
 from tests.storage.test_storage_contract import new_store, order, product, store, unique
 
@@ -288,3 +289,104 @@ async def test_too_many_visitor_changes_to_list_say_so(
     assert changed is not None and changed.visitors is None  # every visitor may have changed
     again = await store.visitor_changes(record.id, changed.cursor)
     assert again is not None and again.visitors == frozenset()
+
+
+async def test_a_released_key_still_refuses_another_body(store: Store) -> None:
+    record = await new_store(store)
+    await store.claim_idempotency(record.id, "k", "fp", "a", NOW, lease_ms=LEASE, ttl_ms=TTL)
+    await store.release_idempotency(record.id, "k", "a")
+    other = await store.claim_idempotency(
+        record.id, "k", "other", "b", NOW, lease_ms=LEASE, ttl_ms=TTL
+    )
+    assert other.state == "mismatch"
+    same = await store.claim_idempotency(record.id, "k", "fp", "c", NOW, lease_ms=LEASE, ttl_ms=TTL)
+    assert same.state == "claimed"
+
+
+async def test_settling_a_key_gives_it_its_final_answer_whoever_holds_it(store: Store) -> None:
+    record = await new_store(store)
+    await store.claim_idempotency(record.id, "k", "fp", "dead", NOW, lease_ms=LEASE, ttl_ms=TTL)
+    await store.settle_idempotency(record.id, "k", (200, b'{"settled":1}'))
+    done = await store.claim_idempotency(
+        record.id, "k", "fp", "x", NOW + 1, lease_ms=LEASE, ttl_ms=TTL
+    )
+    assert (done.state, done.status, done.body) == ("done", 200, b'{"settled":1}')
+    # Releasing through settlement never undoes a final answer.
+    await store.settle_idempotency(record.id, "k", None)
+    again = await store.claim_idempotency(
+        record.id, "k", "fp", "y", NOW + 2, lease_ms=LEASE, ttl_ms=TTL
+    )
+    assert again.state == "done"
+    await store.claim_idempotency(record.id, "k2", "fp", "z", NOW, lease_ms=LEASE, ttl_ms=TTL)
+    await store.settle_idempotency(record.id, "k2", None)
+    reopened = await store.claim_idempotency(
+        record.id, "k2", "fp", "w", NOW + 1, lease_ms=LEASE, ttl_ms=TTL
+    )
+    assert reopened.state == "claimed"
+
+
+def attempt(store_id: str, key: str = "k1", quantity: int = 1) -> ChargeAttempt:
+    return ChargeAttempt(store_id, "o1", "b", key, "acc_1", quantity, 900, "USD", "off_1", NOW)
+
+
+async def test_a_charge_is_recorded_once_and_called_by_one_lease_holder(store: Store) -> None:
+    record = await new_store(store)
+    await store.upsert_products(record.id, [product("a"), product("b")])
+    await store.add_orders(record.id, [order("o1", ["a"], customer="c1")])
+    assert (
+        await store.reserve_accept(record.id, "o1", "b", "k1", cap=3, now_ms=NOW, lease_ms=LEASE)
+        == "reserved"
+    )
+    first = await store.record_charge(attempt(record.id), now_ms=NOW, lease_ms=LEASE)
+    assert (first.turn, first.attempt, first.calls, first.charged) == (
+        "call",
+        attempt(record.id),
+        1,
+        False,
+    )
+    # The recorded charge is fixed: another quantity under the same key gets the first one.
+    busy = await store.record_charge(attempt(record.id, quantity=2), now_ms=NOW, lease_ms=LEASE)
+    assert (busy.turn, busy.attempt) == ("busy", attempt(record.id))
+    assert await store.pending_charges(NOW + LEASE - 1, 10) == []
+    assert await store.pending_charges(NOW + LEASE, 10) == [(attempt(record.id), 1)]
+    # Another key never takes over a recorded charge, however old.
+    late = NOW + 100 * LEASE
+    assert (
+        await store.reserve_accept(record.id, "o1", "b", "k2", cap=3, now_ms=late, lease_ms=LEASE)
+        == "in_progress"
+    )
+    second = await store.record_charge(attempt(record.id, quantity=2), now_ms=late, lease_ms=LEASE)
+    assert (second.turn, second.attempt, second.calls) == ("call", attempt(record.id), 2)
+    lost = await store.record_charge(attempt(record.id, key="k2"), now_ms=late, lease_ms=LEASE)
+    assert lost.turn == "lost"
+
+    await store.complete_accept(record.id, "o1", OrderLine("b", 1, 900), "ch_1", late)
+    await store.complete_accept(record.id, "o1", OrderLine("b", 1, 900), "ch_1", late)
+    assert await store.pending_charges(late + 10 * LEASE, 10) == []
+    got = await store.get_order(record.id, "o1")
+    assert got is not None and [line.product_id for line in got.lines] == ["a", "b"]
+    assert (
+        await store.reserve_accept(record.id, "o1", "b", "k2", cap=3, now_ms=late, lease_ms=LEASE)
+        == "already_accepted"
+    )
+    # Its own key asking again (its answer was lost) gets the recorded charge, marked charged.
+    fetched = await store.record_charge(attempt(record.id), now_ms=late, lease_ms=LEASE)
+    assert (fetched.turn, fetched.attempt, fetched.charged) == ("call", attempt(record.id), True)
+
+
+async def test_cancelling_a_recorded_charge_frees_the_offer(store: Store) -> None:
+    record = await new_store(store)
+    await store.upsert_products(record.id, [product("a"), product("b")])
+    await store.add_orders(record.id, [order("o1", ["a"], customer="c1")])
+    await store.reserve_accept(record.id, "o1", "b", "k1", cap=3, now_ms=NOW, lease_ms=LEASE)
+    await store.record_charge(attempt(record.id), now_ms=NOW, lease_ms=LEASE)
+    await store.cancel_accept(record.id, "o1", "b", "k1")
+    assert await store.pending_charges(NOW + LEASE, 10) == []
+    assert (
+        await store.reserve_accept(record.id, "o1", "b", "k2", cap=3, now_ms=NOW, lease_ms=LEASE)
+        == "reserved"
+    )
+    again = await store.record_charge(
+        attempt(record.id, key="k2", quantity=2), now_ms=NOW, lease_ms=LEASE
+    )
+    assert (again.turn, again.attempt) == ("call", attempt(record.id, key="k2", quantity=2))

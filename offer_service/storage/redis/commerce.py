@@ -1,4 +1,4 @@
-"""Redis keys where money moves: idempotency claims, accept reservations, charged accepts.
+"""Redis keys where money moves: idempotency claims, accept reservations, recorded charges.
 
 Each check-and-write is one Lua script, so two service processes racing on one Idempotency-Key
 or one offer see exactly one winner. Semantics follow `sqlite/commerce.py`, with one deliberate
@@ -14,9 +14,14 @@ from typing import Any
 import orjson
 
 from offer_service.domain.orders import OrderLine
-from offer_service.domain.records import IdempotencyClaim, Reservation
+from offer_service.domain.records import ChargeAttempt, ChargeClaim, IdempotencyClaim, Reservation
 from offer_service.exceptions import StoreError
-from offer_service.storage.codec import line_rows, subjects
+from offer_service.storage.codec import (
+    dump_charge_attempt,
+    line_rows,
+    load_charge_attempt,
+    subjects,
+)
 from offer_service.storage.redis import keys
 from offer_service.storage.redis.client import CAS_ATTEMPTS, RedisBase, hex_id, sha1, text
 from offer_service.storage.redis.keys import StoreKeys
@@ -25,9 +30,16 @@ from offer_service.storage.redis.scripts.commerce import (
     CLAIM_IDEMPOTENCY,
     COMPLETE_ACCEPT,
     COMPLETE_IDEMPOTENCY,
+    RECORD_CHARGE,
     RELEASE_IDEMPOTENCY,
     RESERVE_ACCEPT,
+    SETTLE_IDEMPOTENCY,
 )
+
+
+def charge_member(order_id: str, product_id: str) -> str:
+    """A recorded charge's member in the store's `charges_due` and `charge_calls`."""
+    return f"{hex_id(order_id)} {hex_id(product_id)}"
 
 
 class RedisCommerce(RedisBase):
@@ -78,6 +90,16 @@ class RedisCommerce(RedisBase):
             [owner],
         )
 
+    async def settle_idempotency(
+        self, store_id: str, key: str, answer: tuple[int, bytes] | None
+    ) -> None:
+        await self._script(
+            "settle an idempotency key",
+            SETTLE_IDEMPOTENCY,
+            [StoreKeys(store_id).idempotency(key)],
+            ["", b""] if answer is None else [str(answer[0]), answer[1]],
+        )
+
     async def reserve_accept(
         self,
         store_id: str,
@@ -102,21 +124,76 @@ class RedisCommerce(RedisBase):
             raise StoreError(f"unexpected reservation {reply!r}")
         return reply  # type: ignore[return-value]
 
+    async def record_charge(
+        self, attempt: ChargeAttempt, *, now_ms: int, lease_ms: int
+    ) -> ChargeClaim:
+        k = StoreKeys(attempt.store_id)
+        reply = await self._script(
+            "record a charge",
+            RECORD_CHARGE,
+            [k.accepts(attempt.order_id)],
+            [
+                k.prefix,
+                attempt.order_id,
+                attempt.product_id,
+                attempt.idempotency_key,
+                str(now_ms),
+                str(lease_ms),
+                dump_charge_attempt(attempt),
+                charge_member(attempt.order_id, attempt.product_id),
+            ],
+        )
+        turn = text(reply[0])
+        if turn == "lost":
+            return ChargeClaim("lost")
+        if turn not in ("call", "busy"):
+            raise StoreError(f"unexpected charge turn {turn!r}")
+        recorded = load_charge_attempt(attempt.store_id, reply[1])
+        return ChargeClaim(turn, recorded, int(reply[2]), charged=text(reply[3]) == "1")  # type: ignore[arg-type]
+
+    async def pending_charges(self, now_ms: int, limit: int) -> list[tuple[ChargeAttempt, int]]:
+        found: list[tuple[int, ChargeAttempt, int]] = []
+        members = await self._write("list stores", lambda c: c.smembers(keys.STORES))
+        for store_id in sorted(text(m) for m in members):
+            k = StoreKeys(store_id)
+            due: list[tuple[bytes, float]] = await self._do(
+                "list unsettled charges",
+                "zrangebyscore",
+                k.charges_due,
+                "-inf",
+                now_ms,
+                start=0,
+                num=limit,
+                withscores=True,
+            )
+            for member, score in due:
+                order_hex, product_hex = text(member).split(" ")
+                order_id = bytes.fromhex(order_hex).decode()
+                product_id = bytes.fromhex(product_hex).decode()
+                raw = await self._do("read a charge", "hget", k.charges(order_id), product_id)
+                calls = await self._do("read a charge", "hget", k.charge_calls, member)
+                if raw is not None:
+                    attempt = load_charge_attempt(store_id, raw)
+                    found.append((int(score), attempt, int(calls or 0)))
+        found.sort(key=lambda row: row[0])
+        return [(attempt, calls) for _, attempt, calls in found[:limit]]
+
     async def cancel_accept(
         self, store_id: str, order_id: str, product_id: str, idempotency_key: str
     ) -> None:
+        k = StoreKeys(store_id)
         await self._script(
             "cancel an accept",
             CANCEL_ACCEPT,
-            [StoreKeys(store_id).accepts(order_id)],
-            [product_id, idempotency_key],
+            [k.accepts(order_id)],
+            [k.prefix, order_id, product_id, idempotency_key, charge_member(order_id, product_id)],
         )
 
     async def complete_accept(
         self, store_id: str, order_id: str, line: OrderLine, charge_id: str, now_ms: int
     ) -> None:
         k = StoreKeys(store_id)
-        member = f"{hex_id(order_id)} {hex_id(line.product_id)} {charge_id}"
+        member = f"{charge_member(order_id, line.product_id)} {charge_id}"
         for _ in range(CAS_ATTEMPTS):
             raw = await self._write("read an order", lambda c: c.hget(k.orders, order_id))
             args: list[Any]

@@ -192,8 +192,25 @@ class StoreKeys:
         return self.prefix + "idem:" + key
 
     def accepts(self, order_id: str) -> str:
-        """HASH: product id -> '<state>|<updated ms>|<idempotency key>'."""
+        """HASH: product id -> '<state>|<updated ms>|<idempotency key>'; state 'reserved',
+        'charging' (a charge is recorded in `charges`) or 'charged'."""
         return self.prefix + "accepts:" + order_id
+
+    def charges(self, order_id: str) -> str:
+        """HASH: product id -> the charge recorded before calling (codec's JSON), kept once
+        charged, dropped with a cancelled reservation."""
+        return self.prefix + "charges:" + order_id
+
+    @property
+    def charges_due(self) -> str:
+        """ZSET: '<hex order> <hex product>' of every unsettled recorded charge, scored by the
+        ms its current call's lease ends (no call before it)."""
+        return self.prefix + "chargesdue"
+
+    @property
+    def charge_calls(self) -> str:
+        """HASH: '<hex order> <hex product>' -> calls leased for an unsettled recorded charge."""
+        return self.prefix + "chargecalls"
 
     @property
     def accept_log(self) -> str:

@@ -7,7 +7,7 @@ import sqlite3
 from offer_service.exceptions import StoreError
 from offer_service.storage.sqlite.event_log import upgrade as upgrade_event_log
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 # Data is kept in the shape it is read: an order's lines in its row, a shopper's purchases in
 # one row, a product's co-purchase counts and neighbour list in one row each. Importing 20k
@@ -148,7 +148,8 @@ CREATE TABLE IF NOT EXISTS impressions_seen (
 """
 
 _COMMERCE = """
--- state: 'running' (owner holds it since started_ms) or 'done' (status and body replayable).
+-- state: 'running' (owner holds it since started_ms), 'open' (released: the same fingerprint
+-- may claim it again) or 'done' (status and body replayable).
 CREATE TABLE IF NOT EXISTS idempotency (
     store_id TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -162,7 +163,8 @@ CREATE TABLE IF NOT EXISTS idempotency (
     PRIMARY KEY (store_id, key)
 ) WITHOUT ROWID;
 
--- One row per offer accepted (or being accepted) on an order. state: 'reserved' or 'charged'.
+-- One row per offer accepted (or being accepted) on an order. state: 'reserved', 'charging'
+-- (a charge is recorded in charge_attempts) or 'charged'.
 CREATE TABLE IF NOT EXISTS accepts (
     store_id TEXT NOT NULL,
     order_id TEXT NOT NULL,
@@ -172,7 +174,21 @@ CREATE TABLE IF NOT EXISTS accepts (
     charge_id TEXT,
     updated_ms INTEGER NOT NULL,
     PRIMARY KEY (store_id, order_id, product_id)
-) WITHOUT ROWID
+) WITHOUT ROWID;
+
+-- A charge written down before the charge endpoint is called (attempt: codec's JSON). due_ms:
+-- no call before it (the current call's lease), NULL once settled. calls: calls leased so far.
+CREATE TABLE IF NOT EXISTS charge_attempts (
+    store_id TEXT NOT NULL,
+    order_id TEXT NOT NULL,
+    product_id TEXT NOT NULL,
+    attempt BLOB NOT NULL,
+    calls INTEGER NOT NULL DEFAULT 0,
+    due_ms INTEGER,
+    PRIMARY KEY (store_id, order_id, product_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS charge_attempts_due ON charge_attempts (due_ms)
+    WHERE due_ms IS NOT NULL
 """
 
 _JOURNEYS = """

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
-from offer_service.commerce.accept import Charger
+from offer_service.commerce.charger import Charger
 from offer_service.domain.records import StoreRecord
 from offer_service.domain.signatures import verify_inbound
 from offer_service.exceptions import (
