@@ -151,6 +151,22 @@ class RedisServer:
         except OSError:
             return ""
 
+    @property
+    def aof_directory(self) -> Path:
+        return self.directory / "appendonlydir"
+
+    def rewrite_aof(self, timeout_s: float = 20) -> None:
+        """Rewrite the append-only file and wait until it is done: everything written so far is
+        then in the AOF's files, whatever `appendfsync` postponed."""
+        self.cli("BGREWRITEAOF")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            info = self.cli("INFO", "persistence")
+            if "aof_rewrite_in_progress:0" in info and "aof_rewrite_scheduled:0" in info:
+                return
+            time.sleep(0.05)
+        raise RuntimeError("the AOF rewrite did not finish")
+
     def kill(self) -> None:
         """SIGKILL: no shutdown, no final fsync (AOF everysec keeps what was written)."""
         if self.proc is not None and self.proc.poll() is None:
