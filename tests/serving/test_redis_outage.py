@@ -281,6 +281,69 @@ def test_with_redis_stopped_offers_come_from_the_cache_and_accept_fails_closed(
         service.stop()
 
 
+def exposures(store_url: str, visitors: set[str]) -> dict[str, str]:
+    """The stored exposures of `visitors`: visitor id -> kind (holdout or treatment)."""
+
+    async def run() -> dict[str, str]:
+        async with opened_redis(store_url) as store:
+            return {
+                e.visitor_id: e.kind
+                async for e in store.iter_events(DEMO_STORE_ID, 0, 2**53)
+                if e.type == "exposure" and e.visitor_id in visitors
+            }
+
+    return asyncio.run(run())
+
+
+def test_exposures_of_visitors_served_while_redis_is_stopped_are_spooled_and_kept(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    url = redis_server.url  # the production timeouts
+    prepare_demo_store(url)
+    service = serve(url, tmp_path, "a")
+    run = f"x{uuid.uuid4().hex[:6]}"
+    served: dict[str, str] = {}
+    try:
+        with service.client() as c:
+            # No visitor: a holdout visitor's answer would prepare no list to serve from.
+            assert until(lambda: product_page(c, "cam-x100")).status_code == 200
+            mark = service.log_path.stat().st_size
+            redis_server.stop()
+            started, n = time.monotonic(), 0
+            while time.monotonic() - started < 4:
+                visitor = f"{run}-{n:04d}"
+                r = product_page(c, "cam-x100", visitor)
+                assert r.status_code == 200, r.text
+                served[visitor] = "holdout" if r.json()["holdout"] else "treatment"
+                n += 1
+                time.sleep(0.02)
+            redis_server.start()
+            assert until(lambda: c.get("/readyz")).status_code == 200
+            deadline = time.monotonic() + 20
+            while len(exposures(url, set(served))) < len(served):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            kept = exposures(url, set(served))
+    finally:
+        service.stop()
+    with service.log_path.open("rb") as f:
+        f.seek(mark)
+        outage_log = f.read().decode(errors="replace").splitlines()
+    errors = [line for line in outage_log if '"level":"error"' in line or "Traceback" in line]
+    warnings = [line for line in outage_log if "exposure" in line and '"warning"' in line]
+    holdouts = sum(kind == "holdout" for kind in served.values())
+    print(
+        f"\nserved during the outage: {len(served)} visitors ({holdouts} holdout); exposures "
+        f"kept: {len(kept)}; lost: {len(set(served) - set(kept))}; error lines: {len(errors)}; "
+        f"exposure warnings: {len(warnings)}"
+    )
+    assert holdouts > 0
+    assert kept == served
+    assert errors == []
+    assert len(warnings) == 1
+
+
 def test_with_redis_hung_requests_time_out_fast_instead_of_hanging(
     tmp_path: Path, redis_server: RedisServer, charges: ChargeDouble
 ) -> None:
