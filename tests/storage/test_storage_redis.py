@@ -25,7 +25,14 @@ from offer_service.storage import open_store
 from offer_service.storage.redis.keys import GROUP, StoreKeys
 from offer_service.storage.redis.recent import Acknowledged
 from offer_service.storage.redis.store import RedisStore
-from tests.redis_servers import RELAXED, RedisServer, free_port, opened_redis, shared_redis
+from tests.redis_servers import (
+    RELAXED,
+    RedisServer,
+    free_port,
+    opened_redis,
+    shared_cluster,
+    shared_redis,
+)
 from tests.storage.test_storage_contract import order, product
 
 pytestmark = pytest.mark.anyio
@@ -414,9 +421,16 @@ def test_acknowledged_batches_are_kept_until_the_server_lived_long_enough_to_wri
     assert len(kept) == 8 and kept.kept()[0].events[0].id == "f0"
 
 
+@pytest.mark.parametrize("cluster", [False, True], ids=["redis", "cluster"])
 async def test_a_restarted_server_gets_its_last_events_again_and_counts_them_once(
-    store: RedisStore,
+    cluster: bool,
 ) -> None:
+    server = shared_cluster() if cluster else shared_redis()
+    async with opened_redis(server.url + RELAXED) as store:
+        await restarted_server_gets_its_last_events_again(store)
+
+
+async def restarted_server_gets_its_last_events_again(store: RedisStore) -> None:
     record = await store.create_store(f"r-{uuid.uuid4().hex[:8]}")
     await store.record_events(record.id, [event("r1"), event("r2")], NOW - DAY)
     await store.resend_if_restarted()  # the first check learns the server's run id

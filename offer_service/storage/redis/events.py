@@ -38,7 +38,7 @@ from offer_service.storage.codec import counter_key, event_row, load_event
 from offer_service.storage.redis import keys
 from offer_service.storage.redis.client import RedisBase, chunks
 from offer_service.storage.redis.keys import GROUP, StoreKeys
-from offer_service.storage.redis.recent import Acknowledged, run_ids
+from offer_service.storage.redis.recent import Acknowledged, server_run_id
 from offer_service.storage.redis.scripts.events import (
     APPLY_EVENTS,
     DEAD_LETTER,
@@ -77,8 +77,10 @@ class RedisEvents(RedisBase):
         """Send again the events acknowledged in the last seconds when the server restarted
         since the last check (it may have lost them); the events sent."""
         started = time.monotonic()
-        info = await self._write("check the server's run id", lambda c: c.info("server"))
-        server, previous = run_ids(info), self.acknowledged.server
+        server = await self._write(
+            "check the server's run id", lambda c: server_run_id(c, self.cluster)
+        )
+        previous = self.acknowledged.server
         if server == previous:
             self.acknowledged.checked(server, started)
             return 0

@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
+
 from offer_service.domain.events import StoredEvent
 
 # Longer than Redis's longest postponed write (2 s) plus its once-a-second fsync.
@@ -76,8 +78,10 @@ class Acknowledged:
         return self._events
 
 
-def run_ids(info: Any) -> str:
-    """The run id of `INFO server`'s answer; a cluster's answers per node, joined in order."""
-    if "run_id" in info:
-        return str(info["run_id"])
-    return " ".join(sorted(str(node["run_id"]) for node in info.values()))
+async def server_run_id(client: Any, cluster: bool) -> str:
+    """Redis's run id (new at every start); a cluster's: every node's, joined in order."""
+    if cluster:
+        nodes = await client.info("server", target_nodes=RedisCluster.ALL_NODES)
+        return " ".join(sorted(str(info["run_id"]) for info in nodes.values()))
+    info = await client.info("server")
+    return str(info["run_id"])
