@@ -135,7 +135,7 @@ def test_no_acknowledged_event_is_lost_or_counted_twice_when_redis_is_killed(
         poster = threading.Thread(target=post)
         poster.start()
         time.sleep(1.0)
-        redis_server.kill()  # SIGKILL: whatever AOF everysec has written is all there is
+        redis_server.kill()  # SIGKILL: the AOF may lack the last acknowledged writes
         time.sleep(1.5)
         spooled_during_outage = spooled_bytes(*spools)
         redis_server.start()  # same port, same AOF
