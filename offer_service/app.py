@@ -39,7 +39,8 @@ def create_app(settings: Settings | None = None) -> OfferApp:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
     store = open_store(settings.store_url)
-    engine = Engine(store)
+    spool = Spool(settings.spool_dir)
+    engine = Engine(store, spool=spool)
     # The store's charge endpoint's client (one-click accept): a pool of its own.
     charger = Charger(
         allow_private=settings.allow_private_charge_urls, timeout_s=settings.charge_timeout_s
@@ -52,7 +53,6 @@ def create_app(settings: Settings | None = None) -> OfferApp:
         timeout_s=settings.settle_timeout_s,
     )
     metrics = Metrics()
-    spool = Spool(settings.spool_dir)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -66,8 +66,8 @@ def create_app(settings: Settings | None = None) -> OfferApp:
             async with background(store, spool, aggregate=settings.aggregator, loops=[settler.run]):
                 yield
         finally:
+            await engine.exposures.close()  # into the spool if the store is down
             spool.close()
-            await engine.exposures.close()
             await charger.close()
             await store.close()
 

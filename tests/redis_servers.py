@@ -1,7 +1,8 @@
 """Real `redis-server` processes for the tests: one server, and a 3-master Redis Cluster.
 
-Servers listen on free loopback ports with AOF on (`appendfsync everysec`) in a temporary
-directory, so a test can kill one with SIGKILL and start it again on the same data. When
+Servers listen on free loopback ports with AOF on in a temporary directory, so a test can kill
+one with SIGKILL and start it again on the same data. They use `appendfsync everysec`, the weaker
+of the two settings the documentation allows: the one that can lose acknowledged writes. When
 `redis-server` is missing it is installed with apt (as `scripts/test` does); tests skip only
 when it can be neither found nor installed. The shared instances (for the storage contract
 suite) start on first use and stop when the test process exits.
@@ -151,8 +152,24 @@ class RedisServer:
         except OSError:
             return ""
 
+    @property
+    def aof_directory(self) -> Path:
+        return self.directory / "appendonlydir"
+
+    def rewrite_aof(self, timeout_s: float = 20) -> None:
+        """Rewrite the append-only file and wait until it is done: everything written so far is
+        then in the AOF's files, whatever `appendfsync` postponed."""
+        self.cli("BGREWRITEAOF")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            info = self.cli("INFO", "persistence")
+            if "aof_rewrite_in_progress:0" in info and "aof_rewrite_scheduled:0" in info:
+                return
+            time.sleep(0.05)
+        raise RuntimeError("the AOF rewrite did not finish")
+
     def kill(self) -> None:
-        """SIGKILL: no shutdown, no final fsync (AOF everysec keeps what was written)."""
+        """SIGKILL: no shutdown, no final fsync (the AOF keeps what Redis had written)."""
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)

@@ -6,7 +6,8 @@ per visitor, surface and UTC day (a deterministic event id, so the store's event
 one), with `kind` "holdout" or "treatment" and the visitor's experiment arm. A request from a
 bot or a prefetch is noted with its flag (`traffic.py`) and an id of its own. Exposures are
 written behind the request, in batches, so the offers path never waits on a store write; a
-process that dies loses at most the last `FLUSH_AFTER_S` of them.
+process that dies loses at most the last `FLUSH_AFTER_S` of them. While the store cannot be
+reached they go to the event spool like any event, and are replayed when it answers again.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from offer_service.domain.events import StoredEvent
+from offer_service.exceptions import StoreUnavailable
 from offer_service.storage.protocols import Store
 from offer_service.types import DAY_MS
 
@@ -69,6 +72,14 @@ def exposure(
     )
 
 
+class Spool(Protocol):
+    """Where events go while the store is unreachable (serving/spool.py)."""
+
+    async def append(
+        self, store_id: str, events: Sequence[StoredEvent], dedupe_since_ms: int
+    ) -> None: ...
+
+
 class ExposureLog:
     """Write-behind exposure events: `seen` never blocks; a background task writes batches."""
 
@@ -78,8 +89,10 @@ class ExposureLog:
         *,
         flush_after_s: float = FLUSH_AFTER_S,
         clock: Callable[[], float] = time.time,
+        spool: Spool | None = None,
     ) -> None:
         self.store = store
+        self.spool = spool
         self.flush_after_s = flush_after_s
         self.clock = clock
         self._pending: dict[str, list[StoredEvent]] = {}
@@ -87,6 +100,8 @@ class ExposureLog:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._closing = asyncio.Event()
+        # Whether exposures are being spooled: one warning an outage, not one a batch.
+        self._spooling = False
 
     def seen(
         self,
@@ -123,15 +138,46 @@ class ExposureLog:
         async with self._lock:
             pending, self._pending = self._pending, {}
             for store_id, events in pending.items():
-                now_ms = int(self.clock() * 1000)
+                since_ms = int(self.clock() * 1000) - DAY_MS
                 try:
-                    await self.store.record_events(store_id, events, now_ms - DAY_MS)
+                    await self.store.record_events(store_id, events, since_ms)
+                except StoreUnavailable as exc:
+                    if not await self._spooled(store_id, events, since_ms, exc):
+                        self._forget(store_id, events)
                 except Exception:
-                    # Forget them so the visitors' next requests record them again.
                     log.exception("could not record %d exposures", len(events))
-                    for e in events:
-                        day = e.ts_ms // DAY_MS
-                        self._recent.discard((store_id, e.visitor_id or "", e.surface, day, e.flag))
+                    self._forget(store_id, events)
+                else:
+                    if self._spooling:
+                        self._spooling = False
+                        log.info("exposures are written to the store again")
+
+    async def _spooled(
+        self,
+        store_id: str,
+        events: Sequence[StoredEvent],
+        since_ms: int,
+        exc: StoreUnavailable,
+    ) -> bool:
+        """Keep exposures the store could not take in the spool; whether they are kept."""
+        if self.spool is not None:
+            try:
+                await self.spool.append(store_id, events, since_ms)
+            except OSError as spool_exc:
+                log.warning("could not spool %d exposures: %s", len(events), spool_exc)
+                return False
+            if not self._spooling:
+                self._spooling = True
+                log.warning("exposures go to the spool until the store answers again: %s", exc)
+            return True
+        log.warning("could not record %d exposures: %s", len(events), exc)
+        return False
+
+    def _forget(self, store_id: str, events: Sequence[StoredEvent]) -> None:
+        """Forget exposures that were not kept, so the visitors' next requests note them again."""
+        for e in events:
+            day = e.ts_ms // DAY_MS
+            self._recent.discard((store_id, e.visitor_id or "", e.surface, day, e.flag))
 
     async def close(self) -> None:
         """Write what is pending now and wait for it (at shutdown)."""

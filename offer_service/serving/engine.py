@@ -40,6 +40,7 @@ from offer_service.serving.prepared import PREPARED_TTL_S, Prepared, pre_purchas
 from offer_service.serving.prepared import offer_body as offer_body
 from offer_service.serving.products import Products
 from offer_service.serving.ratelimit import RateLimiter
+from offer_service.serving.spool import Spool
 from offer_service.serving.versions import Versions
 from offer_service.serving.visitors import Visitors, no_history
 from offer_service.serving.visitors import order_subject as order_subject
@@ -85,10 +86,17 @@ class _VisitorEvents(GroupCommit):
 
 
 class Engine:
-    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+        spool: Spool | None = None,
+    ) -> None:
+        """`spool`: where exposures go while the store cannot be reached."""
         self.store = store
         self.clock = clock
-        self.exposures = ExposureLog(store, clock=clock)
+        self.exposures = ExposureLog(store, clock=clock, spool=spool)
         self.rng = random.Random()
         self.visitors = Visitors(store, self.rng)
         # Event batches arriving together are written together (one commit).

@@ -1,5 +1,6 @@
 """Background work of a serving process: aggregate the event streams, replay the event spool,
-and the loops the app adds (settling charges whose outcome is unknown).
+send a restarted server its last acknowledged events again, and the loops the app adds (settling
+charges whose outcome is unknown).
 
 The aggregator reads every store's event stream as one consumer of the consumer group and
 counts what it reads (see `storage/redis/events.py`); every few seconds it also claims entries
@@ -29,6 +30,7 @@ from offer_service.storage.protocols import EventStreams, Store
 IDLE_SLEEP_S = 0.5
 ERROR_SLEEP_S = 1.0
 MAINTENANCE_EVERY_S = 5.0
+RESTART_CHECK_S = 0.5
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,20 @@ class Aggregator:
 Loop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
+async def resend_forever(
+    streams: EventStreams, stop: asyncio.Event, interval_s: float = RESTART_CHECK_S
+) -> None:
+    """Check every `interval_s` whether the server restarted; if so send its last acknowledged
+    events again (see storage/redis/recent.py)."""
+    while not stop.is_set():
+        try:
+            await streams.resend_if_restarted()
+        except StoreError as exc:
+            log.debug("restart check waits for the store: %s", exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
+
+
 @contextlib.asynccontextmanager
 async def background(
     store: Store, spool: Spool | None, *, aggregate: bool, loops: Sequence[Loop] = ()
@@ -93,6 +109,8 @@ async def background(
     tasks: list[asyncio.Task[None]] = [asyncio.create_task(loop(stop)) for loop in loops]
     if spool is not None:
         tasks.append(asyncio.create_task(replay_forever(spool, store, stop)))
+    if store.streams is not None:
+        tasks.append(asyncio.create_task(resend_forever(store.streams, stop)))
     if aggregate and store.streams is not None:
         tasks.append(asyncio.create_task(Aggregator(store.streams).run(stop)))
     try:

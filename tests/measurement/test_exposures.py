@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
+import pytest
+
 from offer_service.measurement.exposures import EXPOSURE, ExposureLog, exposure_id
+from offer_service.serving.spool import Spool
 from offer_service.storage import open_store
+from offer_service.storage.redis.store import RedisStore
 from offer_service.types import DAY_MS
+from tests.redis_servers import free_port
 
 NOON = 1_764_072_000_000  # 2025-11-25T12:00:00Z
 
@@ -51,3 +57,34 @@ def test_the_log_writes_each_exposure_once_and_flushes_on_close(tmp_path: Path) 
         ("v1", "cart", "treatment", "x:a"),
         ("v1", "product_page", "treatment", None),
     ]
+
+
+def test_exposures_the_store_cannot_take_go_to_the_spool_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def run() -> list[tuple[str | None, str]]:
+        kept = open_store(f"sqlite:///{tmp_path}/o.db")
+        down = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0")
+        await kept.open()
+        await down.open()
+        try:
+            record = await kept.create_store("s")
+            spool = Spool(tmp_path / "spool", fsync=False)
+            log = ExposureLog(down, flush_after_s=60, clock=lambda: NOON / 1000, spool=spool)
+            for visitor in ("v1", "v2", "v3"):  # three batches, one outage
+                log.seen(record.id, visitor, "cart", holdout=visitor == "v2", arm=None)
+                await log.flush()
+            await spool.replay(kept)  # the store answers again
+            spool.close()
+            return sorted(
+                [(e.visitor_id, e.kind) async for e in kept.iter_events(record.id, 0, 2**62)]
+            )
+        finally:
+            await down.close()
+            await kept.close()
+
+    with caplog.at_level(logging.WARNING, logger="offer_service.measurement.exposures"):
+        stored = asyncio.run(run())
+    assert stored == [("v1", "treatment"), ("v2", "holdout"), ("v3", "treatment")]
+    warnings = [r for r in caplog.records if r.name == "offer_service.measurement.exposures"]
+    assert [(r.levelname, r.exc_info) for r in warnings] == [("WARNING", None)]

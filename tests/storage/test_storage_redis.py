@@ -23,8 +23,16 @@ from offer_service.exceptions import StoreError, StoreUnavailable
 from offer_service.serving.spool import Spool, record_events
 from offer_service.storage import open_store
 from offer_service.storage.redis.keys import GROUP, StoreKeys
+from offer_service.storage.redis.recent import Acknowledged
 from offer_service.storage.redis.store import RedisStore
-from tests.redis_servers import RELAXED, RedisServer, free_port, opened_redis, shared_redis
+from tests.redis_servers import (
+    RELAXED,
+    RedisServer,
+    free_port,
+    opened_redis,
+    shared_cluster,
+    shared_redis,
+)
 from tests.storage.test_storage_contract import order, product
 
 pytestmark = pytest.mark.anyio
@@ -391,3 +399,43 @@ async def test_the_france_orders_give_the_same_affinity_on_redis_and_sqlite(
     on_sqlite, on_redis = results
     assert on_sqlite[0].imported > 300 and on_sqlite[0].rebuilt == bulk
     assert on_redis == on_sqlite
+
+
+# events a restarted server may have lost
+
+
+def test_acknowledged_batches_are_kept_until_the_server_lived_long_enough_to_write_them() -> None:
+    now = [100.0]
+    kept = Acknowledged(retain_s=5, max_events=8, clock=lambda: now[0])
+    kept.add("s", [event("e1"), event("e2")], 0)
+    now[0] = 103.0
+    kept.add("s", [event("e3")], 0)
+    kept.checked("run-a", started=104.0)  # e1, e2 were written 4 s ago: maybe not yet
+    assert [e.id for b in kept.kept() for e in b.events] == ["e1", "e2", "e3"]
+    kept.checked("run-a", started=105.5)
+    assert [e.id for b in kept.kept() for e in b.events] == ["e3"]
+    kept.sent_again(kept.kept(), at=110.0)  # sent to a new server: kept 5 s from then
+    kept.checked("run-b", started=114.0)
+    assert len(kept) == 1
+    kept.add("s", [event(f"f{n}") for n in range(8)], 0)  # past the bound: the oldest go first
+    assert len(kept) == 8 and kept.kept()[0].events[0].id == "f0"
+
+
+@pytest.mark.parametrize("cluster", [False, True], ids=["redis", "cluster"])
+async def test_a_restarted_server_gets_its_last_events_again_and_counts_them_once(
+    cluster: bool,
+) -> None:
+    server = shared_cluster() if cluster else shared_redis()
+    async with opened_redis(server.url + RELAXED) as store:
+        await restarted_server_gets_its_last_events_again(store)
+
+
+async def restarted_server_gets_its_last_events_again(store: RedisStore) -> None:
+    record = await store.create_store(f"r-{uuid.uuid4().hex[:8]}")
+    await store.record_events(record.id, [event("r1"), event("r2")], NOW - DAY)
+    await store.resend_if_restarted()  # the first check learns the server's run id
+    assert await store.resend_if_restarted() == 0
+    store.acknowledged.server = "a run id of a server that is gone"
+    assert await store.resend_if_restarted() == 2
+    assert (await store.event_counters(record.id))[COUNTER] == 2
+    assert [e.id async for e in store.iter_events(record.id, 0, 2**53)] == ["r1", "r2"]

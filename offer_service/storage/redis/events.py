@@ -3,8 +3,9 @@
 `record_events` runs one Lua script per batch: for each event, the dedupe check (a key per event
 id that lives a day), the append to the store's stream and the visitor's signals (which the
 frequency cap reads on the very next request) happen together or not at all, and the script
-answers which events were new. With AOF on, the stream entry is in the append-only file before
-the reply is sent, so an acknowledged event survives a Redis restart.
+answers which events were new. With AOF on, the stream entry reaches the append-only file within
+about two seconds of the reply; what was acknowledged in that moment and lost with a killed Redis
+is sent again once it restarts (`recent.py`).
 
 Counters and the event log that `iter_events` reads are written by the aggregator: a consumer
 group reads the stream (at least once) and a script acknowledges and counts each entry in one
@@ -21,6 +22,8 @@ worker is running (the SQLite backend's semantics).
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -35,6 +38,7 @@ from offer_service.storage.codec import counter_key, event_row, load_event
 from offer_service.storage.redis import keys
 from offer_service.storage.redis.client import RedisBase, chunks
 from offer_service.storage.redis.keys import GROUP, StoreKeys
+from offer_service.storage.redis.recent import Acknowledged, server_run_id
 from offer_service.storage.redis.scripts.events import (
     APPLY_EVENTS,
     DEAD_LETTER,
@@ -49,6 +53,8 @@ EVENTS_PER_SCRIPT = 200
 READ_COUNT = 500
 MALFORMED = "malformed entry: an event needs the fields i, r, c and e"
 
+log = logging.getLogger(__name__)
+
 
 class RedisEvents(RedisBase):
     """The EventStore part of the Store protocol, and the aggregator's steps (EventStreams)."""
@@ -56,7 +62,44 @@ class RedisEvents(RedisBase):
     # Drains run by readers (event_counters, iter_events) use this consumer name.
     reader_consumer = "reader"
 
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.acknowledged = Acknowledged()
+
     async def record_events(
+        self, store_id: str, events: Sequence[StoredEvent], dedupe_since_ms: int
+    ) -> list[bool]:
+        fresh = await self._record(store_id, events, dedupe_since_ms)
+        self.acknowledged.add(store_id, events, dedupe_since_ms)
+        return fresh
+
+    async def resend_if_restarted(self) -> int:
+        """Send again the events acknowledged in the last seconds when the server restarted
+        since the last check (it may have lost them); the events sent."""
+        started = time.monotonic()
+        server = await self._write(
+            "check the server's run id", lambda c: server_run_id(c, self.cluster)
+        )
+        previous = self.acknowledged.server
+        if server == previous:
+            self.acknowledged.checked(server, started)
+            return 0
+        batches = self.acknowledged.kept()
+        for batch in batches:
+            await self._record(batch.store_id, batch.events, batch.dedupe_since_ms)
+        self.acknowledged.sent_again(batches, time.monotonic())
+        self.acknowledged.server = server
+        sent = sum(len(batch.events) for batch in batches)
+        if previous is not None:
+            log.warning(
+                "Redis restarted: sent the %d events acknowledged in the last %.0f s again "
+                "(a killed Redis can lose its last writes; duplicates are dropped)",
+                sent,
+                self.acknowledged.retain_s,
+            )
+        return sent
+
+    async def _record(
         self, store_id: str, events: Sequence[StoredEvent], dedupe_since_ms: int
     ) -> list[bool]:
         k = StoreKeys(store_id)
