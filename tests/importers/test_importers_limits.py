@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 
 import pytest
@@ -24,24 +25,32 @@ def wide_header(columns: int) -> str:
     return ",".join(f"c{n}" for n in range(columns)) + "\n"
 
 
-def fastest_refusal(text: str, runs: int = 3) -> float:
-    """The quickest of a few refusals of `text`, in seconds (the least disturbed measurement)."""
+def fastest_refusal(text: str, runs: int = 5) -> float:
+    """The quickest of a few refusals of `text`, in seconds (the least disturbed measurement).
+
+    The collector is paused: a full collection landing in one run is noise, not the check's cost."""
     best = float("inf")
-    for _ in range(runs):
-        started = time.perf_counter()
-        with pytest.raises(ValidationFailed):
-            parse_catalog_csv(text)
-        best = min(best, time.perf_counter() - started)
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(runs):
+            started = time.perf_counter()
+            with pytest.raises(ValidationFailed):
+                parse_catalog_csv(text)
+            best = min(best, time.perf_counter() - started)
+    finally:
+        gc.enable()
     return best
 
 
 def test_a_header_ten_times_wider_costs_about_ten_times_more_not_a_hundred() -> None:
     # The header check once counted every column against every other: 40,000 columns took
-    # 38 s on the event loop. A ratio measured in the same run, so a slow machine passes too.
+    # 38 s on the event loop, 100 times the cost of 4,000. A ratio measured in the same run, so a
+    # slow machine passes too; linear is 10, and 50 leaves room for a busy machine's noise.
     narrow = fastest_refusal(wide_header(4_000))
     wide = fastest_refusal(wide_header(40_000))
 
-    assert wide < 30 * narrow, f"4,000 columns: {narrow:.4f} s, 40,000 columns: {wide:.4f} s"
+    assert wide < 50 * narrow, f"4,000 columns: {narrow:.4f} s, 40,000 columns: {wide:.4f} s"
 
 
 def test_a_header_of_many_unknown_columns_is_refused_naming_only_the_first() -> None:
