@@ -1,4 +1,4 @@
-"""Background work of a shared store: aggregate the event streams, replay the event spool.
+"""Background work of a shared store: aggregate the event streams, replay the event spool, train.
 
 The aggregator reads every store's event stream as one consumer of the consumer group and
 counts what it reads (see `storage/redis/events.py`); every few seconds it also claims entries
@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 
 from offer_service.exceptions import StoreError
 from offer_service.serving.spool import Spool, replay_forever
+from offer_service.serving.training import Trainer
 from offer_service.storage.protocols import EventStreams, Store
 
 IDLE_SLEEP_S = 0.5
@@ -114,8 +115,12 @@ async def run_worker(store_url: str, spool_dir: str | None) -> None:
     spool = Spool(spool_dir) if spool_dir else None
     aggregator = Aggregator(streams)
     log.info("worker %s aggregating every store's events", aggregator.consumer)
+    # The item model retrains apart from serving: the worker is where CPU-heavy work belongs.
+    training = asyncio.create_task(Trainer(store, streams).run(stop))
     try:
         async with background(store, spool, aggregate=False):
             await aggregator.run(stop)
     finally:
+        training.cancel()
+        await asyncio.gather(training, return_exceptions=True)
         await store.close()
