@@ -65,7 +65,8 @@ def _price_contenders(
     """
     surface = inputs.surface
     prior = SURFACES[surface].accept_prior
-    ordered = sorted(candidates, key=lambda c: -_score_bound(c, prior))
+    w = rules.value_weight
+    ordered = sorted(candidates, key=lambda c: -_score_bound(c, prior, w))
     priced: list[PricedOffer] = []
     for start in range(0, len(ordered), _BATCH):
         batch = ordered[start : start + _BATCH]
@@ -75,17 +76,18 @@ def _price_contenders(
         kept = _trim(rank(priced, surface, rules))
         if len(kept) >= PREPARED_MAX:
             threshold = score(kept[-1], surface, rules)
-            if _score_bound(ordered[start + _BATCH], prior) < threshold:
+            if _score_bound(ordered[start + _BATCH], prior, w) < threshold:
                 break
     return priced
 
 
-def _score_bound(c: Candidate, prior: float) -> float:
+def _score_bound(c: Candidate, prior: float, value_weight: float) -> float:
     # Same association as ranking.score, so float rounding keeps bound >= score; a negative cost
     # (never valid, but possible in a hand-built catalog) would let the margin exceed the price.
     p = c.product
     top = p.price if p.cost is None or p.cost >= 0 else p.price - p.cost
-    return c.relevance * prior * float(top)
+    weighed: float = float(max(top, 0)) ** value_weight
+    return c.relevance * prior * weighed
 
 
 def arrange(

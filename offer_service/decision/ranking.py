@@ -1,4 +1,4 @@
-"""Ranking: score = relevance x P(accept | surface) x value x price-band factor."""
+"""Ranking: score = relevance x P(accept | surface) x value ** value_weight x price-band factor."""
 
 from __future__ import annotations
 
@@ -35,10 +35,13 @@ def value(offer: PricedOffer, rules: StoreRules) -> float:
 def score(
     offer: PricedOffer, surface: Surface, rules: StoreRules, p_accept: float | None = None
 ) -> float:
-    """Expected value of showing the offer. `p_accept` overrides the surface's prior P(accept):
-    the seam for learned (Beta-Bernoulli / Thompson-sampled) acceptance rates."""
+    """Expected value of showing the offer, its value weighed by the store's `value_weight` (1:
+    the expected value itself, 0: the chance of an accept alone). `p_accept` overrides the
+    surface's prior P(accept): the seam for learned (Beta-Bernoulli / Thompson-sampled)
+    acceptance rates."""
     p = SURFACES[surface].accept_prior if p_accept is None else p_accept
-    return offer.candidate.relevance * p * value(offer, rules) * offer.band_factor
+    weighed: float = value(offer, rules) ** rules.value_weight
+    return offer.candidate.relevance * p * weighed * offer.band_factor
 
 
 def rank(

@@ -129,6 +129,10 @@ class LearningRules(_Model):
     )
 
 
+# The default value weight, chosen from the trade-off measured in docs/evaluation.md.
+VALUE_WEIGHT = 1.0
+
+
 class StoreRules(_Model):
     """`PUT /v1/admin/rules`. Every field has a default, so `{}` is a valid rule set."""
 
@@ -138,6 +142,13 @@ class StoreRules(_Model):
     price_band: PriceBand = Field(default_factory=PriceBand)
     frequency_cap: FrequencyCap = Field(default_factory=FrequencyCap)
     value: Literal["price", "margin"] = "price"
+    value_weight: float = Field(
+        VALUE_WEIGHT,
+        ge=0,
+        le=1,
+        description="How much an offer's value counts against its chance of being bought: offers "
+        "rank by P(accept) x value ** value_weight (0: the likeliest first, 1: expected value).",
+    )
     holdout_share: float = Field(0.10, ge=0, le=1)
     accept_cap: int = Field(3, ge=1, le=100)
     post_purchase_window_minutes: int = Field(60, ge=1, le=60 * 24 * 30)
