@@ -309,7 +309,11 @@ def engine_rankings(trained: Trained, cart: Sequence[str], k: int) -> dict[str, 
     one `decide.prepare` keeps."""
     inputs = _cart_inputs(trained, cart)
     anchor_ids = frozenset(a.id for a in inputs.anchors)
-    priced = price_offers(generate(inputs), inputs.surface, anchor_ids, None, trained.rules)
+    subtotal = decide.anchors_subtotal(inputs)
+    candidates = generate(inputs)
+    priced = price_offers(
+        candidates, inputs.surface, anchor_ids, None, trained.rules, subtotal=subtotal
+    )
     out: dict[str, list[str]] = {}
     for name, change in ENGINE_VARIANTS.items():
         rules = trained.rules.model_copy(update=change) if change else trained.rules

@@ -45,7 +45,14 @@ def prepare(
     if learned is None:
         priced = _price_contenders(candidates, inputs, anchor_ids, rules)
     else:  # the exploration slot looks past the list's end: price everything
-        priced = price(candidates, inputs.surface, anchor_ids, inputs.order_total, rules)
+        priced = price(
+            candidates,
+            inputs.surface,
+            anchor_ids,
+            inputs.order_total,
+            rules,
+            subtotal=anchors_subtotal(inputs),
+        )
     return arrange(priced, inputs.surface, rules, learned, rng)
 
 
@@ -68,9 +75,12 @@ def _price_contenders(
     w = rules.value_weight
     ordered = sorted(candidates, key=lambda c: -_score_bound(c, prior, w))
     priced: list[PricedOffer] = []
+    subtotal = anchors_subtotal(inputs)
     for start in range(0, len(ordered), _BATCH):
         batch = ordered[start : start + _BATCH]
-        priced.extend(price(batch, surface, anchor_ids, inputs.order_total, rules))
+        priced.extend(
+            price(batch, surface, anchor_ids, inputs.order_total, rules, subtotal=subtotal)
+        )
         if start + _BATCH >= len(ordered):
             break
         kept = _trim(rank(priced, surface, rules))
@@ -79,6 +89,12 @@ def _price_contenders(
             if _score_bound(ordered[start + _BATCH], prior, w) < threshold:
                 break
     return priced
+
+
+def anchors_subtotal(inputs: CandidateInputs) -> int:
+    """What the shopper is buying: the cart's products (one each: a cart line's quantity is not
+    sent) or the viewed product; the price fit's reference."""
+    return sum(a.price for a in inputs.anchors)
 
 
 def _score_bound(c: Candidate, prior: float, value_weight: float) -> float:

@@ -11,6 +11,7 @@ from offer_service.decision.candidates import CandidateInputs, generate
 from offer_service.decision.decide import (
     PREPARED_MAX,
     PREPARED_PER_FAMILY,
+    anchors_subtotal,
     arrange,
     decide,
     finish,
@@ -236,7 +237,9 @@ def test_prepare_prices_only_contenders_and_keeps_exactly_the_full_ranking() -> 
         )  # fmt: skip
         rules = StoreRules(value=rng.choice(["price", "margin"]), margin_floor=rng.choice([0, 300]))
         candidates = generate(i)
-        everything = static_rules.price(candidates, surface, {"anchor"}, i.order_total, rules)
+        everything = static_rules.price(
+            candidates, surface, {"anchor"}, i.order_total, rules, subtotal=anchors_subtotal(i)
+        )
         assert prepare(i, rules) == arrange(everything, surface, rules), trial
 
 
