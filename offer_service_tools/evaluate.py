@@ -63,6 +63,8 @@ from offer_service_tools.baselines import MODEL_METHODS, Baselines
 ENGINE_VARIANTS: dict[str, dict[str, Any]] = {
     "engine": {},
     "engine_relevance": {"value_weight": 0.0},
+    "engine_price_0.25": {"value": "price", "value_weight": 0.25},
+    "engine_price_0.5": {"value": "price", "value_weight": 0.5},
     "engine_price": {"value": "price", "value_weight": 1.0},
     "engine_margin": {"value": "margin", "value_weight": 1.0},
 }

@@ -188,9 +188,14 @@ def _affinity(inputs: CandidateInputs, anchor_ids: frozenset[str]) -> list[Candi
             if pid in anchor_ids or pid not in products:
                 continue
             if pc.score is not None:
-                # The model chose its neighbours from every basket; its score is the weight.
+                # The model chose its neighbours from every basket; its score is the weight,
+                # negative when the anchor makes the product less likely: it still counts in
+                # the cart's sum.
                 learned = True
                 r = pc.score
+                if r < 0:
+                    scores[pid] = r
+                    continue
             elif pc.pair_count < inputs.min_pair_count:
                 continue
             else:

@@ -250,22 +250,39 @@ def neighbor_lists(
     *,
     scale: float = 1.0,
 ) -> dict[str, list[PairCount]]:
-    """Each product's k largest positive entries of its row of B, best first (ties by id),
-    with the pair count from G and the model's score times `scale`."""
+    """Each product's row of B cut to k entries: its k - k // 2 largest positive weights, best
+    first (ties by id), then its k // 2 most negative ones, each with the pair count from G and
+    the model's score times `scale`.
+
+    The negative weights are kept because a cart sums its rows: a product that is less likely
+    with one item of the cart must lose some of what another item gives it. On Online Retail
+    (train before 2011-11-01, every third later basket) 50 positive entries find the hidden
+    product in the top 5 for 13.9% of the queries where the full rows find it for 15.7%; 25
+    positive and 25 negative ones for 15.9% (docs/evaluation.md).
+    """
     g = gram.tocsr()
+    positives, negatives = k - k // 2, k // 2
     out: dict[str, list[PairCount]] = {}
     for i, anchor in enumerate(ids):
-        row = _row(b, i)
-        positive = np.flatnonzero(row > 0)
-        if positive.size > k:
-            positive = positive[np.argpartition(-row[positive], k - 1)[:k]]
+        row = _row(b, i).copy()
+        row[i] = 0.0
         start, end = g.indptr[i], g.indptr[i + 1]
         pairs = dict(zip(g.indices[start:end].tolist(), g.data[start:end].tolist(), strict=True))
-        ranked = sorted(positive.tolist(), key=lambda j: (-row[j], ids[j]))
+        chosen = _extreme(row, positives, ids) + _extreme(-row, negatives, ids)
         out[anchor] = [
-            PairCount(ids[j], int(pairs.get(j, 0)), float(row[j]) * scale) for j in ranked if j != i
+            PairCount(ids[j], int(pairs.get(j, 0)), float(row[j]) * scale) for j in chosen
         ]
     return out
+
+
+def _extreme(row: Matrix, k: int, ids: Sequence[str]) -> list[int]:
+    """The indices of the k largest positive entries of `row`, largest first, ties by id."""
+    positive = np.flatnonzero(row > 0)
+    if k <= 0 or positive.size == 0:
+        return []
+    if positive.size > k:
+        positive = positive[np.argpartition(-row[positive], k - 1)[:k]]
+    return sorted(positive.tolist(), key=lambda j: (-row[j], ids[j]))
 
 
 def split_recent(

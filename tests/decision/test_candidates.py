@@ -318,6 +318,21 @@ def test_a_cart_sums_the_model_scores_of_its_items() -> None:
     assert got["strap"] == pytest.approx(1 - math.exp(-0.05))
 
 
+def test_a_negative_model_weight_lowers_the_cart_sum() -> None:
+    neighbors = {
+        "sd-128": [PairCount("bag", 3, 0.2), PairCount("tripod", 9, 0.15)],
+        "cap-52": [PairCount("tripod", 2, 0.1), PairCount("bag", 0, -0.12)],
+    }
+    cands = generate(inputs(Surface.CART, SD, CAP, neighbors=neighbors))
+    got = {c.product.id: c.relevance for c in cands if c.source == "affinity"}
+    assert list(got) == ["tripod", "bag"]
+    assert got["bag"] == pytest.approx(1 - math.exp(-(0.2 - 0.12)))
+    # A product only weighed down is no candidate.
+    only_down = {"sd-128": [PairCount("bag", 0, -0.3)]}
+    assert not [c for c in generate(inputs(Surface.CART, SD, neighbors=only_down))
+                if c.source == "affinity"]  # fmt: skip
+
+
 def test_a_cart_with_one_untrained_item_adds_its_co_occurrence_relevance() -> None:
     counts = {"sd-128": 100, "cap-52": 100, "bag": 100}
     neighbors = {"sd-128": [PairCount("bag", 3, 0.2)], "cap-52": [PairCount("bag", 30)]}

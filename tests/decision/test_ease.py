@@ -62,18 +62,23 @@ def test_fit_matches_hand_computed_ease(lam: int) -> None:
     assert np.all(np.diag(b) == 0)
 
 
-def test_neighbor_lists_are_rows_of_b_with_pair_counts() -> None:
+def test_neighbor_lists_keep_the_strongest_positive_and_negative_weights() -> None:
     x, ids = ease.basket_matrix(BASKETS)
     b = ease.fit(x, 1.0)
-    lists = ease.neighbor_lists(b, ease.gram_of(x), ids, k=2)
+    lists = ease.neighbor_lists(b, ease.gram_of(x), ids, k=4)
     expected = hand_ease(BASKETS, 1)
-    row = {q: float(expected[0][j]) for j, q in enumerate(IDS) if float(expected[0][j]) > 0}
-    best = sorted(row, key=lambda q: (-row[q], q))[:2]
-    assert [pc.product_id for pc in lists["a"]] == best
+    for i, anchor in enumerate(IDS):
+        row = {q: float(expected[i][j]) for j, q in enumerate(IDS) if j != i}
+        up = sorted((q for q in row if row[q] > 0), key=lambda q: (-row[q], q))[:2]
+        down = sorted((q for q in row if row[q] < 0), key=lambda q: (row[q], q))[:2]
+        assert [pc.product_id for pc in lists[anchor]] == up + down, anchor
+        for pc in lists[anchor]:
+            assert pc.score == pytest.approx(row[pc.product_id], abs=1e-12)
     top = lists["a"][0]
-    assert top == PairCount(best[0], 3 if best[0] == "b" else 1, top.score)
-    assert top.score == pytest.approx(row[best[0]], abs=1e-12)
-    assert all(pc.score is not None and pc.score > 0 for pcs in lists.values() for pc in pcs)
+    assert top == PairCount(top.product_id, 3 if top.product_id == "b" else 1, top.score)
+    # A scale (the calibration) multiplies every score.
+    scaled = ease.neighbor_lists(b, ease.gram_of(x), ids, k=4, scale=2.0)
+    assert [pc.score for pc in scaled["a"]] == [2 * (pc.score or 0) for pc in lists["a"]]
 
 
 def test_a_cart_scores_the_sum_of_its_rows() -> None:
