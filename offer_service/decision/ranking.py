@@ -50,13 +50,15 @@ def rank(
     rules: StoreRules,
     p_accept: Mapping[str, float] | None = None,
 ) -> list[PricedOffer]:
-    """Best score first; ties by higher relevance, then lower product id. `p_accept` maps
-    product id to a learned P(accept) that replaces the surface prior for that product."""
+    """Best score first; ties by higher relevance, then higher value (what breaks them when
+    value is weighed at 0), then lower product id. `p_accept` maps product id to a learned
+    P(accept) that replaces the surface prior for that product."""
     learned = p_accept or {}
 
-    def key(o: PricedOffer) -> tuple[float, float, str]:
+    def key(o: PricedOffer) -> tuple[float, float, float, str]:
         pid = o.candidate.product.id
-        return (-score(o, surface, rules, learned.get(pid)), -o.candidate.relevance, pid)
+        s = score(o, surface, rules, learned.get(pid))
+        return (-s, -o.candidate.relevance, -value(o, rules), pid)
 
     return sorted(offers, key=key)
 

@@ -140,7 +140,7 @@ class LearningRules(_Model):
 
 
 # The default value weight, chosen from the trade-off measured in docs/evaluation.md.
-VALUE_WEIGHT = 1.0
+VALUE_WEIGHT = 0.0
 
 
 class StoreRules(_Model):

@@ -24,7 +24,8 @@ from offer_service.domain.records import EMPTY_VISITOR, PairCount, VisitorState
 from offer_service.domain.surfaces import Surface
 from offer_service.types import DAY_MS, ProductFlag
 
-RULES = StoreRules()
+# Value weighed in full (expected value): the ranking these hand-computed orders follow.
+RULES = StoreRules(value_weight=1.0)
 NOW = 1_700_000_000_000
 
 
