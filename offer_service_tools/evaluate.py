@@ -1,23 +1,26 @@
 """Offline evaluation: hide one product of each later basket and ask the engine to find it again.
 
 `offer-service evaluate --orders FILE --format online-retail --split 2011-11-01 --k 1,2,5`
-trains on the orders placed before the split exactly as a store would hold them (affinity counts
-and top-50 neighbour lists as `ingest.rebuild_affinity` builds them, best sellers), then for
-every later basket of two or more products hides each product in turn and asks the real
-decision pipeline (`decide.prepare` on the cart surface, the store's default `StoreRules`, no
-visitor) for cross-sells of the rest. The cart surface shows at most 2 offers, so the ranking
-scored at k is the prepared list, one product per family, cut at k: for k <= 2 exactly what
-`decide.decide` answers with `limit=k`.
+trains on the orders placed before the split exactly as a store would hold them after
+`offer-service train` (the item model's top-50 neighbour lists, lambda chosen on the last 30 days
+before the split; best sellers), then for every later basket of two or more products hides each
+product in turn and asks the real decision pipeline (`decide.prepare` on the cart surface, the
+store's default `StoreRules`, no visitor) for cross-sells of the rest. The cart surface shows at
+most 2 offers, so the ranking scored at k is the prepared list, one product per family, cut at k:
+for k <= 2 exactly what `decide.decide` answers with `limit=k`. The engine is also ranked under
+other value weights (ENGINE_VARIANTS), and the standard recommenders of `baselines` (EASE with
+full rows, max-confidence rules, item-kNN cosine, co-occurrence) answer the same queries.
 
 Metrics, over leave-one-out queries: hit rate@k (the hidden product is among the first k), MRR
-(1/rank of the hidden product within the first max-k, 0 when absent) and catalog coverage (the
-share of the products sold before the split that appear in at least one top-max-k list).
-Baselines: global best sellers before the split, and random products of that catalog (seeded);
-both skip products already in the cart, as the engine does.
+(1/rank of the hidden product within the first max-k, 0 when absent), catalog coverage (the
+share of the products sold before the split that appear in at least one top-max-k list) and
+revenue@k (the hidden product's price when found within k). Best sellers (all time and the last
+30 days before the split) and random products of that catalog (seeded) answer every query; all
+skip products already in the cart, as the engine does.
 
-The baselines answer every query. The engine's cost grows with the cart, and Online Retail
-baskets are wholesale orders (up to 748 products): asking it all 104,513 queries takes about an
-hour of CPU. So by default every basket takes part but the engine is asked about at most
+The engine's cost grows with the cart, and Online Retail baskets are wholesale orders (up to 748
+products): asking it all 104,513 queries takes about an hour of CPU. So by default every basket
+takes part but the engine (and each model baseline, on the same queries) is asked about at most
 `--per-basket` (4) of its products, drawn with a seeded RNG, each answer standing for n / asked
 queries of a basket of n: its figures estimate the mean over every query, and the report gives
 their standard error (`--per-basket 0` asks every query: no sampling, no error).
