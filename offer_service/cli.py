@@ -25,6 +25,9 @@ from offer_service.settings import DEFAULT_STORE_URL, Settings
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
+    from offer_service.domain.records import StoreRecord
+    from offer_service.storage.protocols import Store
+
 
 def _store_url(args: argparse.Namespace) -> str:
     url: str = args.store_url or os.environ.get("OFFER_STORE_URL") or DEFAULT_STORE_URL
@@ -291,14 +294,9 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     async def run() -> tuple[dict[str, Any], list[Rejection]]:
         from offer_service.commerce.ingest import import_orders
-        from offer_service.storage import open_store
 
-        store = open_store(_store_url(args), create=False)
-        await store.open()
+        store, record = await _open_tenant(args)
         try:
-            record = await store.get_store(args.store)
-            if record is None:
-                raise SystemExit(f"error: no store {args.store!r} in {_store_url(args)}")
             if args.kind == "catalog":
                 if fmt == "json":
                     result = importers.parse_catalog_json(path.read_bytes(), args.currency or "USD")
@@ -333,6 +331,10 @@ def cmd_import(args: argparse.Namespace) -> int:
             else:
                 raise SystemExit(f"error: orders format must be json or online-retail, not {fmt}")
             summary = await import_orders(store, record, orders, returns)
+            if summary.rebuilt:  # a bulk import: learn from it at once
+                from offer_service.serving.training import train_store
+
+                await train_store(store, record, progress=_say)
             return {
                 "imported": summary.imported,
                 "duplicates": summary.duplicates,
@@ -357,6 +359,45 @@ def cmd_import(args: argparse.Namespace) -> int:
         line = f"line {r.line}" if r.line is not None else f"item {r.index}"
         print(f"{path.name}:{where}{line}: {r.message}", file=sys.stderr)
     return 1 if rejected else 0
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+async def _open_tenant(args: argparse.Namespace) -> tuple[Store, StoreRecord]:
+    """The open store of --store-url and the record of --store (exits when there is none)."""
+    from offer_service.storage import open_store
+
+    store = open_store(_store_url(args), create=False)
+    await store.open()
+    record = await store.get_store(args.store)
+    if record is None:
+        await store.close()
+        raise SystemExit(f"error: no store {args.store!r} in {_store_url(args)}")
+    return store, record
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from offer_service.serving.training import train_store
+
+    async def run() -> dict[str, Any]:
+        store, record = await _open_tenant(args)
+        try:
+            s = await train_store(store, record, progress=_say)
+        finally:
+            await store.close()
+        validation = {f"{lam:g}": round(rate, 6) for lam, rate in s.validation.items()}
+        return {
+            "baskets": s.baskets,
+            "products": s.products,
+            "lambda": s.lam,
+            "validation_hit_rate@5": validation,
+            "seconds": round(s.seconds, 2),
+        }
+
+    _print_json(asyncio.run(run()))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -428,6 +469,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--currency", help="currency of prices in the file (default USD; GBP for online-retail)"
     )
     store_url(imp)
+
+    train = sub.add_parser(
+        "train", help="fit a store's item model on its orders and store its neighbour lists"
+    )
+    train.add_argument("--store", required=True, help="the store id")
+    store_url(train)
 
     from offer_service.measurement import dashboard
 
@@ -503,6 +550,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "worker": cmd_worker,
     "demo": lambda a: _needs_tools("demo") or cmd_serve(a, demo=True),
     "import": cmd_import,
+    "train": cmd_train,
     "dashboard-url": cmd_dashboard_url,
     "simulate": cmd_simulate,
     "evaluate": cmd_evaluate,

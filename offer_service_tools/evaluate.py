@@ -1,23 +1,26 @@
 """Offline evaluation: hide one product of each later basket and ask the engine to find it again.
 
 `offer-service evaluate --orders FILE --format online-retail --split 2011-11-01 --k 1,2,5`
-trains on the orders placed before the split exactly as a store would hold them (affinity counts
-and top-50 neighbour lists as `ingest.rebuild_affinity` builds them, best sellers), then for
-every later basket of two or more products hides each product in turn and asks the real
-decision pipeline (`decide.prepare` on the cart surface, the store's default `StoreRules`, no
-visitor) for cross-sells of the rest. The cart surface shows at most 2 offers, so the ranking
-scored at k is the prepared list, one product per family, cut at k: for k <= 2 exactly what
-`decide.decide` answers with `limit=k`.
+trains on the orders placed before the split exactly as a store would hold them after
+`offer-service train` (the item model's top-50 neighbour lists, lambda chosen on the last 30 days
+before the split; best sellers), then for every later basket of two or more products hides each
+product in turn and asks the real decision pipeline (`decide.prepare` on the cart surface, the
+store's default `StoreRules`, no visitor) for cross-sells of the rest. The cart surface shows at
+most 2 offers, so the ranking scored at k is the prepared list, one product per family, cut at k:
+for k <= 2 exactly what `decide.decide` answers with `limit=k`. The engine is also ranked under
+other value weights (ENGINE_VARIANTS), and the standard recommenders of `baselines` (EASE with
+full rows, max-confidence rules, item-kNN cosine, co-occurrence) answer the same queries.
 
 Metrics, over leave-one-out queries: hit rate@k (the hidden product is among the first k), MRR
-(1/rank of the hidden product within the first max-k, 0 when absent) and catalog coverage (the
-share of the products sold before the split that appear in at least one top-max-k list).
-Baselines: global best sellers before the split, and random products of that catalog (seeded);
-both skip products already in the cart, as the engine does.
+(1/rank of the hidden product within the first max-k, 0 when absent), catalog coverage (the
+share of the products sold before the split that appear in at least one top-max-k list) and
+revenue@k (the hidden product's price when found within k). Best sellers (all time and the last
+30 days before the split) and random products of that catalog (seeded) answer every query; all
+skip products already in the cart, as the engine does.
 
-The baselines answer every query. The engine's cost grows with the cart, and Online Retail
-baskets are wholesale orders (up to 748 products): asking it all 104,513 queries takes about an
-hour of CPU. So by default every basket takes part but the engine is asked about at most
+The engine's cost grows with the cart, and Online Retail baskets are wholesale orders (up to 748
+products): asking it all 104,513 queries takes about an hour of CPU. So by default every basket
+takes part but the engine (and each model baseline, on the same queries) is asked about at most
 `--per-basket` (4) of its products, drawn with a seeded RNG, each answer standing for n / asked
 queries of a basket of n: its figures estimate the mean over every query, and the report gives
 their standard error (`--per-basket 0` asks every query: no sampling, no error).
@@ -44,17 +47,35 @@ from typing import Any
 import orjson
 
 from offer_service.commerce.ingest import NEIGHBORS_K
-from offer_service.decision import affinity, decide
-from offer_service.decision.candidates import CandidateInputs
+from offer_service.decision import affinity, decide, ease
+from offer_service.decision.candidates import CandidateInputs, generate
 from offer_service.decision.rules import diversify
+from offer_service.decision.rules import price as price_offers
 from offer_service.domain.orders import Order
 from offer_service.domain.policy import StoreRules
 from offer_service.domain.products import Product
 from offer_service.domain.records import PairCount
 from offer_service.domain.surfaces import Surface
 from offer_service.domain.time import epoch_ms, parse_date
+from offer_service.types import DAY_MS
+from offer_service_tools import baselines
+from offer_service_tools.baselines import MODEL_METHODS, Baselines
 
-METHODS = ("engine", "best_sellers", "random")
+# The engine as a store runs it, and as it ranks with value left out, by price and by margin:
+# the trade-off of docs/evaluation.md. Asked the sampled queries, like the model baselines.
+ENGINE_VARIANTS: dict[str, dict[str, Any]] = {
+    "engine": {},
+    "engine_relevance": {"value_weight": 0.0},
+    "engine_price_0.25": {"value": "price", "value_weight": 0.25},
+    "engine_price_0.5": {"value": "price", "value_weight": 0.5},
+    "engine_price": {"value": "price", "value_weight": 1.0},
+    "engine_margin": {"value": "margin", "value_weight": 1.0},
+}
+SAMPLED = (*ENGINE_VARIANTS, *MODEL_METHODS)
+# Cheap enough to answer every query.
+EVERY_QUERY = ("best_sellers", "best_sellers_30d", "random")
+METHODS = (*SAMPLED, *EVERY_QUERY)
+RECENT_DAYS = 30  # "best sellers, last 30 days" and the model's validation window
 # Basket sizes (distinct products) the text report breaks hit rates down by.
 SIZES = ((2, 10, "2-10"), (11, 30, "11-30"), (31, 100, "31-100"), (101, math.inf, "101+"))
 DEFAULT_PER_BASKET = 4
@@ -81,6 +102,11 @@ class Trained:
     category_best_sellers: dict[str, list[tuple[str, int]]]
     family_members: dict[str, list[Product]]
     rules: StoreRules
+    # The best sellers of the last RECENT_DAYS before the split, then the rest by all-time rank.
+    recent_best_sellers: list[str] = field(default_factory=list)
+    recent_rank: dict[str, int] = field(default_factory=dict)
+    baselines: Baselines | None = None
+    lam: float | None = None  # the item model's, chosen on the last RECENT_DAYS before the split
 
 
 @dataclass(slots=True)
@@ -92,17 +118,32 @@ class Tally:
     shown: set[str] = field(default_factory=set)
     # Sampling variance of the estimated number of hits per k (0 when every query is asked).
     variance: dict[int, float] = field(default_factory=dict)
+    # The hidden products' prices (minor units) found within k, weighted like the hits.
+    revenue: dict[int, float] = field(default_factory=dict)
+    weight: float = 0.0  # the queries this method answered
 
-    def add(self, ranking: Sequence[str], hidden: str, weight: float, ks: Sequence[int]) -> None:
+    def add(
+        self,
+        ranking: Sequence[str],
+        hidden: str,
+        weight: float,
+        ks: Sequence[int],
+        price: int = 0,
+    ) -> None:
         self.shown.update(ranking)
+        self.weight += weight
         if hidden in ranking:
             rank = ranking.index(hidden) + 1
             self.reciprocal += weight / rank
             for k in ks:
                 if rank <= k:
                     self.hits[k] += weight
+                    self.revenue[k] = self.revenue.get(k, 0.0) + weight * price
 
     def merge(self, other: Tally) -> None:
+        self.weight += other.weight
+        for k, v in other.revenue.items():
+            self.revenue[k] = self.revenue.get(k, 0.0) + v
         for k, v in other.hits.items():
             self.hits[k] += v
         for k, v in other.variance.items():
@@ -139,14 +180,19 @@ class Result:
         return math.sqrt(self.tallies["engine"].variance.get(k, 0.0)) / (self.weight or 1.0)
 
     def metrics(self, catalog_size: int) -> dict[str, dict[str, float]]:
+        """Per method: hit rate@k, MRR and coverage; revenue@k is the mean price found within k
+        per query, in minor units. Every rate is over all the queries (a sampled method's
+        weights stand for the queries it was not asked)."""
         w = self.weight or 1.0
         return {
             name: {
                 **{f"hit_rate@{k}": t.hits[k] / w for k in self.ks},
                 "mrr": t.reciprocal / w,
                 "coverage": len(t.shown) / catalog_size if catalog_size else 0.0,
+                **{f"revenue@{k}": t.revenue.get(k, 0.0) / w for k in self.ks},
             }
             for name, t in self.tallies.items()
+            if t.weight > 0 or not self.weight
         }
 
 
@@ -155,16 +201,25 @@ def empty_result(ks: Sequence[int]) -> Result:
 
 
 def train(
-    orders: Iterable[Order], products: Iterable[Product], rules: StoreRules | None = None
+    orders: Iterable[Order],
+    products: Iterable[Product],
+    rules: StoreRules | None = None,
+    *,
+    model: bool = False,
+    with_baselines: bool = True,
 ) -> Trained:
     """The store's state after importing `orders` (all before the split): affinity as
-    `ingest.rebuild_affinity` computes it, prices as of the last order line seen."""
+    `ingest.rebuild_affinity` computes it (with `model`, the item model's neighbour lists as
+    `offer-service train` stores them), prices as of the last order line seen, and the
+    baselines' matrices."""
     rules = rules or StoreRules()
     by_id = {p.id: p for p in products}
     last_price: dict[str, tuple[int, int]] = {}
     baskets = []
+    dated: list[tuple[int, frozenset[str]]] = []
     for order in orders:
         baskets.append(order.product_ids)
+        dated.append((order.placed_at_ms, frozenset(order.product_ids)))
         for line in order.lines:
             seen = last_price.get(line.product_id)
             if seen is None or order.placed_at_ms >= seen[0]:
@@ -175,10 +230,19 @@ def train(
             Product(id=pid, title=pid, price=price) if p is None else replace(p, price=price)
         )
     counts = affinity.count_pairs(baskets)
-    del baskets
     neighbors = affinity.build_neighbor_lists(
         counts, k=NEIGHBORS_K, min_pair_count=rules.min_pair_count
     )
+    lam: float | None = None
+    matrices: Baselines | None = None
+    if (model or with_baselines) and any(len(b) >= 2 for b in baskets):
+        fitted = ease.train(dated, k=NEIGHBORS_K, window_ms=RECENT_DAYS * DAY_MS)
+        lam = fitted.lam
+        if model:
+            neighbors = fitted.lists
+        if with_baselines:
+            matrices = baselines.build(baskets, lam)
+    del baskets
     basket_counts = counts.basket_counts
     catalog = sorted(basket_counts)
     best = sorted(catalog, key=lambda pid: (-basket_counts[pid], pid))
@@ -191,6 +255,14 @@ def train(
     for p in by_id.values():
         if p.family:
             families.setdefault(p.family, []).append(p)
+    last = max((t for t, _ in dated), default=0)
+    recent: dict[str, int] = {}
+    for t, basket in dated:
+        if t > last - RECENT_DAYS * DAY_MS:
+            for pid in basket:
+                recent[pid] = recent.get(pid, 0) + 1
+    rank = {pid: i for i, pid in enumerate(best)}
+    recent_best = sorted(catalog, key=lambda pid: (-recent.get(pid, 0), rank[pid]))
     return Trained(
         products=by_id,
         catalog=catalog,
@@ -199,17 +271,20 @@ def train(
         basket_counts=basket_counts,
         basket_total=counts.n,
         best_sellers=best,
-        best_seller_rank={pid: i for i, pid in enumerate(best)},
+        best_seller_rank=rank,
         category_best_sellers=by_category,
         family_members=families,
         rules=rules,
+        recent_best_sellers=recent_best,
+        recent_rank={pid: i for i, pid in enumerate(recent_best)},
+        baselines=matrices,
+        lam=lam,
     )
 
 
-def engine_ranking(trained: Trained, cart: Sequence[str], k: int) -> list[str]:
-    """The engine's cart cross-sells for `cart`, best first, at most k (see the module doc)."""
+def _cart_inputs(trained: Trained, cart: Sequence[str]) -> CandidateInputs:
     anchors = tuple(trained.products[pid] for pid in sorted(cart) if pid in trained.products)
-    inputs = CandidateInputs(
+    return CandidateInputs(
         surface=Surface.CART,
         anchors=anchors,
         products=trained.products,
@@ -225,8 +300,31 @@ def engine_ranking(trained: Trained, cart: Sequence[str], k: int) -> list[str]:
         },
         min_pair_count=trained.rules.min_pair_count,
     )
-    prepared = decide.prepare(inputs, trained.rules)
+
+
+def engine_ranking(trained: Trained, cart: Sequence[str], k: int) -> list[str]:
+    """The engine's cart cross-sells for `cart`, best first, at most k (see the module doc)."""
+    prepared = decide.prepare(_cart_inputs(trained, cart), trained.rules)
     return [o.candidate.product.id for o in diversify(prepared)[:k]]
+
+
+def engine_rankings(trained: Trained, cart: Sequence[str], k: int) -> dict[str, list[str]]:
+    """`engine_ranking` under each of ENGINE_VARIANTS' rules: candidates generated and priced
+    once (the variants differ in ranking only), every candidate priced, so each list is the
+    one `decide.prepare` keeps."""
+    inputs = _cart_inputs(trained, cart)
+    anchor_ids = frozenset(a.id for a in inputs.anchors)
+    subtotal = decide.anchors_subtotal(inputs)
+    candidates = generate(inputs)
+    priced = price_offers(
+        candidates, inputs.surface, anchor_ids, None, trained.rules, subtotal=subtotal
+    )
+    out: dict[str, list[str]] = {}
+    for name, change in ENGINE_VARIANTS.items():
+        rules = trained.rules.model_copy(update=change) if change else trained.rules
+        ranked = diversify(decide.arrange(priced, inputs.surface, rules))[:k]
+        out[name] = [o.candidate.product.id for o in ranked]
+    return out
 
 
 def best_seller_ranking(trained: Trained, cart: Collection[str], k: int) -> list[str]:
@@ -254,14 +352,27 @@ def random_ranking(
     return out
 
 
-def _with_hidden(trained: Trained, outside: list[str], hidden: str, k: int) -> list[str]:
+def _with_hidden(
+    trained: Trained, outside: list[str], hidden: str, k: int, rank: Mapping[str, int] | None = None
+) -> list[str]:
     """The best sellers for a basket less `hidden`, from `outside` (those for the whole basket):
-    the hidden product goes back in at its own rank."""
-    rank = trained.best_seller_rank.get(hidden)
-    if rank is None:
+    the hidden product goes back in at its own rank (`rank`: all time by default)."""
+    ranks = trained.best_seller_rank if rank is None else rank
+    at_rank = ranks.get(hidden)
+    if at_rank is None:
         return outside[:k]
-    at = sum(1 for pid in outside if trained.best_seller_rank[pid] < rank)
+    at = sum(1 for pid in outside if ranks[pid] < at_rank)
     return [*outside[:at], hidden, *outside[at:]][:k]
+
+
+def _first_outside(ranked: Sequence[str], cart: Collection[str], k: int) -> list[str]:
+    out: list[str] = []
+    for pid in ranked:
+        if pid not in cart:
+            out.append(pid)
+            if len(out) == k:
+                break
+    return out
 
 
 def evaluate_baskets(
@@ -277,7 +388,9 @@ def evaluate_baskets(
     result = empty_result(ks)
     k_max = max(ks)
     catalog = trained.catalog_set
-    engine, best, rand = (result.tallies[m] for m in METHODS)
+    tallies = result.tallies
+    prices = {pid: p.price for pid, p in trained.products.items()}
+    sampled = [m for m in SAMPLED if m in ENGINE_VARIANTS or trained.baselines is not None]
     for basket_id, product_ids in baskets:
         items = sorted(set(product_ids))
         n = len(items)
@@ -288,6 +401,7 @@ def evaluate_baskets(
         weight = n / len(asked)
         basket = frozenset(items)
         outside = best_seller_ranking(trained, basket, k_max)
+        recent_outside = _first_outside(trained.recent_best_sellers, basket, k_max)
         label = next(name for low, high, name in SIZES if low <= n <= high)
         by_size = result.sizes.setdefault(label, [0.0] * (2 + len(METHODS)))
         by_size[0] += 1
@@ -298,28 +412,38 @@ def evaluate_baskets(
         for h in items:
             if h not in catalog:
                 result.unseen += 1
-            rankings = [
-                _with_hidden(trained, outside, h, k_max),
-                random_ranking(trained, basket, k_max, rng, hidden=h),
-            ]
-            for i, (tally, ranking) in enumerate(zip((best, rand), rankings, strict=True)):
-                tally.add(ranking, h, 1.0, ks)
-                by_size[3 + i] += h in ranking
+            value = prices.get(h, 0)
+            rankings = {
+                "best_sellers": _with_hidden(trained, outside, h, k_max),
+                "best_sellers_30d": _with_hidden(
+                    trained, recent_outside, h, k_max, trained.recent_rank
+                ),
+                "random": random_ranking(trained, basket, k_max, rng, hidden=h),
+            }
+            w = {name: 1.0 for name in rankings}
             if h in asked:
-                ranking = engine_ranking(trained, [p for p in items if p != h], k_max)
-                engine.add(ranking, h, weight, ks)
+                cart = [p for p in items if p != h]
+                rankings.update(engine_rankings(trained, cart, k_max))
+                if trained.baselines is not None:
+                    for method in MODEL_METHODS:
+                        rankings[method] = trained.baselines.ranking(method, cart, k_max)
+                w.update(dict.fromkeys(sampled, weight))
                 result.evaluated += 1
+                ranking = rankings["engine"]
                 if h in ranking:
-                    by_size[2] += weight
                     for k in ks:
                         engine_hits[k] += ranking.index(h) < k
+            for name, ranking in rankings.items():
+                tallies[name].add(ranking, h, w[name], ks, value)
+                by_size[2 + METHODS.index(name)] += w[name] * (h in ranking)
         m = len(asked)
         if 1 < m < n:
             # The estimated total n * mean hits has variance n^2 (1 - m/n) s^2 / m (sampling
             # without replacement), s^2 the sample variance of the 0/1 hits.
             for k, x in engine_hits.items():
                 s2 = (x - x * x / m) / (m - 1)
-                engine.variance[k] = engine.variance.get(k, 0.0) + n * n * (1 - m / n) * s2 / m
+                variance = tallies["engine"].variance
+                variance[k] = variance.get(k, 0.0) + n * n * (1 - m / n) * s2 / m
     return result
 
 
@@ -365,7 +489,8 @@ def evaluate(
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
-        "evaluate", help="offline hit rate, MRR and coverage of the engine against baselines"
+        "evaluate",
+        help="offline hit rate, MRR, coverage and revenue of the engine against baselines",
     )
     p.add_argument("--orders", required=True, help="Online Retail CSV or .tar.xz of daily CSVs")
     p.add_argument("--format", default="online-retail", choices=["online-retail"])
@@ -424,7 +549,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for o in parsed.orders
         if split_ms <= o.placed_at_ms < until_ms
     ]
-    trained = train(before, parsed.products)
+    trained = train(before, parsed.products, model=True)
     result = evaluate(
         trained, after, ks, per_basket=args.per_basket, seed=args.seed, jobs=args.jobs
     )
@@ -433,78 +558,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(orjson.dumps(metrics).decode() + "\n")
     else:
+        from offer_service_tools.evaluation_table import table
+
         text = table(
-            metrics, result, ks, len(before), len(trained.catalog), args.split, seconds, args.until
+            metrics,
+            result,
+            ks,
+            len(before),
+            len(trained.catalog),
+            args.split,
+            seconds,
+            args.until,
+            trained.lam,
         )
         sys.stdout.write(text)
     return 0
-
-
-def table(
-    metrics: Mapping[str, Mapping[str, float]],
-    result: Result,
-    ks: Sequence[int],
-    trained_orders: int,
-    catalog_size: int,
-    split: str,
-    seconds: float,
-    until: str | None = None,
-) -> str:
-    """The evaluation as a Markdown table with a few lines of context."""
-    window = "" if until is None else f" placed before {until}"
-    heads = [f"hit rate@{k}" for k in ks] + ["MRR", "coverage"]
-    lines = [
-        f"Trained on {trained_orders:,} orders before {split} ({catalog_size:,} products sold); "
-        f"tested on {result.baskets:,} later baskets of 2+ products{window}.",
-        f"{round(result.weight):,} leave-one-out queries, "
-        f"{result.unseen / (result.weight or 1):.1%} of them hiding a product never sold before "
-        "the split (no method can find it). "
-        + (
-            "The engine was asked every one."
-            if result.evaluated == round(result.weight)
-            else f"The engine was asked {result.evaluated:,} of them, sampled per basket; the "
-            "baselines all."
-        ),
-        "",
-        "| method | " + " | ".join(heads) + " |",
-        "|---|" + "---:|" * len(heads),
-    ]
-    for name in METHODS:
-        m = metrics[name]
-        cells = [f"{m[f'hit_rate@{k}']:.2%}" for k in ks] + [
-            f"{m['mrr']:.4f}",
-            f"{m['coverage']:.1%}",
-        ]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    k = max(ks)
-    base = metrics["best_sellers"][f"hit_rate@{k}"]
-    ratio = metrics["engine"][f"hit_rate@{k}"] / base if base else math.inf
-    error = result.standard_error(k)
-    summary = f"engine / best sellers at hit rate@{k}: {ratio:.2f}x"
-    if error and base:
-        low, high = ratio - 1.96 * error / base, ratio + 1.96 * error / base
-        summary += (
-            f" (the engine's hit rate@{k} has a standard error of {error:.2%} from sampling: "
-            f"95% interval {low:.2f}x-{high:.2f}x)"
-        )
-    lines += [
-        "",
-        f"{summary}; took {seconds:.1f} s",
-        "",
-        f"Hit rate@{k} by basket size (distinct products):",
-        "",
-        "| basket size | baskets | queries | " + " | ".join(METHODS) + " | engine / best |",
-        "|---|" + "---:|" * (len(METHODS) + 3),
-    ]
-    for _, _, label in SIZES:
-        row = result.sizes.get(label)
-        if row is None:
-            continue
-        baskets, weight, *hits = row
-        rates = [h / weight for h in hits]
-        versus = f"{rates[0] / rates[1]:.2f}x" if rates[1] else "-"
-        cells = [f"{r:.2%}" for r in rates]
-        lines.append(
-            f"| {label} | {baskets:,.0f} | {weight:,.0f} | " + " | ".join(cells) + f" | {versus} |"
-        )
-    return "\n".join(lines) + "\n"

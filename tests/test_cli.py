@@ -215,3 +215,33 @@ def test_serve_raises_its_open_file_limit_to_the_ceiling(tmp_path: Path) -> None
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert int(r.stdout) == (hard if hard != resource.RLIM_INFINITY else 1 << 20)
+
+
+def test_train_an_empty_store_says_there_is_nothing_to_learn(tmp_path: Path) -> None:
+    keys = create_store(tmp_path)
+    r = run(
+        "train", "--store", keys["store_id"], "--store-url", f"sqlite:///{tmp_path}/o.db",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["products"] == 0
+    assert "no order of two or more products" in r.stderr
+    assert "best sellers" in r.stderr
+
+
+def test_train_after_an_import_reports_its_steps_on_stderr(tmp_path: Path, datasets: Path) -> None:
+    keys = create_store(tmp_path)
+    url = f"sqlite:///{tmp_path}/o.db"
+    france = str(datasets / "online_retail_france.csv")
+    r = run(
+        "import", "orders", france, "--store", keys["store_id"], "--format", "online-retail",
+        "--store-url", url, cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    r = run("train", "--store", keys["store_id"], "--store-url", url, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["products"] > 1000 and summary["lambda"] > 0
+    assert "choosing lambda" in r.stderr and "writing" in r.stderr
+    r = run("train", "--store", "st_nope", "--store-url", url, cwd=tmp_path)
+    assert r.returncode != 0 and "no store" in r.stderr

@@ -2,7 +2,8 @@
 
 Small batches (a webhook per order) update pair counts and the touched products' neighbour lists
 incrementally; a bulk import recounts every basket at once, which is far faster than millions of
-single increments. Both give the same counts.
+single increments. Both give the same counts. Lists trained by the item model are left to its
+next fit; a product it has not seen yet gets a co-occurrence list meanwhile.
 """
 
 from __future__ import annotations
@@ -75,6 +76,11 @@ async def _increment(store: Store, record: StoreRecord, orders: Sequence[Order])
     n = await store.basket_count(record.id)
     lists = {}
     for product_id in sorted(touched):
+        current = await store.neighbors(record.id, product_id, 1)
+        if current and current[0].score is not None:
+            # The item model's list: it is refitted on enough new orders (`serving.training`),
+            # not replaced by co-occurrence on each one.
+            continue
         partners = await store.pair_counts(record.id, product_id)
         basket_counts = await store.product_basket_counts(
             record.id, [product_id, *(p.product_id for p in partners)]

@@ -36,6 +36,7 @@ __all__ = [
     "pair_increments",
     "relevance",
     "stats",
+    "sum_scores",
     "top_neighbors",
 ]
 
@@ -338,6 +339,17 @@ def combine(
     w = min(1.0, independent / len(per_anchor)) if per_anchor else 1.0
     combined = sorted(((c, -math.expm1(w * lm)) for c, lm in log_miss.items()), key=_best_first)
     return dict(combined)
+
+
+def sum_scores(per_anchor: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """A cart's score of each candidate under a linear item model: the sum over its anchors,
+    best first, ties by id; only positive totals are kept."""
+    total: dict[str, float] = {}
+    # Summing in a fixed anchor order makes the floats independent of mapping order.
+    for anchor in sorted(per_anchor):
+        for candidate, score in per_anchor[anchor].items():
+            total[candidate] = total.get(candidate, 0.0) + score
+    return dict(sorted((item for item in total.items() if item[1] > 0), key=_best_first))
 
 
 def _best_first(item: tuple[str, float]) -> tuple[float, str]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from offer_service.decision.affinity import combine as combine_affinity
 from offer_service.decision.affinity import relevance as pair_relevance
+from offer_service.decision.affinity import sum_scores
 from offer_service.decision.rules import eligible, family_key
 from offer_service.domain.products import Product
 from offer_service.domain.records import PairCount
@@ -177,14 +179,27 @@ def _affinity(inputs: CandidateInputs, anchor_ids: frozenset[str]) -> list[Candi
     # cart (hundreds of lines, thousands of candidates) turns into most of the work.
     strongest: dict[str, tuple[float, str]] = {}
     products, basket_counts, n = inputs.products, inputs.basket_counts, inputs.basket_total
+    learned = False  # any anchor's list trained by the item model
     for anchor in inputs.anchors:
         anchor_count = basket_counts.get(anchor.id, 0)
         scores: dict[str, float] = {}
         for pc in inputs.neighbors.get(anchor.id, ()):
             pid = pc.product_id
-            if pc.pair_count < inputs.min_pair_count or pid in anchor_ids or pid not in products:
+            if pid in anchor_ids or pid not in products:
                 continue
-            r = pair_relevance(pc.pair_count, anchor_count, basket_counts.get(pid, 0), n)
+            if pc.score is not None:
+                # The model chose its neighbours from every basket; its score is the weight,
+                # negative when the anchor makes the product less likely: it still counts in
+                # the cart's sum.
+                learned = True
+                r = pc.score
+                if r < 0:
+                    scores[pid] = r
+                    continue
+            elif pc.pair_count < inputs.min_pair_count:
+                continue
+            else:
+                r = pair_relevance(pc.pair_count, anchor_count, basket_counts.get(pid, 0), n)
             if r > 0:
                 scores[pid] = r
                 held = strongest.get(pid)
@@ -194,9 +209,19 @@ def _affinity(inputs: CandidateInputs, anchor_ids: frozenset[str]) -> list[Candi
             per_anchor[anchor.id] = scores
     if not per_anchor:
         return []
+    # The item model is linear: a cart's score is the sum of its items' rows, an estimate of the
+    # probability the product is in the basket. Co-occurrence relevances combine by the capped
+    # noisy-OR; a list not yet trained (a product new since the last fit) adds its relevance to
+    # the model's sum, both being probabilities of the partner given the anchor.
+    if learned:
+        # 1 - exp(-s) keeps the order of the sums (a large cart's exceed 1) inside (0, 1), and
+        # is s itself for the small sums most candidates have.
+        combined = {pid: -math.expm1(-s) for pid, s in sum_scores(per_anchor).items()}
+    else:
+        combined = combine_affinity(per_anchor)
     titles = {a.id: a.title for a in inputs.anchors}
     out: list[Candidate] = []
-    for pid, relevance in combine_affinity(per_anchor).items():
+    for pid, relevance in combined.items():
         if relevance <= 0:
             continue
         reason = f"Frequently bought with {titles[strongest[pid][1]]}"

@@ -45,7 +45,14 @@ def prepare(
     if learned is None:
         priced = _price_contenders(candidates, inputs, anchor_ids, rules)
     else:  # the exploration slot looks past the list's end: price everything
-        priced = price(candidates, inputs.surface, anchor_ids, inputs.order_total, rules)
+        priced = price(
+            candidates,
+            inputs.surface,
+            anchor_ids,
+            inputs.order_total,
+            rules,
+            subtotal=anchors_subtotal(inputs),
+        )
     return arrange(priced, inputs.surface, rules, learned, rng)
 
 
@@ -65,27 +72,38 @@ def _price_contenders(
     """
     surface = inputs.surface
     prior = SURFACES[surface].accept_prior
-    ordered = sorted(candidates, key=lambda c: -_score_bound(c, prior))
+    w = rules.value_weight
+    ordered = sorted(candidates, key=lambda c: -_score_bound(c, prior, w))
     priced: list[PricedOffer] = []
+    subtotal = anchors_subtotal(inputs)
     for start in range(0, len(ordered), _BATCH):
         batch = ordered[start : start + _BATCH]
-        priced.extend(price(batch, surface, anchor_ids, inputs.order_total, rules))
+        priced.extend(
+            price(batch, surface, anchor_ids, inputs.order_total, rules, subtotal=subtotal)
+        )
         if start + _BATCH >= len(ordered):
             break
         kept = _trim(rank(priced, surface, rules))
         if len(kept) >= PREPARED_MAX:
             threshold = score(kept[-1], surface, rules)
-            if _score_bound(ordered[start + _BATCH], prior) < threshold:
+            if _score_bound(ordered[start + _BATCH], prior, w) < threshold:
                 break
     return priced
 
 
-def _score_bound(c: Candidate, prior: float) -> float:
+def anchors_subtotal(inputs: CandidateInputs) -> int:
+    """What the shopper is buying: the cart's products (one each: a cart line's quantity is not
+    sent) or the viewed product; the price fit's reference."""
+    return sum(a.price for a in inputs.anchors)
+
+
+def _score_bound(c: Candidate, prior: float, value_weight: float) -> float:
     # Same association as ranking.score, so float rounding keeps bound >= score; a negative cost
     # (never valid, but possible in a hand-built catalog) would let the margin exceed the price.
     p = c.product
     top = p.price if p.cost is None or p.cost >= 0 else p.price - p.cost
-    return c.relevance * prior * float(top)
+    weighed: float = float(max(top, 0)) ** value_weight
+    return c.relevance * prior * weighed
 
 
 def arrange(

@@ -1,4 +1,4 @@
-"""Ranking: score = relevance x P(accept | surface) x value x price-band factor."""
+"""Ranking: score = relevance x P(accept | surface) x value ** value_weight x price-band factor."""
 
 from __future__ import annotations
 
@@ -35,10 +35,13 @@ def value(offer: PricedOffer, rules: StoreRules) -> float:
 def score(
     offer: PricedOffer, surface: Surface, rules: StoreRules, p_accept: float | None = None
 ) -> float:
-    """Expected value of showing the offer. `p_accept` overrides the surface's prior P(accept):
-    the seam for learned (Beta-Bernoulli / Thompson-sampled) acceptance rates."""
+    """Expected value of showing the offer, its value weighed by the store's `value_weight` (1:
+    the expected value itself, 0: the chance of an accept alone). `p_accept` overrides the
+    surface's prior P(accept): the seam for learned (Beta-Bernoulli / Thompson-sampled)
+    acceptance rates."""
     p = SURFACES[surface].accept_prior if p_accept is None else p_accept
-    return offer.candidate.relevance * p * value(offer, rules) * offer.band_factor
+    weighed: float = value(offer, rules) ** rules.value_weight
+    return offer.candidate.relevance * p * weighed * offer.band_factor
 
 
 def rank(
@@ -47,13 +50,15 @@ def rank(
     rules: StoreRules,
     p_accept: Mapping[str, float] | None = None,
 ) -> list[PricedOffer]:
-    """Best score first; ties by higher relevance, then lower product id. `p_accept` maps
-    product id to a learned P(accept) that replaces the surface prior for that product."""
+    """Best score first; ties by higher relevance, then higher value (what breaks them when
+    value is weighed at 0), then lower product id. `p_accept` maps product id to a learned
+    P(accept) that replaces the surface prior for that product."""
     learned = p_accept or {}
 
-    def key(o: PricedOffer) -> tuple[float, float, str]:
+    def key(o: PricedOffer) -> tuple[float, float, float, str]:
         pid = o.candidate.product.id
-        return (-score(o, surface, rules, learned.get(pid)), -o.candidate.relevance, pid)
+        s = score(o, surface, rules, learned.get(pid))
+        return (-s, -o.candidate.relevance, -value(o, rules), pid)
 
     return sorted(offers, key=key)
 

@@ -108,15 +108,30 @@ def price_band_factor(
     return band.outside_penalty
 
 
+def fits_price(offer_price: int, subtotal: int | None, surface: Surface, rules: StoreRules) -> bool:
+    """Whether a pre-purchase cross-sell's price fits what the shopper is buying: at most
+    `price_fit.cart` times the cart's subtotal on cart and checkout, `price_fit.product_page`
+    times the viewed product's price on the product page. Without a subtotal (or a ratio), and
+    after the purchase (the price band's domain), everything fits."""
+    spec = SURFACES[surface]
+    if spec.post_purchase or subtotal is None:
+        return True
+    ratio = rules.price_fit.product_page if spec.anchor == "product" else rules.price_fit.cart
+    return ratio is None or offer_price <= ratio * subtotal
+
+
 def price(
     candidates: Iterable[Candidate],
     surface: Surface,
     anchor_ids: Collection[str],
     order_total: int | None,
     rules: StoreRules,
+    *,
+    subtotal: int | None = None,
 ) -> list[PricedOffer]:
     """Apply the static rules in order (kind allowed on the surface, eligibility, discount,
-    margin floor, price band) and price what survives; input order is kept."""
+    margin floor, price band, price fit of cross-sells against the `subtotal` of the anchors)
+    and price what survives; input order is kept."""
     kinds = SURFACES[surface].kinds
     offers: list[PricedOffer] = []
     for c in candidates:
@@ -130,6 +145,8 @@ def price(
         amount = offer_price(p.price, pct)
         band = price_band_factor(amount, order_total, surface, rules)
         if band is None:
+            continue
+        if c.kind == "cross_sell" and not fits_price(amount, subtotal, surface, rules):
             continue
         margin = None if p.cost is None else amount - p.cost
         offers.append(PricedOffer(c, pct, amount, margin, band))

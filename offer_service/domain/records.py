@@ -71,10 +71,12 @@ class StoreRecord:
 
 @dataclass(frozen=True, slots=True)
 class PairCount:
-    """How many distinct baskets hold both the anchor and `product_id`."""
+    """How many distinct baskets hold both the anchor and `product_id`; in a neighbour list
+    trained by the item model, also the model's weight of `product_id` for the anchor."""
 
     product_id: str
     pair_count: int
+    score: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """Background work of a serving process: aggregate the event streams, replay the event spool,
 send a restarted server its last acknowledged events again, and the loops the app adds (settling
-charges whose outcome is unknown).
+charges whose outcome is unknown); the `worker` command also retrains item models.
 
 The aggregator reads every store's event stream as one consumer of the consumer group and
 counts what it reads (see `storage/redis/events.py`); every few seconds it also claims entries
@@ -25,6 +25,7 @@ from typing import Any
 
 from offer_service.exceptions import StoreError
 from offer_service.serving.spool import Spool, replay_forever
+from offer_service.serving.training import Trainer
 from offer_service.storage.protocols import EventStreams, Store
 
 IDLE_SLEEP_S = 0.5
@@ -141,8 +142,12 @@ async def run_worker(store_url: str, spool_dir: str | None) -> None:
     spool = Spool(spool_dir) if spool_dir else None
     aggregator = Aggregator(streams)
     log.info("worker %s aggregating every store's events", aggregator.consumer)
+    # The item model retrains apart from serving: the worker is where CPU-heavy work belongs.
+    training = asyncio.create_task(Trainer(store, streams).run(stop))
     try:
         async with background(store, spool, aggregate=False):
             await aggregator.run(stop)
     finally:
+        training.cancel()
+        await asyncio.gather(training, return_exceptions=True)
         await store.close()

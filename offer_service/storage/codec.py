@@ -142,15 +142,23 @@ def load_partners(data: bytes) -> list[PairCount]:
     return [PairCount(product_id=q, pair_count=n) for q, n in ranked]
 
 
-# neighbour lists: JSON [[neighbor_id, pair_count], ...], best first
+# neighbour lists: JSON [[neighbor_id, pair_count], ...] or, trained by the item model,
+# [[neighbor_id, pair_count, score], ...], best first
 
 
 def dump_neighbors(ranked: Iterable[PairCount]) -> bytes:
-    return orjson.dumps([(pc.product_id, pc.pair_count) for pc in ranked])
+    return orjson.dumps(
+        [
+            (pc.product_id, pc.pair_count)
+            if pc.score is None
+            else (pc.product_id, pc.pair_count, pc.score)
+            for pc in ranked
+        ]
+    )
 
 
 def load_neighbors(data: bytes, limit: int) -> list[PairCount]:
-    return [PairCount(product_id=q, pair_count=n) for q, n in orjson.loads(data)[:limit]]
+    return [PairCount(*row) for row in orjson.loads(data)[:limit]]
 
 
 # events: a JSON array of StoredEvent's fields in its order; counters keyed by

@@ -234,6 +234,11 @@ class Neighbor(BaseModel):
     support: float
     confidence: float
     lift: float
+    score: float | None = Field(
+        None,
+        description="The item model's weight of this product for the anchor, as a probability "
+        "it is bought with it; null for a list not trained by the model.",
+    )
 
 
 class NeighborsResponse(BaseModel):

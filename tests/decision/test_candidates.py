@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -296,3 +297,48 @@ def test_downsell_is_never_the_declined_product_nor_a_dearer_or_unavailable_one(
     c = downsell(X300, (X100, retired, X300))
     assert c is not None and c.product.id == "cam-x100"
     assert downsell(BAG, (BAG,)) is None
+
+
+# --- the item model's lists -----------------------------------------------------------------
+
+
+def test_a_cart_sums_the_model_scores_of_its_items() -> None:
+    # The model is linear: a candidate's score is the sum of the cart items' weights of it,
+    # read as a probability by 1 - exp(-s), which keeps the order of the sums.
+    neighbors = {
+        "sd-128": [PairCount("bag", 3, 0.2), PairCount("tripod", 9, 0.3)],
+        "cap-52": [PairCount("bag", 1, 0.25), PairCount("strap", 0, 0.05)],
+    }
+    cands = generate(inputs(Surface.CART, SD, CAP, neighbors=neighbors, min_pair_count=2))
+    got = {c.product.id: c.relevance for c in cands if c.source == "affinity"}
+    assert list(got) == ["bag", "tripod", "strap"]
+    assert got["bag"] == pytest.approx(1 - math.exp(-0.45))
+    assert got["tripod"] == pytest.approx(1 - math.exp(-0.3))
+    # The model chose its neighbours itself: min_pair_count governs co-occurrence lists only.
+    assert got["strap"] == pytest.approx(1 - math.exp(-0.05))
+
+
+def test_a_negative_model_weight_lowers_the_cart_sum() -> None:
+    neighbors = {
+        "sd-128": [PairCount("bag", 3, 0.2), PairCount("tripod", 9, 0.15)],
+        "cap-52": [PairCount("tripod", 2, 0.1), PairCount("bag", 0, -0.12)],
+    }
+    cands = generate(inputs(Surface.CART, SD, CAP, neighbors=neighbors))
+    got = {c.product.id: c.relevance for c in cands if c.source == "affinity"}
+    assert list(got) == ["tripod", "bag"]
+    assert got["bag"] == pytest.approx(1 - math.exp(-(0.2 - 0.12)))
+    # A product only weighed down is no candidate.
+    only_down = {"sd-128": [PairCount("bag", 0, -0.3)]}
+    assert not [c for c in generate(inputs(Surface.CART, SD, neighbors=only_down))
+                if c.source == "affinity"]  # fmt: skip
+
+
+def test_a_cart_with_one_untrained_item_adds_its_co_occurrence_relevance() -> None:
+    counts = {"sd-128": 100, "cap-52": 100, "bag": 100}
+    neighbors = {"sd-128": [PairCount("bag", 3, 0.2)], "cap-52": [PairCount("bag", 30)]}
+    cands = generate(
+        inputs(Surface.CART, SD, CAP, neighbors=neighbors, counts=counts, min_pair_count=2)
+    )
+    (bag,) = [c for c in cands if c.source == "affinity"]
+    learned = affinity.relevance(30, 100, 100, 1000)
+    assert bag.relevance == pytest.approx(1 - math.exp(-(0.2 + learned)))

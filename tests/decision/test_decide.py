@@ -11,6 +11,7 @@ from offer_service.decision.candidates import CandidateInputs, generate
 from offer_service.decision.decide import (
     PREPARED_MAX,
     PREPARED_PER_FAMILY,
+    anchors_subtotal,
     arrange,
     decide,
     finish,
@@ -23,7 +24,8 @@ from offer_service.domain.records import EMPTY_VISITOR, PairCount, VisitorState
 from offer_service.domain.surfaces import Surface
 from offer_service.types import DAY_MS, ProductFlag
 
-RULES = StoreRules()
+# Value weighed in full (expected value): the ranking these hand-computed orders follow.
+RULES = StoreRules(value_weight=1.0)
 NOW = 1_700_000_000_000
 
 
@@ -236,7 +238,9 @@ def test_prepare_prices_only_contenders_and_keeps_exactly_the_full_ranking() -> 
         )  # fmt: skip
         rules = StoreRules(value=rng.choice(["price", "margin"]), margin_floor=rng.choice([0, 300]))
         candidates = generate(i)
-        everything = static_rules.price(candidates, surface, {"anchor"}, i.order_total, rules)
+        everything = static_rules.price(
+            candidates, surface, {"anchor"}, i.order_total, rules, subtotal=anchors_subtotal(i)
+        )
         assert prepare(i, rules) == arrange(everything, surface, rules), trial
 
 

@@ -39,7 +39,8 @@ from offer_service.types import DAY_MS, HOUR_MS, MINUTE_MS
 from offer_service.web.models import OffersRequest
 from tests.conftest import LiveServer
 
-RULES = StoreRules()
+# Value weighed in full (expected value): the ranking these hand-computed orders follow.
+RULES = StoreRules(value_weight=1.0)
 CART = Surface.CART
 T = 1_700_000_000_000
 CONFIG = LearningConfig()

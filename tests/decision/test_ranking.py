@@ -9,8 +9,9 @@ from offer_service.domain.policy import StoreRules
 from offer_service.domain.products import Product
 from offer_service.domain.surfaces import SURFACES, Surface
 
-BY_PRICE = StoreRules(value="price")
-BY_MARGIN = StoreRules(value="margin")
+# The expected-value ranking (value weighed in full), whose arithmetic these tests check.
+BY_PRICE = StoreRules(value="price", value_weight=1.0)
+BY_MARGIN = StoreRules(value="margin", value_weight=1.0)
 
 
 def offer(
@@ -93,3 +94,17 @@ def test_equal_scores_break_ties_by_higher_relevance_then_lower_product_id() -> 
     expected = ["sd-128", "sd-256", "sd-64"]  # string order
     assert ids(rank(twins, Surface.CART, BY_PRICE)) == expected
     assert ids(rank(list(reversed(twins)), Surface.CART, BY_PRICE)) == expected
+
+
+def test_by_default_the_likeliest_offer_leads_and_value_breaks_ties() -> None:
+    likely, pricey = offer("mug", 1000, 0.3), offer("lamp", 30_000, 0.1)
+    assert ids(rank([pricey, likely], Surface.CART, StoreRules())) == ["mug", "lamp"]
+    # Weighed in full, value makes the less likely offer the more valuable one...
+    assert ids(rank([likely, pricey], Surface.CART, BY_PRICE)) == ["lamp", "mug"]
+    # ...and part-way, in between: 0.3 x 1000 ** 0.5 = 9.5 < 0.1 x 30000 ** 0.5 = 17.3.
+    half = StoreRules(value_weight=0.5)
+    assert score(pricey, Surface.CART, half) == pytest.approx(0.1 * 0.08 * 30_000**0.5)
+    assert ids(rank([likely, pricey], Surface.CART, half)) == ["lamp", "mug"]
+    # Equally likely: the pricier first, whatever the ids.
+    tie = [offer("a", 1000, 0.2), offer("b", 5000, 0.2)]
+    assert ids(rank(tie, Surface.CART, StoreRules())) == ["b", "a"]

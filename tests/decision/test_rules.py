@@ -284,3 +284,47 @@ def test_one_product_per_family_and_a_product_without_family_is_its_own() -> Non
     offers = [offer(x300), offer(SD), offer(x200), offer(loner), offer(product("cap"))]
     kept = diversify(offers)
     assert [o.candidate.product.id for o in kept] == ["cam-x300", "sd-128", "camera-x", "cap"]
+
+
+# --- price fit on pre-purchase surfaces ---------------------------------------------------------
+
+BATTERY = product("battery", 3499, category="camera-accessories")
+CAMERA = product("camera", 107_900, category="cameras")
+CAP = product("cap", 999, category="camera-accessories")
+
+
+def cross_sells(surface: Surface, rules: StoreRules, *anchors: Product) -> list[str]:
+    """What decide offers for `anchors` when both the camera and the cap are their neighbours
+    (the camera the stronger one)."""
+    from offer_service.decision.candidates import CandidateInputs
+    from offer_service.decision.decide import decide
+    from offer_service.domain.records import EMPTY_VISITOR, PairCount
+
+    catalog = {p.id: p for p in (BATTERY, CAMERA, CAP, *anchors)}
+    neighbors = {a.id: [PairCount("camera", 40, 0.5), PairCount("cap", 10, 0.1)] for a in anchors}
+    inputs = CandidateInputs(
+        surface=surface, anchors=anchors, products=catalog, neighbors=neighbors,
+        basket_counts={}, basket_total=100, family_members={}, category_best_sellers={},
+    )  # fmt: skip
+    offers = decide(inputs, rules, EMPTY_VISITOR, limit=5, now_ms=NOW)
+    return [o.candidate.product.id for o in offers]
+
+
+def test_a_cross_sell_far_pricier_than_the_cart_is_left_out() -> None:
+    # A $1,079 camera as the last thing to add to a $34.99 battery: it does not fit.
+    assert cross_sells(Surface.CHECKOUT, RULES, BATTERY) == ["cap"]
+    assert cross_sells(Surface.CART, RULES, BATTERY) == ["cap"]
+    assert cross_sells(Surface.PRODUCT_PAGE, RULES, BATTERY) == ["cap"]
+    # The cart's subtotal is the reference: with a $400 lens in it, the camera fits.
+    lens = product("lens", 40_000, category="lenses")
+    assert cross_sells(Surface.CART, RULES, BATTERY, lens) == ["camera", "cap"]
+
+
+def test_the_price_fit_follows_the_rules() -> None:
+    exact = StoreRules(price_fit={"cart": 107_900 / 3499, "product_page": 107_900 / 3499})
+    assert cross_sells(Surface.CHECKOUT, exact, BATTERY) == ["camera"]
+    assert cross_sells(Surface.PRODUCT_PAGE, exact, BATTERY) == ["camera", "cap"]
+    off = StoreRules(price_fit={"cart": None, "product_page": None})
+    assert cross_sells(Surface.CART, off, BATTERY) == ["camera", "cap"]
+    # Post-purchase surfaces keep their own price band, whatever the price fit says.
+    assert price_band_factor(107_900, 3499, Surface.THANK_YOU, RULES) is None

@@ -16,6 +16,7 @@ from offer_service.domain.records import EMPTY_VISITOR
 from offer_service.domain.surfaces import Surface
 from offer_service.importers.online_retail import parse_online_retail
 from offer_service_tools.evaluate import (
+    METHODS,
     Trained,
     _with_hidden,
     best_seller_ranking,
@@ -78,6 +79,20 @@ def test_up_to_the_cart_hard_max_the_ranking_is_what_decide_answers(trained: Tra
             assert engine_ranking(trained, cart, k) == [o.candidate.product.id for o in offers]
 
 
+def test_the_model_baselines_of_the_fixture(trained: Trained) -> None:
+    assert trained.baselines is not None
+    rank = trained.baselines.ranking
+    # Pair counts: a-b 3, a-c 2, b-c 1, d-e 2; basket counts a 6, b 4, c 3, d 2, e 2.
+    assert rank("cooccurrence", ["a"], 5) == ["b", "c"]
+    assert rank("cooccurrence", ["b", "c"], 5) == ["a"]  # 3 + 2, the cart left out
+    # Cosine: a-b 3/sqrt(24) = 0.61 beats a-c 2/sqrt(18) = 0.47; from c, a (0.47) beats b (0.29).
+    assert rank("cosine", ["c"], 5) == ["a", "b"]
+    # Rules, the best confidence over the cart: from {b, d}, a (3/4) then e (2/2 = 1).
+    assert rank("rules", ["b", "d"], 5) == ["e", "a", "c"]
+    assert rank("ease", ["d"], 5)[0] == "e"
+    assert rank("rules", ["f"], 5) == []  # f was never bought with anything
+
+
 def test_baselines_skip_the_cart(trained: Trained) -> None:
     assert best_seller_ranking(trained, ["a", "c"], 5) == ["b", "d", "e", "f"]
     picks = random_ranking(trained, ["a", "c"], 3, random.Random(1))
@@ -94,13 +109,14 @@ def test_hit_rates_mrr_and_coverage_match_the_hand_computation(trained: Trained)
     # Four hits, all at rank 1; it recommended a, b, c, d and e of the six products.
     assert m["engine"] == pytest.approx(
         {"hit_rate@1": 4 / 7, "hit_rate@2": 4 / 7, "hit_rate@5": 4 / 7, "mrr": 4 / 7,
-         "coverage": 5 / 6}
+         "coverage": 5 / 6, "revenue@1": 400 / 7, "revenue@2": 400 / 7, "revenue@5": 400 / 7}
     )  # fmt: skip
     # Best sellers a, b, c, d, e, f less the cart: the hidden product at ranks 1, 1 (t1),
     # 4, 4, 4 (t2), 3 and 5 (t3).
     assert m["best_sellers"] == pytest.approx(
         {"hit_rate@1": 2 / 7, "hit_rate@2": 2 / 7, "hit_rate@5": 1.0,
-         "mrr": (1 + 1 + 1 / 4 + 1 / 4 + 1 / 4 + 1 / 3 + 1 / 5) / 7, "coverage": 1.0}
+         "mrr": (1 + 1 + 1 / 4 + 1 / 4 + 1 / 4 + 1 / 3 + 1 / 5) / 7, "coverage": 1.0,
+         "revenue@1": 200 / 7, "revenue@2": 200 / 7, "revenue@5": 100.0}
     )  # fmt: skip
     # Random: five picks from at most five products left hold every one of them.
     assert m["random"]["hit_rate@5"] == 1.0 and m["random"]["coverage"] == 1.0
@@ -177,9 +193,15 @@ def test_the_evaluate_command_prints_one_json_object(
     code = cli.main([*argv, "--split", "2011-11-01", "--k", "1,2,5", "--json", "--jobs", jobs])
     assert code == 0
     out = orjson.loads(capsys.readouterr().out)
-    assert set(out) == {"engine", "best_sellers", "random"}
-    assert set(out["engine"]) == {"hit_rate@1", "hit_rate@2", "hit_rate@5", "mrr", "coverage"}
+    assert set(out) == set(METHODS)
+    assert set(out["engine"]) == {
+        "hit_rate@1", "hit_rate@2", "hit_rate@5", "mrr", "coverage",
+        "revenue@1", "revenue@2", "revenue@5",
+    }  # fmt: skip
+    # The command's engine serves the item model's lists: on the fixture it finds what the
+    # co-occurrence engine finds, and what EASE itself finds.
     assert out["engine"]["hit_rate@5"] == pytest.approx(4 / 7)
+    assert out["ease"]["hit_rate@5"] == pytest.approx(out["engine"]["hit_rate@5"])
     assert out["best_sellers"]["mrr"] == pytest.approx(3.283333 / 7)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from collections import Counter
@@ -12,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from offer_service.serving.training import train_store
+from offer_service.storage import open_store
 from tests.conftest import LiveServer
 
 
@@ -157,3 +160,40 @@ def test_cart_offers_on_france_data_are_the_strongest_co_purchases(
         assert set(offered) <= set(top), (offered, neighbors[:4])
         assert all(o["kind"] == "cross_sell" for o in body["offers"])
         assert all("Frequently bought with" in o["reason"] for o in body["offers"])
+
+
+def test_neighbors_keep_their_counts_and_add_the_model_score_once_trained(
+    server: LiveServer, datasets: Path
+) -> None:
+    record = server.create_store("France trained")
+    path = datasets / "online_retail_france.csv"
+    baskets = _france_baskets(path)
+    with server.client() as c:
+        r = c.post(
+            "/v1/admin/orders",
+            content=path.read_bytes(),
+            headers={**_admin(record.secret_key), "Content-Type": "text/csv"},
+        )
+        assert r.status_code == 200, r.text
+        _, single, _ = _independent(baskets)
+        anchors = [p for p, _ in single.most_common(3)]
+        url = f"/v1/admin/products/{anchors[0]}/neighbors"
+        before = c.get(url, headers=_admin(record.secret_key)).json()["neighbors"]
+        assert before and all(nb["score"] is None for nb in before)
+
+        async def train() -> None:
+            store = open_store(server.store_url)
+            await store.open()
+            try:
+                stored = await store.get_store(record.id)
+                assert stored is not None
+                await train_store(store, stored)
+            finally:
+                await store.close()
+
+        asyncio.run(train())
+        _check_route(c, record.secret_key, baskets, anchors)
+        after = c.get(url, headers=_admin(record.secret_key)).json()["neighbors"]
+        scores = [nb["score"] for nb in after]
+        assert all(s is not None and s > 0 for s in scores)
+        assert scores == sorted(scores, reverse=True)

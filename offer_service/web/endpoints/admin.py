@@ -230,6 +230,8 @@ async def neighbors(request: Request) -> Response:
                 "support": s.support,
                 "confidence": s.confidence,
                 "lift": s.lift,
+                # The item model's weight of the partner for this product (null until trained).
+                "score": pc.score,
             }
         )
     return json_response({"product_id": product_id, "baskets": n, "neighbors": out})

@@ -1,0 +1,120 @@
+"""Training the item model off the request path: after an import, on enough new orders, on demand.
+
+The model (`decision/ease.py`) is fitted from every recorded basket in a worker thread and stored
+as the products' neighbour lists, each neighbour with its model score; serving reads those lists
+exactly as it reads co-occurrence ones. Between trainings, new orders still update pair counts
+live and give products the model has not seen co-occurrence lists (`commerce/ingest.py`); the
+`Trainer` retrains a store once `RETRAIN_ORDERS` new baskets have arrived since its last fit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from offer_service.domain.records import StoreRecord
+from offer_service.exceptions import StoreError
+from offer_service.storage.protocols import EventStreams, Store
+from offer_service.types import DAY_MS
+
+# As many neighbours per product as co-occurrence lists keep (`commerce.ingest.NEIGHBORS_K`).
+MODEL_K = 50
+# The regularisation is chosen on the store's last VALIDATION_DAYS of orders.
+VALIDATION_DAYS = 30
+# A store is retrained once this many baskets were recorded since its last fit...
+RETRAIN_ORDERS = 500
+# ...checked this often.
+CHECK_EVERY_S = 300.0
+# All orders: placed_at is epoch ms, and no order is placed in the year 5138.
+_UNTIL_MS = 10**14
+
+NOTHING_TO_LEARN = (
+    "store {store!r} has no order of two or more products yet: nothing to learn from, so offers "
+    "come from best sellers and merchandising until orders arrive"
+)
+
+Say = Callable[[str], None]
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TrainSummary:
+    """What one training did (`products` 0: nothing to learn)."""
+
+    baskets: int
+    products: int
+    lam: float | None
+    validation: dict[float, float]
+    seconds: float
+
+
+async def train_store(
+    store: Store, record: StoreRecord, *, progress: Say | None = None, k: int = MODEL_K
+) -> TrainSummary:
+    """Fit the store's item model on every recorded order and store its neighbour lists.
+    A store without a basket of 2+ products keeps what it has (`products` = 0)."""
+    say = progress or (lambda _: None)
+    started = time.monotonic()
+    dated = [
+        (o.placed_at_ms, o.product_ids)
+        async for o in store.iter_orders(record.id, 0, _UNTIL_MS)
+        if o.lines
+    ]
+    say(f"read {len(dated):,} orders")
+    if not any(len(basket) >= 2 for _, basket in dated):
+        say(NOTHING_TO_LEARN.format(store=record.id))
+        return TrainSummary(len(dated), 0, None, {}, time.monotonic() - started)
+    # numpy and scipy load here, never in a process that only serves.
+    from offer_service.decision import ease
+
+    fitted = await asyncio.to_thread(
+        ease.train, dated, k=k, window_ms=VALIDATION_DAYS * DAY_MS, progress=say
+    )
+    say(f"writing {len(fitted.lists):,} neighbour lists")
+    await store.set_neighbors(record.id, fitted.lists)
+    seconds = time.monotonic() - started
+    say(f"trained in {seconds:.1f} s")
+    return TrainSummary(fitted.baskets, fitted.products, fitted.lam, fitted.validation, seconds)
+
+
+class Trainer:
+    """Retrains each store of a shared backend once RETRAIN_ORDERS baskets arrived since its
+    last fit (a store seen for the first time counts from zero: it is trained once, then on new
+    orders). An embedded store is trained by its imports and `offer-service train`."""
+
+    def __init__(
+        self, store: Store, streams: EventStreams, *, retrain_orders: int = RETRAIN_ORDERS
+    ) -> None:
+        self.store = store
+        self.streams = streams
+        self.retrain_orders = retrain_orders
+        self._fitted_at: dict[str, int] = {}
+
+    async def run_once(self) -> int:
+        """One pass over every store: the stores trained."""
+        trained = 0
+        for store_id in await self.streams.store_ids():
+            baskets = await self.store.basket_count(store_id)
+            if baskets - self._fitted_at.get(store_id, 0) < self.retrain_orders:
+                continue
+            record = await self.store.get_store(store_id)
+            if record is None:
+                continue
+            self._fitted_at[store_id] = baskets
+            summary = await train_store(self.store, record)
+            trained += summary.products > 0
+            log.info("trained store %s: %s products", store_id, summary.products)
+        return trained
+
+    async def run(self, stop: asyncio.Event, every_s: float = CHECK_EVERY_S) -> None:
+        while not stop.is_set():
+            try:
+                await self.run_once()
+            except StoreError as exc:
+                log.debug("trainer waits for the store: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)

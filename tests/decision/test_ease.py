@@ -1,0 +1,157 @@
+"""The item model against EASE computed by hand, its local approximation and its validation."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from offer_service.decision import ease
+from offer_service.domain.records import PairCount
+
+# Five products, eight baskets: a and b go together, c with d, e with anything.
+BASKETS = [
+    {"a", "b"},
+    {"a", "b", "e"},
+    {"a", "b", "c"},
+    {"c", "d"},
+    {"c", "d", "e"},
+    {"d", "e"},
+    {"a", "e"},
+    {"b"},
+]
+IDS = ["a", "b", "c", "d", "e"]
+
+
+def hand_ease(baskets: list[set[str]], lam: int) -> list[list[Fraction]]:
+    """EASE by its definition in exact arithmetic: G by counting, (G + lam I)^-1 by Gauss-Jordan,
+    B[i][j] = -P[i][j] / P[j][j], zero diagonal."""
+    m = len(IDS)
+    g = [[Fraction(sum(1 for b in baskets if p in b and q in b)) for q in IDS] for p in IDS]
+    a = [[g[i][j] + (lam if i == j else 0) for j in range(m)] for i in range(m)]
+    inv = [[Fraction(int(i == j)) for j in range(m)] for i in range(m)]
+    for col in range(m):
+        pivot = next(r for r in range(col, m) if a[r][col] != 0)
+        a[col], a[pivot] = a[pivot], a[col]
+        inv[col], inv[pivot] = inv[pivot], inv[col]
+        f = a[col][col]
+        a[col] = [v / f for v in a[col]]
+        inv[col] = [v / f for v in inv[col]]
+        for r in range(m):
+            if r != col and a[r][col] != 0:
+                f = a[r][col]
+                a[r] = [v - f * w for v, w in zip(a[r], a[col], strict=True)]
+                inv[r] = [v - f * w for v, w in zip(inv[r], inv[col], strict=True)]
+    return [[Fraction(0) if i == j else -inv[i][j] / inv[j][j] for j in range(m)] for i in range(m)]
+
+
+def test_basket_matrix_columns_ascend_and_count_once() -> None:
+    x, ids = ease.basket_matrix([["b", "a", "a"], ["c"], []])
+    assert ids == ["a", "b", "c"]
+    assert x.toarray().tolist() == [[1, 1, 0], [0, 0, 1], [0, 0, 0]]
+
+
+@pytest.mark.parametrize("lam", [1, 3, 25])
+def test_fit_matches_hand_computed_ease(lam: int) -> None:
+    x, ids = ease.basket_matrix(BASKETS)
+    assert ids == IDS
+    b = ease.fit(x, float(lam))
+    expected = hand_ease(BASKETS, lam)
+    assert np.allclose(b, np.array(expected, dtype=float), atol=1e-12)
+    assert np.all(np.diag(b) == 0)
+
+
+def test_neighbor_lists_keep_the_strongest_positive_and_negative_weights() -> None:
+    x, ids = ease.basket_matrix(BASKETS)
+    b = ease.fit(x, 1.0)
+    lists = ease.neighbor_lists(b, ease.gram_of(x), ids, k=4)
+    expected = hand_ease(BASKETS, 1)
+    for i, anchor in enumerate(IDS):
+        row = {q: float(expected[i][j]) for j, q in enumerate(IDS) if j != i}
+        up = sorted((q for q in row if row[q] > 0), key=lambda q: (-row[q], q))[:2]
+        down = sorted((q for q in row if row[q] < 0), key=lambda q: (row[q], q))[:2]
+        assert [pc.product_id for pc in lists[anchor]] == up + down, anchor
+        for pc in lists[anchor]:
+            assert pc.score == pytest.approx(row[pc.product_id], abs=1e-12)
+    top = lists["a"][0]
+    assert top == PairCount(top.product_id, 3 if top.product_id == "b" else 1, top.score)
+    # A scale (the calibration) multiplies every score.
+    scaled = ease.neighbor_lists(b, ease.gram_of(x), ids, k=4, scale=2.0)
+    assert [pc.score for pc in scaled["a"]] == [2 * (pc.score or 0) for pc in lists["a"]]
+
+
+def test_a_cart_scores_the_sum_of_its_rows() -> None:
+    # Linear: the score of e for the cart {a, c} is B[a, e] + B[c, e].
+    x, _ = ease.basket_matrix(BASKETS)
+    b = ease.fit(x, 1.0)
+    expected = hand_ease(BASKETS, 1)
+    assert np.isclose(b[[0, 2]].sum(axis=0)[4], float(expected[0][4] + expected[2][4]))
+
+
+def test_local_model_equals_exact_when_the_neighbourhood_holds_everything() -> None:
+    # Every pair co-purchased at least once: each product's neighbourhood is the whole catalog.
+    x, _ = ease.basket_matrix([*BASKETS, {"a", "b", "d"}])
+    gram = ease.gram_of(x)
+    exact = ease.fit_dense(gram.toarray(), 2.0)
+    local = ease.fit_local(gram, 2.0, neighbours=10)
+    assert np.allclose(local.toarray(), exact, atol=1e-12)
+    assert ease.hit_rate(local, x) == pytest.approx(ease.hit_rate(exact, x))
+
+
+def test_fit_goes_local_above_the_dense_limit() -> None:
+    x, _ = ease.basket_matrix(BASKETS)
+    b = ease.fit(x, 2.0, dense_max=3)
+    assert not isinstance(b, np.ndarray)
+
+
+def test_lambda_must_be_positive() -> None:
+    x, _ = ease.basket_matrix(BASKETS)
+    with pytest.raises(ValueError, match="lambda must be > 0"):
+        ease.fit(x, 0.0)
+
+
+def test_hit_rate_hides_each_product_in_turn() -> None:
+    x, ids = ease.basket_matrix(BASKETS)
+    b = ease.fit(x, 1.0)
+    # Baskets of one product are not queries; a basket of 2 is two queries.
+    one, _ = ease.basket_matrix([{"a", "b"}, {"c"}], ids)
+    assert ease.hit_rate(b, one, k=len(IDS)) == 1.0
+    assert ease.hit_rate(b, one[1:], k=1) == 0.0
+
+
+def test_lambda_is_chosen_on_validation_only() -> None:
+    # Validation baskets pair a with b; test baskets (later, never read) pair a with c. Training
+    # sees both pairings, so the lambda choice depends on which window is read.
+    dated = [(i, basket) for i, basket in enumerate(BASKETS * 3)]
+    seen: list[str] = []
+    x_train, ids = ease.basket_matrix([b for _, b in dated])
+    validation, _ = ease.basket_matrix([{"a", "b"}] * 3, ids)
+    lam, scores = ease.choose_lambda(x_train, validation, (1.0, 5.0), progress=lambda m: None)
+    assert set(scores) == {1.0, 5.0}
+    assert lam == max(scores, key=lambda v: (scores[v], v))
+    # `train` validates on the most recent window of its input and nothing later: a basket
+    # placed after the window would change the split, so it is the caller's to leave out.
+    fitted = ease.train(dated, k=3, window_ms=5, lambdas=(1.0, 5.0), progress=seen.append)
+    older, recent = ease.split_recent(dated, 5)
+    assert len(recent) == 5 and len(older) == len(dated) - 5
+    x_old, ids_old = ease.basket_matrix(older)
+    x_val, _ = ease.basket_matrix(recent, ids_old)
+    assert fitted.validation == ease.choose_lambda(x_old, x_val, (1.0, 5.0))[1]
+    assert fitted.lam in (1.0, 5.0)
+    assert fitted.baskets == len(dated)
+    assert any("lambda 1:" in line for line in seen)
+    # Whatever follows the training data (the test window) cannot move the choice.
+    later = [(100 + i, {"a", "c"}) for i in range(20)]
+    assert ease.train(dated, k=3, window_ms=5, lambdas=(1.0, 5.0)).lam == fitted.lam
+    assert ease.choose_lambda(x_old, x_val, (1.0, 5.0)) == ease.choose_lambda(
+        x_old, x_val, (1.0, 5.0)
+    )
+    assert len(later) == 20
+
+
+def test_train_without_history_to_validate_uses_the_middle_lambda() -> None:
+    fitted = ease.train([(0, {"a", "b"})], k=5, window_ms=10)
+    assert fitted.validation == {}
+    assert fitted.lam == ease.LAMBDAS[len(ease.LAMBDAS) // 2]
+    assert fitted.lists["a"][0].product_id == "b"
