@@ -280,6 +280,7 @@ def _guess_format(kind: str, path: Path, given: str | None) -> str:
 def cmd_import(args: argparse.Namespace) -> int:
     from offer_service import importers
     from offer_service.importers import Rejection
+    from offer_service.importers.jobs import ImportJob, job_frames
 
     path = Path(args.file)
     if not path.exists():
@@ -301,21 +302,26 @@ def cmd_import(args: argparse.Namespace) -> int:
                 raise SystemExit(f"error: no store {args.store!r} in {_store_url(args)}")
             if args.kind == "catalog":
                 if fmt == "json":
-                    result = importers.parse_catalog_json(path.read_bytes(), args.currency or "USD")
+                    job = ImportJob("catalog_json", args.currency or "USD")
                 elif fmt in ("csv", "shopify"):
-                    result = importers.parse_catalog_csv(
-                        path.read_bytes(),
-                        args.currency or "USD",
-                        fmt,  # type: ignore[arg-type]
-                    )
+                    job = ImportJob("catalog_csv", args.currency or "USD", fmt)  # type: ignore[arg-type]
                 else:
                     raise SystemExit(
                         f"error: catalog format must be json, csv or shopify, not {fmt}"
                     )
-                upserted = await store.upsert_products(record.id, result.items)
+                upserted = 0
+                # A batch at a time, as the HTTP route does: the file's products never all sit
+                # in memory.
+                with path.open("rb") as source:
+                    for frame in job_frames(job, source):
+                        if isinstance(frame, list):
+                            upserted += await store.upsert_products(record.id, frame)
+                        elif isinstance(frame, importers.ImportResult):
+                            result = frame
                 return {"upserted": upserted, "rejected": result.rejected_count}, result.rejected
             if fmt == "json":
-                res = importers.parse_orders_json(path.read_bytes())
+                with path.open("rb") as source:
+                    res = importers.parse_orders_json(source)
                 orders, returns, rejected = res.items, [], res.rejected
                 rejected_total = res.rejected_total
                 summary_extra: dict[str, Any] = {}
