@@ -280,7 +280,8 @@ def _guess_format(kind: str, path: Path, given: str | None) -> str:
 def cmd_import(args: argparse.Namespace) -> int:
     from offer_service import importers
     from offer_service.importers import Rejection
-    from offer_service.importers.jobs import ImportJob, job_frames
+    from offer_service.importers.jobs import ImportJob
+    from offer_service.web.import_runs import import_catalog_into
 
     path = Path(args.file)
     if not path.exists():
@@ -309,16 +310,11 @@ def cmd_import(args: argparse.Namespace) -> int:
                     raise SystemExit(
                         f"error: catalog format must be json, csv or shopify, not {fmt}"
                     )
-                upserted = 0
                 # A batch at a time, as the HTTP route does: the file's products never all sit
                 # in memory.
                 with path.open("rb") as source:
-                    for frame in job_frames(job, source):
-                        if isinstance(frame, list):
-                            upserted += await store.upsert_products(record.id, frame)
-                        elif isinstance(frame, importers.ImportResult):
-                            result = frame
-                return {"upserted": upserted, "rejected": result.rejected_count}, result.rejected
+                    done = await import_catalog_into(store, record.id, job, source)
+                return {"upserted": done.upserted, "rejected": done.rejected_count}, done.rejected
             if fmt == "json":
                 with path.open("rb") as source:
                     res = importers.parse_orders_json(source)

@@ -25,7 +25,7 @@ from offer_service.domain.signatures import new_webhook_secret
 from offer_service.domain.time import epoch_ms, parse_datetime
 from offer_service.domain.tokens import order_token
 from offer_service.exceptions import NotFound, ValidationFailed, field_error
-from offer_service.importers.jobs import CATALOG_BATCH, ImportJob
+from offer_service.importers.jobs import CatalogOutcome, ImportJob
 from offer_service.types import is_whole, now_ms, whole_in
 from offer_service.web.endpoints.common import (
     BROWSER_BODY_LIMIT,
@@ -36,7 +36,7 @@ from offer_service.web.endpoints.common import (
     secret_store,
     settings,
 )
-from offer_service.web.import_runs import import_run
+from offer_service.web.import_runs import run_import
 from offer_service.web.models import ReturnRequest, validation_failed
 from offer_service.web.uploads import spool_body
 
@@ -69,25 +69,15 @@ async def put_catalog(request: Request) -> Response:
                     details=[{"field": "format", "message": "use csv, shopify or auto"}],
                 )
             job = ImportJob("catalog_csv", currency, cast(importers.CsvFormat, fmt))
-        store = engine(request).store
-        upserted = 0
-        # Parsed and written a batch at a time: the products of a large body never all sit
-        # in memory, and no one store write serialises 200,000 of them on the event loop. An
-        # import is an upsert, so batches written before a failure are harmless. The first
-        # batch is written even when empty: that checks the store still exists.
-        async with import_run(request, job, upload) as next_frame:
-            while True:
-                batch = cast(list[Product], await next_frame())
-                upserted += await store.upsert_products(record.id, batch)
-                if len(batch) < CATALOG_BATCH:
-                    break
-            result = cast(importers.ImportResult[Product], await next_frame())
+        # Written a batch at a time as it is parsed (see importers.jobs.import_catalog). An
+        # import is an upsert, so batches written before a failure are harmless.
+        outcome = cast(CatalogOutcome, await run_import(request, job, upload, record))
     await engine(request).changed(record)
     return json_response(
         {
-            "upserted": upserted,
-            "rejected": [r.as_dict() for r in result.rejected],
-            "rejected_total": result.rejected_total,
+            "upserted": outcome.upserted,
+            "rejected": [r.as_dict() for r in outcome.rejected],
+            "rejected_total": outcome.rejected_total,
         }
     )
 
@@ -117,8 +107,7 @@ async def post_orders(request: Request) -> Response:
             job = ImportJob("online_retail", request.query_params.get("currency", "GBP"))
         else:
             job = ImportJob("orders_json", "GBP")
-        async with import_run(request, job, upload) as next_frame:
-            parsed = await next_frame()
+        parsed = await run_import(request, job, upload, record)
     store = engine(request).store
     tokens: dict[str, str] = {}
     if isinstance(parsed, importers.OnlineRetailImport):
