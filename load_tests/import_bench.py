@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import os
 import statistics
 import subprocess
@@ -46,27 +47,27 @@ UNLIMITED = {
 
 
 def write_catalog(path: Path, mib: int, dataset: Path) -> int:
-    """A catalog CSV of at least `mib` MiB: the data set's products again and again, each copy
-    under new ids. Returns the number of products."""
+    """A catalog CSV of as many whole rows as fit in `mib` MiB (the import limit is 256 MiB):
+    the data set's products again and again, each copy under new ids. Returns the number of
+    products."""
     from offer_service.importers import read_online_retail
 
     products = read_online_retail(dataset).products
+    room = mib * MIB
     rows = 0
-    size = 0
     with path.open("wb") as out:
-        out.write(b"id,title,price,url,category\n")
-        copy = 0
-        while size < mib * MIB:
-            lines = [
-                f'{p.id}-{copy},"{p.title.replace(chr(34), "")}",{p.price},{p.url}-{copy},'
-                f"retail\n".encode()
-                for p in products
-            ]
-            chunk = b"".join(lines)
-            out.write(chunk)
-            size += len(chunk)
-            rows += len(lines)
-            copy += 1
+        header = b"id,title,price,url,category\n"
+        out.write(header)
+        room -= len(header)
+        for copy in itertools.count():
+            for p in products:
+                title = p.title.replace('"', "")
+                line = f'{p.id}-{copy},"{title}",{p.price},{p.url}-{copy},retail\n'.encode()
+                if len(line) > room:
+                    return rows
+                out.write(line)
+                room -= len(line)
+                rows += 1
     return rows
 
 
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     args.workdir.mkdir(parents=True, exist_ok=True)
-    catalog = args.workdir / f"catalog-{args.mib}mib.csv"
+    catalog = args.workdir / f"catalog-{args.mib}mib-v2.csv"
     if not catalog.exists():
         rows = write_catalog(catalog, args.mib, args.dataset)
         print(f"wrote {catalog} ({rows:,} products)", flush=True)
@@ -199,10 +200,8 @@ def main(argv: list[str] | None = None) -> int:
             [
                 "curl",
                 "-sS",
-                "-X",
-                "PUT",
-                "--data-binary",
-                f"@{catalog}",
+                "-T",  # a PUT read from the file as it is sent, not loaded first
+                str(catalog),
                 "-H",
                 f"Authorization: Bearer {secret_key}",
                 "-H",
@@ -225,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         log.close()
 
     answer = upload.stdout[:300].decode(errors="replace")
+    if '"upserted"' not in answer:
+        print(f"the import failed: {answer} {upload.stderr.decode(errors='replace')}")
+        return 1
     idle = sampler.latencies.get("idle-before", []) + sampler.latencies.get("idle-after", [])
     during = sampler.latencies.get("import", [])
     size_mib = catalog.stat().st_size / MIB

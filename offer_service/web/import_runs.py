@@ -17,6 +17,7 @@ import pickle
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import IO, Any
 
 import anyio
@@ -24,6 +25,7 @@ import anyio.from_thread
 import anyio.to_thread
 from starlette.requests import Request
 
+import offer_service
 from offer_service import exceptions
 from offer_service.domain.products import Product
 from offer_service.domain.records import StoreRecord
@@ -39,6 +41,7 @@ from offer_service.web.endpoints.common import engine, settings
 from offer_service.web.uploads import Upload
 
 CHILD_NICENESS = 10
+_PACKAGE_ROOT = Path(offer_service.__file__).resolve().parents[1]
 _IN_MEMORY_STORE = ":memory:"
 
 
@@ -81,8 +84,14 @@ async def _in_child(job: ImportJob, upload: Upload, store_url: str, store_id: st
 
 
 def _start(command: list[str], descriptor: int) -> subprocess.Popen[bytes]:
+    # The child runs this very copy of the package, wherever the server found it.
+    paths = [str(_PACKAGE_ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     return subprocess.Popen(
-        command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, pass_fds=(descriptor,)
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        pass_fds=(descriptor,),
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},
     )
 
 
