@@ -283,6 +283,8 @@ def _guess_format(kind: str, path: Path, given: str | None) -> str:
 def cmd_import(args: argparse.Namespace) -> int:
     from offer_service import importers
     from offer_service.importers import Rejection
+    from offer_service.importers.jobs import ImportJob
+    from offer_service.web.import_runs import import_catalog_into
 
     path = Path(args.file)
     if not path.exists():
@@ -299,21 +301,21 @@ def cmd_import(args: argparse.Namespace) -> int:
         try:
             if args.kind == "catalog":
                 if fmt == "json":
-                    result = importers.parse_catalog_json(path.read_bytes(), args.currency or "USD")
+                    job = ImportJob("catalog_json", args.currency or "USD")
                 elif fmt in ("csv", "shopify"):
-                    result = importers.parse_catalog_csv(
-                        path.read_bytes(),
-                        args.currency or "USD",
-                        fmt,  # type: ignore[arg-type]
-                    )
+                    job = ImportJob("catalog_csv", args.currency or "USD", fmt)  # type: ignore[arg-type]
                 else:
                     raise SystemExit(
                         f"error: catalog format must be json, csv or shopify, not {fmt}"
                     )
-                upserted = await store.upsert_products(record.id, result.items)
-                return {"upserted": upserted, "rejected": result.rejected_count}, result.rejected
+                # A batch at a time, as the HTTP route does: the file's products never all sit
+                # in memory.
+                with path.open("rb") as source:
+                    done = await import_catalog_into(store, record.id, job, source)
+                return {"upserted": done.upserted, "rejected": done.rejected_count}, done.rejected
             if fmt == "json":
-                res = importers.parse_orders_json(path.read_bytes())
+                with path.open("rb") as source:
+                    res = importers.parse_orders_json(source)
                 orders, returns, rejected = res.items, [], res.rejected
                 rejected_total = res.rejected_total
                 summary_extra: dict[str, Any] = {}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from secrets import token_urlsafe
 
 from offer_service.types import is_whole
@@ -53,7 +53,7 @@ def verify(
     """True when `header` is an outbound signature of `body` with one of `secrets` within the
     tolerance, both ways."""
     return _verify(
-        header, OUTBOUND, lambda t: str(t).encode() + b"." + body, secrets, now_s, tolerance_s
+        header, OUTBOUND, lambda t: (str(t).encode() + b"." + body,), secrets, now_s, tolerance_s
     )
 
 
@@ -68,20 +68,34 @@ def verify_inbound(
 ) -> bool:
     """True when `header` is an inbound signature of this method, target and body with one of
     `secrets` within the tolerance, both ways. Outbound (`v1`) signatures never pass."""
-    return _verify(
-        header,
-        INBOUND,
-        lambda t: inbound_message(t, method, target, body),
-        secrets,
-        now_s,
-        tolerance_s,
+    return verify_inbound_parts(
+        header, method, target, lambda: (body,), secrets, now_s, tolerance_s
     )
+
+
+def verify_inbound_parts(
+    header: str,
+    method: str,
+    target: str,
+    body: Callable[[], Iterable[bytes]],
+    secrets: Sequence[str],
+    now_s: float,
+    tolerance_s: int = TOLERANCE_S,
+) -> bool:
+    """`verify_inbound` of a body given as its parts in order (a file read a chunk at a time),
+    read once and only when the header's time is within the tolerance."""
+
+    def message(timestamp: int) -> Iterable[bytes]:
+        yield inbound_message(timestamp, method, target, b"")
+        yield from body()
+
+    return _verify(header, INBOUND, message, secrets, now_s, tolerance_s)
 
 
 def _verify(
     header: str,
     scheme: str,
-    message: Callable[[int], bytes],
+    message: Callable[[int], Iterable[bytes]],
     secrets: Sequence[str],
     now_s: float,
     tolerance_s: int,
@@ -96,10 +110,15 @@ def _verify(
             candidates.append(value)
     if timestamp is None or not candidates or abs(now_s - timestamp) > tolerance_s:
         return False
-    signed = message(timestamp)
+    # Every secret is tried, over one reading of the message: which one matched must not show
+    # in the time.
+    macs = [hmac.new(secret.encode(), digestmod=hashlib.sha256) for secret in secrets]
+    for chunk in message(timestamp):
+        for mac in macs:
+            mac.update(chunk)
     ok = False
-    for secret in secrets:  # every secret is tried: which one matched must not show in the time
-        expected = _mac(secret, signed)
+    for mac in macs:
+        expected = mac.hexdigest()
         for given in candidates:
             ok |= hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace"))
     return ok

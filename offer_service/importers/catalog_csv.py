@@ -8,7 +8,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import IO, Any, Literal
 from urllib.parse import quote
 
 from offer_service.domain.products import Product
@@ -16,6 +16,7 @@ from offer_service.exceptions import ValidationFailed, field_error
 from offer_service.importers.catalog_json import ProductIn, duplicate_id, validate_product
 from offer_service.importers.fields import currency_parameter, decimal_to_minor_units
 from offer_service.importers.result import MAX_LISTED_REJECTIONS, ImportResult, Rejection
+from offer_service.importers.seen import FirstSeen
 from offer_service.importers.text import CsvRow, csv_rows, decoded_lines, is_blank
 from offer_service.types import is_whole
 
@@ -76,7 +77,7 @@ _NO_OPTION = "Default Title"  # Shopify's option value for a product without var
 
 
 def parse_catalog_csv(
-    data: bytes | str, default_currency: str = "USD", format: CsvFormat = "auto"
+    data: bytes | str | IO[bytes], default_currency: str = "USD", format: CsvFormat = "auto"
 ) -> ImportResult[Product]:
     """Parse a catalog CSV (native layout or Shopify export; `auto` tells them apart by the
     `Handle` and `Variant Price` headers). Every rejection names its 1-based physical line.
@@ -90,14 +91,15 @@ def parse_catalog_csv(
 
 
 def iter_catalog_csv(
-    data: bytes | str,
+    data: bytes | str | IO[bytes],
     result: ImportResult[Product],
     default_currency: str = "USD",
     format: CsvFormat = "auto",
 ) -> Iterator[Product]:
     """`parse_catalog_csv` one product at a time, for callers that write as they read; the
     rejections go to `result`, complete once the iterator is exhausted. The whole-file errors
-    are raised by the call itself, before any product."""
+    are raised by the call itself, before any product. A large file (`data` may be a seekable
+    binary file) is read a chunk at a time."""
     currency = currency_parameter(default_currency)
     rows = csv_rows(decoded_lines(data))
     header = next((row for row in rows if row.error or not is_blank(row.cells)), None)
@@ -127,27 +129,30 @@ def _collect(
 ) -> Iterator[Product]:
     """Products in order, refusing a second product with an id already seen; the rejections
     listed are those of the lowest lines (a Shopify export's come out grouped by product)."""
-    first_line: dict[str, int] = {}
+    first_line = FirstSeen()
     # A max-heap of (-line, -arrival, rejection): the MAX_LISTED_REJECTIONS lowest seen so far.
     lowest: list[tuple[int, int, Rejection]] = []
     arrival = 0
-    for line, product, problems in built:
-        if product is not None and product.id in first_line:
-            duplicate = duplicate_id(product.id, f"line {first_line[product.id]}")
-            product, problems = None, [dataclasses.replace(duplicate, line=line)]
-        if product is None:
-            result.rejected_count += 1
-            result.rejected_total += len(problems)
-            for problem in problems:
-                arrival += 1
-                entry = (-(problem.line or 0), -arrival, problem)
-                if len(lowest) < MAX_LISTED_REJECTIONS:
-                    heapq.heappush(lowest, entry)
-                elif entry > lowest[0]:
-                    heapq.heapreplace(lowest, entry)
-            continue
-        first_line[product.id] = line
-        yield product
+    try:
+        for line, product, problems in built:
+            first = None if product is None else first_line.first(product.id, line)
+            if product is not None and first is not None:
+                duplicate = duplicate_id(product.id, f"line {first}")
+                product, problems = None, [dataclasses.replace(duplicate, line=line)]
+            if product is None:
+                result.rejected_count += 1
+                result.rejected_total += len(problems)
+                for problem in problems:
+                    arrival += 1
+                    entry = (-(problem.line or 0), -arrival, problem)
+                    if len(lowest) < MAX_LISTED_REJECTIONS:
+                        heapq.heappush(lowest, entry)
+                    elif entry > lowest[0]:
+                        heapq.heapreplace(lowest, entry)
+                continue
+            yield product
+    finally:
+        first_line.close()
     result.rejected = [problem for _, _, problem in sorted(lowest, reverse=True)]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -20,8 +20,9 @@ from offer_service.importers.fields import (
     currency_parameter,
     rejections_from,
 )
-from offer_service.importers.json_body import load_json_list, with_lines
+from offer_service.importers.json_body import JsonSource, json_list_items, with_lines
 from offer_service.importers.result import ImportResult, Rejection
+from offer_service.importers.seen import FirstSeen
 from offer_service.types import ProductFlag
 
 
@@ -89,7 +90,7 @@ def duplicate_id(product_id: str, first: str) -> Rejection:
     return Rejection(f"id {product_id!r} was already used by {first}.", field="id")
 
 
-def parse_catalog_json(raw: bytes | str, default_currency: str = "USD") -> ImportResult[Product]:
+def parse_catalog_json(raw: JsonSource, default_currency: str = "USD") -> ImportResult[Product]:
     """Parse a JSON list of products; bad items are rejected with their index (and line),
     good ones kept. Raises ValidationFailed when the body is not a JSON list."""
     result: ImportResult[Product] = ImportResult()
@@ -98,28 +99,34 @@ def parse_catalog_json(raw: bytes | str, default_currency: str = "USD") -> Impor
 
 
 def iter_catalog_json(
-    raw: bytes | str, result: ImportResult[Product], default_currency: str = "USD"
+    raw: JsonSource, result: ImportResult[Product], default_currency: str = "USD"
 ) -> Iterator[Product]:
     """`parse_catalog_json` one product at a time, for callers that write as they read; the
     rejections go to `result`, complete once the iterator is exhausted. A body that is not a
-    JSON list is refused by the call itself, before any product."""
+    JSON list is refused by the call itself, before any product. A large file (`raw` may be a
+    seekable binary file) is parsed an item at a time."""
     currency = currency_parameter(default_currency)
-    return _products(raw, load_json_list(raw, "products"), currency, result)
+    return _products(raw, json_list_items(raw, "products"), currency, result)
 
 
 def _products(
-    raw: bytes | str, items: list[Any], currency: str, result: ImportResult[Product]
+    raw: JsonSource, items: Iterable[Any], currency: str, result: ImportResult[Product]
 ) -> Iterator[Product]:
-    first_index: dict[str, int] = {}
-    for index, item in enumerate(items):
-        items[index] = None  # each raw item is let go once validated
-        product, problems = validate_product(item, currency)
-        if product is not None and product.id in first_index:
-            problems = [duplicate_id(product.id, f"item {first_index[product.id]}")]
-            product = None
-        if product is None:
-            result.reject([dataclasses.replace(p, index=index) for p in problems])
-            continue
-        first_index[product.id] = index
-        yield product
+    held = items if isinstance(items, list) else None
+    first_index = FirstSeen()
+    try:
+        for index, item in enumerate(items):
+            if held is not None:
+                held[index] = None  # each raw item is let go once validated
+            product, problems = validate_product(item, currency)
+            first = None if product is None else first_index.first(product.id, index)
+            if product is not None and first is not None:
+                problems = [duplicate_id(product.id, f"item {first}")]
+                product = None
+            if product is None:
+                result.reject([dataclasses.replace(p, index=index) for p in problems])
+                continue
+            yield product
+    finally:
+        first_index.close()
     result.rejected = with_lines(raw, result.rejected)

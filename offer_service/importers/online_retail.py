@@ -7,6 +7,7 @@ import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import IO
 from urllib.parse import quote
 
 from offer_service.domain.orders import Order, OrderLine, ProductReturn
@@ -63,16 +64,17 @@ class OnlineRetailImport:
 
 
 def parse_online_retail(
-    source: bytes | str | os.PathLike[str],
+    source: bytes | str | IO[bytes] | os.PathLike[str],
     *,
     currency: str = "GBP",
     progress: Progress | None = None,
 ) -> OnlineRetailImport:
     """Parse Online Retail invoice lines into products, orders and returns.
 
-    `source` is CSV content (bytes in UTF-8, with or without BOM, or cp1252; or str), or a
-    `Path` to a CSV file or to a tar archive of daily CSVs (`retail-data-by-day.tar.xz`), read
-    member by member in name order without unpacking to disk. A plain str is content: pass a
+    `source` is CSV content (bytes in UTF-8, with or without BOM, or cp1252; str; or a
+    seekable binary file of it, read a chunk at a time), or a `Path` to a CSV file or to a tar
+    archive of daily CSVs (`retail-data-by-day.tar.xz`), read member by member in name order
+    without unpacking to disk. A plain str is content: pass a
     Path, or use `read_online_retail`, for a file name. Both the data set's own layout and the
     pandas export (leading index column, `M/D/YYYY H:MM` dates, CRLF) are read; times are UTC.
     `progress`, if given, is called with the number of rows read every 10,000 rows and at the end.
@@ -92,7 +94,8 @@ def read_online_retail(
     if tarfile.is_tarfile(file):
         with tarfile.open(file, "r:*") as archive:
             return _import(_archive_texts(archive), code, progress)
-    return _import([(None, lambda: decode_text(file.read_bytes()))], code, progress)
+    with file.open("rb") as handle:
+        return _import([(None, lambda: decoded_lines(handle))], code, progress)
 
 
 def _archive_texts(archive: tarfile.TarFile) -> Iterator[tuple[str, Callable[[], str]]]:

@@ -10,8 +10,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from offer_service.domain.orders import Order, OrderLine, OrderStatus
 from offer_service.domain.time import ISO_EXAMPLE, epoch_ms, parse_datetime
 from offer_service.importers.fields import Currency, Identifier, MinorUnits, rejections_from
-from offer_service.importers.json_body import load_json_list, with_lines
+from offer_service.importers.json_body import JsonSource, json_list_items, with_lines
 from offer_service.importers.result import ImportResult, Rejection
+from offer_service.importers.seen import FirstSeen
 
 MAX_LINES = 1000
 
@@ -63,23 +64,27 @@ class OrderIn(BaseModel):
         )
 
 
-def parse_orders_json(raw: bytes | str) -> ImportResult[Order]:
+def parse_orders_json(raw: JsonSource) -> ImportResult[Order]:
     """Parse a JSON list of orders; a bad order is rejected with its index, line and field
     (`lines[2].quantity`), good ones kept. Raises ValidationFailed when the body is not a list.
-    A `returned` order is still an order: its status says it came back."""
+    A `returned` order is still an order: its status says it came back. A large file (`raw`
+    may be a seekable binary file) is parsed an order at a time."""
     result: ImportResult[Order] = ImportResult()
-    first_index: dict[str, int] = {}
-    for index, item in enumerate(load_json_list(raw, "orders")):
-        try:
-            order = OrderIn.model_validate(item).to_order()
-        except ValidationError as exc:
-            result.reject(rejections_from(exc, index=index))
-            continue
-        if order.id in first_index:
-            message = f"id {order.id!r} was already used by item {first_index[order.id]}."
-            result.reject([Rejection(message, index=index, field="id")])
-            continue
-        first_index[order.id] = index
-        result.items.append(order)
+    first_index = FirstSeen()
+    try:
+        for index, item in enumerate(json_list_items(raw, "orders")):
+            try:
+                order = OrderIn.model_validate(item).to_order()
+            except ValidationError as exc:
+                result.reject(rejections_from(exc, index=index))
+                continue
+            first = first_index.first(order.id, index)
+            if first is not None:
+                message = f"id {order.id!r} was already used by item {first}."
+                result.reject([Rejection(message, index=index, field="id")])
+                continue
+            result.items.append(order)
+    finally:
+        first_index.close()
     result.rejected = with_lines(raw, result.rejected)
     return result

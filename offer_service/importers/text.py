@@ -8,6 +8,7 @@ import io
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import IO
 
 UTF8_BOM = b"\xef\xbb\xbf"
 # A line and its ending (\n, \r\n or a lone \r), or a last line without one.
@@ -15,6 +16,9 @@ _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
 _BYTE_LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
 _STRINGIO_MAX_CHARS = 8 * 2**20
 _CHECK_BYTES = 2**20
+# A file up to this size is read whole; a larger one a chunk at a time.
+FILE_IN_MEMORY_BYTES = 2**20
+_READ_BYTES = 2**20
 
 
 def decode_text(data: bytes | str) -> str:
@@ -45,20 +49,70 @@ def lines_of(text: str | Iterable[str]) -> Iterable[str]:
     return text_lines(text) if isinstance(text, str) else text
 
 
-def decoded_lines(data: bytes | str) -> Iterable[str]:
-    """The lines of an upload as `text_lines` gives them, decoded as `decode_text` would.
+def decoded_lines(data: bytes | str | IO[bytes]) -> Iterable[str]:
+    """The lines of an upload (its content, or a seekable binary file of it) as `text_lines`
+    gives them, decoded as `decode_text` would.
 
     A large upload is decoded a line at a time rather than into one string, which would cost
-    its size again, four times over if a single character lies outside Latin-1. Neither UTF-8
-    nor Windows-1252 puts a line-ending byte inside a character, so bytes split where the
-    text would.
+    its size again, four times over if a single character lies outside Latin-1; a large file
+    is also read a chunk at a time, so that its size never sits in memory. Neither UTF-8 nor
+    Windows-1252 puts a line-ending byte inside a character, so bytes split where the text
+    would.
     """
+    if not isinstance(data, bytes | str):
+        if file_size(data) <= FILE_IN_MEMORY_BYTES:
+            return decoded_lines(data.read())
+        return _file_lines(data)
     if isinstance(data, str) or len(data) <= _STRINGIO_MAX_CHARS:
         return text_lines(decode_text(data))
     if _is_utf8(data):
         start = len(UTF8_BOM) if data.startswith(UTF8_BOM) else 0
         return (m.group().decode("utf-8") for m in _BYTE_LINE.finditer(data, start))
     return (m.group().decode("cp1252", errors="replace") for m in _BYTE_LINE.finditer(data))
+
+
+def file_size(file: IO[bytes]) -> int:
+    """The size of a seekable file, left positioned at its start."""
+    size = file.seek(0, io.SEEK_END)
+    file.seek(0)
+    return size
+
+
+def file_chunks(file: IO[bytes], start: int = 0) -> Iterator[bytes]:
+    """A file's bytes from `start` on, a chunk at a time."""
+    file.seek(start)
+    while chunk := file.read(_READ_BYTES):
+        yield chunk
+
+
+def _file_lines(file: IO[bytes]) -> Iterator[str]:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        for chunk in file_chunks(file):
+            decoder.decode(chunk)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        encoding, errors, start = "cp1252", "replace", 0
+    else:
+        file.seek(0)
+        encoding, errors = "utf-8", "strict"
+        start = len(UTF8_BOM) if file.read(len(UTF8_BOM)) == UTF8_BOM else 0
+    # Bytes after the last line ending of a chunk wait for the next; a chunk's trailing \r
+    # too, since it may be the first half of \r\n.
+    pending: list[bytes] = []
+    for chunk in file_chunks(file, start):
+        end = len(chunk) - 1 if chunk.endswith(b"\r") else len(chunk)
+        last = max(chunk.rfind(b"\n", 0, end), chunk.rfind(b"\r", 0, end))
+        if last < 0:
+            pending.append(chunk)
+            continue
+        pending.append(chunk[: last + 1])
+        buffer = b"".join(pending)
+        pending = [chunk[last + 1 :]]
+        for match in _BYTE_LINE.finditer(buffer):
+            yield match.group().decode(encoding, errors)
+    for match in _BYTE_LINE.finditer(b"".join(pending)):
+        yield match.group().decode(encoding, errors)
 
 
 def _is_utf8(data: bytes) -> bool:

@@ -57,6 +57,79 @@ def test_orders_of_bad_items_get_a_small_answer_that_counts_them_all(server: Liv
     assert len(r.content) < 200_000
 
 
+# Blank lines past the 1 MiB a body is parsed in memory: these go to the import process.
+LARGE_PADDING = (" " * 1023 + "\n") * 2048
+
+
+def test_a_large_csv_with_a_wrong_header_is_refused_as_a_small_one_is(server: LiveServer) -> None:
+    record = server.create_store("Importer")
+    small = "sku,name,price\na,Alpha,1000\n"
+    large = small + LARGE_PADDING
+
+    with server.client() as c:
+        headers = admin(record.secret_key, "text/csv")
+        answers = [
+            c.put("/v1/admin/catalog", content=body, headers=headers) for body in (small, large)
+        ]
+
+    assert [r.status_code for r in answers] == [422, 422]
+    assert answers[0].json() == answers[1].json()
+    assert "unknown column 'sku'" in answers[1].json()["error"]["message"]
+
+
+def test_a_large_json_body_that_is_not_a_list_is_refused_and_writes_nothing(
+    server: LiveServer,
+) -> None:
+    record = server.create_store("Importer")
+    product = '{"id": "a", "title": "A", "price": 1}'
+    bodies = {
+        "object": product + LARGE_PADDING,
+        "cut short": "[" + product + "," + LARGE_PADDING,
+    }
+
+    with server.client() as c:
+        headers = admin(record.secret_key)
+        answers = {
+            name: c.put("/v1/admin/catalog", content=body, headers=headers)
+            for name, body in bodies.items()
+        }
+        page = c.get("/v1/admin/catalog", headers=admin(record.secret_key))
+
+    assert {name: r.status_code for name, r in answers.items()} == {
+        "object": 422,
+        "cut short": 422,
+    }
+    assert answers["object"].json()["error"]["message"] == (
+        "The body must be a JSON list of products, not an object."
+    )
+    assert (
+        answers["cut short"].json()["error"]["message"].startswith("The body is not valid JSON (")
+    )
+    assert page.json()["products"] == []
+
+
+def test_a_large_import_answers_as_a_small_one_does(server: LiveServer) -> None:
+    record = server.create_store("Importer")
+    rows = "".join(f"p{n},Product {n},{n + 1}\n" for n in range(2_500)) + "p7,Again,1\n"
+    small = "id,title,price\n" + rows
+    large = small + LARGE_PADDING
+
+    with server.client() as c:
+        headers = admin(record.secret_key, "text/csv")
+        answers = [
+            c.put("/v1/admin/catalog", content=body, headers=headers) for body in (small, large)
+        ]
+
+    assert answers[0].json() == answers[1].json()
+    assert answers[1].json() == {
+        "upserted": 2_500,
+        "rejected": [
+            {"line": 2_502, "field": "id", "message": "id 'p7' was already used by line 9."}
+        ],
+        "rejected_total": 1,
+    }
+
+
 def test_a_good_import_counts_no_rejections(server: LiveServer) -> None:
     record = server.create_store("Importer")
     body = "id,title,price\n" + "".join(f"p{n},Product {n},{n + 1}\n" for n in range(2_500))

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import secrets
-from collections.abc import Callable, Iterator
-from functools import partial
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
-import anyio
-import anyio.to_thread
 import orjson
 from pydantic import ValidationError
 from starlette.requests import Request
@@ -22,7 +17,7 @@ from offer_service.commerce.ingest import import_orders
 from offer_service.decision import affinity
 from offer_service.domain.charge_urls import BadChargeUrl
 from offer_service.domain.lifecycle import OrderEvent
-from offer_service.domain.orders import ProductReturn
+from offer_service.domain.orders import Order, ProductReturn
 from offer_service.domain.policy import StoreRules, rules_context
 from offer_service.domain.products import Product
 from offer_service.domain.records import SigningKey
@@ -30,6 +25,7 @@ from offer_service.domain.signatures import new_webhook_secret
 from offer_service.domain.time import epoch_ms, parse_datetime
 from offer_service.domain.tokens import order_token
 from offer_service.exceptions import NotFound, ValidationFailed, field_error
+from offer_service.importers.jobs import CatalogOutcome, ImportJob
 from offer_service.types import is_whole, now_ms, whole_in
 from offer_service.web.endpoints.common import (
     BROWSER_BODY_LIMIT,
@@ -40,14 +36,13 @@ from offer_service.web.endpoints.common import (
     secret_store,
     settings,
 )
+from offer_service.web.import_runs import run_import
 from offer_service.web.models import ReturnRequest, validation_failed
+from offer_service.web.uploads import spool_body
 
 BAD_CHARGE_URL = "The charge_url is not an address the service calls."
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
-IMPORT_BATCH = 1000  # products per store write
-
-T = TypeVar("T")
 
 
 def product_json(p: Product) -> dict[str, Any]:
@@ -62,48 +57,29 @@ def _is_csv(request: Request) -> bool:
 
 
 async def put_catalog(request: Request) -> Response:
-    raw = await read_body(request, IMPORT_BODY_LIMIT)
-    record = await secret_store(request, raw, signable=True)
-    currency = request.query_params.get("currency", "USD")
-    result: importers.ImportResult[Product] = importers.ImportResult()
-    start: Callable[[], Iterator[Product]]
-    if _is_csv(request):
-        fmt = request.query_params.get("format", "auto")
-        if fmt not in ("auto", "csv", "shopify"):
-            raise ValidationFailed(
-                "Unknown catalog format.",
-                details=[{"field": "format", "message": "use csv, shopify or auto"}],
-            )
-        layout = cast(importers.CsvFormat, fmt)
-        start = partial(importers.iter_catalog_csv, raw, result, currency, layout)
-    else:
-        start = partial(importers.iter_catalog_json, raw, result, currency)
-    del raw  # the parser holds it for as long as it needs it
-    products = await off_loop(request, start)
-    del start
-    store = engine(request).store
-    upserted = 0
-    # Parsed and written a batch at a time: the products of a large body never all sit in
-    # memory, and no one store write serialises 200,000 of them on the event loop. An import
-    # is an upsert, so batches written before a failure are harmless. The first batch is
-    # written even when empty: that checks the store still exists.
-    while True:
-        batch = await off_loop(request, partial(_take, products, IMPORT_BATCH))
-        upserted += await store.upsert_products(record.id, batch)
-        if len(batch) < IMPORT_BATCH:
-            break
+    with await spool_body(request, IMPORT_BODY_LIMIT) as upload:
+        record = await secret_store(request, upload, signable=True)
+        currency = request.query_params.get("currency", "USD")
+        job = ImportJob("catalog_json", currency)
+        if _is_csv(request):
+            fmt = request.query_params.get("format", "auto")
+            if fmt not in ("auto", "csv", "shopify"):
+                raise ValidationFailed(
+                    "Unknown catalog format.",
+                    details=[{"field": "format", "message": "use csv, shopify or auto"}],
+                )
+            job = ImportJob("catalog_csv", currency, cast(importers.CsvFormat, fmt))
+        # Written a batch at a time as it is parsed (see importers.jobs.import_catalog). An
+        # import is an upsert, so batches written before a failure are harmless.
+        outcome = cast(CatalogOutcome, await run_import(request, job, upload, record))
     await engine(request).changed(record)
     return json_response(
         {
-            "upserted": upserted,
-            "rejected": [r.as_dict() for r in result.rejected],
-            "rejected_total": result.rejected_total,
+            "upserted": outcome.upserted,
+            "rejected": [r.as_dict() for r in outcome.rejected],
+            "rejected_total": outcome.rejected_total,
         }
     )
-
-
-def _take(items: Iterator[T], n: int) -> list[T]:
-    return list(itertools.islice(items, n))
 
 
 async def get_catalog(request: Request) -> Response:
@@ -125,23 +101,22 @@ async def get_catalog(request: Request) -> Response:
 
 
 async def post_orders(request: Request) -> Response:
-    raw = await read_body(request, IMPORT_BODY_LIMIT)
-    record = await secret_store(request, raw, signable=True)
+    with await spool_body(request, IMPORT_BODY_LIMIT) as upload:
+        record = await secret_store(request, upload, signable=True)
+        if _is_csv(request):
+            job = ImportJob("online_retail", request.query_params.get("currency", "GBP"))
+        else:
+            job = ImportJob("orders_json", "GBP")
+        parsed = await run_import(request, job, upload, record)
     store = engine(request).store
     tokens: dict[str, str] = {}
-    if _is_csv(request):
-        currency = request.query_params.get("currency", "GBP")
-        parsed = await off_loop(
-            request, partial(importers.parse_online_retail, raw, currency=currency)
-        )
-        del raw
+    if isinstance(parsed, importers.OnlineRetailImport):
         existing = await store.get_products(record.id, [p.id for p in parsed.products])
         await store.upsert_products(record.id, [p for p in parsed.products if p.id not in existing])
         orders, returns = parsed.orders, parsed.returns
         rejected, rejected_total = parsed.rejected, parsed.rejected_total
     else:
-        result = await off_loop(request, partial(importers.parse_orders_json, raw))
-        del raw
+        result = cast(importers.ImportResult[Order], parsed)
         orders, returns = result.items, []
         rejected, rejected_total = result.rejected, result.rejected_total
         tokens = {o.id: order_token(record.webhook_secret, record.id, o.id) for o in orders}
@@ -157,13 +132,6 @@ async def post_orders(request: Request) -> Response:
             "order_tokens": tokens,
         }
     )
-
-
-async def off_loop(request: Request, parse: Callable[[], T]) -> T:
-    """Run an import's parsing and validation in a worker thread, one import at a time per
-    process: the event loop goes on answering every other store meanwhile."""
-    limiter: anyio.CapacityLimiter = request.app.state.import_limiter
-    return await anyio.to_thread.run_sync(parse, limiter=limiter)
 
 
 async def post_returns(request: Request) -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import anyio.to_thread
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -12,18 +13,18 @@ from starlette.types import Scope
 
 from offer_service.commerce.charger import Charger
 from offer_service.domain.records import StoreRecord
-from offer_service.domain.signatures import verify_inbound
+from offer_service.domain.signatures import verify_inbound, verify_inbound_parts
 from offer_service.exceptions import (
     ApiError,
     Forbidden,
-    PayloadTooLarge,
     StoreUnavailable,
     Unauthorized,
     store_unavailable,
 )
 from offer_service.serving.engine import Engine
 from offer_service.settings import Settings
-from offer_service.types import is_whole, now_ms, whole_in
+from offer_service.types import is_whole, now_ms
+from offer_service.web.uploads import Upload, limited_stream
 
 BROWSER_BODY_LIMIT = 64 * 1024
 IMPORT_BODY_LIMIT = 256 * 1024 * 1024
@@ -88,19 +89,9 @@ def error_response(
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing (413) as soon as it is known to exceed `limit`."""
-    declared = request.headers.get("content-length")
-    # Digits past `limit`, however many of them (int() would refuse a few thousand).
-    if declared is not None and is_whole(declared) and whole_in(declared, 0, limit) is None:
-        raise PayloadTooLarge(f"The body is larger than this route's limit of {limit} bytes.")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"The body is larger than this route's limit of {limit} bytes.")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    """The whole body, refusing (413) as soon as it is known to exceed `limit`. An import's
+    body is spooled to a file instead (`uploads.spool_body`)."""
+    return b"".join([chunk async for chunk in limited_stream(request, limit)])
 
 
 async def publishable_store(request: Request, body_key: str | None = None) -> StoreRecord:
@@ -155,10 +146,11 @@ def _browser_bucket(record: StoreRecord, client: str) -> tuple[str, str, float, 
 
 
 async def secret_store(
-    request: Request, body: bytes = b"", *, signable: bool = False
+    request: Request, body: bytes | Upload = b"", *, signable: bool = False
 ) -> StoreRecord:
     """The store of an admin request: the secret key, or, on an admin write (`signable`), an
-    inbound signature naming its store. Reads and every route that reads or rotates a secret
+    inbound signature naming its store (over `body`: bytes, or an import's spooled Upload, read
+    back a chunk at a time in a worker thread). Reads and every route that reads or rotates a secret
     stay closed to a signature alone: whoever holds the webhook secret (or a captured signed
     request) must not be able to take the store over with it."""
     auth = request.headers.get("authorization", "")
@@ -182,18 +174,30 @@ async def secret_store(
         raise Unauthorized(SIGNATURE_NOT_ENOUGH, code="secret_key_required")
     else:
         raise Unauthorized(SECRET_REQUIRED, code="missing_key")
-    if signed is not None and not verify_inbound(
-        signed,
-        request.method,
-        signed_target(request.scope),
-        body,
-        record.webhook_secrets,
-        time.time(),
-    ):
+    if signed is not None and not await _signed_by(request, signed, body, record):
         raise Unauthorized(BAD_SIGNATURE, code="bad_signature")
     limits = record.rules.rate_limits
     await e.limiter.admit(record.id, "admin", limits.admin_per_second, limits.admin_burst)
     return record
+
+
+async def _signed_by(
+    request: Request, signed: str, body: bytes | Upload, record: StoreRecord
+) -> bool:
+    target = signed_target(request.scope)
+    if isinstance(body, bytes):
+        return verify_inbound(
+            signed, request.method, target, body, record.webhook_secrets, time.time()
+        )
+    return await anyio.to_thread.run_sync(
+        verify_inbound_parts,
+        signed,
+        request.method,
+        target,
+        body.chunks,
+        record.webhook_secrets,
+        time.time(),
+    )
 
 
 def signed_target(scope: Scope) -> str:
