@@ -103,7 +103,9 @@ def simulate(
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
     config = config or LearningConfig()
-    rules = StoreRules()
+    # The study measures revenue regret, so offers rank by their expected value, as a store that
+    # ranks for revenue sets it (the default weighs value at 0: relevance first).
+    rules = StoreRules(value_weight=1.0)
     shoppers = random.Random(f"shoppers:{seed}")
     rng = random.Random(f"{policy}:{seed}")
     feedback = Feedback(config, START_MS, window_ms=0)
