@@ -12,7 +12,6 @@ records the outcome, once. The accept's Idempotency-Key then replays the settled
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from offer_service.commerce.charger import Charger, ChargeResult, charge_payload
 from offer_service.domain.orders import OrderLine
 from offer_service.domain.records import ChargeAttempt
 from offer_service.exceptions import StoreError
+from offer_service.serving.loops import every
 from offer_service.storage.protocols import Store
 
 # How often every serving process looks for charges to settle (settings.py), and how long a
@@ -223,10 +223,4 @@ class Settler:
         return 1
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.run_once()
-            except StoreError as exc:
-                log.debug("the settler waits for the store: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.interval_s)
+        await every(self.interval_s, self.run_once, stop, log, "the settler waits for the store")

@@ -10,14 +10,13 @@ live and give products the model has not seen co-occurrence lists (`commerce/ing
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from offer_service.domain.records import StoreRecord
-from offer_service.exceptions import StoreError
+from offer_service.serving.loops import every
 from offer_service.storage.protocols import EventStreams, Store
 from offer_service.types import DAY_MS
 
@@ -111,10 +110,4 @@ class Trainer:
         return trained
 
     async def run(self, stop: asyncio.Event, every_s: float = CHECK_EVERY_S) -> None:
-        while not stop.is_set():
-            try:
-                await self.run_once()
-            except StoreError as exc:
-                log.debug("trainer waits for the store: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), every_s)
+        await every(every_s, self.run_once, stop, log, "trainer waits for the store")

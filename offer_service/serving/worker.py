@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
 
 from offer_service.exceptions import StoreError
+from offer_service.serving.loops import every
 from offer_service.serving.spool import Spool, replay_forever
 from offer_service.serving.training import Trainer
 from offer_service.storage.protocols import EventStreams, Store
@@ -91,13 +92,9 @@ async def resend_forever(
 ) -> None:
     """Check every `interval_s` whether the server restarted; if so send its last acknowledged
     events again (see storage/redis/recent.py)."""
-    while not stop.is_set():
-        try:
-            await streams.resend_if_restarted()
-        except StoreError as exc:
-            log.debug("restart check waits for the store: %s", exc)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval_s)
+    await every(
+        interval_s, streams.resend_if_restarted, stop, log, "restart check waits for the store"
+    )
 
 
 @contextlib.asynccontextmanager

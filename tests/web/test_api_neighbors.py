@@ -22,6 +22,17 @@ def _admin(sk: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {sk}"}
 
 
+def _import_orders(c: httpx.Client, sk: str, path: Path) -> httpx.Response:
+    """Import an Online Retail CSV as the store's orders; the import must succeed."""
+    r = c.post(
+        "/v1/admin/orders",
+        content=path.read_bytes(),
+        headers={**_admin(sk), "Content-Type": "text/csv"},
+    )
+    assert r.status_code == 200, r.text
+    return r
+
+
 def _independent(baskets: list[set[str]]) -> tuple[int, Counter[str], Counter[tuple[str, str]]]:
     n = 0
     single: Counter[str] = Counter()
@@ -77,12 +88,7 @@ def test_neighbors_match_an_independent_count_on_online_retail_france(
     path = datasets / "online_retail_france.csv"
     baskets = _france_baskets(path)
     with server.client() as c:
-        r = c.post(
-            "/v1/admin/orders",
-            content=path.read_bytes(),
-            headers={**_admin(record.secret_key), "Content-Type": "text/csv"},
-        )
-        assert r.status_code == 200, r.text
+        r = _import_orders(c, record.secret_key, path)
         assert r.json()["imported"] == len(baskets)
         assert r.json()["returns"] > 0
         _, single, _ = _independent(baskets)
@@ -141,11 +147,7 @@ def test_cart_offers_on_france_data_are_the_strongest_co_purchases(
     record = server.create_store("France cart", rules=None)
     path = datasets / "online_retail_france.csv"
     with server.client() as c:
-        c.post(
-            "/v1/admin/orders",
-            content=path.read_bytes(),
-            headers={**_admin(record.secret_key), "Content-Type": "text/csv"},
-        )
+        _import_orders(c, record.secret_key, path)
         anchor = "22726"  # ALARM CLOCK BAKELIKE GREEN
         neighbors = c.get(
             f"/v1/admin/products/{anchor}/neighbors", headers=_admin(record.secret_key)
@@ -169,12 +171,7 @@ def test_neighbors_keep_their_counts_and_add_the_model_score_once_trained(
     path = datasets / "online_retail_france.csv"
     baskets = _france_baskets(path)
     with server.client() as c:
-        r = c.post(
-            "/v1/admin/orders",
-            content=path.read_bytes(),
-            headers={**_admin(record.secret_key), "Content-Type": "text/csv"},
-        )
-        assert r.status_code == 200, r.text
+        _import_orders(c, record.secret_key, path)
         _, single, _ = _independent(baskets)
         anchors = [p for p, _ in single.most_common(3)]
         url = f"/v1/admin/products/{anchors[0]}/neighbors"
