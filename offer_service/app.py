@@ -13,6 +13,7 @@ from offer_service.commerce.charger import Charger
 from offer_service.commerce.settle import Settler
 from offer_service.serving.engine import Engine
 from offer_service.serving.spool import Spool
+from offer_service.serving.training import TrainingRuns
 from offer_service.serving.worker import background
 from offer_service.settings import Settings
 from offer_service.storage import open_store
@@ -52,6 +53,8 @@ def create_app(settings: Settings | None = None) -> OfferApp:
         interval_s=settings.settle_interval_s,
         timeout_s=settings.settle_timeout_s,
     )
+    # A bulk import through the API is learnt from apart from serving (serving/training.py).
+    trainings = TrainingRuns(store, settings.store_url)
     metrics = Metrics()
 
     @contextlib.asynccontextmanager
@@ -66,6 +69,7 @@ def create_app(settings: Settings | None = None) -> OfferApp:
             async with background(store, spool, aggregate=settings.aggregator, loops=[settler.run]):
                 yield
         finally:
+            await trainings.close()
             await engine.exposures.close()  # into the spool if the store is down
             spool.close()
             await charger.close()
@@ -134,6 +138,7 @@ def create_app(settings: Settings | None = None) -> OfferApp:
     # memory and CPU taken from serving.
     app.state.import_limiter = anyio.CapacityLimiter(1)
     app.state.spool = spool
+    app.state.trainings = trainings
     app.state.metrics = metrics
     app.state.settings = settings
     return app

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from offer_service.domain.records import StoreRecord
+from offer_service.exceptions import StoreError
 from offer_service.serving.loops import every
 from offer_service.storage.protocols import EventStreams, Store
 from offer_service.types import DAY_MS
@@ -111,3 +115,91 @@ class Trainer:
 
     async def run(self, stop: asyncio.Event, every_s: float = CHECK_EVERY_S) -> None:
         await every(every_s, self.run_once, stop, log, "trainer waits for the store")
+
+
+# A training after an import runs below serving's priority (as an import's child does).
+TRAIN_NICENESS = 10
+_IN_MEMORY_STORE = ":memory:"
+# The folder holding this copy of the package: the child runs it, wherever the server found it.
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+
+
+class TrainingRuns:
+    """Trains a store's item model after a bulk import through the HTTP API, apart from serving:
+    `offer-service train` in a child process at a lower priority, or, for an in-memory store that
+    no other process can open, in this process (the fit itself in a worker thread). One training
+    per store at a time; an import arriving meanwhile trains once more after it. The bulk recount
+    replaced the model's lists with co-occurrence ones: the model's come back when it ends."""
+
+    def __init__(self, store: Store, store_url: str) -> None:
+        self.store = store
+        self.store_url = store_url
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
+
+    def request(self, record: StoreRecord) -> None:
+        if record.id in self._running:
+            self._again.add(record.id)
+            return
+        task = asyncio.create_task(self._train(record))
+        self._running[record.id] = task
+        task.add_done_callback(lambda _: self._running.pop(record.id, None))
+
+    async def wait(self) -> None:
+        """Until every training requested so far (and any it asks again) has ended."""
+        while self._running:
+            await asyncio.gather(*self._running.values(), return_exceptions=True)
+
+    async def close(self) -> None:
+        for task in list(self._running.values()):
+            task.cancel()
+        await asyncio.gather(*self._running.values(), return_exceptions=True)
+
+    async def _train(self, record: StoreRecord) -> None:
+        while True:
+            self._again.discard(record.id)
+            try:
+                if self.store_url.endswith(_IN_MEMORY_STORE):
+                    await train_store(self.store, record)
+                else:
+                    await self._in_child(record.id)
+            except (StoreError, OSError) as exc:
+                log.warning("training store %s failed: %s", record.id, exc)
+            if record.id not in self._again:
+                return
+
+    async def _in_child(self, store_id: str) -> None:
+        paths = [
+            str(_PACKAGE_ROOT),
+            *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)),
+        ]
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "offer_service.cli",
+            "train",
+            "--store",
+            store_id,
+            "--store-url",
+            self.store_url,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},
+            preexec_fn=_lower_priority,
+        )
+        try:
+            _, stderr = await child.communicate()
+        except asyncio.CancelledError:
+            child.kill()
+            await child.wait()
+            raise
+        if child.returncode != 0:
+            last = stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+            log.warning("training store %s exited %s: %s", store_id, child.returncode, last[0])
+        else:
+            log.info("trained store %s after an import", store_id)
+
+
+def _lower_priority() -> None:
+    os.nice(TRAIN_NICENESS)

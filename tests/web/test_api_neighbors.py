@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from itertools import combinations
@@ -194,3 +195,42 @@ def test_neighbors_keep_their_counts_and_add_the_model_score_once_trained(
         scores = [nb["score"] for nb in after]
         assert all(s is not None and s > 0 for s in scores)
         assert scores == sorted(scores, reverse=True)
+
+
+def test_a_bulk_import_through_the_api_is_learnt_from_without_a_command(
+    server: LiveServer, datasets: Path
+) -> None:
+    # A bulk import recounts co-occurrence; the item model is then trained by a child process
+    # (`offer-service train`), and its scored lists replace the counted ones within seconds.
+    record = server.create_store("France learnt")
+    baskets = [b for b in _france_baskets(datasets / "online_retail_france.csv") if len(b) > 1]
+    start = datetime(2011, 1, 1, tzinfo=UTC)
+    orders = [
+        {
+            "id": f"o{i}",
+            "placed_at": (start + timedelta(hours=i)).isoformat(),
+            "currency": "GBP",
+            "lines": [{"product_id": p, "quantity": 1, "price": 100} for p in sorted(b)],
+        }
+        for i, b in enumerate(baskets * 2)
+    ]
+    catalog = [
+        {"id": p, "title": p, "url": "/p", "price": 100, "currency": "GBP", "active": True}
+        for p in sorted(set().union(*baskets))
+    ]
+    _, single, _ = _independent(baskets)
+    url = f"/v1/admin/products/{single.most_common(1)[0][0]}/neighbors"
+    with server.client() as c:
+        r = c.put("/v1/admin/catalog", json=catalog, headers=_admin(record.secret_key))
+        assert r.status_code == 200 and r.json()["rejected_total"] == 0, r.text
+        r = c.post("/v1/admin/orders", json=orders, headers=_admin(record.secret_key))
+        assert r.status_code == 200 and r.json()["imported"] == len(orders) > 500, r.text
+        deadline = time.monotonic() + 120
+        scores: list[float | None] = [None]
+        while time.monotonic() < deadline and None in scores:
+            time.sleep(0.5)
+            neighbors = c.get(url, headers=_admin(record.secret_key)).json()["neighbors"]
+            scores = [nb["score"] for nb in neighbors] or [None]
+
+    assert None not in scores, "no trained list 120 s after the import"
+    assert scores == sorted(scores, reverse=True)

@@ -122,6 +122,8 @@ async def post_orders(request: Request) -> Response:
         tokens = {o.id: order_token(record.webhook_secret, record.id, o.id) for o in orders}
     summary = await import_orders(store, record, orders, returns)
     await engine(request).changed(record)
+    if summary.rebuilt:  # a bulk import: learn from it, apart from serving
+        request.app.state.trainings.request(record)
     return json_response(
         {
             "imported": summary.imported,
