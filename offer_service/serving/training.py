@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from offer_service.domain.records import StoreRecord
 from offer_service.exceptions import StoreError
+from offer_service.serving.children import child_env, lower_priority
 from offer_service.serving.loops import every
+from offer_service.storage import shared_by_processes
 from offer_service.storage.protocols import EventStreams, Store
 from offer_service.types import DAY_MS
 
@@ -117,13 +117,6 @@ class Trainer:
         await every(every_s, self.run_once, stop, log, "trainer waits for the store")
 
 
-# A training after an import runs below serving's priority (as an import's child does).
-TRAIN_NICENESS = 10
-_IN_MEMORY_STORE = ":memory:"
-# The folder holding this copy of the package: the child runs it, wherever the server found it.
-_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
-
-
 class TrainingRuns:
     """Trains a store's item model after a bulk import through the HTTP API, apart from serving:
     `offer-service train` in a child process at a lower priority, or, for an in-memory store that
@@ -145,11 +138,6 @@ class TrainingRuns:
         self._running[record.id] = task
         task.add_done_callback(lambda _: self._running.pop(record.id, None))
 
-    async def wait(self) -> None:
-        """Until every training requested so far (and any it asks again) has ended."""
-        while self._running:
-            await asyncio.gather(*self._running.values(), return_exceptions=True)
-
     async def close(self) -> None:
         for task in list(self._running.values()):
             task.cancel()
@@ -159,20 +147,16 @@ class TrainingRuns:
         while True:
             self._again.discard(record.id)
             try:
-                if self.store_url.endswith(_IN_MEMORY_STORE):
-                    await train_store(self.store, record)
-                else:
+                if shared_by_processes(self.store_url):
                     await self._in_child(record.id)
+                else:
+                    await train_store(self.store, record)
             except (StoreError, OSError) as exc:
                 log.warning("training store %s failed: %s", record.id, exc)
             if record.id not in self._again:
                 return
 
     async def _in_child(self, store_id: str) -> None:
-        paths = [
-            str(_PACKAGE_ROOT),
-            *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)),
-        ]
         child = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -185,8 +169,8 @@ class TrainingRuns:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},
-            preexec_fn=_lower_priority,
+            env=child_env(),
+            preexec_fn=lower_priority,
         )
         try:
             _, stderr = await child.communicate()
@@ -199,7 +183,3 @@ class TrainingRuns:
             log.warning("training store %s exited %s: %s", store_id, child.returncode, last[0])
         else:
             log.info("trained store %s after an import", store_id)
-
-
-def _lower_priority() -> None:
-    os.nice(TRAIN_NICENESS)

@@ -5,7 +5,15 @@ from __future__ import annotations
 from offer_service.domain.records import StoreRecord, VisitorState
 from offer_service.storage.protocols import Store
 
-__all__ = ["Store", "StoreRecord", "VisitorState", "open_store"]
+__all__ = ["Store", "StoreRecord", "VisitorState", "open_store", "shared_by_processes"]
+
+
+def shared_by_processes(url: str) -> bool:
+    """Whether another process can open the store at `url` (not an in-memory SQLite database,
+    which belongs to its one connection)."""
+    if not url.startswith("sqlite://"):
+        return True
+    return url.split("?", 1)[0].rsplit("/", 1)[-1] != ":memory:"
 
 
 def open_store(url: str, *, create: bool = True) -> Store:

@@ -17,7 +17,6 @@ import pickle
 import subprocess
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import IO, Any
 
 import anyio
@@ -25,7 +24,6 @@ import anyio.from_thread
 import anyio.to_thread
 from starlette.requests import Request
 
-import offer_service
 from offer_service import exceptions
 from offer_service.domain.products import Product
 from offer_service.domain.records import StoreRecord
@@ -36,13 +34,10 @@ from offer_service.importers.jobs import (
     import_catalog,
     parse_orders,
 )
-from offer_service.storage import Store, open_store
+from offer_service.serving.children import child_env, lower_priority
+from offer_service.storage import Store, open_store, shared_by_processes
 from offer_service.web.endpoints.common import engine, settings
 from offer_service.web.uploads import Upload
-
-CHILD_NICENESS = 10
-_PACKAGE_ROOT = Path(offer_service.__file__).resolve().parents[1]
-_IN_MEMORY_STORE = ":memory:"
 
 
 async def run_import(
@@ -53,7 +48,7 @@ async def run_import(
     limiter: anyio.CapacityLimiter = request.app.state.import_limiter
     store_url = settings(request).store_url
     async with limiter:
-        if not upload.on_disk or store_url.endswith(_IN_MEMORY_STORE):
+        if not upload.on_disk or not shared_by_processes(store_url):
             return await _in_thread(request, job, upload, record)
         return await _in_child(job, upload, store_url, record.id)
 
@@ -84,14 +79,12 @@ async def _in_child(job: ImportJob, upload: Upload, store_url: str, store_id: st
 
 
 def _start(command: list[str], descriptor: int) -> subprocess.Popen[bytes]:
-    # The child runs this very copy of the package, wherever the server found it.
-    paths = [str(_PACKAGE_ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     return subprocess.Popen(
         command,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         pass_fds=(descriptor,),
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},
+        env=child_env(),
     )
 
 
@@ -128,7 +121,7 @@ def _close(child: subprocess.Popen[bytes]) -> None:
 
 def child_main(argv: Sequence[str]) -> int:
     """The child: run the job on the body at descriptor argv[0], its outcome to stdout."""
-    os.nice(CHILD_NICENESS)  # serving comes first; an import may take longer
+    lower_priority()
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing but the outcome on the pipe
     descriptor, job_text, store_url, store_id = argv

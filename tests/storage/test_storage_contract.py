@@ -24,7 +24,7 @@ from offer_service.domain.policy import FrequencyCap, StoreRules
 from offer_service.domain.products import Product
 from offer_service.domain.records import PairCount, StoreRecord, VisitorState
 from offer_service.exceptions import StoreError
-from offer_service.storage import open_store
+from offer_service.storage import open_store, shared_by_processes
 from offer_service.storage.protocols import Store
 from offer_service.storage.sqlite.store import SCHEMA_VERSION, SQLiteStore
 from offer_service.types import HOUR_MS, now_ms
@@ -912,3 +912,19 @@ async def test_an_in_memory_store_works() -> None:
 
         assert await baskets_of(store, record.id) == [frozenset({"a", "b"})]
         assert await store.pair_counts(record.id, "a") == [PairCount("b", 1)]
+
+
+@pytest.mark.parametrize(
+    ("url", "shared"),
+    [
+        ("sqlite:///offer-data/offers.db", True),
+        ("sqlite:////var/lib/offers.db?mode=rwc", True),
+        ("sqlite:///memory.db", True),
+        ("sqlite:///:memory:", False),
+        ("sqlite:///:memory:?cache=private", False),
+        ("redis://127.0.0.1:6379/0", True),
+        ("redis+cluster://127.0.0.1:7000", True),
+    ],
+)
+def test_only_an_in_memory_store_is_kept_from_other_processes(url: str, shared: bool) -> None:
+    assert shared_by_processes(url) is shared
