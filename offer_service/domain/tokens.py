@@ -2,7 +2,8 @@
 
 A token is the proof that the service made an offer: it binds the store, surface, offer, product,
 price, discount and currency in minor units, the order (post-purchase), the experiment arm, the
-issue and expiry times and a unique id. Nothing in it is secret; everything in it is signed.
+issue and expiry times and a unique id; a bundle's token also binds each item's product, price and
+offer price. Nothing in it is secret; everything in it is signed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,16 @@ import orjson
 from offer_service.domain.records import SigningKey
 
 TOKEN_VERSION = 1
+MAX_BUNDLE_ITEMS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class BundleItem:
+    """One product of a bundle, at its list price and the price the bundle charges for it."""
+
+    product_id: str
+    price: int
+    offer_price: int
 
 
 class BadToken(Exception):
@@ -46,6 +57,7 @@ class OfferClaims:
     nonce: str
     order_id: str | None = None
     arm: str | None = None
+    items: tuple[BundleItem, ...] = ()
 
     def to_payload(self, kid: str) -> dict[str, object]:
         payload: dict[str, object] = {
@@ -68,6 +80,8 @@ class OfferClaims:
             payload["ord"] = self.order_id
         if self.arm is not None:
             payload["x"] = self.arm
+        if self.items:
+            payload["it"] = [[i.product_id, i.price, i.offer_price] for i in self.items]
         return payload
 
 
@@ -125,6 +139,7 @@ def verify(token: str, keys: Sequence[SigningKey], now_s: float) -> OfferClaims:
         raise BadToken("expired")
     order_id = payload.get("ord")
     arm = payload.get("x")
+    items = _bundle_items(payload.get("it", []))
     return OfferClaims(
         store_id=payload["st"],
         surface=payload["sf"],
@@ -140,7 +155,25 @@ def verify(token: str, keys: Sequence[SigningKey], now_s: float) -> OfferClaims:
         nonce=payload["n"],
         order_id=order_id if isinstance(order_id, str) else None,
         arm=arm if isinstance(arm, str) else None,
+        items=items,
     )
+
+
+def _bundle_items(raw: object) -> tuple[BundleItem, ...]:
+    if not isinstance(raw, list) or len(raw) > MAX_BUNDLE_ITEMS:
+        raise BadToken("malformed")
+    items = []
+    for entry in raw:
+        if (
+            not isinstance(entry, list)
+            or len(entry) != 3
+            or not isinstance(entry[0], str)
+            or type(entry[1]) is not int
+            or type(entry[2]) is not int
+        ):
+            raise BadToken("malformed")
+        items.append(BundleItem(entry[0], entry[1], entry[2]))
+    return tuple(items)
 
 
 def order_token(webhook_secret: str, store_id: str, order_id: str) -> str:

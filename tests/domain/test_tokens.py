@@ -12,6 +12,7 @@ import pytest
 from offer_service.domain.records import SigningKey
 from offer_service.domain.tokens import (
     BadToken,
+    BundleItem,
     OfferClaims,
     order_token,
     order_token_valid,
@@ -47,6 +48,26 @@ def claims(**changes: object) -> OfferClaims:
 def test_a_signed_token_verifies_to_the_same_claims() -> None:
     token = sign(claims(), KEY)
     assert verify(token, [KEY], NOW + 10) == claims()
+
+
+def test_a_bundle_token_binds_each_item_and_its_price() -> None:
+    items = (BundleItem("cam-1", 44900, 40410), BundleItem("sd-128", 2999, 2699))
+    bundle = claims(kind="bundle", product_id="cam-1", price=47899, offer_price=43109, items=items)
+    assert verify(sign(bundle, KEY), [KEY], NOW).items == items
+    assert verify(sign(claims(), KEY), [KEY], NOW).items == ()
+
+
+@pytest.mark.parametrize(
+    "raw", [{"a": 1}, [["p", 1]], [["p", "1", 2]], [[1, 2, 3]], [["p", 1, 1]] * 9]
+)
+def test_a_signed_token_with_malformed_bundle_items_is_rejected(raw: object) -> None:
+    payload = claims().to_payload(KEY.kid)
+    payload["it"] = raw
+    body = _b64(orjson.dumps(payload))
+    mac = _b64(hmac.new(KEY.secret, body.encode(), hashlib.sha256).digest())
+    with pytest.raises(BadToken) as err:
+        verify(f"{body}.{mac}", [KEY], NOW)
+    assert err.value.reason == "malformed"
 
 
 def test_a_token_verifies_with_any_listed_key_during_rotation() -> None:
