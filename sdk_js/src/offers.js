@@ -29,10 +29,11 @@
 
   // ---- listeners and the guard -------------------------------------------------------------
   const listeners = {};
+  // Awaited, so a storefront handler that rejects (e.g. an async 'add') is reported, not unhandled.
   const emit = (type, detail) =>
-    (listeners[type] || []).forEach((fn) => {
+    (listeners[type] || []).forEach(async (fn) => {
       try {
-        fn(detail);
+        await fn(detail);
       } catch (e) {
         if (type != 'error') emit('error', e);
       }
@@ -43,23 +44,31 @@
 
   // ---- ids ----------------------------------------------------------------------------------
   const hex = (n) => Array.from(crypto.getRandomValues(new Uint8Array(n)), (b) => (b + 256).toString(16).slice(1)).join('');
-  // randomUUID exists only in secure contexts; the fallback is a well-formed v4 UUID.
-  const uuid = () =>
-    crypto.randomUUID ? crypto.randomUUID() : hex(16).replace(/(.{8})(.{4}).(.{3}).(.{3})(.{12})/, '$1-$2-4$3-a$4-$5');
+  // A well-formed v4 UUID from getRandomValues (randomUUID exists only in secure contexts).
+  const uuid = () => hex(16).replace(/(.{8})(.{4}).(.{3}).(.{3})(.{12})/, '$1-$2-4$3-a$4-$5');
 
-  // First-party visitor id; storage can throw (Safari private mode, blocked cookies): then memory.
+  // First-party visitor id, kept in localStorage (for later pages) and in the offer_vid cookie (for
+  // the store's server, which sends it with the order); storage can throw (Safari private mode,
+  // blocked cookies, sandboxed frames): then it lives in memory for this page.
   let visitor;
+  const remember = (id) => {
+    visitor = '' + id;
+    try {
+      doc.cookie =
+        'offer_vid=' + encodeURIComponent(visitor) + ';path=/;max-age=31536000;samesite=lax' + (location.protocol == 'https:' ? ';secure' : '');
+      localStorage.setItem('offers_vid', visitor);
+    } catch (e) {}
+  };
   try {
     visitor = localStorage.getItem('offers_vid');
-    visitor || localStorage.setItem('offers_vid', (visitor = hex(16)));
-  } catch (e) {
-    visitor = visitor || hex(16);
-  }
+  } catch (e) {}
+  remember(visitor || hex(16));
 
   // ---- helpers for rendering ----------------------------------------------------------------
-  const el = (tag, cls, text) => {
+  // cls gets the offers- prefix; own (a template's option) adds the host's classes as they are.
+  const el = (tag, cls, text, own) => {
     const e = doc.createElement(tag);
-    if (cls) e.className = 'offers-' + cls;
+    e.className = [cls && 'offers-' + cls, own].join(' ').trim();
     if (text != null) e.textContent = text;
     return e;
   };
@@ -169,6 +178,11 @@
     }
     link.append(el('span', 'title', o.title));
     n.append(link);
+    if (o.items) {
+      const parts = el('ul', 'bundle');
+      o.items.forEach((it) => parts.append(el('li', 'part', it.title)));
+      n.append(parts);
+    }
     if (o.reason) n.append(el('p', 'reason', o.reason));
     if (o.discount_pct > 0 && o.price) {
       const was = el('s', 'was');
@@ -178,9 +192,10 @@
     price.append(el('span', 'now', money(o.offer_price || o.price)));
     if (o.discount_pct > 0) price.append(' ', el('span', 'badge', '-' + o.discount_pct + '%'));
     n.append(price);
-    if (ctx.buttons) {
+    const acts = ctx.buttons ? [['accept', 'Add to order'], ['decline', 'No thanks']] : ctx.add && [['add', o.items ? 'Add all' : 'Add to cart']];
+    if (acts) {
       const row = el('div', 'actions');
-      [['accept', 'Add to order'], ['decline', 'No thanks']].forEach(([a, label]) => {
+      acts.forEach(([a, label]) => {
         const b = el('button', a, label);
         b.type = 'button';
         // Two offers can sit side by side: name the product, starting with the visible label.
@@ -244,7 +259,7 @@
       // The shopper said no: honour it on screen even if the request failed.
       track('decline', o, { downsell });
       if (downsell && downsell.token) rec.li.replaceWith(build(downsell, rec.c));
-      else state('declined', true);
+      else state('declined', true, "Thanks, we won't show this again");
     }
   };
 
@@ -252,7 +267,7 @@
     let n;
     if (template) {
       try {
-        n = template(o, { el, money, safeUrl, surface: ctx.surface, buttons: ctx.buttons });
+        n = template(o, Object.assign({ el, money, safeUrl }, ctx));
       } catch (e) {
         report(e);
       }
@@ -276,7 +291,17 @@
       'click',
       guard(async (e) => {
         const t = e.target.closest('[data-offer-action],a');
-        if (t && n.contains(t)) t.dataset.offerAction ? await act(rec, t.dataset.offerAction) : track('click', o);
+        const a = t && n.contains(t) && (t.dataset.offerAction || 'click');
+        if (a == 'add') {
+          // The second click of a double click is not a second add.
+          if (e.detail < 2) {
+            track('add', o, { quantity: 1 });
+            // Without a storefront handler, taking the offer means going to it, as its link does.
+            const href = safeUrl(o.url);
+            if (!listeners.add && href) location.href = href;
+          }
+        } else if (a == 'click') track(a, o);
+        else if (a) await act(rec, a);
       })
     );
     if (observer && !seen.has(rec.id)) {
@@ -311,10 +336,19 @@
     place.textContent = '';
     if (!body) throw Error('offers: HTTP ' + res.status);
     const list = body.holdout ? [] : body.offers || [];
-    const opts = {
-      surface,
-      buttons: surface == 'thank_you' || (surface == 'checkout' && (ctx.accept || 'accept' in data)),
-    };
+    const buttons = surface == 'thank_you' || (surface == 'checkout' && (ctx.accept || 'accept' in data));
+    // Every other surface is pre-purchase (product_page, cart, checkout): its offers can be added.
+    const opts = { surface, buttons, add: !buttons };
+    const ship = body.free_shipping;
+    if (ship) {
+      // A <label> around the <progress> gives the bar its accessible name; CSS sizes it (no inline style).
+      const line = el('label', 'ship', 'Spend ' + money(ship.remaining) + ' more for free shipping');
+      const bar = el('progress', 'bar');
+      bar.value = (bar.max = ship.threshold.amount) - ship.remaining.amount;
+      line.dataset.offerFreeShipping = '';
+      line.append(bar);
+      place.append(line);
+    }
     if (list.length) {
       const ul = el('ul', 'list');
       list.forEach((o) => ul.append(build(o, opts)));
@@ -324,11 +358,14 @@
   };
 
   // ---- the public function --------------------------------------------------------------------
+  // offers() itself is async, so every method's result (or throw) reaches the caller as a promise.
   const api = {
     render,
-    on: async (type, fn) => (listeners[type] = listeners[type] || []).push(fn),
-    template: async (fn) => (template = fn),
-    identify: async (id) => (visitor = '' + id),
+    on: (type, fn) => (listeners[type] = listeners[type] || []).push(fn),
+    template: (fn) => (template = fn),
+    identify: remember,
+    // Resolves to the visitor id; a callback also works through the queue stub, before the script loads.
+    visitorId: (fn) => (fn && fn(visitor), visitor),
   };
   const offers = guard(async (method, ...args) => api[method](...args));
   offers.v = 1;

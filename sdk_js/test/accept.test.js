@@ -134,7 +134,7 @@ test('decline renders the downsell in place of the declined offer', async () => 
   await t.close();
 });
 
-test('decline without a downsell marks the offer declined, even when the request fails', async () => {
+test('decline without a downsell marks the offer declined and says so, even when the request fails', async () => {
   const s = server([reply(200, { downsell: null }), reply(500, {})]);
   const t = await page({ html: HTML, route: s.route });
   for (const id of ['off_1', 'off_2']) {
@@ -143,6 +143,7 @@ test('decline without a downsell marks the offer declined, even when the request
     await tick();
     assert.equal(card.dataset.state, 'declined');
     assert.equal(card.querySelector('[data-offer-action="accept"]').disabled, true);
+    assert.equal(card.querySelector('[role=status]').textContent, "Thanks, we won't show this again");
   }
   await t.close();
 });

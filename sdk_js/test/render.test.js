@@ -16,6 +16,8 @@ test('an offer renders as an accessible list item with the stable hooks', async 
       '<p class="offers-reason">Frequently bought with Camera X100</p>' +
       '<p class="offers-price"><s class="offers-was"><span class="offers-sr">Was </span>$29.99</s> ' +
       '<span class="offers-now">$26.99</span> <span class="offers-badge">-10%</span></p>' +
+      '<div class="offers-actions"><button class="offers-add" type="button" aria-label="Add to cart: 128 GB SD card" ' +
+      'data-offer-action="add">Add to cart</button></div>' +
       '<p class="offers-status" role="status" aria-live="polite"></p></li></ul>'
   );
   assert.equal(t.$$('[style]').length, 0, 'no inline styles');
@@ -135,7 +137,7 @@ test('holdout and 404 render nothing and report nothing', async () => {
   await t.close();
 });
 
-test('accept and decline buttons appear on thank_you, and on checkout only with data-accept', async () => {
+test('accept and decline buttons appear on thank_you and on checkout with data-accept; add elsewhere', async () => {
   const t = await page({
     html:
       '<div id="ty" data-offers="thank_you" data-order-id="o" data-order-token="t"></div>' +
@@ -150,11 +152,12 @@ test('accept and decline buttons appear on thank_you, and on checkout only with 
     ['button', 'accept', 'Add to order', 'Add to order: 128 GB SD card'],
     ['button', 'decline', 'No thanks', 'No thanks: 128 GB SD card'],
   ];
+  const add = [['button', 'add', 'Add to cart', 'Add to cart: 128 GB SD card']];
   assert.deepEqual(actions('ty'), both);
-  assert.deepEqual(actions('co'), []);
+  assert.deepEqual(actions('co'), add);
   assert.deepEqual(actions('coa'), both);
-  assert.deepEqual(actions('pp'), []);
-  assert.deepEqual(actions('ca'), []);
+  assert.deepEqual(actions('pp'), add);
+  assert.deepEqual(actions('ca'), add);
   await t.close();
 });
 
