@@ -305,7 +305,9 @@ def test_bundle_add_all_and_the_free_shipping_gap_shown_then_closed(
         '<div data-offers="product_page" data-product-id="cam-x100"></div>'
         '<div data-offers="cart" data-items="cam-x100"></div>'
     )
-    host.page("/shop", host_html(service.url, places, THEME + STOREFRONT, key="pk_test"))
+    # The merchant fills the product page's buttons with its own colour.
+    filled = "<style>[data-offers=product_page] { --offers-button-bg: rgb(214, 51, 108); }</style>"
+    host.page("/shop", host_html(service.url, places, THEME + filled + STOREFRONT, key="pk_test"))
     page = plain_context.new_page()
     page.set_viewport_size(PHONE)
     page.goto(host.url + "/shop")
@@ -319,6 +321,7 @@ def test_bundle_add_all_and_the_free_shipping_gap_shown_then_closed(
     expect(bundle.locator(".offers-was")).to_have_text("Was $567.99")
     expect(bundle.locator(".offers-now")).to_have_text("$511.19")
     expect(bundle.locator("button")).to_have_count(1)
+    expect(bundle.locator("button")).to_have_css("background-color", "rgb(214, 51, 108)")
 
     gap = page.locator('[data-offers="cart"] [data-offer-free-shipping]')
     expect(gap).to_have_text("Spend $12.00 more for free shipping")
