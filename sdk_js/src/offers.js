@@ -11,7 +11,7 @@
  * dependencies, DOM APIs and textContent only (no innerHTML, no eval, no inline styles, so it runs
  * under a strict CSP), only https:/same-origin URLs, and nothing ever throws into the host page:
  * every entry point goes through `guard`, which reports to the 'error' listeners instead.
- * Budget: 3.5 KB gzipped, enforced by test/size.test.js. esbuild minifies names, so keep names
+ * Budget: 3.5 KB gzipped, enforced by test/build.test.js. esbuild minifies names, so keep names
  * readable here but avoid long string literals.
  */
 (() => {

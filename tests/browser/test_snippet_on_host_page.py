@@ -180,10 +180,12 @@ def test_four_offers_fit_a_phone_screen_in_the_page_s_own_font_and_colours(
 
 def test_no_thanks_leaves_a_visible_message(shop: Shop, host: FixtureServer, page: Page) -> None:
     place = '<div data-offers="checkout" data-items="cam-x100" data-accept></div>'
-    host.page("/checkout", host_html(shop.url, place, THEME))
+    host.page("/checkout", host_html(shop.url, f"<main>{place}</main>", THEME))
+    page.set_viewport_size(PHONE)
     page.goto(host.url + "/checkout")
     cards(page, "checkout")
     card = page.locator('[data-offers="checkout"] [data-offer-id]').first
+    shot(page, "phone-checkout")
     card.locator('[data-offer-action="decline"]').click()
     expect(card).to_have_attribute("data-state", "declined")
     status = card.locator('[role="status"]')
