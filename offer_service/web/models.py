@@ -323,7 +323,7 @@ class DeclineResponse(BaseModel):
 
 class EventIn(BaseModel):
     id: str = Field(min_length=1, max_length=64)
-    type: Literal["impression", "click", "accept", "decline", "view"]
+    type: Literal["impression", "click", "add", "accept", "decline", "view"]
     token: str
     ts: int = Field(
         description="When it happened, in epoch ms: within "

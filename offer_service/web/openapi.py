@@ -47,6 +47,7 @@ from offer_service.web.models import (
     WebhookSecretResponse,
 )
 from offer_service.web.openapi_links import LINKS, operation_id
+from offer_service.web.redeem_models import RedeemRequest, RedeemResponse
 from offer_service.web.report_models import MetricsReport
 
 REF = "#/components/schemas/{model}"
@@ -147,6 +148,15 @@ OPERATIONS: list[Operation] = [
         "publishable",
         {200: DeclineResponse, 410: ErrorResponse, **ERRORS},
         body=DeclineRequest,
+    ),
+    Operation(
+        "post",
+        "/v1/offers/redeem",
+        "Price the pre-purchase offers a cart took: one line per token (per bundle item), "
+        "the same answer again for the same cart and token",
+        "secret",
+        {200: RedeemResponse, **ERRORS},
+        body=RedeemRequest,
     ),
     Operation(
         "post",
