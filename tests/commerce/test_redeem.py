@@ -325,3 +325,65 @@ def test_a_body_that_is_no_json_object_is_a_422(shop: Shop) -> None:
         r = shop.client.post("/v1/offers/redeem", content=content, headers=shop.admin)
         assert r.status_code == 422, r.text
         assert r.json()["error"]["code"] == "validation_error"
+
+
+def test_the_order_carrying_redeemed_tokens_is_credited_in_every_report(shop: Shop) -> None:
+    sd, bag = shop.token("sd", surface="cart"), shop.token("bag", surface="checkout")
+    lines = shop.lines("cart-flow", [sd, bag])
+    now = int(time.time() * 1000)
+    events = [
+        {"id": f"ev-{i}", "type": kind, "token": token, "ts": now, "visitor_id": "v-flow"}
+        for i, (kind, token) in enumerate(
+            [("impression", sd), ("add", sd), ("impression", bag), ("add", bag)]
+        )
+    ]
+    r = shop.client.post("/v1/events", json={"key": shop.record.publishable_key, "events": events})
+    assert r.status_code == 202 and r.json()["accepted"] == 4, r.text
+    order = {
+        "id": "flow-1",
+        "visitor_id": "v-flow",
+        "placed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now / 1000 - 60)),
+        "currency": "USD",
+        "lines": [
+            {"product_id": "cam", "quantity": 1, "price": 39900},
+            *(
+                {
+                    "product_id": ln["product_id"],
+                    "quantity": ln["quantity"],
+                    "price": ln["offer_price"]["amount"],
+                    "offer_token": token,
+                }
+                for ln, token in zip(lines, [sd, bag], strict=True)
+            ),
+            {"product_id": "strap", "quantity": 1, "price": 1500, "offer_token": "forged"},
+        ],
+    }
+    r = shop.client.post("/v1/admin/orders", json=[order], headers=shop.admin)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["imported"] == 1 and body["rejected"] == []
+    assert body["refused_tokens"] == [
+        {
+            "order_id": "flow-1",
+            "field": "lines[3].offer_token",
+            "code": "bad_token",
+            "message": "The offer token is not a valid offer token of this store; the line is "
+            "kept without credit.",
+        }
+    ]
+    report = shop.client.get("/v1/admin/metrics", headers=shop.admin).json()
+    surfaces = {row["surface"]: row for row in report["breakdown"]["surface"]}
+    assert set(surfaces) == {"cart", "checkout"}
+    assert surfaces["cart"]["token_revenue"]["amount"] == 2699
+    assert surfaces["checkout"]["token_revenue"]["amount"] == 4050  # 10% off 4500
+    for row in surfaces.values():
+        assert (row["adds"], row["token_purchases"], row["token_orders"]) == (1, 1, 1)
+        assert row["take_rate"]["value"] == 1.0
+    assert report["totals"]["token_purchases"] == 2
+    assert report["orders"]["offer_item_revenue"]["amount"] == 2699 + 4050
+    csv = shop.client.get("/v1/admin/metrics", params={"format": "csv"}, headers=shop.admin).text
+    assert "breakdown,surface,cart,adds,1,,," in csv
+    assert "breakdown,surface,checkout,token_revenue,4050,,,USD" in csv
+    assert "totals,,,token_orders,1,,," in csv
+    html = shop.client.get("/dashboard", headers=shop.admin).text
+    assert 'data-table="taken"' in html and "Token revenue" in html and "$40.50" in html

@@ -1,5 +1,5 @@
-"""The Store contract for taking pre-purchase offers: kept redeem answers and order lines
-credited to an offer by their token, run against every backend."""
+"""The Store contract for taking pre-purchase offers: kept redeem answers, add events, and order
+lines credited to an offer by their token, run against every backend."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from offer_service.domain.orders import OfferCredit, Order, OrderLine, ProductReturn
 from offer_service.exceptions import StoreError
 from offer_service.storage.protocols import Store
+from tests.storage.test_storage_commerce_contract import event
 from tests.storage.test_storage_contract import new_store, store, unique
 
 __all__ = ["store"]
@@ -104,3 +105,19 @@ async def test_an_order_line_keeps_the_offer_it_is_credited_to(store: Store) -> 
     assert returned is not None
     assert returned.lines == placed.lines
     assert returned.returned == ("p2",)
+
+
+async def test_an_add_is_counted_and_needs_an_impression_like_a_click(store: Store) -> None:
+    record = await new_store(store)
+    events = [
+        event("i1", "impression", visitor="v1"),
+        event("a1", "add", visitor="v1"),
+        event("a2", "add", visitor="v2"),  # v2 never saw the offer
+    ]
+    assert await store.record_events(record.id, events, NOW - HOUR) == [True, True, True]
+    assert await store.record_events(record.id, [event("a1", "add")], NOW - HOUR) == [False]
+    counters = await store.event_counters(record.id)
+    assert counters[("cart", "cross_sell", "p1", "", "add")] == 2
+    stored = {e.id: e async for e in store.iter_events(record.id, NOW - HOUR, NOW + HOUR)}
+    assert (stored["a1"].type, stored["a1"].flag) == ("add", None)
+    assert stored["a2"].flag == "no_impression"
