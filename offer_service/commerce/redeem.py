@@ -7,11 +7,15 @@ with. A token that passes answers one line per product at the offered price; tha
 kept per (cart, token) until a day after the token expires, so the cart asking again (a page
 reload, a retried call, a checkout after the offer expired) gets the same price even if the
 product changed since. A refused token is kept nowhere: it is checked afresh each time.
+
+Pricing charges nothing; each line priced for a cart the first time is recorded as a `redeem`
+event of its offer, so the report can count the offers carts took.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,10 +23,12 @@ from typing import Any
 
 import orjson
 
+from offer_service.domain.events import REDEEM, StoredEvent
 from offer_service.domain.products import Product
 from offer_service.domain.records import StoreRecord
 from offer_service.domain.surfaces import Surface
 from offer_service.domain.tokens import BadToken, BundleItem, OfferClaims, verify
+from offer_service.exceptions import StoreError
 from offer_service.storage.protocols import Store
 from offer_service.types import DAY_MS, money
 
@@ -34,6 +40,8 @@ REDEEMABLE_SURFACES = frozenset(
 # a while after the offer stopped being shown.
 KEPT_AFTER_EXPIRY_MS = DAY_MS
 BUNDLE = "bundle"
+
+log = logging.getLogger(__name__)
 
 BAD_TOKEN = "bad_token"
 OFFER_EXPIRED = "offer_expired"
@@ -166,6 +174,48 @@ async def redeem(
     out: list[Line] = []
     for i, key in enumerate(keys):
         found = kept.get(key)
-        lines: list[Line] = orjson.loads(found) if found is not None else fresh[i]
+        lines: list[Line] = orjson.loads(found[0]) if found is not None else fresh[i]
         out.extend({**line, "token_index": i} for line in lines)
+    taken = [
+        (key, c.claims)
+        for key, c in zip(keys, checked, strict=True)
+        if c.claims is not None and kept.get(key, (b"", False))[1]
+    ]
+    await _record(store, record, dict(taken), {key: kept[key][0] for key, _ in taken}, now_ms)
     return out
+
+
+async def _record(
+    store: Store,
+    record: StoreRecord,
+    claims: Mapping[str, OfferClaims],
+    answers: Mapping[str, bytes],
+    now_ms: int,
+) -> None:
+    """A `redeem` event per line first priced by this call (an id per cart, token and line:
+    recorded once). The answer stands whether or not this is written."""
+    events = [
+        StoredEvent(
+            f"r_{key[:40]}_{n}",
+            REDEEM,
+            now_ms,
+            now_ms,
+            None,
+            c.surface,
+            c.kind,
+            line["product_id"],
+            c.offer_id,
+            None,
+            c.arm,
+            line["offer_price"]["amount"],
+            c.currency,
+        )
+        for key, c in claims.items()
+        for n, line in enumerate(orjson.loads(answers[key]))
+    ]
+    if not events:
+        return
+    try:
+        await store.record_events(record.id, events, now_ms - DAY_MS)
+    except StoreError as exc:
+        log.warning("redeemed offers of store %s were not recorded: %s", record.id, exc)

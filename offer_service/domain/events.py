@@ -17,6 +17,9 @@ from offer_service.types import DAY_MS
 EventType = Literal["impression", "click", "add", "accept", "decline", "view"]
 # `add`: a pre-purchase offer put in the cart at its offered price (the snippet's add button).
 EVENT_TYPES: frozenset[str] = frozenset(("impression", "click", "add", "accept", "decline", "view"))
+# Recorded by the service itself, never accepted from a client: a line priced by
+# POST /v1/offers/redeem for a cart, the first time (`commerce.redeem`).
+REDEEM = "redeem"
 MAX_EVENTS = 100
 MAX_ID_LENGTH = 64
 # Events stamped further than this from the server's clock are implausible: rejected.

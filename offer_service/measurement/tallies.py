@@ -1,5 +1,6 @@
-"""Offer metrics of the report: impressions, clicks, adds and credited purchases per offer cell,
-and their rows by surface, kind, product and arm (docs/measurement.md defines each figure)."""
+"""Offer metrics of the report: impressions, clicks, adds, redeemed lines and credited purchases
+per offer cell, and their rows by surface, kind, product and arm (docs/measurement.md defines
+each figure)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from offer_service.domain.attribution import CreditedLine, OfferRef
-from offer_service.domain.events import StoredEvent
+from offer_service.domain.events import REDEEM, StoredEvent
 from offer_service.measurement.statistics import proportion
 
 DIMENSIONS = ("surface", "kind", "product", "arm")
 # Events that act on an offer shown: each counts once per counted impression it follows.
 _ACTIONS = ("click", "add")
+_COUNTED = frozenset(("impression", *_ACTIONS, REDEEM))
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,7 @@ class Tally:
     clicked: set[Viewer] = field(default_factory=set)
     added: set[Viewer] = field(default_factory=set)
     taken: set[Viewer] = field(default_factory=set)
+    redeemed: int = 0
     one_click: int = 0
     via_token: int = 0
     via_click: int = 0
@@ -88,6 +91,7 @@ class Tally:
         self.clicked |= other.clicked
         self.added |= other.added
         self.taken |= other.taken
+        self.redeemed += other.redeemed
         self.one_click += other.one_click
         self.via_token += other.via_token
         self.via_click += other.via_click
@@ -122,6 +126,7 @@ class Tally:
             "return_rate": proportion(self.returned_items, self.accepts).as_dict(),
             "adds": len(self.added),
             "add_rate": proportion(len(self.added), impressions).as_dict(),
+            "redeemed_lines": self.redeemed,
             "token_purchases": self.via_token,
             "token_orders": len(self.token_orders),
             "token_revenue": money(self.token_revenue, currency),
@@ -154,13 +159,16 @@ def offer_tallies(
     on_order: dict[tuple[str, OfferRef], set[Viewer]] = {}
     anonymous: dict[tuple[OfferRef, str], set[Viewer]] = {}
     for e in events:
-        if e.type not in ("impression", *_ACTIONS) or not q.since_ms <= e.ts_ms < q.until_ms:
+        if e.type not in _COUNTED or not q.since_ms <= e.ts_ms < q.until_ms:
             continue
         if e.flag is not None:  # invalid traffic: counted in `invalid_traffic` only
             continue
         if q.surface and e.surface != q.surface:
             continue
         ref = OfferRef(e.surface, e.kind, e.product_id, e.arm)
+        if e.type == REDEEM:  # the service's record of a line priced for a cart
+            cells.setdefault(ref, Tally()).redeemed += 1
+            continue
         if e.type != "impression":
             actions.append((ref, e))
             continue

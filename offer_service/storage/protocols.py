@@ -314,11 +314,11 @@ class RedemptionStore(Protocol):
 
     async def remember_redemptions(
         self, store_id: str, answers: Mapping[str, tuple[bytes, int] | None], now_ms: int
-    ) -> dict[str, bytes]:
+    ) -> dict[str, tuple[bytes, bool]]:
         """For each key (a cart and token pair's digest), keep its answer until its expiry
         (epoch ms), unless an answer kept under the key has not expired: that first answer
-        stays. A key given None is only read. The kept answer of every key that has one,
-        atomically per key."""
+        stays. A key given None is only read. The kept answer of every key that has one, and
+        whether this call kept it (True) or found it (False); atomically per key."""
         ...
 
 

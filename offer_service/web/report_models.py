@@ -58,6 +58,10 @@ class OfferMetrics(_Out):
         "(an `add` event of the same offer and visitor)."
     )
     add_rate: Interval = Field(description="adds / impressions.")
+    redeemed_lines: int = Field(
+        description="Lines POST /v1/offers/redeem priced for a cart the first time (a bundle: "
+        "one per item): offers the store's cart took."
+    )
     token_purchases: int = Field(
         description="Order lines credited to the offer by the offer_token they were sent "
         "with (no click needed); counted in accepts."

@@ -389,3 +389,6 @@ def test_an_add_to_cart_is_an_event_counted_like_a_click(
     adds = {e.visitor_id: e.flag for e in stored if e.type == "add"}
     # The visitor who never saw the offer is invalid traffic, as a click would be.
     assert adds == {"v-events": None, "v-x": "no_impression"}
+    # What the service records of a redeemed offer is its own: no client sends one.
+    r = post_events(c, [event(token, "redeem")])
+    assert [(x["code"], x["field"]) for x in r.json()["rejected"]] == [("invalid_event", "type")]

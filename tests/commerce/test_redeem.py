@@ -378,6 +378,7 @@ def test_the_order_carrying_redeemed_tokens_is_credited_in_every_report(shop: Sh
     assert surfaces["checkout"]["token_revenue"]["amount"] == 4050  # 10% off 4500
     for row in surfaces.values():
         assert (row["adds"], row["token_purchases"], row["token_orders"]) == (1, 1, 1)
+        assert row["redeemed_lines"] == 1
         assert row["take_rate"]["value"] == 1.0
     assert report["totals"]["token_purchases"] == 2
     assert report["orders"]["offer_item_revenue"]["amount"] == 2699 + 4050
@@ -385,5 +386,6 @@ def test_the_order_carrying_redeemed_tokens_is_credited_in_every_report(shop: Sh
     assert "breakdown,surface,cart,adds,1,,," in csv
     assert "breakdown,surface,checkout,token_revenue,4050,,,USD" in csv
     assert "totals,,,token_orders,1,,," in csv
+    assert "totals,,,redeemed_lines,2,,," in csv
     html = shop.client.get("/dashboard", headers=shop.admin).text
     assert 'data-table="taken"' in html and "Token revenue" in html and "$40.50" in html

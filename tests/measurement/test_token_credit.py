@@ -8,10 +8,11 @@ The fixture (one period, pre-purchase offers):
 - o1 (v1): cam without a token, sd with off_sd's token, bag and strap with off_kit's token;
 - o2 (v2): sd with a forged token, cam with off_sd's token (another product): both refused,
   the order kept, its lines uncredited (v2 never clicked);
-- o3 (no visitor): sd with off_sd's token: credited without any visitor.
-So on cart: 2 impressions, 1 add (add rate 1/2), 2 token purchases in 2 orders for 2 x 2700,
-1 impression taken (v1's); on product_page: 1 impression, 1 add, 2 token purchases in 1 order
-for 4050 + 1350.
+- o3 (no visitor): sd with off_sd's token: credited without any visitor;
+- cart-1 redeems off_sd and off_kit (twice: the repeat records nothing), cart-2 off_sd.
+So on cart: 2 impressions, 1 add (add rate 1/2), 2 lines redeemed, 2 token purchases in 2
+orders for 2 x 2700, 1 impression taken (v1's); on product_page: 1 impression, 1 add, 2 lines
+redeemed (the bundle's items), 2 token purchases in 1 order for 4050 + 1350.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 
 from offer_service.commerce.ingest import import_orders
+from offer_service.commerce.redeem import redeem
 from offer_service.domain.events import StoredEvent, validate_event
 from offer_service.domain.orders import Order, OrderLine
 from offer_service.domain.products import Product
@@ -91,6 +93,9 @@ async def test_token_lines_and_adds_are_credited_in_the_report(store: Store) -> 
         event(record, 6, "add", sd, "v3", now),
     ]
     assert await store.record_events(record.id, events, now - DAY_MS) == [True] * 6
+    for cart, tokens in (("cart-1", [sd, kit]), ("cart-1", [sd, kit]), ("cart-2", [sd])):
+        lines = await redeem(store, record, cart, tokens)
+        assert all(ln["valid"] for ln in lines), lines
     orders = [
         order(
             "o1",
@@ -128,6 +133,7 @@ async def test_token_lines_and_adds_are_credited_in_the_report(store: Store) -> 
     cart = row(report["breakdown"]["surface"], "surface", "cart")
     assert cart["impressions"] == 2
     assert cart["adds"] == 1
+    assert cart["redeemed_lines"] == 2
     assert cart["add_rate"]["value"] == 0.5
     assert cart["token_purchases"] == 2
     assert cart["token_orders"] == 2
@@ -140,11 +146,12 @@ async def test_token_lines_and_adds_are_credited_in_the_report(store: Store) -> 
 
     page = row(report["breakdown"]["surface"], "surface", "product_page")
     assert (page["impressions"], page["adds"], page["token_purchases"]) == (1, 1, 2)
+    assert page["redeemed_lines"] == 2
     assert page["token_orders"] == 1
     assert page["token_revenue"]["amount"] == 4050 + 1350
     assert page["take_rate"]["value"] == 1.0
     bundle = row(report["breakdown"]["kind"], "kind", "bundle")
-    assert bundle["token_purchases"] == 2
+    assert (bundle["token_purchases"], bundle["redeemed_lines"]) == (2, 2)
     arm = row(report["breakdown"]["arm"], "arm", "exp:b")
     assert arm["token_purchases"] == 2
 

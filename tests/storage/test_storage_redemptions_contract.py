@@ -26,18 +26,18 @@ async def test_the_first_answer_of_a_key_is_kept_and_read_back(store: Store) -> 
     kept = await store.remember_redemptions(
         record.id, {"k1": (b"first", NOW + HOUR), "k2": (b"other", NOW + HOUR)}, NOW
     )
-    assert kept == {"k1": b"first", "k2": b"other"}
+    assert kept == {"k1": (b"first", True), "k2": (b"other", True)}
     again = await store.remember_redemptions(
         record.id, {"k1": (b"second", NOW + 2 * HOUR), "k3": (b"third", NOW + HOUR)}, NOW + 1
     )
-    assert again == {"k1": b"first", "k3": b"third"}
+    assert again == {"k1": (b"first", False), "k3": (b"third", True)}
 
 
 async def test_a_read_only_key_answers_only_what_was_kept(store: Store) -> None:
     record = await new_store(store)
     await store.remember_redemptions(record.id, {"k1": (b"kept", NOW + HOUR)}, NOW)
     assert await store.remember_redemptions(record.id, {"k1": None, "k2": None}, NOW + 1) == {
-        "k1": b"kept"
+        "k1": (b"kept", False)
     }
 
 
@@ -50,14 +50,15 @@ async def test_an_expired_answer_is_gone_and_a_new_one_takes_its_place(store: St
     later = now + 300
     assert await store.remember_redemptions(record.id, {"k": None}, later) == {}
     kept = await store.remember_redemptions(record.id, {"k": (b"new", later + HOUR)}, later)
-    assert kept == {"k": b"new"}
+    assert kept == {"k": (b"new", True)}
 
 
 async def test_answers_are_kept_per_store(store: Store) -> None:
     a, b = await new_store(store), await new_store(store)
     await store.remember_redemptions(a.id, {"k": (b"a", NOW + HOUR)}, NOW)
-    assert await store.remember_redemptions(b.id, {"k": (b"b", NOW + HOUR)}, NOW) == {"k": b"b"}
-    assert await store.remember_redemptions(a.id, {"k": None}, NOW) == {"k": b"a"}
+    kept = await store.remember_redemptions(b.id, {"k": (b"b", NOW + HOUR)}, NOW)
+    assert kept == {"k": (b"b", True)}
+    assert await store.remember_redemptions(a.id, {"k": None}, NOW) == {"k": (b"a", False)}
 
 
 async def test_concurrent_first_answers_of_one_key_agree(store: Store) -> None:
@@ -68,7 +69,9 @@ async def test_concurrent_first_answers_of_one_key_agree(store: Store) -> None:
             for i in range(8)
         )
     )
-    assert len({a["race"] for a in answers}) == 1
+    assert len({a["race"][0] for a in answers}) == 1
+    # Exactly one call kept its answer; every other one found it.
+    assert sorted(a["race"][1] for a in answers) == [False] * 7 + [True]
 
 
 async def test_an_unknown_store_keeps_nothing(store: Store) -> None:

@@ -16,7 +16,7 @@ class RedisRedemptions(RedisBase):
 
     async def remember_redemptions(
         self, store_id: str, answers: Mapping[str, tuple[bytes, int] | None], now_ms: int
-    ) -> dict[str, bytes]:
+    ) -> dict[str, tuple[bytes, bool]]:
         k = StoreKeys(store_id)
         keys = list(answers)
         args: list[Any] = []
@@ -32,5 +32,7 @@ class RedisRedemptions(RedisBase):
         if kept is None:
             raise StoreError(f"unknown store {store_id!r}")
         return {
-            key: bytes(answer) for key, answer in zip(keys, kept, strict=True) if answer is not None
+            key: (bytes(answer), new == 1)
+            for key, answer, new in zip(keys, kept[::2], kept[1::2], strict=True)
+            if answer is not None
         }

@@ -34,9 +34,11 @@ class SQLiteRedemptions(SQLiteConnection):
 
     async def remember_redemptions(
         self, store_id: str, answers: Mapping[str, tuple[bytes, int] | None], now_ms: int
-    ) -> dict[str, bytes]:
-        def keep(conn: sqlite3.Connection) -> dict[str, bytes]:
+    ) -> dict[str, tuple[bytes, bool]]:
+        def keep(conn: sqlite3.Connection) -> dict[str, tuple[bytes, bool]]:
             require_store(conn, store_id)
+            # The write holds the file's lock: nobody keeps an answer between this read and it.
+            found = dict(read(conn))
             conn.executemany(
                 _KEEP,
                 [
@@ -45,15 +47,18 @@ class SQLiteRedemptions(SQLiteConnection):
                     if kept is not None
                 ],
             )
-            found = {
-                key: bytes(answer)
+            kept = {key: (answer, key not in found) for key, answer in read(conn)}
+            conn.execute(_PRUNE, (now_ms, PRUNE_PER_WRITE))
+            return kept
+
+        def read(conn: sqlite3.Connection) -> list[tuple[str, bytes]]:
+            return [
+                (key, bytes(answer))
                 for key, answer in conn.execute(
                     f"SELECT key, answer FROM redemptions WHERE store_id = ? AND key {IN_IDS}"
                     " AND expires_ms > ?",
                     (store_id, ids_param(answers), now_ms),
                 )
-            }
-            conn.execute(_PRUNE, (now_ms, PRUNE_PER_WRITE))
-            return found
+            ]
 
         return await self._write("remember redemptions", keep)
