@@ -11,6 +11,7 @@ from pydantic.json_schema import models_json_schema
 
 from offer_service import __version__
 from offer_service.domain.policy import StoreRules
+from offer_service.importers import OrderIn
 from offer_service.journeys.timeline import FEED_TOUCHPOINTS
 from offer_service.web.journey_models import (
     FeedAnswer,
@@ -201,9 +202,11 @@ OPERATIONS: list[Operation] = [
     Operation(
         "post",
         "/v1/admin/orders",
-        "Import orders (JSON list or Online Retail CSV)",
+        "Import orders (JSON list or Online Retail CSV); a line's offer_token credits it to "
+        "that offer",
         "secret",
         {200: OrdersImportResponse, **ERRORS},
+        body_list_of=OrderIn,
         body_types=("application/json", "text/csv"),
     ),
     Operation(
