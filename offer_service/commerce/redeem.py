@@ -77,7 +77,7 @@ def refused(code: str, claims: OfferClaims | None = None, product_id: str | None
 
 @dataclass(frozen=True, slots=True)
 class _Checked:
-    """A token verified: its claims and whether it has expired, or why it was refused."""
+    """A token checked: its claims (None: a bad token) and whether it has expired."""
 
     claims: OfferClaims | None
     expired: bool = False
@@ -176,12 +176,13 @@ async def redeem(
         found = kept.get(key)
         lines: list[Line] = orjson.loads(found[0]) if found is not None else fresh[i]
         out.extend({**line, "token_index": i} for line in lines)
-    taken = [
-        (key, c.claims)
+    # The answers this call kept first: what a cart took, recorded once.
+    first = {
+        key: c.claims
         for key, c in zip(keys, checked, strict=True)
-        if c.claims is not None and kept.get(key, (b"", False))[1]
-    ]
-    await _record(store, record, dict(taken), {key: kept[key][0] for key, _ in taken}, now_ms)
+        if c.claims is not None and key in kept and kept[key][1]
+    }
+    await _record(store, record, first, kept, now_ms)
     return out
 
 
@@ -189,11 +190,11 @@ async def _record(
     store: Store,
     record: StoreRecord,
     claims: Mapping[str, OfferClaims],
-    answers: Mapping[str, bytes],
+    kept: Mapping[str, tuple[bytes, bool]],
     now_ms: int,
 ) -> None:
-    """A `redeem` event per line first priced by this call (an id per cart, token and line:
-    recorded once). The answer stands whether or not this is written."""
+    """A `redeem` event per line of each answer in `claims` (an id per cart, token and line).
+    The answer stands whether or not this is written."""
     events = [
         StoredEvent(
             f"r_{key[:40]}_{n}",
@@ -211,7 +212,7 @@ async def _record(
             c.currency,
         )
         for key, c in claims.items()
-        for n, line in enumerate(orjson.loads(answers[key]))
+        for n, line in enumerate(orjson.loads(kept[key][0]))
     ]
     if not events:
         return
