@@ -389,3 +389,10 @@ def test_the_order_carrying_redeemed_tokens_is_credited_in_every_report(shop: Sh
     assert "totals,,,redeemed_lines,2,,," in csv
     html = shop.client.get("/dashboard", headers=shop.admin).text
     assert 'data-table="taken"' in html and "Token revenue" in html and "$40.50" in html
+
+
+def test_a_body_over_the_routes_limit_is_a_413(shop: Shop) -> None:
+    body = {"cart_id": "c", "tokens": ["t" * 2048] * 60}
+    r = shop.client.post("/v1/offers/redeem", json=body, headers=shop.admin)
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "payload_too_large"
