@@ -28,6 +28,7 @@ from offer_service.web.endpoints import (
     keys,
     offers,
     ops,
+    redeem,
 )
 from offer_service.web.endpoints import metrics as report
 from offer_service.web.endpoints.common import error_response
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> OfferApp:
         Route("/v1/offers", offers.PostOffers(), methods=["POST"]),
         Route("/v1/accept", accept.post_accept, methods=["POST"]),
         Route("/v1/decline", accept.post_decline, methods=["POST"]),
+        Route("/v1/offers/redeem", redeem.post_redeem, methods=["POST"]),
         *(Route(path, offers.preflight, methods=["OPTIONS"]) for path in BROWSER_ROUTES),
         Route("/v1/admin/catalog", admin.put_catalog, methods=["PUT"]),
         Route("/v1/admin/catalog", admin.get_catalog, methods=["GET"]),

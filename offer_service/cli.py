@@ -342,6 +342,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                 "duplicates": summary.duplicates,
                 "returns": summary.returns,
                 "rejected": rejected_total,
+                "refused_tokens": len(summary.refused_tokens),
                 **summary_extra,
             }, rejected
         finally:

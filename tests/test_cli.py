@@ -104,6 +104,30 @@ def test_import_orders_of_online_retail_prints_a_summary(tmp_path: Path, dataset
     assert summary["returns"] > 0
 
 
+def test_import_orders_counts_the_offer_tokens_it_refused(tmp_path: Path) -> None:
+    keys = create_store(tmp_path)
+    f = tmp_path / "orders.json"
+    line = {"product_id": "a", "quantity": 1, "price": 900}
+    orders = [
+        {"id": "o1", "placed_at": "2026-11-25T10:00:00Z", "currency": "USD", "lines": [line]},
+        {
+            "id": "o2",
+            "placed_at": "2026-11-25T11:00:00Z",
+            "currency": "USD",
+            "lines": [{**line, "offer_token": "forged.token"}, line],
+        },
+    ]
+    f.write_text(json.dumps(orders))
+    url = f"sqlite:///{tmp_path}/o.db"
+    r = run(
+        "import", "orders", str(f), "--store", keys["store_id"], "--store-url", url, cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    # The order with a refused token is imported all the same, its line uncredited.
+    assert (summary["imported"], summary["refused_tokens"]) == (2, 1)
+
+
 def test_import_into_an_unknown_store_fails_clearly(tmp_path: Path) -> None:
     create_store(tmp_path)
     f = tmp_path / "c.json"

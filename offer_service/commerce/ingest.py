@@ -1,4 +1,5 @@
-"""Order ingestion: record orders and returns, then keep co-purchase affinity current.
+"""Order ingestion: record orders (their lines' offer tokens verified into credits) and
+returns, then keep co-purchase affinity current.
 
 Small batches (a webhook per order) update pair counts and the touched products' neighbour lists
 incrementally; a bulk import recounts every basket at once, which is far faster than millions of
@@ -13,6 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from offer_service.commerce.offer_credit import RefusedToken, credit_lines
 from offer_service.decision import affinity
 from offer_service.domain.orders import Order, ProductReturn
 from offer_service.domain.records import StoreRecord
@@ -29,6 +31,8 @@ class IngestSummary:
     duplicates: int
     returns: int
     rebuilt: bool
+    # Order lines whose offer token was refused (kept, uncredited).
+    refused_tokens: tuple[RefusedToken, ...] = ()
 
 
 async def import_orders(
@@ -39,6 +43,7 @@ async def import_orders(
     *,
     bulk_threshold: int = BULK_THRESHOLD,
 ) -> IngestSummary:
+    orders, refused = credit_lines(record, orders)
     counts = await store.add_orders(record.id, orders)
     new = [o for o in counts.new_orders if o.lines]
     rebuilt = False
@@ -48,7 +53,7 @@ async def import_orders(
     elif new:
         await _increment(store, record, new)
     recorded = await store.add_returns(record.id, returns) if returns else 0
-    return IngestSummary(counts.imported, counts.duplicates, recorded, rebuilt)
+    return IngestSummary(counts.imported, counts.duplicates, recorded, rebuilt, tuple(refused))
 
 
 async def rebuild_affinity(store: Store, record: StoreRecord) -> None:

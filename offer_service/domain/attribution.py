@@ -2,7 +2,9 @@
 
 An order line is credited to an offer, once, when
 1. it was accepted one-click (a charged accept of that product on that order), or else
-2. the order's visitor clicked an offer of that product within the attribution window before
+2. it was sent with the token of the offer it was bought from (`offer_token`, verified when
+   the order was recorded: `commerce.offer_credit`), or else
+3. the order's visitor clicked an offer of that product within the attribution window before
    the order was placed (the last such click wins).
 Clicks flagged as invalid traffic (`traffic.py`) credit nothing. The offer's surface, kind and
 experiment arm come from its signed token, as the offer's events carry it; a one-click accept
@@ -25,7 +27,7 @@ UNKNOWN_KIND = "unknown"
 # Where a one-click accept whose offer sent no event is counted (the surface that accepts).
 DEFAULT_ONE_CLICK_SURFACE = "thank_you"
 
-Via = Literal["one_click", "click"]
+Via = Literal["one_click", "token", "click"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +53,7 @@ class CreditedLine:
     returned: bool
     offer: OfferRef
     via: Via
-    # The id of the clicked offer that earned a click-attributed line (None for one-click: that
+    # The id of the offer that earned a line taken by token or click (None for one-click: that
     # offer is found through the order's events).
     offer_id: str | None = None
 
@@ -125,6 +127,10 @@ def credit(
         returned_all = order.status == "returned"
         returned = set(order.returned)
         seen: set[str] = set()
+        # A product's line bought by token is the one its offer earned.
+        by_token = {
+            line.product_id: (line, line.offer) for line in order.lines if line.offer is not None
+        }
         # The last line of a product is the accepted one when an accept appended it.
         for line in reversed(order.lines):
             pid = line.product_id
@@ -138,6 +144,10 @@ def credit(
                 ref = offers.get((order.id, pid)) or OfferRef(
                     DEFAULT_ONE_CLICK_SURFACE, UNKNOWN_KIND, pid, None
                 )
+            elif pid in by_token:
+                line, taken = by_token[pid]
+                via, offer_id = "token", taken.offer_id
+                ref = OfferRef(taken.surface, taken.kind, pid, taken.arm)
             elif order.visitor_id:
                 found = clicks.last_before(order.visitor_id, pid, order.placed_at_ms, window_ms)
                 if found is None:

@@ -1,4 +1,4 @@
-"""Shopper events (impression, click, accept, decline, view): validation of each event on its own.
+"""Shopper events (impression, click, add, accept, decline, view), each validated on its own.
 
 A batch is never all-or-nothing: every event is checked separately, the good ones are stored and
 each bad one is reported with its index and a stable code.
@@ -14,8 +14,12 @@ from offer_service.domain.records import SigningKey
 from offer_service.domain.tokens import BadToken, OfferClaims, verify
 from offer_service.types import DAY_MS
 
-EventType = Literal["impression", "click", "accept", "decline", "view"]
-EVENT_TYPES: frozenset[str] = frozenset(("impression", "click", "accept", "decline", "view"))
+EventType = Literal["impression", "click", "add", "accept", "decline", "view"]
+# `add`: a pre-purchase offer put in the cart at its offered price (the snippet's add button).
+EVENT_TYPES: frozenset[str] = frozenset(("impression", "click", "add", "accept", "decline", "view"))
+# Recorded by the service itself, never accepted from a client: a line priced by
+# POST /v1/offers/redeem for a cart, the first time (`commerce.redeem`).
+REDEEM = "redeem"
 MAX_EVENTS = 100
 MAX_ID_LENGTH = 64
 # Events stamped further than this from the server's clock are implausible: rejected.

@@ -11,10 +11,24 @@ OrderStatus = Literal["placed", "shipped", "delivered", "returned"]
 
 
 @dataclass(frozen=True, slots=True)
+class OfferCredit:
+    """The offer an order line was bought from, as its verified offer token named it."""
+
+    offer_id: str
+    surface: str
+    kind: str
+    arm: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class OrderLine:
     product_id: ProductId
     quantity: int
     price: int  # unit price, minor units
+    # The offer token the line was sent with, until it is verified (never stored).
+    offer_token: str | None = None
+    # The offer the line is credited to, from its verified token (stored with the line).
+    offer: OfferCredit | None = None
 
 
 @dataclass(frozen=True, slots=True)

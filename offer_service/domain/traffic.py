@@ -7,7 +7,7 @@ and the measurement report and the learned P(accept) leave them out. Three reaso
   monitoring probe or a generic HTTP library (a shopper's browser sends none of these);
 - `prefetch`: the browser fetched it speculatively (`Sec-Purpose: prefetch` or `prerender`,
   `Purpose: prefetch`, `X-Moz: prefetch`, `X-Purpose: preview`): nobody may ever see that page;
-- `no_impression`: a click, accept or decline of an offer the same visitor never had a valid
+- `no_impression`: a click, add, accept or decline of an offer the same visitor never had a valid
   impression of in the `match_window_ms` before (decided by the store as it records
   the event, so it holds across every instance).
 
@@ -36,7 +36,7 @@ ADDRESS_VISITORS: Final = "address_visitors"  # new visitors from one address
 OFFER_IMPRESSIONS: Final = "offer_impressions"  # impressions of one offer from one address
 
 # Event types that act on an offer and so need an impression of it before them.
-NEEDS_IMPRESSION = frozenset(("click", "accept", "decline"))
+NEEDS_IMPRESSION = frozenset(("click", "add", "accept", "decline"))
 # How far back an impression of the same offer and visitor is looked for: a day on the web;
 # an email or SMS is read days after it was sent, so its offers' clicks look back as far as its
 # journey runs.

@@ -15,6 +15,7 @@ from offer_service.importers.result import ImportResult, Rejection
 from offer_service.importers.seen import FirstSeen
 
 MAX_LINES = 1000
+MAX_TOKEN = 2048
 
 
 def parse_placed_at(value: object) -> datetime:
@@ -37,6 +38,9 @@ class OrderLineIn(BaseModel):
     product_id: Identifier
     quantity: Annotated[int, Field(ge=1, le=1_000_000)]
     price: MinorUnits
+    # The token of the offer the line was bought from: credits the line to it (checked when
+    # the order is recorded, `commerce.offer_credit`).
+    offer_token: Annotated[str, Field(min_length=1, max_length=MAX_TOKEN)] | None = None
 
 
 class OrderIn(BaseModel):
@@ -57,7 +61,10 @@ class OrderIn(BaseModel):
             id=self.id,
             placed_at_ms=epoch_ms(self.placed_at),
             currency=self.currency,
-            lines=tuple(OrderLine(ln.product_id, ln.quantity, ln.price) for ln in self.lines),
+            lines=tuple(
+                OrderLine(ln.product_id, ln.quantity, ln.price, offer_token=ln.offer_token)
+                for ln in self.lines
+            ),
             customer_id=self.customer_id,
             visitor_id=self.visitor_id,
             status=self.status,

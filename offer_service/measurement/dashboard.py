@@ -281,6 +281,47 @@ def rows_table(report: Mapping[str, Any], dimension: str, caption: str) -> Table
     return Table(dimension, caption, (dimension, *ROW_HEADINGS), rows, "No offers in this period")
 
 
+TAKEN_HEADINGS = (
+    "Impressions",
+    "Clicks",
+    "Click-attributed",
+    "Adds",
+    "Add rate",
+    "Redeemed",
+    "Take rate",
+    "Token purchases",
+    "Token orders",
+    "Token revenue",
+)
+# Where offers are added to a cart rather than accepted one-click.
+TAKEN_SURFACES = ("product_page", "cart", "checkout")
+
+
+def taken_table(report: Mapping[str, Any]) -> Table:
+    """Pre-purchase offers taken: adds to cart and purchases credited by token, beside the
+    clicks and click-attributed purchases."""
+    cur = report["currency"]
+    rows = [
+        (
+            r["surface"],
+            f"{r['impressions']:,}",
+            f"{r['clicks']:,}",
+            f"{r['click_attributed_purchases']:,}",
+            f"{r['adds']:,}",
+            pct(r["add_rate"]["value"]),
+            f"{r['redeemed_lines']:,}",
+            pct(r["take_rate"]["value"]),
+            f"{r['token_purchases']:,}",
+            f"{r['token_orders']:,}",
+            amount(r["token_revenue"]["amount"], cur),
+        )
+        for r in report["breakdown"]["surface"]
+        if r["surface"] in TAKEN_SURFACES
+    ]
+    caption = "Pre-purchase offers taken: adds to cart and purchases by offer token"
+    return Table("taken", caption, ("surface", *TAKEN_HEADINGS), rows, "No offers in this period")
+
+
 def groups_table(report: Mapping[str, Any]) -> Table:
     cur = report["currency"]
     h = report["holdout"]
@@ -320,6 +361,7 @@ def page(
         tables=[
             groups_table(report),
             rows_table(report, "surface", "Offers by surface"),
+            taken_table(report),
             rows_table(report, "kind", "Offers by kind"),
             rows_table(report, "arm", "Offers by experiment arm"),
         ],

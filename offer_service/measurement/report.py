@@ -1,5 +1,6 @@
-"""The measurement report: offer metrics by surface, kind, product and arm, order metrics, the
-treatment-versus-holdout comparison and attach rate over time, from events, accepts and orders.
+"""The measurement report: offer metrics by surface, kind, product and arm (`tallies.py`), order
+metrics, the treatment-versus-holdout comparison and attach rate over time, from events,
+accepts and orders.
 
 Pure: the caller reads the data (`endpoints/metrics.py`) and this module only counts. Every
 figure is defined in docs/measurement.md; the definitions in the comments below are the same.
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from offer_service.domain.attribution import CreditedLine, OfferRef, credit
+from offer_service.domain.attribution import CreditedLine, credit
 from offer_service.domain.events import StoredEvent
 from offer_service.domain.orders import AcceptedOffer, Order
 from offer_service.domain.products import Product
@@ -30,9 +31,10 @@ from offer_service.measurement.statistics import (
     ratio,
     scaled,
 )
+from offer_service.measurement.tallies import ReportQuery as ReportQuery
+from offer_service.measurement.tallies import breakdowns, money, offer_tallies
 from offer_service.types import DAY_MS
 
-DIMENSIONS = ("surface", "kind", "product", "arm")
 # Bucket widths for the time series, the smallest that keeps it within MAX_BUCKETS points.
 BUCKET_STEPS_MS = (
     1_000,
@@ -50,102 +52,8 @@ BUCKET_STEPS_MS = (
 MAX_BUCKETS = 40
 
 
-@dataclass(frozen=True, slots=True)
-class ReportQuery:
-    store_id: str
-    since_ms: int
-    until_ms: int
-    surface: str | None
-    window_days: int
-    holdout_share: float
-
-
 def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-# Who saw an offer: (offer id, visitor id), or (offer id, "event:<id>") without a visitor.
-Viewer = tuple[str, str]
-
-
-@dataclass(slots=True)
-class Tally:
-    """Offer metrics of one group of offers (a surface, a kind, a product, an arm, or all).
-
-    A rate's numerator is drawn from its denominator's traffic: `clicked` and `taken` are the
-    counted `impressions` that a click, or an accept or click-attributed purchase, followed. An
-    accept after an impression that does not count (a bot's, a prefetch's, one outside the
-    period) still counts as an accept, with its revenue, but takes no impression."""
-
-    impressions: set[Viewer] = field(default_factory=set)
-    clicked: set[Viewer] = field(default_factory=set)
-    taken: set[Viewer] = field(default_factory=set)
-    one_click: int = 0
-    via_click: int = 0
-    orders: set[str] = field(default_factory=set)
-    revenue: int = 0
-    refunded: int = 0
-    margin: int = 0
-    costed_items: int = 0
-    returned_items: int = 0
-
-    @property
-    def accepts(self) -> int:
-        return self.one_click + self.via_click
-
-    def add_line(self, line: CreditedLine, cost: int | None) -> None:
-        if line.via == "one_click":
-            self.one_click += 1
-        else:
-            self.via_click += 1
-        self.orders.add(line.order_id)
-        self.revenue += line.revenue
-        if line.returned:
-            self.returned_items += 1
-            self.refunded += line.revenue
-        if cost is not None:
-            self.costed_items += 1
-            if not line.returned:  # a returned item earned no margin
-                self.margin += (line.unit_price - cost) * line.quantity
-
-    def merge(self, other: Tally) -> None:
-        self.impressions |= other.impressions
-        self.clicked |= other.clicked
-        self.taken |= other.taken
-        self.one_click += other.one_click
-        self.via_click += other.via_click
-        self.orders |= other.orders
-        self.revenue += other.revenue
-        self.refunded += other.refunded
-        self.margin += other.margin
-        self.costed_items += other.costed_items
-        self.returned_items += other.returned_items
-
-    def as_dict(self, total_orders: int, currency: str) -> dict[str, Any]:
-        impressions, clicks, taken = len(self.impressions), len(self.clicked), len(self.taken)
-        return {
-            "impressions": impressions,
-            "clicks": clicks,
-            "accepts": self.accepts,
-            "one_click_accepts": self.one_click,
-            "click_attributed_purchases": self.via_click,
-            "taken_impressions": taken,
-            "take_rate": proportion(taken, impressions).as_dict(),
-            "click_through_rate": proportion(clicks, impressions).as_dict(),
-            "orders_with_offer_items": len(self.orders),
-            "attach_rate": proportion(len(self.orders), total_orders).as_dict(),
-            "attributed_revenue": money(self.revenue, currency),
-            "refunded_revenue": money(self.refunded, currency),
-            "refund_adjusted_revenue": money(self.revenue - self.refunded, currency),
-            "margin_contribution": money(self.margin, currency),
-            "items_with_known_cost": self.costed_items,
-            "returned_items": self.returned_items,
-            "return_rate": proportion(self.returned_items, self.accepts).as_dict(),
-        }
-
-
-def money(amount: int, currency: str) -> dict[str, Any]:
-    return {"amount": amount, "currency": currency}
 
 
 def average(e: Estimate, currency: str) -> dict[str, Any]:
@@ -172,117 +80,6 @@ def main_currency(orders: Iterable[Order]) -> str | None:
     if not counts:
         return None
     return min(counts, key=lambda c: (-counts[c], c))
-
-
-def _dimension_key(ref: OfferRef, dimension: str) -> str | None:
-    if dimension == "surface":
-        return ref.surface
-    if dimension == "kind":
-        return ref.kind
-    if dimension == "product":
-        return ref.product_id
-    return ref.arm
-
-
-def offer_tallies(
-    q: ReportQuery,
-    events: Iterable[StoredEvent],
-    lines: Iterable[CreditedLine],
-    costs: Mapping[str, int | None],
-) -> dict[OfferRef, Tally]:
-    """Tallies per offer cell (surface, kind, product, arm): unique impressions in the period
-    (distinct offer and visitor), those of them clicked, and the credited lines of the period's
-    orders with the impressions they took."""
-    cells: dict[OfferRef, Tally] = {}
-    clicks: list[tuple[OfferRef, StoredEvent]] = []
-    # Counted impressions of post-purchase offers by order, which is how a one-click accept
-    # finds its offer; and anonymous ones by offer, for anonymous clicks to pair with.
-    on_order: dict[tuple[str, OfferRef], set[Viewer]] = {}
-    anonymous: dict[tuple[OfferRef, str], set[Viewer]] = {}
-    for e in events:
-        if e.type not in ("impression", "click") or not q.since_ms <= e.ts_ms < q.until_ms:
-            continue
-        if e.flag is not None:  # invalid traffic: counted in `invalid_traffic` only
-            continue
-        if q.surface and e.surface != q.surface:
-            continue
-        ref = OfferRef(e.surface, e.kind, e.product_id, e.arm)
-        if e.type == "click":
-            clicks.append((ref, e))
-            continue
-        who = (e.offer_id, e.visitor_id or f"event:{e.id}")
-        cells.setdefault(ref, Tally()).impressions.add(who)
-        if not e.visitor_id:
-            anonymous.setdefault((ref, e.offer_id), set()).add(who)
-        if e.order_id:
-            on_order.setdefault((e.order_id, ref), set()).add(who)
-    # A click counts when the impression it follows does (the same offer and visitor); an
-    # anonymous click pairs with an anonymous impression of the same offer, each used once.
-    anonymous_clicks: dict[tuple[OfferRef, str], set[str]] = {}
-    for ref, e in clicks:
-        tally = cells.get(ref)
-        if tally is None:
-            continue
-        if e.visitor_id:
-            if (e.offer_id, e.visitor_id) in tally.impressions:
-                tally.clicked.add((e.offer_id, e.visitor_id))
-        else:
-            anonymous_clicks.setdefault((ref, e.offer_id), set()).add(e.id)
-    for (ref, offer_id), ids in anonymous_clicks.items():
-        shown = sorted(anonymous.get((ref, offer_id), ()))
-        cells[ref].clicked.update(shown[: len(ids)])
-    for line in lines:
-        if q.surface and line.offer.surface != q.surface:
-            continue
-        tally = cells.setdefault(line.offer, Tally())
-        tally.add_line(line, costs.get(line.product_id))
-        seen = _impression_taken(line, tally, on_order)
-        if seen is not None:
-            tally.taken.add(seen)
-    return cells
-
-
-def _impression_taken(
-    line: CreditedLine, tally: Tally, on_order: Mapping[tuple[str, OfferRef], set[Viewer]]
-) -> Viewer | None:
-    """The counted impression a credited line followed, if any: for a click-attributed purchase
-    the clicked offer's impression by the same visitor, for a one-click accept an impression
-    of the offer on the order it was accepted on."""
-    if line.via == "click":
-        who = (line.offer_id or "", line.visitor_id or "")
-        return who if who in tally.impressions else None
-    shown = on_order.get((line.order_id, line.offer))
-    return min(shown) if shown else None
-
-
-def breakdowns(
-    cells: Mapping[OfferRef, Tally],
-    total_orders: int,
-    currency: str,
-    titles: Mapping[str, str],
-) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
-    """The totals row and one list of rows per dimension, largest attributed revenue first."""
-    total = Tally()
-    groups: dict[str, dict[str | None, Tally]] = {d: {} for d in DIMENSIONS}
-    for ref, tally in cells.items():
-        total.merge(tally)
-        for d in DIMENSIONS:
-            groups[d].setdefault(_dimension_key(ref, d), Tally()).merge(tally)
-    out: dict[str, list[dict[str, Any]]] = {}
-    for d, by_key in groups.items():
-        rows = []
-        name = "product_id" if d == "product" else d
-        for key, tally in by_key.items():
-            row: dict[str, Any] = {name: key}
-            if d == "product":
-                row["title"] = titles.get(key or "", "")
-            row.update(tally.as_dict(total_orders, currency))
-            rows.append(row)
-        rows.sort(
-            key=lambda r: (-r["attributed_revenue"]["amount"], -r["impressions"], str(r[name]))
-        )
-        out[d] = rows
-    return total.as_dict(total_orders, currency), out
 
 
 def order_metrics(
@@ -499,9 +296,10 @@ def build(
         "attribution": {
             "window_days": q.window_days,
             "rule": (
-                "An order line is credited to an offer when it was accepted one-click, or when "
-                f"the order's visitor clicked an offer of that product within {q.window_days} "
-                "days before the order (last click wins); each line at most once."
+                "An order line is credited to an offer when it was accepted one-click, when "
+                "it was sent with the offer's token (offer_token), or when the order's visitor "
+                f"clicked an offer of that product within {q.window_days} days before the "
+                "order (last click wins); each line at most once."
             ),
         },
         "orders_in_other_currencies": len(orders) - len(kept),

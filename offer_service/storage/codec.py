@@ -15,7 +15,7 @@ import orjson
 
 from offer_service.domain.events import StoredEvent
 from offer_service.domain.lifecycle import ShortLink
-from offer_service.domain.orders import OrderLine
+from offer_service.domain.orders import OfferCredit, OrderLine
 from offer_service.domain.policy import StoreRules, rules_context
 from offer_service.domain.products import Product
 from offer_service.domain.records import ChargeAttempt, PairCount, SigningKey
@@ -34,15 +34,36 @@ def load_product(data: bytes | str) -> Product:
     return Product(**fields)
 
 
-# order lines: [product_id, quantity, unit price] each
+# order lines: [product_id, quantity, unit price] each, followed by [offer_id, surface, kind,
+# arm or null] for a line credited to an offer by its token (lines stored before that have 3)
 
 
-def line_rows(lines: Iterable[OrderLine]) -> list[tuple[str, int, int]]:
-    return [(line.product_id, line.quantity, line.price) for line in lines]
+def line_rows(lines: Iterable[OrderLine]) -> list[tuple[Any, ...]]:
+    return [_line_row(line) for line in lines]
+
+
+def _line_row(line: OrderLine) -> tuple[Any, ...]:
+    offer = line.offer
+    if offer is None:
+        return (line.product_id, line.quantity, line.price)
+    return (
+        line.product_id,
+        line.quantity,
+        line.price,
+        offer.offer_id,
+        offer.surface,
+        offer.kind,
+        offer.arm,
+    )
 
 
 def load_lines(rows: Iterable[Sequence[Any]]) -> tuple[OrderLine, ...]:
-    return tuple(OrderLine(*row) for row in rows)
+    return tuple(
+        OrderLine(row[0], row[1], row[2])
+        if len(row) == 3
+        else OrderLine(row[0], row[1], row[2], offer=OfferCredit(*row[3:7]))
+        for row in rows
+    )
 
 
 def basket(rows: Iterable[Sequence[Any]]) -> frozenset[str]:

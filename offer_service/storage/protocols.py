@@ -308,6 +308,20 @@ class CommerceStore(Protocol):
         ...
 
 
+class RedemptionStore(Protocol):
+    """The answers of POST /v1/offers/redeem, kept so a repeat of a (cart, token) pair answers
+    what its first redemption did."""
+
+    async def remember_redemptions(
+        self, store_id: str, answers: Mapping[str, tuple[bytes, int] | None], now_ms: int
+    ) -> dict[str, tuple[bytes, bool]]:
+        """For each key (a cart and token pair's digest), keep its answer until its expiry
+        (epoch ms), unless an answer kept under the key has not expired: that first answer
+        stays. A key given None is only read. The kept answer of every key that has one, and
+        whether this call kept it (True) or found it (False); atomically per key."""
+        ...
+
+
 class JourneyStore(Protocol):
     """Post-purchase journeys: order lifecycle events, SMS consent, feed keys, short links."""
 
@@ -384,6 +398,7 @@ class Store(
     SignalStore,
     EventStore,
     CommerceStore,
+    RedemptionStore,
     JourneyStore,
     Protocol,
 ):

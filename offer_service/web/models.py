@@ -201,6 +201,13 @@ class CatalogPage(BaseModel):
     next_cursor: str | None
 
 
+class RefusedOfferToken(BaseModel):
+    order_id: str
+    field: str = Field(description="The line's token, as lines[<index>].offer_token.")
+    code: Literal["bad_token", "wrong_product"]
+    message: str
+
+
 class OrdersImportResponse(BaseModel):
     imported: int
     duplicates: int = 0
@@ -208,6 +215,11 @@ class OrdersImportResponse(BaseModel):
     rejected: list[Rejection] = Field(description="The first 1,000 rejections, in input order.")
     rejected_total: int = Field(description="Every rejection, listed or not.")
     order_tokens: dict[str, str] = Field(default_factory=dict)
+    refused_tokens: list[RefusedOfferToken] = Field(
+        default_factory=list,
+        description="Order lines whose offer_token credited nothing (the order is imported, "
+        "the line kept without credit).",
+    )
 
 
 class ReturnRequest(Wire):
@@ -323,7 +335,7 @@ class DeclineResponse(BaseModel):
 
 class EventIn(BaseModel):
     id: str = Field(min_length=1, max_length=64)
-    type: Literal["impression", "click", "accept", "decline", "view"]
+    type: Literal["impression", "click", "add", "accept", "decline", "view"]
     token: str
     ts: int = Field(
         description="When it happened, in epoch ms: within "

@@ -11,6 +11,7 @@ from pydantic.json_schema import models_json_schema
 
 from offer_service import __version__
 from offer_service.domain.policy import StoreRules
+from offer_service.importers import OrderIn
 from offer_service.journeys.timeline import FEED_TOUCHPOINTS
 from offer_service.web.journey_models import (
     FeedAnswer,
@@ -47,6 +48,7 @@ from offer_service.web.models import (
     WebhookSecretResponse,
 )
 from offer_service.web.openapi_links import LINKS, operation_id
+from offer_service.web.redeem_models import RedeemRequest, RedeemResponse
 from offer_service.web.report_models import MetricsReport
 
 REF = "#/components/schemas/{model}"
@@ -150,6 +152,15 @@ OPERATIONS: list[Operation] = [
     ),
     Operation(
         "post",
+        "/v1/offers/redeem",
+        "Price the pre-purchase offers a cart took: one line per token (per bundle item), "
+        "the same answer again for the same cart and token",
+        "secret",
+        {200: RedeemResponse, **ERRORS},
+        body=RedeemRequest,
+    ),
+    Operation(
+        "post",
         "/v1/admin/signing-key/rotate",
         "Make a new key sign offer tokens; the previous key keeps verifying, older ones retire",
         "secret",
@@ -191,9 +202,11 @@ OPERATIONS: list[Operation] = [
     Operation(
         "post",
         "/v1/admin/orders",
-        "Import orders (JSON list or Online Retail CSV)",
+        "Import orders (JSON list or Online Retail CSV); a line's offer_token credits it to "
+        "that offer",
         "secret",
         {200: OrdersImportResponse, **ERRORS},
+        body_list_of=OrderIn,
         body_types=("application/json", "text/csv"),
     ),
     Operation(

@@ -33,12 +33,14 @@ class OfferMetrics(_Out):
     clicks: int = Field(
         description="Distinct (offer, visitor) click events whose impression is counted."
     )
-    accepts: int = Field(description="One-click accepts plus click-attributed purchases.")
+    accepts: int = Field(
+        description="One-click accepts plus token-credited and click-attributed purchases."
+    )
     one_click_accepts: int
     click_attributed_purchases: int
     taken_impressions: int = Field(
-        description="Counted impressions an accept or a click-attributed purchase followed: "
-        "the take rate's numerator."
+        description="Counted impressions an accept, an add to cart, or a purchase credited "
+        "by token or click followed: the take rate's numerator."
     )
     take_rate: Interval
     click_through_rate: Interval
@@ -51,6 +53,23 @@ class OfferMetrics(_Out):
     items_with_known_cost: int
     returned_items: int
     return_rate: Interval
+    adds: int = Field(
+        description="Counted impressions of pre-purchase offers followed by an add to cart "
+        "(an `add` event of the same offer and visitor)."
+    )
+    add_rate: Interval = Field(description="adds / impressions.")
+    redeemed_lines: int = Field(
+        description="Lines POST /v1/offers/redeem priced for a cart the first time (a bundle: "
+        "one per item): offers the store's cart took."
+    )
+    token_purchases: int = Field(
+        description="Order lines credited to the offer by the offer_token they were sent "
+        "with (no click needed); counted in accepts."
+    )
+    token_orders: int = Field(description="Orders with at least one token-credited line.")
+    token_revenue: Money = Field(
+        description="Revenue of token-credited lines; part of attributed_revenue."
+    )
 
 
 class SurfaceRow(OfferMetrics):

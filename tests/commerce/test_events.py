@@ -363,3 +363,32 @@ def test_impressions_feed_the_visitors_frequency_cap(shop: tuple[LiveServer, htt
     assert post_events(c, events).json()["accepted"] == 3
     again = c.get("/v1/offers", params=params).json()["offers"]
     assert shown["product_id"] not in {o["product_id"] for o in again}
+
+
+def test_an_add_to_cart_is_an_event_counted_like_a_click(
+    shop: tuple[LiveServer, httpx.Client],
+) -> None:
+    server, c = shop
+    token = page_tokens(c)[0]
+    r = post_events(c, [event(token), event(token, "add"), event(token, "add", visitor_id="v-x")])
+    assert r.json() == {"accepted": 3, "duplicates": 0, "rejected": []}
+
+    async def read() -> tuple[dict[tuple[str, str, str, str, str], int], list[Any]]:
+        store = open_store(server.store_url)
+        await store.open()
+        try:
+            counters = await store.event_counters("demo")
+            stored = [e async for e in store.iter_events("demo", 0, now_ms() + 1000)]
+        finally:
+            await store.close()
+        return counters, stored
+
+    counters, stored = asyncio.run(read())
+    p = token_payload(token)
+    assert counters[(p["sf"], p["k"], p["p"], p.get("x") or "", "add")] == 2
+    adds = {e.visitor_id: e.flag for e in stored if e.type == "add"}
+    # The visitor who never saw the offer is invalid traffic, as a click would be.
+    assert adds == {"v-events": None, "v-x": "no_impression"}
+    # What the service records of a redeemed offer is its own: no client sends one.
+    r = post_events(c, [event(token, "redeem")])
+    assert [(x["code"], x["field"]) for x in r.json()["rejected"]] == [("invalid_event", "type")]

@@ -87,6 +87,18 @@ def test_an_expired_token_is_rejected() -> None:
     assert err.value.reason == "expired"
 
 
+def test_an_expired_token_is_genuine_when_any_age_is_asked_but_a_forged_one_is_not() -> None:
+    token = sign(claims(), KEY)
+    assert verify(token, [KEY], NOW + 86_400, any_age=True) == claims()
+    with pytest.raises(BadToken) as err:
+        verify(sign(claims(), OTHER), [KEY], NOW, any_age=True)
+    assert err.value.reason == "unknown_key"
+    body, _, _ = token.partition(".")
+    with pytest.raises(BadToken) as err:
+        verify(f"{body}.{_b64(b'x' * 32)}", [KEY], NOW, any_age=True)
+    assert err.value.reason == "bad_signature"
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from offer_service.domain.events import StoredEvent
-from offer_service.domain.orders import AcceptedOffer, Order, OrderLine
+from offer_service.domain.orders import AcceptedOffer, OfferCredit, Order, OrderLine
 from offer_service.domain.products import Product
 from offer_service.measurement.exposures import exposure
 from offer_service.measurement.report import ReportQuery, build
@@ -45,7 +45,7 @@ PRODUCTS = {
     for pid, price, cost in (("p1", 1000, 400), ("p2", 2500, None), ("p3", 700, 100))
 }
 ORDER_IDS = ["o0", "o1", "o2"]
-ACTIONS = ["impression", "impression", "impression", "click", "click", "accept", "decline"]
+ACTIONS = ["impression", "impression", "impression", "click", "click", "add", "accept", "decline"]
 INGEST_FLAGS = [None, None, None, "bot", "prefetch"]
 EVERY_FLAG = [*INGEST_FLAGS, "no_impression"]
 # An event's ts may be up to 7 days from its receipt (the report reads by receipt).
@@ -160,10 +160,14 @@ def assert_rates_are_rates(report: Mapping[str, Any]) -> None:
     for row in offer_rows(report):
         n = row["impressions"]
         assert row["clicks"] <= n and row["taken_impressions"] <= n, row
+        assert row["adds"] <= row["taken_impressions"], row  # an add takes its impression
         if n:
             assert row["take_rate"]["value"] == round(row["taken_impressions"] / n, 6)
             assert row["click_through_rate"]["value"] == round(row["clicks"] / n, 6)
+            assert row["add_rate"]["value"] == round(row["adds"] / n, 6)
         assert row["returned_items"] <= row["accepts"]
+        assert row["token_purchases"] <= row["accepts"], row
+        assert row["token_orders"] <= row["orders_with_offer_items"], row
 
 
 # --- what each figure counts, by hand ------------------------------------------------------------
@@ -267,8 +271,9 @@ def offers(draw: st.DrawFn) -> Offer:
 
 @st.composite
 def streams(draw: st.DrawFn, flags: Sequence[str | None]) -> Stream:
-    """Offers shown, clicked, accepted and declined by a few visitors (some anonymous), with
-    retried events, skewed clocks, invalid traffic, exposures, orders and one-click accepts."""
+    """Offers shown, clicked, added, accepted and declined by a few visitors (some anonymous),
+    with retried events, skewed clocks, invalid traffic, exposures, orders (some lines bought
+    with an offer's token) and one-click accepts."""
     shown = [
         replace(o, offer_id=f"f{i}")
         for i, o in enumerate(draw(st.lists(offers(), min_size=1, max_size=5)))
@@ -312,6 +317,16 @@ def streams(draw: st.DrawFn, flags: Sequence[str | None]) -> Stream:
             )
         )
     orders, accepts = [], []
+
+    def taken(product_id: str) -> st.SearchStrategy[OfferCredit | None]:
+        """No offer, or a pre-purchase offer of the product that the line was bought from."""
+        found = [
+            OfferCredit(o.offer_id, o.surface, o.kind, o.arm)
+            for o in shown
+            if o.product_id == product_id and o.order_id is None
+        ]
+        return st.sampled_from([None, None, *found])
+
     for oid in ORDER_IDS[: draw(st.integers(0, len(ORDER_IDS)))]:
         bought = draw(st.lists(st.sampled_from(sorted(PRODUCTS)), min_size=1, max_size=3))
         placed = day_ms(draw, -0.5, 10.5)
@@ -321,7 +336,8 @@ def streams(draw: st.DrawFn, flags: Sequence[str | None]) -> Stream:
                 placed_at_ms=placed,
                 currency=draw(st.sampled_from(["USD", "USD", "USD", "EUR"])),
                 lines=tuple(
-                    OrderLine(p, draw(st.integers(1, 2)), PRODUCTS[p].price) for p in bought
+                    OrderLine(p, draw(st.integers(1, 2)), PRODUCTS[p].price, offer=draw(taken(p)))
+                    for p in bought
                 ),
                 visitor_id=draw(st.sampled_from(VISITORS)),
                 status=draw(st.sampled_from(["placed", "placed", "returned"])),

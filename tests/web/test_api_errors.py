@@ -170,6 +170,6 @@ def test_an_event_with_an_object_for_its_type_is_rejected_not_a_500(
                 "index": 0,
                 "code": "invalid_event",
                 "field": "type",
-                "message": "type must be one of accept, click, decline, impression, view.",
+                "message": "type must be one of accept, add, click, decline, impression, view.",
             }
         ]

@@ -217,6 +217,12 @@ class StoreKeys:
         """ZSET: '<hex order> <hex product> <charge id>' scored by the charge's ms."""
         return self.prefix + "acclog"
 
+    # pre-purchase offers taken
+    def redemption(self, digest: str) -> str:
+        """STRING: the first answer of a redeemed (cart, offer token) pair, by the pair's digest;
+        expires with the answer (the token's expiry plus a day)."""
+        return self.prefix + "redeemed:" + digest
+
     # post-purchase journeys
     def order_events(self, order_id: str) -> str:
         """SET of JSON [type, at ms, [product ids]]: an order's lifecycle events."""

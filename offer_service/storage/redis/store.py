@@ -7,7 +7,7 @@ cluster). Optional query parameters set the timeouts, in ms (defaults in `client
 TTLs are in `keys.py`, the clients and their error handling in `client.py`, the atomic
 check-and-writes in `scripts/` (one module per role), and each role of the Store protocol in
 its own module: tenants, credentials, catalog, orders, affinity, signals, events, commerce,
-journeys and limits.
+redemptions, journeys and limits.
 
 Data is kept in the shape it is read, as in the SQLite backend: a product, an order, a
 product's co-purchase counts or its neighbour list is one hash field; a shopper's purchases one
@@ -26,6 +26,7 @@ from offer_service.storage.redis.events import RedisEvents
 from offer_service.storage.redis.journeys import RedisJourneys
 from offer_service.storage.redis.limits import RedisLimits
 from offer_service.storage.redis.orders import RedisOrders
+from offer_service.storage.redis.redemptions import RedisRedemptions
 from offer_service.storage.redis.signals import RedisSignals
 
 __all__ = ["RedisStore"]
@@ -39,6 +40,7 @@ class RedisStore(
     RedisSignals,
     RedisEvents,
     RedisCommerce,
+    RedisRedemptions,
     RedisJourneys,
     RedisLimits,
 ):

@@ -7,7 +7,7 @@ import sqlite3
 from offer_service.exceptions import StoreError
 from offer_service.storage.sqlite.event_log import upgrade as upgrade_event_log
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 # Data is kept in the shape it is read: an order's lines in its row, a shopper's purchases in
 # one row, a product's co-purchase counts and neighbour list in one row each. Importing 20k
@@ -188,7 +188,19 @@ CREATE TABLE IF NOT EXISTS charge_attempts (
     PRIMARY KEY (store_id, order_id, product_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS charge_attempts_due ON charge_attempts (due_ms)
-    WHERE due_ms IS NOT NULL
+    WHERE due_ms IS NOT NULL;
+
+-- The first answer of each (cart, offer token) pair redeemed, keyed by the pair's digest, kept
+-- until expires_ms (a repeat answers it again).
+CREATE TABLE IF NOT EXISTS redemptions (
+    store_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    answer BLOB NOT NULL,
+    redeemed_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    PRIMARY KEY (store_id, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS redemptions_expiry ON redemptions (expires_ms)
 """
 
 _JOURNEYS = """

@@ -19,6 +19,7 @@ from offer_service.storage.sqlite.credentials import SQLiteCredentials
 from offer_service.storage.sqlite.events import SQLiteEvents
 from offer_service.storage.sqlite.journeys import SQLiteJourneys
 from offer_service.storage.sqlite.orders import SQLiteOrders
+from offer_service.storage.sqlite.redemptions import SQLiteRedemptions
 from offer_service.storage.sqlite.schema import SCHEMA_VERSION
 from offer_service.storage.sqlite.signals import SQLiteSignals
 
@@ -39,6 +40,7 @@ class SQLiteStore(
     SQLiteSignals,
     SQLiteEvents,
     SQLiteCommerce,
+    SQLiteRedemptions,
     SQLiteJourneys,
 ):
     """The `Store` protocol on one SQLite file (see `SQLiteConnection` for how it is used)."""

@@ -132,6 +132,7 @@ async def post_orders(request: Request) -> Response:
             "rejected": [r.as_dict() for r in rejected],
             "rejected_total": rejected_total,
             "order_tokens": tokens,
+            "refused_tokens": [r.as_dict() for r in summary.refused_tokens],
         }
     )
 

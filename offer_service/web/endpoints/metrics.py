@@ -16,6 +16,7 @@ from offer_service.exceptions import ValidationFailed
 from offer_service.measurement import report
 from offer_service.measurement.report_csv import to_csv
 from offer_service.serving.engine import Engine
+from offer_service.storage.protocols import Store
 from offer_service.types import DAY_MS, MINUTE_MS, now_ms, whole_in
 from offer_service.web.endpoints.common import engine, json_response, secret_store
 
@@ -79,7 +80,12 @@ def parse_query(record: StoreRecord, params: Mapping[str, str], now: int) -> rep
 async def build_report(e: Engine, record: StoreRecord, q: report.ReportQuery) -> dict[str, Any]:
     """Read what the report needs from the store and build it."""
     await e.exposures.flush()  # this process's visitors of the last moment count too
-    store, sid = e.store, record.id
+    return await read_report(e.store, record, q)
+
+
+async def read_report(store: Store, record: StoreRecord, q: report.ReportQuery) -> dict[str, Any]:
+    """The report of what `store` holds: events, orders and accepts of the period and window."""
+    sid = record.id
     window_ms = q.window_days * DAY_MS
     events = [
         ev

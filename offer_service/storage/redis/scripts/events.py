@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from offer_service.domain.traffic import NEEDS_IMPRESSION
 from offer_service.storage.redis.scripts import Script
 from offer_service.storage.redis.scripts.signals import SIGNAL
+
+# The event types that need an impression before them, as a Lua table literal.
+_ACTS = "{" + ", ".join(f"{t} = true" for t in sorted(NEEDS_IMPRESSION)) + "}"
 
 # Stream ids compare as (ms, seq) pairs of integers.
 _STREAM_ID = """
@@ -22,7 +26,7 @@ end
 # KEYS: events stream. ARGV: prefix, group, dedupe since ms, seen TTL ms, impression window ms,
 # visitor TTL s, then (id, received ms, counter field, event JSON without its last field (the
 # flag) and closing bracket, visitor or '', type, product, ts ms, offer id, flag or '', impression
-# match window ms) * n. Dedupe, the invalid-traffic check (a click, accept or decline needs a
+# match window ms) * n. Dedupe, the invalid-traffic check (a click, add, accept or decline needs a
 # valid impression of the offer by the visitor, remembered in a 'shown:' key for the match
 # window of the offer's surface), the durable stream append and the visitor's signals in one
 # step: 1 per event newly recorded, 0 per duplicate.
@@ -35,7 +39,7 @@ if redis.call('EXISTS', stream) == 0 then
   redis.call('XGROUP', 'CREATE', stream, ARGV[2], '0', 'MKSTREAM')
 end
 local since = tonumber(ARGV[3])
-local acts = {click = true, accept = true, decline = true}
+local acts = ACTS
 local out = {}
 for i = 7, #ARGV, 11 do
   local id, received = ARGV[i], ARGV[i + 1]
@@ -64,7 +68,7 @@ for i = 7, #ARGV, 11 do
   end
 end
 return out
-""",
+""".replace("ACTS", _ACTS),
 )
 
 # KEYS: events stream. ARGV: prefix, group, entry ids delivered to this consumer. Each entry is
