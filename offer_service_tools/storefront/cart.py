@@ -1,4 +1,5 @@
-"""The demo cart: product ids and quantities in a first-party cookie that the server sets."""
+"""The demo cart: product ids and quantities in a first-party cookie that the server sets, and
+the offers taken into it: their tokens (never a price: the price comes from redeeming them)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,15 @@ from offer_service.domain.products import Product
 from offer_service.types import is_whole, whole_in
 
 CART_COOKIE = "demo_cart"
+# The offers taken into the cart, as their tokens, and the cart's id that redeems them: the
+# service keeps each (cart, token) answer, so the cart, the checkout and the order all read the
+# same price however often they ask.
+OFFERS_COOKIE = "demo_offers"
+CART_ID_COOKIE = "demo_cart_id"
 CART_MAX_AGE_S = 30 * 24 * 3600
 MAX_CART_LINES = 50
+MAX_OFFER_TOKENS = 6  # a cookie holds about 4 kB; a bundle's token is the longest, ~600 bytes
+MAX_TOKEN_CHARS = 2048
 MAX_QUANTITY = 99
 
 
@@ -23,10 +31,18 @@ class CartLine:
 
     product: Product
     quantity: int
+    # An offer's line: the price its redeemed token set, and the token the order carries.
+    offer_price: int | None = None
+    offer_token: str | None = None
+    discount_pct: int = 0
+
+    @property
+    def unit_price(self) -> int:
+        return self.product.price if self.offer_price is None else self.offer_price
 
     @property
     def total(self) -> int:
-        return self.product.price * self.quantity
+        return self.unit_price * self.quantity
 
 
 def parse_cart(value: str | None) -> dict[str, int]:
@@ -42,6 +58,16 @@ def parse_cart(value: str | None) -> dict[str, int]:
 
 def format_cart(cart: Mapping[str, int]) -> str:
     return "|".join(f"{quote(pid, safe='')}:{qty}" for pid, qty in cart.items())
+
+
+def parse_offers(value: str | None) -> list[str]:
+    """The offer tokens taken into the cart, in the order they were added (at most
+    MAX_OFFER_TOKENS); a token is base64url and one dot, so "|" separates them safely."""
+    tokens: list[str] = []
+    for token in (value or "").split("|"):
+        if token and len(token) <= MAX_TOKEN_CHARS and token not in tokens:
+            tokens.append(token)
+    return tokens[:MAX_OFFER_TOKENS]
 
 
 def quantity(text: str | None, default: int = 1) -> int:
@@ -71,14 +97,19 @@ def subtotal(lines: Sequence[CartLine]) -> tuple[int, str]:
 
 def set_cart(response: Response, cart: Mapping[str, int]) -> None:
     """Store `cart` in the cookie of `response` (an empty cart deletes the cookie)."""
-    if cart:
+    _set(response, CART_COOKIE, format_cart(cart))
+
+
+def set_offers(response: Response, tokens: Sequence[str], cart_id: str) -> None:
+    """Store the offers taken and the cart id that redeemed them (none: delete both)."""
+    _set(response, OFFERS_COOKIE, "|".join(tokens[:MAX_OFFER_TOKENS]))
+    _set(response, CART_ID_COOKIE, cart_id if tokens else "")
+
+
+def _set(response: Response, name: str, value: str) -> None:
+    if value:
         response.set_cookie(
-            CART_COOKIE,
-            format_cart(cart),
-            max_age=CART_MAX_AGE_S,
-            path="/demo",
-            httponly=True,
-            samesite="lax",
+            name, value, max_age=CART_MAX_AGE_S, path="/demo", httponly=True, samesite="lax"
         )
     else:
-        response.delete_cookie(CART_COOKIE, path="/demo", httponly=True, samesite="lax")
+        response.delete_cookie(name, path="/demo", httponly=True, samesite="lax")

@@ -107,7 +107,7 @@ def _lines_context(lines: Sequence[CartLine]) -> dict[str, Any]:
     return {
         "lines": lines,
         "subtotal": format_money(*subtotal(lines)),
-        "items": ",".join(line.product.id for line in lines),
+        "items": ",".join(dict.fromkeys(line.product.id for line in lines)),
         "summary": [(ln.product.title, ln.quantity, ln.total, ln.product.currency) for ln in lines],
     }
 

@@ -6,11 +6,13 @@ import secrets
 from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlencode
 
+import orjson
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from offer_service.commerce.ingest import import_orders
+from offer_service.commerce.redeem import redeem
 from offer_service.domain.orders import Order, OrderLine
 from offer_service.domain.products import Product
 from offer_service.domain.records import StoreRecord
@@ -20,13 +22,19 @@ from offer_service_tools.demo import DEMO_PUBLISHABLE_KEY, replace_rules
 from offer_service_tools.storefront import assets, pages
 from offer_service_tools.storefront.cart import (
     CART_COOKIE,
+    CART_ID_COOKIE,
     MAX_CART_LINES,
+    MAX_OFFER_TOKENS,
     MAX_QUANTITY,
+    MAX_TOKEN_CHARS,
+    OFFERS_COOKIE,
     CartLine,
     parse_cart,
+    parse_offers,
     purchasable,
     quantity,
     set_cart,
+    set_offers,
 )
 from offer_service_tools.storefront.charge import (
     DECLINE_CUSTOMER,
@@ -36,6 +44,10 @@ from offer_service_tools.storefront.charge import (
 )
 
 FORM_LIMIT = 16 * 1024
+# The snippet's first-party visitor cookie: the order carries it, so the report can attribute
+# the order and compare the holdout group (README, "Taking an offer").
+VISITOR_COOKIE = "offer_vid"
+CART_FULL = "The cart holds as many offers as it can; check out or remove one first."
 
 
 def _form(raw: bytes) -> dict[str, str]:
@@ -48,7 +60,13 @@ def _redirect(url: str) -> RedirectResponse:
 
 
 def _cart_count(request: Request) -> int:
-    return sum(parse_cart(request.cookies.get(CART_COOKIE)).values())
+    offers = len(parse_offers(request.cookies.get(OFFERS_COOKIE)))
+    return sum(parse_cart(request.cookies.get(CART_COOKIE)).values()) + offers
+
+
+def _cart_id(request: Request) -> str:
+    found = request.cookies.get(CART_ID_COOKIE, "")
+    return found if 0 < len(found) <= 64 else f"demo-{secrets.token_hex(8)}"
 
 
 class Storefront:
@@ -65,6 +83,7 @@ class Storefront:
             Route("/demo/products/{product_id:path}", self.product, methods=["GET"]),
             Route("/demo/cart", self.cart, methods=["GET"]),
             Route("/demo/cart", self.update_cart, methods=["POST"]),
+            Route("/demo/cart/offers", self.take_offer, methods=["POST"]),
             Route("/demo/checkout", self.checkout, methods=["GET"]),
             Route("/demo/place-order", self.place_order, methods=["POST"]),
             Route("/demo/thank-you", self.thank_you, methods=["GET"]),
@@ -93,13 +112,32 @@ class Storefront:
         return record
 
     async def _cart(self, request: Request, record: StoreRecord) -> list[CartLine]:
+        """The cart's lines at the shop's prices, then each offer taken at the price its token
+        redeems to (what a merchant's cart does server-side: the browser never sets a price).
+        An offer that no longer redeems is left out."""
         cart = parse_cart(request.cookies.get(CART_COOKIE))
-        products = await engine(request).store.get_products(record.id, list(cart))
+        tokens = parse_offers(request.cookies.get(OFFERS_COOKIE))
+        store = engine(request).store
+        redeemed = await redeem(store, record, _cart_id(request), tokens) if tokens else []
+        wanted = set(cart) | {ln["product_id"] for ln in redeemed if ln["valid"]}
+        products = await store.get_products(record.id, list(wanted))
         lines = []
         for pid, qty in cart.items():
             product = products.get(pid)
             if product is not None and purchasable(product):
                 lines.append(CartLine(product, qty))
+        for ln in redeemed:
+            product = products.get(ln["product_id"]) if ln["valid"] else None
+            if product is not None:
+                lines.append(
+                    CartLine(
+                        product,
+                        ln["quantity"],
+                        offer_price=ln["offer_price"]["amount"],
+                        offer_token=tokens[ln["token_index"]],
+                        discount_pct=ln["discount_pct"],
+                    )
+                )
         return lines
 
     @staticmethod
@@ -176,6 +214,39 @@ class Storefront:
             cart.pop(pid, None)
         response = _redirect("/demo/cart")
         set_cart(response, cart)
+        if action == "remove_offer":
+            tokens = parse_offers(request.cookies.get(OFFERS_COOKIE))
+            left = [t for t in tokens if t != form.get("token")]
+            set_offers(response, left, _cart_id(request))
+        return response
+
+    async def take_offer(self, request: Request) -> Response:
+        """The snippet's add handler: `{"token": ...}` from an offer's add button. The token is
+        redeemed for this cart at once, so a refused offer (expired, sold out, repriced) is
+        said now, not at checkout; a taken one joins the cart at the price it redeemed to."""
+        record = await self._record(request)
+        if record is None:
+            return JSONResponse({"code": "unavailable", "message": "No demo store."}, 503)
+        try:
+            token = orjson.loads(await read_body(request, FORM_LIMIT)).get("token")
+        except (orjson.JSONDecodeError, AttributeError):
+            token = None
+        if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_CHARS:
+            message = 'Send the offer\'s token as {"token": "..."}.'
+            return JSONResponse({"code": "bad_request", "message": message}, 400)
+        tokens = parse_offers(request.cookies.get(OFFERS_COOKIE))
+        if token not in tokens and len(tokens) >= MAX_OFFER_TOKENS:
+            return JSONResponse({"code": "cart_full", "message": CART_FULL}, 409)
+        cart_id = _cart_id(request)
+        lines = await redeem(engine(request).store, record, cart_id, [token])
+        refused = next((ln for ln in lines if not ln["valid"]), None)
+        if refused is not None:
+            return JSONResponse({"code": refused["code"], "message": refused["message"]}, 409)
+        if token not in tokens:
+            tokens.append(token)
+        count = sum(parse_cart(request.cookies.get(CART_COOKIE)).values()) + len(tokens)
+        response = JSONResponse({"lines": lines, "cart_count": count})
+        set_offers(response, tokens, cart_id)
         return response
 
     async def checkout(self, request: Request) -> Response:
@@ -201,12 +272,16 @@ class Storefront:
             id=f"web-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}",
             placed_at_ms=int(now.timestamp() * 1000),
             currency=lines[0].product.currency,
-            lines=tuple(OrderLine(ln.product.id, ln.quantity, ln.product.price) for ln in lines),
+            lines=tuple(
+                OrderLine(ln.product.id, ln.quantity, ln.unit_price, offer_token=ln.offer_token)
+                for ln in lines
+            ),
             customer_id=(
                 DECLINE_CUSTOMER
                 if form.get("simulate_decline")
                 else f"guest-{secrets.token_hex(4)}"
             ),
+            visitor_id=request.cookies.get(VISITOR_COOKIE) or None,
         )
         e = engine(request)
         await import_orders(e.store, record, [order], [])
@@ -219,6 +294,7 @@ class Storefront:
         )
         response = _redirect(f"/demo/thank-you?{query}")
         set_cart(response, {})
+        set_offers(response, [], "")
         return response
 
     async def thank_you(self, request: Request) -> Response:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -334,3 +335,74 @@ def test_charge_endpoint_refuses_a_timestamp_too_long_to_read(demo_server: LiveS
         header = "t=" + "9" * 5000 + "," + good.split(",", 1)[1]
         r = c.post("/demo/charge", content=body, headers={"X-Offer-Signature": header})
     assert (r.status_code, r.json()["error"]["code"]) == (401, "bad_signature")
+
+
+def _offer(c: httpx.Client, surface: str, **params: str) -> dict[str, Any]:
+    r = c.get("/v1/offers", params={"key": "pk_demo", "surface": surface, **params})
+    assert r.status_code == 200, r.text
+    offers: list[dict[str, Any]] = r.json()["offers"]
+    assert offers, f"the demo {surface} answers offers"
+    return offers[0]
+
+
+def test_an_offer_taken_from_a_page_joins_the_cart_at_its_redeemed_price_and_is_credited(
+    demo_server: LiveServer,
+) -> None:
+    with demo_server.client() as c:
+        offer = _offer(c, "product_page", product_id="cam-x100", visitor_id="v-take-1")
+        r = c.post("/demo/cart/offers", json={"token": offer["token"]})
+        assert r.status_code == 200, r.text
+        assert r.json()["cart_count"] == 1
+        lines = r.json()["lines"]
+        assert [ln["product_id"] for ln in lines] == [offer["product_id"]]
+        # Asked twice (a double click, a retried call): one line, the same price.
+        assert c.post("/demo/cart/offers", json={"token": offer["token"]}).status_code == 200
+        cart = c.get("/demo/cart").text
+        assert cart.count("data-offer-line") == 1
+        price = offer["offer_price"]["amount"]
+        assert f"${price / 100:,.2f}" in cart
+        c.cookies.set("offer_vid", "v-take-1", path="/")
+        r = c.post("/demo/place-order", data={"email": "a@example.com"})
+        assert r.status_code == 303
+        query = {k: v[0] for k, v in parse_qs(urlsplit(r.headers["location"]).query).items()}
+        assert c.cookies.get("demo_offers") is None, "the cart's offers go with the order"
+        report = c.get("/v1/admin/metrics", headers=ADMIN).json()
+    page = next(row for row in report["breakdown"]["surface"] if row["surface"] == "product_page")
+    assert page["token_purchases"] == 1
+    assert report["orders"]["offer_item_revenue"]["amount"] == price
+    assert query["order_id"]
+
+
+def test_a_forged_or_foreign_token_never_enters_the_demo_cart(demo_server: LiveServer) -> None:
+    with demo_server.client() as c:
+        offer = _offer(c, "product_page", product_id="cam-x100")
+        body, _, mac = offer["token"].partition(".")
+        forged = f"{body}.{mac[::-1]}"
+        r = c.post("/demo/cart/offers", json={"token": forged})
+        assert r.status_code == 409 and r.json()["code"] == "bad_token"
+        assert c.post("/demo/cart/offers", json={"nope": 1}).status_code == 400
+        assert c.post("/demo/cart/offers", content=b"{not json").status_code == 400
+        assert c.cookies.get("demo_offers") is None
+        assert "Your cart is empty" in c.get("/demo/cart").text
+
+
+def test_a_taken_bundle_adds_every_item_and_removing_it_removes_them_all(
+    demo_server: LiveServer,
+) -> None:
+    with demo_server.client() as c:
+        r = c.get(
+            "/v1/offers",
+            params={"key": "pk_demo", "surface": "product_page", "product_id": "cam-x100"},
+        )
+        bundle = next(o for o in r.json()["offers"] if o["kind"] == "bundle")
+        r = c.post("/demo/cart/offers", json={"token": bundle["token"]})
+        assert r.status_code == 200, r.text
+        assert len(r.json()["lines"]) == len(bundle["items"])
+        assert r.json()["cart_count"] == 1
+        page = c.get("/demo/cart").text
+        assert page.count("data-offer-line") == len(bundle["items"])
+        total = sum(item["offer_price"]["amount"] for item in bundle["items"])
+        assert total == bundle["offer_price"]["amount"]
+        assert f"${total / 100:,.2f}" in page
+        c.post("/demo/cart", data={"action": "remove_offer", "token": bundle["token"]})
+        assert "Your cart is empty" in c.get("/demo/cart").text

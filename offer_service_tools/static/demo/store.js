@@ -26,6 +26,28 @@
       el.after(note);
     }
   });
+  // Taking a pre-purchase offer, as a merchant's cart does it: the add button hands over the
+  // offer; the shop's server redeems its token for this cart (the price comes from there,
+  // never from the page) and puts the item in the cart. A bundle's token adds every item.
+  offers('on', 'add', function (d) {
+    add('add: ' + title(d));
+    return fetch('/demo/cart/offers', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ token: d.offer.token }),
+      credentials: 'same-origin'
+    }).then(function (r) {
+      return r.json().then(function (body) {
+        if (!r.ok) {
+          add('not added: ' + title(d) + ' (' + body.code + ': ' + body.message + ')');
+          return;
+        }
+        add('added to the cart: ' + title(d));
+        var here = location.pathname;
+        location.assign(here === '/demo/checkout' ? here : '/demo/cart');
+      });
+    });
+  });
   offers('on', 'impression', function (d) { add('impression: ' + title(d)); });
   offers('on', 'click', function (d) { add('click: ' + title(d)); });
   offers('on', 'accept', function (d) {
