@@ -301,7 +301,9 @@ async def test_the_learner_reads_stored_events_and_orders_off_the_request_path(
 
 @pytest.mark.anyio
 async def test_the_engine_ranks_on_what_shoppers_took(store: Store) -> None:
-    record = await store.create_store("Learning engine", rules=StoreRules(holdout_share=0))
+    # Single offers learn; a bundle would take its complements' place (test_bundles.py).
+    rules = StoreRules(holdout_share=0, bundles=False)
+    record = await store.create_store("Learning engine", rules=rules)
     anchor = Product(id="cam", title="Camera", price=50000, complements=("bag", "strap"))
     bag, strap = Product(id="bag", title="Bag", price=3000), Product("strap", "Strap", 2000)
     await store.upsert_products(record.id, [anchor, bag, strap])
