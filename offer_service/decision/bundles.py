@@ -27,6 +27,9 @@ BUNDLE_REASON = "Frequently bought together"
 # co-purchases (the lists cross-sells use). A category's best seller or an upgrade is none.
 _TOGETHER = frozenset(("complement", "affinity"))
 
+# A bundle's discount and each product's share of its price.
+Priced = tuple[int, list[int]]
+
 
 def bundles(
     anchor: Product, candidates: Sequence[Candidate], rules: StoreRules
@@ -39,25 +42,31 @@ def bundles(
     if not rules.bundles or not _bundleable(anchor):
         return []
     picked: list[Candidate] = []
+    priced: list[Priced] = []  # each: the product with the complements picked so far
     groups = {family_key(anchor)}  # one product per family, and none of the viewed one's
     for c in candidates:
         p = c.product
         if c.kind != "cross_sell" or c.source not in _TOGETHER or p.id == anchor.id:
             continue
-        if not _bundleable(p) or family_key(p) in groups:
+        if not _bundleable(p) or p.currency != anchor.currency or family_key(p) in groups:
             continue
-        if price_bundle((anchor, *(x.product for x in picked), p), rules) is None:
+        found = price_bundle((anchor, *(x.product for x in picked), p), rules)
+        if found is None:
             continue
         picked.append(c)
+        priced.append(found)
         groups.add(family_key(p))
         if len(picked) == BUNDLE_COMPLEMENTS:
             break
     if not picked:
         return []
-    variants = [tuple(picked)]
+    offers = [_offer(anchor, picked, priced[-1])]
     if len(picked) > 1:
-        variants.extend((c,) for c in picked)
-    return [o for o in (_offer(anchor, v, rules) for v in variants) if o is not None]
+        offers.append(_offer(anchor, picked[:1], priced[0]))
+        alone = price_bundle((anchor, picked[1].product), rules)
+        if alone is not None:
+            offers.append(_offer(anchor, picked[1:], alone))
+    return offers
 
 
 def place(ranked: Sequence[PricedOffer], offers: Sequence[PricedOffer]) -> list[PricedOffer]:
@@ -74,7 +83,7 @@ def place(ranked: Sequence[PricedOffer], offers: Sequence[PricedOffer]) -> list[
     return [*ranked[:at], *offers, *ranked[at:]]
 
 
-def price_bundle(products: Sequence[Product], rules: StoreRules) -> tuple[int, list[int]] | None:
+def price_bundle(products: Sequence[Product], rules: StoreRules) -> Priced | None:
     """The bundle's discount and each product's share of its price, or None when no discount
     from the store's `discounts.bundle` down to BUNDLE_DISCOUNT_MIN keeps every product within
     its discount cap, above the margin floor and (its complements) within the page's price fit.
@@ -82,15 +91,27 @@ def price_bundle(products: Sequence[Product], rules: StoreRules) -> tuple[int, l
     cap = min(
         BUNDLE_DISCOUNT_MAX, rules.discounts.bundle, *(discount_cap(p, rules) for p in products)
     )
+    if cap < BUNDLE_DISCOUNT_MIN:
+        return None
     prices = [p.price for p in products]
-    anchor = products[0]
+    total = sum(prices)
+    fit = products[0].price
+    # A deeper discount lowers every share: the price fit is likeliest at `cap`, the margin
+    # floor at BUNDLE_DISCOUNT_MIN. When either fails there, no discount between passes.
+    if not _fits(split(offer_price(total, cap), prices), fit, rules):
+        return None
     for pct in range(cap, BUNDLE_DISCOUNT_MIN - 1, -1):
-        shares = split(offer_price(sum(prices), pct), prices)
-        if all(keeps_margin(p, s, rules) for p, s in zip(products, shares, strict=True)) and all(
-            fits_price(s, anchor.price, Surface.PRODUCT_PAGE, rules) for s in shares[1:]
-        ):
+        shares = split(offer_price(total, pct), prices)
+        if not _fits(shares, fit, rules):
+            return None
+        if all(keeps_margin(p, s, rules) for p, s in zip(products, shares, strict=True)):
             return pct, shares
     return None
+
+
+def _fits(shares: Sequence[int], anchor_price: int, rules: StoreRules) -> bool:
+    """Whether every complement's share fits the product page's price fit."""
+    return all(fits_price(s, anchor_price, Surface.PRODUCT_PAGE, rules) for s in shares[1:])
 
 
 def split(total: int, prices: Sequence[int]) -> list[int]:
@@ -112,13 +133,8 @@ def _bundleable(p: Product) -> bool:
     return eligible(p, ()) and not p.on_sale
 
 
-def _offer(
-    anchor: Product, complements: Sequence[Candidate], rules: StoreRules
-) -> PricedOffer | None:
+def _offer(anchor: Product, complements: Sequence[Candidate], priced: Priced) -> PricedOffer:
     products = (anchor, *(c.product for c in complements))
-    priced = price_bundle(products, rules)
-    if priced is None:
-        return None
     pct, shares = priced
     # The chance the shopper wants every complement, if each is wanted independently.
     relevance = math.prod(c.relevance for c in complements)

@@ -197,15 +197,24 @@ def finish(
     # Diversity groups taken: one product per family, one bundle, and a bundle's complements
     # neither beside it on their own nor beside another of their family.
     families: set[tuple[str, str]] = set()
+    bundled = False
     for i, offer in enumerate(prepared):
         if offer.items:
-            if any(item.product.id in exclude for item in offer.items):
+            if bundled:
                 continue
-        elif offer.candidate.product.id in exclude:
-            continue
-        keys = offer_keys(offer)
-        if not families.isdisjoint(keys):
-            continue
+            keys = offer_keys(offer)
+            if not families.isdisjoint(keys):
+                continue
+            if exclude and any(item.product.id in exclude for item in offer.items):
+                continue
+        else:
+            product = offer.candidate.product
+            if product.id in exclude:
+                continue
+            key = family_key(product)
+            if key in families:
+                continue
+            keys = (key,)
         if len(chosen) >= take:  # only the exploration slot is left
             if spare is not None and not offer.explore:
                 continue
@@ -219,6 +228,7 @@ def finish(
         if not visitor_allows(offer, visitor, rules, now_ms):
             continue
         families.update(keys)
+        bundled = bundled or bool(offer.items)
         chosen.append(i)
         if len(chosen) >= n:
             break
