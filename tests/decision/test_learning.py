@@ -102,6 +102,14 @@ def test_each_impression_counts_once_by_its_best_outcome() -> None:
     assert evidence(0, 2, 1, 0, SignalWeights()).trials == 3
 
 
+def test_a_bundles_events_teach_nothing_about_its_viewed_product_on_its_own() -> None:
+    fb = Feedback(CONFIG, T, window_ms=7 * DAY_MS)
+    for i in range(50):
+        fb.add_event(replace(event("impression", "p1", n=i), kind="bundle"))
+        fb.add_event(replace(event("accept", "p1", n=i), kind="bundle"))
+    assert ("cart", "p1") not in fb.snapshot().evidence
+
+
 def test_posterior_update_from_events_and_orders_matches_hand_computed_values() -> None:
     fb = Feedback(CONFIG, T, window_ms=7 * DAY_MS)
     for i in range(100):
