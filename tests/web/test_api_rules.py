@@ -75,3 +75,15 @@ def test_the_demo_answers_a_bundle_and_the_free_shipping_gap(demo_server: LiveSe
         assert body.free_shipping.threshold.currency == "USD"
         big = c.get("/v1/offers", params={"key": PK, "surface": "cart", "items": "cam-x100"})
         assert "free_shipping" not in big.json()
+
+
+def test_openapi_describes_bundles_and_free_shipping(demo_server: LiveServer) -> None:
+    with demo_server.client() as c:
+        schemas = c.get("/openapi.json").json()["components"]["schemas"]
+    assert "items" in schemas["Offer"]["properties"]
+    assert set(schemas["BundleItemOut"]["required"]) >= {"product_id", "title", "price"}
+    assert "free_shipping" in schemas["OffersResponse"]["properties"]
+    assert set(schemas["FreeShipping"]["required"]) == {"threshold", "remaining"}
+    rules = schemas["StoreRules"]["properties"]
+    assert {"bundles", "free_shipping_threshold"} <= set(rules)
+    assert schemas["DiscountRules"]["properties"]["bundle"]["maximum"] == 15
