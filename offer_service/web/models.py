@@ -130,7 +130,7 @@ class OfferFields(BaseModel):
     offer_price: Money
 
 
-class BundleItemOut(Wire):
+class BundleItem(Wire):
     """One product of a bundle: its list price and its share of the bundle's offer price."""
 
     product_id: str
@@ -144,7 +144,7 @@ class BundleItemOut(Wire):
 class Offer(Wire, OfferFields):
     token: str
     expires_at: str
-    items: list[BundleItemOut] | None = Field(
+    items: list[BundleItem] | None = Field(
         None,
         description="A bundle's products, the viewed product first; their offer prices add up "
         "to the bundle's. Only on offers of kind bundle.",

@@ -81,7 +81,7 @@ def test_openapi_describes_bundles_and_free_shipping(demo_server: LiveServer) ->
     with demo_server.client() as c:
         schemas = c.get("/openapi.json").json()["components"]["schemas"]
     assert "items" in schemas["Offer"]["properties"]
-    assert set(schemas["BundleItemOut"]["required"]) >= {"product_id", "title", "price"}
+    assert set(schemas["BundleItem"]["required"]) >= {"product_id", "title", "price"}
     assert "free_shipping" in schemas["OffersResponse"]["properties"]
     assert set(schemas["FreeShipping"]["required"]) == {"threshold", "remaining"}
     rules = schemas["StoreRules"]["properties"]
