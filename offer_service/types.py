@@ -9,8 +9,8 @@ StoreId = str
 ProductId = str
 OrderId = str
 
-OfferKind = Literal["upsell", "cross_sell", "downsell", "replenish"]
-OFFER_KINDS: tuple[OfferKind, ...] = ("upsell", "cross_sell", "downsell", "replenish")
+OfferKind = Literal["upsell", "cross_sell", "downsell", "replenish", "bundle"]
+OFFER_KINDS: tuple[OfferKind, ...] = ("upsell", "cross_sell", "downsell", "replenish", "bundle")
 
 ProductFlag = Literal["new", "clearance", "consumable", "fee"]
 PRODUCT_FLAGS: tuple[ProductFlag, ...] = ("new", "clearance", "consumable", "fee")

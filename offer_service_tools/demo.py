@@ -23,6 +23,7 @@ DEMO_SECRET_KEY = "sk_demo"
 DEMO_WEBHOOK_SECRET = "whsec_demo"
 DEMO_FEED_KEY = "fk_demo"
 DEMO_ORIGINS = ["http://localhost:*", "http://127.0.0.1:*"]
+DEMO_FREE_SHIPPING = 5000
 
 
 def _p(
@@ -321,9 +322,15 @@ def demo_rules(charge_url: str | None = None) -> StoreRules:
     # no event budget, no rate flags.
     limits = RateLimits.lifted()
     # The demo charges through its own endpoint, on this machine (the `demo` command sets
-    # OFFER_ALLOW_PRIVATE_CHARGE_URLS for the service to call it).
+    # OFFER_ALLOW_PRIVATE_CHARGE_URLS for the service to call it). Shipping is free from $50:
+    # a coffee or serum cart ($12-$68) is often just short of it, a camera cart far above.
     return StoreRules.model_validate(
-        {"allowed_origins": list(DEMO_ORIGINS), "charge_url": charge_url, "rate_limits": limits},
+        {
+            "allowed_origins": list(DEMO_ORIGINS),
+            "charge_url": charge_url,
+            "rate_limits": limits,
+            "free_shipping_threshold": DEMO_FREE_SHIPPING,
+        },
         context=rules_context("private"),
     )
 

@@ -82,9 +82,13 @@ def _iso(ms: int) -> str:
 
 
 def _offers(body: dict[str, Any]) -> list[OfferSeen]:
+    """The offers a simulated shopper may take: single products. The model's shopper clicks and
+    then buys the offer's product; a bundle's product is the page's own, which the shopper buys
+    anyway, so a bundle is left out of the model (no events are sent for it)."""
     return [
         OfferSeen(o["product_id"], o["offer_price"]["amount"], o["offer_id"], o["token"])
         for o in body.get("offers", [])
+        if o["kind"] != "bundle"
     ]
 
 

@@ -243,7 +243,11 @@ def test_the_wheel_serves_without_the_tools_package(tmp_path: Path) -> None:
         params = {"key": keys["publishable_key"], "surface": "product_page", "product_id": "a"}
         offers = httpx.get(f"{base}/v1/offers", params=params, timeout=10)
         assert offers.status_code == 200
-        assert [o["product_id"] for o in offers.json()["offers"]] == ["b"]
+        # b is offered with a, as a bundle: it takes b's place on the page.
+        answered = offers.json()["offers"]
+        assert [(o["kind"], [i["product_id"] for i in o["items"]]) for o in answered] == [
+            ("bundle", ["a", "b"])
+        ]
         snippet = httpx.get(f"{base}/sdk/v1/offers.js", timeout=10)
         assert snippet.status_code == 200 and snippet.content
         assert httpx.get(f"{base}/demo/", timeout=10).status_code == 404

@@ -16,7 +16,9 @@ from offer_service.domain.records import PairCount
 from offer_service.domain.surfaces import SURFACES, Surface
 from offer_service.types import DAY_MS, OfferKind
 
-CandidateSource = Literal["complement", "ladder", "affinity", "cold_start", "replenish", "downsell"]
+CandidateSource = Literal[
+    "complement", "ladder", "affinity", "cold_start", "replenish", "downsell", "bundle"
+]
 
 # A merchant's explicit `complements` are a deliberate pairing: trusted almost as much as the
 # strongest learned affinity, so they lead unless the data says something very clearly.
@@ -43,6 +45,7 @@ _SOURCE_PRIORITY: dict[CandidateSource, int] = {
     "replenish": 3,
     "cold_start": 4,
     "downsell": 5,
+    "bundle": 6,
 }
 
 
@@ -76,6 +79,9 @@ class CandidateInputs:
     order_total: int | None = None  # post-purchase surfaces: order value, minor units
     order_placed_at_ms: int | None = None  # for replenish due dates
     min_pair_count: int = 2
+    # Cart and checkout: the lines' quantities times their prices, against the free-shipping
+    # threshold (the price fit's `decide.anchors_subtotal` counts each product once).
+    cart_subtotal: int | None = None
 
 
 def generate(inputs: CandidateInputs) -> list[Candidate]:

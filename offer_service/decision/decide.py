@@ -6,16 +6,19 @@ import random
 from collections.abc import Collection, Sequence
 from dataclasses import replace
 
+from offer_service.decision.bundles import bundles, place
 from offer_service.decision.candidates import Candidate, CandidateInputs, generate
 from offer_service.decision.learning import Learned
 from offer_service.decision.ranking import explorers, rank, sampled_p_accept, score
 from offer_service.decision.rules import (
     PricedOffer,
     family_key,
+    offer_keys,
     order_suppressed,
     price,
     visitor_allows,
 )
+from offer_service.decision.shipping import closing_first, shortfall
 from offer_service.domain.policy import StoreRules
 from offer_service.domain.records import VisitorState
 from offer_service.domain.surfaces import SURFACES, Surface
@@ -37,9 +40,12 @@ def prepare(
     learned: Learned | None = None,
     rng: random.Random | None = None,
 ) -> list[PricedOffer]:
-    """Visitor-independent stage: generate, apply the static rules, rank, trim. Cacheable per
-    (store, surface, anchors, order total for post-purchase surfaces, catalog/rules version).
-    With `learned`, P(accept) is learned and Thompson-sampled (see `arrange`)."""
+    """Visitor-independent stage: generate, apply the static rules, rank, trim; on a product
+    page, add the bundle offers (`bundles.place`); on cart and checkout below the free-shipping
+    threshold, the offers that close the gap first. Cacheable per (store, surface, anchors,
+    order total for post-purchase surfaces, cart subtotal under a free-shipping threshold,
+    catalog/rules version). With `learned`, P(accept) is learned and Thompson-sampled (see
+    `arrange`)."""
     anchor_ids = frozenset(a.id for a in inputs.anchors)
     candidates = generate(inputs)
     if learned is None:
@@ -53,7 +59,15 @@ def prepare(
             rules,
             subtotal=anchors_subtotal(inputs),
         )
-    return arrange(priced, inputs.surface, rules, learned, rng)
+    offers = arrange(priced, inputs.surface, rules, learned, rng)
+    spec = SURFACES[inputs.surface]
+    if spec.anchor == "product" and "bundle" in spec.kinds and inputs.anchors:
+        offers = place(offers, bundles(inputs.anchors[0], candidates, rules))
+    if spec.anchor == "items":
+        gap = shortfall(rules.free_shipping_threshold, inputs.cart_subtotal)
+        if gap is not None:
+            offers = closing_first(offers, gap)
+    return offers
 
 
 def _price_contenders(
@@ -166,8 +180,9 @@ def finish(
     explore: bool = False,
 ) -> list[int]:
     """Per-request stage: indices into `prepared`, in its (rank) order, of the offers this
-    visitor may see: not excluded, allowed by the visitor rules, one per family, and at most
-    min(limit, the surface's hard max). One pass that stops as soon as the response is full.
+    visitor may see: not excluded, allowed by the visitor rules, one per family, at most one
+    bundle (the first whose every product is allowed), and at most min(limit, the surface's hard
+    max), a bundle counting as one. One pass that stops as soon as the response is full.
 
     `explore` (the caller's coin flip, true for `explore_share` of requests) gives the last slot
     to the first allowed offer flagged `explore` below the others, or else to the next offer as
@@ -179,14 +194,27 @@ def finish(
         return chosen
     take = n - 1 if explore else n
     spare: int | None = None  # the last slot's fallback when no flagged offer is allowed
+    # Diversity groups taken: one product per family, one bundle, and a bundle's complements
+    # neither beside it on their own nor beside another of their family.
     families: set[tuple[str, str]] = set()
+    bundled = False
     for i, offer in enumerate(prepared):
-        product = offer.candidate.product
-        if product.id in exclude:
-            continue
-        key = family_key(product)
-        if key in families:
-            continue
+        if offer.items:
+            if bundled:
+                continue
+            keys = offer_keys(offer)
+            if not families.isdisjoint(keys):
+                continue
+            if exclude and any(item.product.id in exclude for item in offer.items):
+                continue
+        else:
+            product = offer.candidate.product
+            if product.id in exclude:
+                continue
+            key = family_key(product)
+            if key in families:
+                continue
+            keys = (key,)
         if len(chosen) >= take:  # only the exploration slot is left
             if spare is not None and not offer.explore:
                 continue
@@ -199,7 +227,8 @@ def finish(
             continue
         if not visitor_allows(offer, visitor, rules, now_ms):
             continue
-        families.add(key)
+        families.update(keys)
+        bundled = bundled or bool(offer.items)
         chosen.append(i)
         if len(chosen) >= n:
             break

@@ -239,6 +239,10 @@ class Feedback:
             return
         if e.flag is not None:  # invalid traffic (traffic.py) teaches nothing about shoppers
             return
+        # A bundle's events are under its viewed product, whose own offers (a cross-sell on
+        # another product's page) they would mislead; bundles rank by their complements.
+        if e.kind == "bundle":
+            return
         self.add(e.surface, e.product_id, e.type, e.received_ms)
         if e.type == "click" and e.visitor_id:
             self.clicks.append(e)

@@ -17,6 +17,14 @@ if TYPE_CHECKING:  # candidates.py imports `eligible` from here at run time
 
 
 @dataclass(frozen=True, slots=True)
+class PricedItem:
+    """One product of a bundle at its share of the bundle's price."""
+
+    product: Product
+    offer_price: int  # minor units
+
+
+@dataclass(frozen=True, slots=True)
 class PricedOffer:
     """A candidate that passed the static (visitor-independent) rules, with its price decided."""
 
@@ -27,6 +35,15 @@ class PricedOffer:
     band_factor: float  # post-purchase price band multiplier (1.0 inside it and pre-purchase)
     # A candidate for the per-request exploration slot (see `decide.finish`).
     explore: bool = False
+    # A bundle's products, the viewed one (the candidate's product) first; () for other kinds.
+    items: tuple[PricedItem, ...] = ()
+
+    @property
+    def list_price(self) -> int:
+        """What the offer costs without its discount: the product's price, a bundle's sum."""
+        if self.items:
+            return sum(i.product.price for i in self.items)
+        return self.candidate.product.price
 
 
 # --- static rules: the product and the store ---------------------------------------------------
@@ -68,15 +85,28 @@ def discount_for(kind: OfferKind, product: Product, rules: StoreRules) -> int:
         "cross_sell": d.cross_sell,
         "downsell": d.downsell,
         "replenish": d.replenish,
+        "bundle": d.bundle,
     }[kind]
     if base <= 0:
         return 0
-    bonus, cap = 0, d.default_cap
+    bonus = 0
     if "new" in product.flags:
-        bonus, cap = max(bonus, d.new_bonus), max(cap, d.new_cap)
+        bonus = max(bonus, d.new_bonus)
     if "clearance" in product.flags:
-        bonus, cap = max(bonus, d.clearance_bonus), max(cap, d.clearance_cap)
-    return max(0, min(base + max(bonus, 0), cap, ABSOLUTE_DISCOUNT_CAP))
+        bonus = max(bonus, d.clearance_bonus)
+    return max(0, min(base + max(bonus, 0), discount_cap(product, rules)))
+
+
+def discount_cap(product: Product, rules: StoreRules) -> int:
+    """The most `product` may be discounted: its flag's cap (`default_cap`, `new_cap`,
+    `clearance_cap`, the largest that applies), never above ABSOLUTE_DISCOUNT_CAP."""
+    d = rules.discounts
+    cap = d.default_cap
+    if "new" in product.flags:
+        cap = max(cap, d.new_cap)
+    if "clearance" in product.flags:
+        cap = max(cap, d.clearance_cap)
+    return max(0, min(cap, ABSOLUTE_DISCOUNT_CAP))
 
 
 def apply_margin_floor(product: Product, discount_pct: int, rules: StoreRules) -> int | None:
@@ -85,9 +115,15 @@ def apply_margin_floor(product: Product, discount_pct: int, rules: StoreRules) -
     if product.cost is None:
         return discount_pct
     for pct in range(max(discount_pct, 0), -1, -1):
-        if offer_price(product.price, pct) - product.cost >= rules.margin_floor:
+        if keeps_margin(product, offer_price(product.price, pct), rules):
             return pct
     return None
+
+
+def keeps_margin(product: Product, amount: int, rules: StoreRules) -> bool:
+    """Whether selling `product` at `amount` keeps the store's margin floor (unknown cost
+    passes)."""
+    return product.cost is None or amount - product.cost >= rules.margin_floor
 
 
 def price_band_factor(
@@ -177,8 +213,12 @@ def visitor_allows(
     Never a product they declined, returned or accepted, nor one they bought before; a replenish
     offer is the exception to "bought" and "accepted" (both are purchases of the consumable) and
     instead shows only once due. Never an upsell to someone who owns that tier or a higher one of
-    the family. A product shown `frequency_cap.impressions` times without a click is rested.
+    the family. A product shown `frequency_cap.impressions` times without a click is rested. A
+    bundle passes only when every one of its products would (a decline of the bundle, and its
+    impressions, are recorded under the viewed product, its first).
     """
+    if offer.items:
+        return all(_product_allowed(i.product.id, visitor, rules) for i in offer.items)
     c = offer.candidate
     pid = c.product.id
     if pid in visitor.declined or pid in visitor.returned:
@@ -194,6 +234,14 @@ def visitor_allows(
     return visitor.impressions.get(pid, 0) < rules.frequency_cap.impressions
 
 
+def _product_allowed(pid: str, visitor: VisitorState, rules: StoreRules) -> bool:
+    if pid in visitor.declined or pid in visitor.returned:
+        return False
+    if pid in visitor.accepted or pid in visitor.purchased:
+        return False
+    return visitor.impressions.get(pid, 0) < rules.frequency_cap.impressions
+
+
 # --- diversity ---------------------------------------------------------------------------------
 
 
@@ -201,6 +249,15 @@ def family_key(product: Product) -> tuple[str, str]:
     """The diversity group: the product's family, or the product alone when it has none
     (tagged so a product id never collides with a family name)."""
     return ("family", product.family) if product.family is not None else ("product", product.id)
+
+
+def offer_keys(offer: PricedOffer) -> tuple[tuple[str, str], ...]:
+    """The diversity groups an offer takes in a response, its own first: a product's family; for
+    a bundle, the one bundle slot and its complements' families (its viewed product is the
+    page's, not an offer of its family)."""
+    if not offer.items:
+        return (family_key(offer.candidate.product),)
+    return (("bundle", ""), *(family_key(i.product) for i in offer.items[1:]))
 
 
 def diversify(offers: Sequence[PricedOffer]) -> list[PricedOffer]:

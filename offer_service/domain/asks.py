@@ -9,10 +9,15 @@ from offer_service.domain.surfaces import Surface
 
 
 class AnchorItem(Protocol):
-    """A cart or checkout line as an anchor: only its product counts."""
+    """A cart or checkout line as an anchor: its product, and for the free-shipping threshold
+    the cart's subtotal, its quantity and the unit price sent (None: the catalog's)."""
 
     @property
     def product_id(self) -> str: ...
+    @property
+    def quantity(self) -> int: ...
+    @property
+    def price(self) -> int | None: ...
 
 
 class OfferAsk(Protocol):

@@ -8,6 +8,9 @@ import unicodedata
 from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Decimal
 
+# Ten billion in major units: far above any real price or threshold, far below int64 trouble.
+MAX_MINOR_UNITS = 10**12
+
 # ISO 4217 exponents other than 2: how many of an amount's digits are minor units (1500 JPY is
 # ¥1,500, 1500 KWD is KWD 1.500, 1500 of any other currency is 15.00). The snippet
 # (sdk_js/src/offers.js) divides by the same table; tests/domain/test_money.py keeps them equal.

@@ -7,10 +7,15 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from offer_service.domain.charge_urls import check_charge_url
+from offer_service.domain.money import MAX_MINOR_UNITS
 from offer_service.domain.surfaces import SURFACES, Surface
 
 # No rule, however configured, can discount more than this (DESIGN section 4).
 ABSOLUTE_DISCOUNT_CAP = 30
+# A bundle's discount off its items' sum: "5 to 15 percent off a bundle preserves margin";
+# below 5% it is no reason to take the bundle.
+BUNDLE_DISCOUNT_MIN = 5
+BUNDLE_DISCOUNT_MAX = 15
 
 
 # How StoreRules checks its charge_url, chosen by the validation context (`rules_context`):
@@ -36,6 +41,12 @@ class DiscountRules(_Model):
     cross_sell: int = Field(10, ge=0, le=ABSOLUTE_DISCOUNT_CAP)
     downsell: int = Field(10, ge=0, le=ABSOLUTE_DISCOUNT_CAP)
     replenish: int = Field(5, ge=0, le=ABSOLUTE_DISCOUNT_CAP)
+    bundle: int = Field(
+        10,
+        ge=BUNDLE_DISCOUNT_MIN,
+        le=BUNDLE_DISCOUNT_MAX,
+        description="Percent off a bundle's items' sum (each item's cap still applies).",
+    )
     # Caps: an ordinary product never above `default_cap`; `new` up to `new_cap`;
     # above `new_cap` only for `clearance`, and never above the absolute cap.
     default_cap: int = Field(10, ge=0, le=ABSOLUTE_DISCOUNT_CAP)
@@ -181,6 +192,18 @@ class StoreRules(_Model):
     accept_cap: int = Field(3, ge=1, le=100)
     post_purchase_window_minutes: int = Field(60, ge=1, le=60 * 24 * 30)
     checkout_accept: bool = False
+    bundles: bool = Field(
+        True, description="Offer the viewed product with its strongest complements as a bundle."
+    )
+    free_shipping_threshold: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_MINOR_UNITS,
+        strict=True,
+        description="The cart subtotal, minor units, from which shipping is free; below it cart "
+        "and checkout answers say what remains and offers that close the gap rank first. Null: "
+        "no threshold.",
+    )
     allowed_origins: list[str] = Field(default_factory=list)
     charge_url: str | None = None
     storefront_url: str | None = Field(

@@ -33,7 +33,9 @@ class SurfaceSpec:
 
 
 SURFACES: dict[Surface, SurfaceSpec] = {
-    Surface.PRODUCT_PAGE: SurfaceSpec(4, 5, ("upsell", "cross_sell"), 0.10, False, "product"),
+    Surface.PRODUCT_PAGE: SurfaceSpec(
+        4, 5, ("upsell", "cross_sell", "bundle"), 0.10, False, "product"
+    ),
     Surface.CART: SurfaceSpec(2, 2, ("cross_sell", "upsell"), 0.08, False, "items"),
     Surface.CHECKOUT: SurfaceSpec(1, 1, ("cross_sell",), 0.06, False, "items"),
     Surface.THANK_YOU: SurfaceSpec(1, 2, ("cross_sell", "upsell", "downsell"), 0.05, True, "order"),

@@ -9,12 +9,11 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, ValidationError
 
+from offer_service.domain.money import MAX_MINOR_UNITS
 from offer_service.domain.products import to_minor_units
 from offer_service.exceptions import ValidationFailed, field_error
 from offer_service.importers.result import Rejection
 
-# Ten billion in major units: far above any real price, far below int64 trouble.
-MAX_MINOR_UNITS = 10**12
 MAX_URL_LENGTH = 2048
 
 MINOR_UNITS_REQUIRED = "must be an integer amount in minor units (2999 for 29.99), not {value!r}"

@@ -22,6 +22,7 @@ from offer_service.decision import decide
 from offer_service.decision.candidates import CandidateInputs
 from offer_service.decision.experiments import Assignment, assign, in_holdout, variant_rules
 from offer_service.decision.rules import order_suppressed
+from offer_service.decision.shipping import shortfall
 from offer_service.domain.asks import OfferAsk
 from offer_service.domain.events import StoredEvent
 from offer_service.domain.orders import Order
@@ -36,7 +37,15 @@ from offer_service.serving.event_rates import EventRates
 from offer_service.serving.group_commit import GroupCommit
 from offer_service.serving.learner import Learner
 from offer_service.serving.local_cache import LocalCache
-from offer_service.serving.prepared import PREPARED_TTL_S, Prepared, pre_purchase, sign_offer
+from offer_service.serving.prepared import (
+    PREPARED_TTL_S,
+    CartLines,
+    Prepared,
+    cart_lines,
+    free_shipping,
+    pre_purchase,
+    sign_offer,
+)
 from offer_service.serving.prepared import offer_body as offer_body
 from offer_service.serving.products import Products
 from offer_service.serving.ratelimit import RateLimiter
@@ -188,24 +197,31 @@ class Engine:
         if spec.post_purchase:
             return head + await self._post_purchase(record, req, version, limit, now_s, flag)
 
+        lines: CartLines = ()
         if spec.anchor == "product":
             anchor_ids: tuple[str, ...] = (req.product_id or "",)
         else:
             anchor_ids = tuple(sorted({item.product_id for item in req.items or ()}))
+            if rules.free_shipping_threshold is not None:
+                # The cart's subtotal decides the answer: what it holds is in the key.
+                lines = cart_lines(req.items or ())
         arm = assign(record.id, rules, surface, req.visitor_id)
         label = arm.arm if arm else None
-        key = (record.id, surface, version, anchor_ids, label)
+        key = (record.id, surface, version, anchor_ids, label, lines)
         held = self._prepared.fresh(key)
         if held is not None:
             prepared = held[0]
         else:
             prepared = await self._prepared.get(
-                key, lambda: self._prepare(record, surface, anchor_ids, None, int(now_s), arm)
+                key,
+                lambda: self._prepare(record, surface, anchor_ids, None, int(now_s), arm, lines),
             )
         if prepared.error is None and prepared.tokens_expire_s - now_s < PREPARED_TTL_S:
             # Served stale for too long (the store was unreachable): never hand out a token
             # that is about to expire; build it again now.
-            prepared = await self._prepare(record, surface, anchor_ids, None, int(now_s), arm)
+            prepared = await self._prepare(
+                record, surface, anchor_ids, None, int(now_s), arm, lines
+            )
             self._prepared.set(key, prepared)
         if prepared.error is not None:
             raise prepared.error
@@ -239,7 +255,7 @@ class Engine:
             # A replenish offer's due date moves with the clock, whoever asks.
             if plain and all(o.candidate.kind != "replenish" for o in prepared.offers):
                 prepared.joined[plain_key] = joined
-        return b"".join((head, _treatment_head(arm), joined, b"]}"))
+        return b"".join((head, _treatment_head(arm), joined, b"]", prepared.tail, b"}"))
 
     def forget_visitors(self, store_id: str, visitor_ids: Iterable[str] | None = None) -> None:
         """Drop this process's held visitor states: these visitors', or the whole store's (an
@@ -336,6 +352,7 @@ class Engine:
         order: Order | None,
         now_s: int,
         arm: Assignment | None = None,
+        lines: CartLines = (),
     ) -> Prepared:
         sid = record.id
         if arm is not None:
@@ -360,10 +377,21 @@ class Engine:
             )
         anchors = tuple(anchors_found[a] for a in anchor_ids if a in anchors_found)
         inputs = await self.gather(record, surface, anchors, order)
+        threshold = record.rules.free_shipping_threshold
+        gap: int | None = None
+        if lines and anchors:
+            subtotal = sum(
+                q * (p if p is not None else anchors_found[i].price) for i, q, p in lines
+            )
+            inputs = dataclasses.replace(inputs, cart_subtotal=subtotal)
+            gap = shortfall(threshold, subtotal)
         offers = decide.prepare(inputs, record.rules, self.learner.current(record), self.rng)
         if SURFACES[surface].post_purchase:
             return Prepared(offers)
-        return pre_purchase(record, surface, offers, now_s, arm)
+        prepared = pre_purchase(record, surface, offers, now_s, arm)
+        if gap is not None and threshold is not None:
+            prepared.tail = free_shipping(threshold, gap, anchors[0].currency)
+        return prepared
 
     async def gather(
         self,

@@ -4,7 +4,7 @@ the JSON of its offers cached beside it."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -12,14 +12,37 @@ import orjson
 
 from offer_service.decision.experiments import Assignment
 from offer_service.decision.rules import PricedOffer
+from offer_service.domain.asks import AnchorItem
 from offer_service.domain.records import StoreRecord
 from offer_service.domain.surfaces import Surface
-from offer_service.domain.tokens import OfferClaims, new_offer_id, sign
+from offer_service.domain.tokens import BundleItem, OfferClaims, new_offer_id, sign
 from offer_service.exceptions import ApiError
+from offer_service.types import money
 
 # A prepared list lives this long before a background refresh; its tokens live `offer_ttl`.
 PREPARED_TTL_S = 60.0
 JOINED_MAX = 64
+
+
+# A cart's lines as its cached answer's key holds them: (product id, quantity, unit price sent or
+# None), one per product, in product order.
+CartLines = tuple[tuple[str, int, int | None], ...]
+
+
+def cart_lines(items: Iterable[AnchorItem]) -> CartLines:
+    """The lines of a cart request, a product sent twice counted once with both quantities
+    (the price sent first, if any)."""
+    merged: dict[str, tuple[int, int | None]] = {}
+    for item in items:
+        held = merged.get(item.product_id)
+        if held is None:
+            merged[item.product_id] = (item.quantity, item.price)
+        else:
+            merged[item.product_id] = (
+                held[0] + item.quantity,
+                held[1] if held[1] is not None else item.price,
+            )
+    return tuple((pid, q, p) for pid, (q, p) in sorted(merged.items()))
 
 
 @dataclass(slots=True)
@@ -37,6 +60,9 @@ class Prepared:
     # once for it, and once more for its exploring variant).
     joined: dict[object, bytes] = field(default_factory=dict)
     render: Callable[[int], tuple[bytes, bytes]] | None = None
+    # What follows the answer's offers: its `free_shipping`, when the cart is below the
+    # threshold (the cart's subtotal is in the list's key).
+    tail: bytes = b""
 
     def fragment(self, i: int) -> tuple[bytes, bytes]:
         found = self.fragments[i]
@@ -92,18 +118,40 @@ def _iso(epoch_s: int) -> str:
 
 
 def offer_body(offer: PricedOffer, token: str, offer_id: str, expires_s: int) -> dict[str, object]:
+    """An offer's fields after its id, product id, kind and rank. A bundle is titled by its
+    products, shown with the viewed product's link and image, and lists its items."""
     product = offer.candidate.product
-    return {
-        "title": product.title,
+    currency = product.currency
+    body: dict[str, object] = {
+        "title": " + ".join(i.product.title for i in offer.items) or product.title,
         "url": product.url,
         "image_url": product.image_url,
         "reason": offer.candidate.reason,
-        "price": {"amount": product.price, "currency": product.currency},
+        "price": money(offer.list_price, currency),
         "discount_pct": offer.discount_pct,
-        "offer_price": {"amount": offer.offer_price, "currency": product.currency},
+        "offer_price": money(offer.offer_price, currency),
         "token": token,
         "expires_at": _iso(expires_s),
     }
+    if offer.items:
+        body["items"] = [
+            {
+                "product_id": i.product.id,
+                "title": i.product.title,
+                "url": i.product.url,
+                "image_url": i.product.image_url,
+                "price": money(i.product.price, currency),
+                "offer_price": money(i.offer_price, currency),
+            }
+            for i in offer.items
+        ]
+    return body
+
+
+def free_shipping(threshold: int, remaining: int, currency: str) -> bytes:
+    """The answer's `free_shipping` member, with its leading comma."""
+    fields = {"threshold": money(threshold, currency), "remaining": money(remaining, currency)}
+    return b',"free_shipping":' + orjson.dumps(fields)
 
 
 def sign_offer(
@@ -125,7 +173,7 @@ def sign_offer(
         offer_id=offer_id,
         product_id=product.id,
         kind=offer.candidate.kind,
-        price=product.price,
+        price=offer.list_price,
         discount_pct=offer.discount_pct,
         offer_price=offer.offer_price,
         currency=product.currency,
@@ -134,5 +182,6 @@ def sign_offer(
         nonce=secrets.token_urlsafe(9),
         order_id=order_id,
         arm=arm.arm if arm else None,
+        items=tuple(BundleItem(i.product.id, i.product.price, i.offer_price) for i in offer.items),
     )
     return sign(claims, record.signing_keys[0])

@@ -130,9 +130,32 @@ class OfferFields(BaseModel):
     offer_price: Money
 
 
+class BundleItem(Wire):
+    """One product of a bundle: its list price and its share of the bundle's offer price."""
+
+    product_id: str
+    title: str
+    url: str
+    image_url: str
+    price: Money
+    offer_price: Money
+
+
 class Offer(Wire, OfferFields):
     token: str
     expires_at: str
+    items: list[BundleItem] | None = Field(
+        None,
+        description="A bundle's products, the viewed product first; their offer prices add up "
+        "to the bundle's. Only on offers of kind bundle.",
+    )
+
+
+class FreeShipping(Wire):
+    """How far a cart is from the store's free-shipping threshold."""
+
+    threshold: Money
+    remaining: Money = Field(description="What the cart's subtotal lacks to reach it.")
 
 
 class OffersResponse(Wire):
@@ -142,6 +165,11 @@ class OffersResponse(Wire):
     holdout: bool
     experiment: str | None
     offers: list[Offer]
+    free_shipping: FreeShipping | None = Field(
+        None,
+        description="Cart and checkout, while the cart's subtotal is below the store's "
+        "free_shipping_threshold; absent at or above it, without a threshold, and in holdout.",
+    )
 
 
 class ErrorDetail(BaseModel):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Browser, Dialog, Page, expect
 
+from offer_service.decision.bundles import BUNDLE_REASON
 from offer_service_tools.demo import CATALOG
 from tests.browser.conftest import (
     PageLog,
@@ -62,7 +63,13 @@ def test_demo_page_shows_between_one_offer_and_its_surface_limit(
     shown = offers_in(page, surface)
     assert 1 <= len(shown) <= SURFACE_LIMITS[surface], shown
     assert len(set(shown)) == len(shown), "an offer is repeated"
-    assert not bought & set(shown), "a product in the cart or order is offered"
+    # A bundle carries the viewed product's id (its first item): the one card allowed to.
+    bundles = page.locator(
+        f'[data-offers="{surface}"] [data-offer-id]', has_text=BUNDLE_REASON
+    ).all()
+    bundled = {b.get_attribute("data-product-id") for b in bundles}
+    assert len(bundles) <= (1 if surface == "product_page" else 0)
+    assert not bought & (set(shown) - bundled), "a product in the cart or order is offered"
     if surface == "thank_you":
         expect(page.locator('[data-offer-action="accept"]')).to_have_count(len(shown))
     # Every offer card renders its generated image, through the page's own origin.
@@ -121,6 +128,9 @@ def test_product_title_with_markup_renders_as_text_and_runs_nothing(
         "category": "camera-accessories",
     }
     anchor["complements"] = ["xss-title"]
+    # The product offered on its own card, not bundled under the lens cap's.
+    rules = {**shop.admin("GET", "/v1/admin/rules").json(), "bundles": False}
+    assert shop.admin("PUT", "/v1/admin/rules", json=rules).status_code == 200
     upserted = shop.admin("PUT", "/v1/admin/catalog", json=[evil, anchor]).json()
     assert upserted["upserted"] == 2, upserted
     dialogs: list[str] = []

@@ -24,8 +24,9 @@ from offer_service.domain.records import EMPTY_VISITOR, PairCount, VisitorState
 from offer_service.domain.surfaces import Surface
 from offer_service.types import DAY_MS, ProductFlag
 
-# Value weighed in full (expected value): the ranking these hand-computed orders follow.
-RULES = StoreRules(value_weight=1.0)
+# Value weighed in full (expected value): the ranking these hand-computed orders follow. The
+# lists here are of single offers; bundles have their own tests (test_bundles.py).
+RULES = StoreRules(value_weight=1.0, bundles=False)
 NOW = 1_700_000_000_000
 
 
@@ -236,7 +237,9 @@ def test_prepare_prices_only_contenders_and_keeps_exactly_the_full_ranking() -> 
             basket_counts=counts, basket_total=2000, family_members={}, category_best_sellers={},
             order_total=30000 if surface == Surface.THANK_YOU else None,
         )  # fmt: skip
-        rules = StoreRules(value=rng.choice(["price", "margin"]), margin_floor=rng.choice([0, 300]))
+        rules = StoreRules(
+            value=rng.choice(["price", "margin"]), margin_floor=rng.choice([0, 300]), bundles=False
+        )
         candidates = generate(i)
         everything = static_rules.price(
             candidates, surface, {"anchor"}, i.order_total, rules, subtotal=anchors_subtotal(i)

@@ -102,6 +102,14 @@ def test_each_impression_counts_once_by_its_best_outcome() -> None:
     assert evidence(0, 2, 1, 0, SignalWeights()).trials == 3
 
 
+def test_a_bundles_events_teach_nothing_about_its_viewed_product_on_its_own() -> None:
+    fb = Feedback(CONFIG, T, window_ms=7 * DAY_MS)
+    for i in range(50):
+        fb.add_event(replace(event("impression", "p1", n=i), kind="bundle"))
+        fb.add_event(replace(event("accept", "p1", n=i), kind="bundle"))
+    assert ("cart", "p1") not in fb.snapshot().evidence
+
+
 def test_posterior_update_from_events_and_orders_matches_hand_computed_values() -> None:
     fb = Feedback(CONFIG, T, window_ms=7 * DAY_MS)
     for i in range(100):
@@ -301,7 +309,9 @@ async def test_the_learner_reads_stored_events_and_orders_off_the_request_path(
 
 @pytest.mark.anyio
 async def test_the_engine_ranks_on_what_shoppers_took(store: Store) -> None:
-    record = await store.create_store("Learning engine", rules=StoreRules(holdout_share=0))
+    # Single offers learn; a bundle would take its complements' place (test_bundles.py).
+    rules = StoreRules(holdout_share=0, bundles=False)
+    record = await store.create_store("Learning engine", rules=rules)
     anchor = Product(id="cam", title="Camera", price=50000, complements=("bag", "strap"))
     bag, strap = Product(id="bag", title="Bag", price=3000), Product("strap", "Strap", 2000)
     await store.upsert_products(record.id, [anchor, bag, strap])

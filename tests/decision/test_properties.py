@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from offer_service.decision import decide
 from offer_service.decision.candidates import CandidateInputs
-from offer_service.decision.rules import family_key
+from offer_service.decision.rules import discount_cap, family_key
 from offer_service.domain.policy import ABSOLUTE_DISCOUNT_CAP, DiscountRules, StoreRules
 from offer_service.domain.products import Product
 from offer_service.domain.records import PairCount, VisitorState
@@ -126,9 +126,12 @@ def test_the_pipeline_keeps_every_promise(
     anchor_ids = {a.id for a in inputs.anchors}
 
     assert len(offers) <= min(limit, spec.hard_max)
-    families = [family_key(o.candidate.product) for o in offers]
+    singles = [o for o in offers if not o.items]
+    bundles = [o for o in offers if o.items]
+    families = [family_key(o.candidate.product) for o in singles]
     assert len(families) == len(set(families)), "one product per family"
-    for offer in offers:
+    assert len(bundles) <= 1, "at most one bundle"
+    for offer in singles:
         p = offer.candidate.product
         assert offer.candidate.kind in spec.kinds
         if offer.candidate.kind != "replenish":
@@ -148,6 +151,27 @@ def test_the_pipeline_keeps_every_promise(
             assert offer.offer_price - p.cost >= rules.margin_floor, "never below the margin floor"
         if spec.post_purchase and inputs.order_total is not None:
             assert offer.offer_price <= inputs.order_total
+    for bundle in bundles:
+        assert inputs.surface == Surface.PRODUCT_PAGE and bundle.candidate.kind == "bundle"
+        viewed, *complements = [i.product for i in bundle.items]
+        assert viewed == bundle.candidate.product == inputs.anchors[0]
+        assert 1 <= len(complements) <= 2
+        assert 5 <= bundle.discount_pct <= 15
+        total = sum(p.price for p in (viewed, *complements))
+        assert bundle.offer_price == (total * (100 - bundle.discount_pct) + 50) // 100
+        assert sum(i.offer_price for i in bundle.items) == bundle.offer_price, "exact shares"
+        groups = {family_key(viewed), *families}
+        for item in bundle.items:
+            p = item.product
+            assert p.active and p.in_stock and not p.is_fee and not p.on_sale
+            assert p.id not in visitor.purchased and p.id not in visitor.declined
+            assert bundle.discount_pct <= discount_cap(p, rules)
+            if p.cost is not None:
+                assert item.offer_price - p.cost >= rules.margin_floor, "each item keeps the floor"
+        for p in complements:
+            assert p.id not in anchor_ids
+            assert family_key(p) not in groups, "a complement is not beside its family"
+            groups.add(family_key(p))
 
     again = decide.decide(inputs, rules, visitor, limit=limit, now_ms=NOW)
     assert again == offers, "the same input gives the same answer"

@@ -295,7 +295,7 @@ CAP = product("cap", 999, category="camera-accessories")
 
 def cross_sells(surface: Surface, rules: StoreRules, *anchors: Product) -> list[str]:
     """What decide offers for `anchors` when both the camera and the cap are their neighbours
-    (the camera the stronger one)."""
+    (the camera the stronger one): each offer's product, or a bundle's complements."""
     from offer_service.decision.candidates import CandidateInputs
     from offer_service.decision.decide import decide
     from offer_service.domain.records import EMPTY_VISITOR, PairCount
@@ -307,7 +307,9 @@ def cross_sells(surface: Surface, rules: StoreRules, *anchors: Product) -> list[
         basket_counts={}, basket_total=100, family_members={}, category_best_sellers={},
     )  # fmt: skip
     offers = decide(inputs, rules, EMPTY_VISITOR, limit=5, now_ms=NOW)
-    return [o.candidate.product.id for o in offers]
+    return [
+        p.id for o in offers for p in ([i.product for i in o.items[1:]] or [o.candidate.product])
+    ]
 
 
 def test_a_cross_sell_far_pricier_than_the_cart_is_left_out() -> None:

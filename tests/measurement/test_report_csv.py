@@ -96,7 +96,8 @@ def formula_catalog() -> list[dict[str, Any]]:
 def test_the_metrics_and_dashboard_csv_neutralise_formulas(demo_server: LiveServer) -> None:
     formulas = [pid for pid in FORMULAS if pid[0] in "=+-@"]
     with demo_server.client() as c:
-        set_rules(c, holdout_share=0.0)
+        # Every formula product offered on its own (not bundled under the anchor's id).
+        set_rules(c, holdout_share=0.0, bundles=False)
         r = c.put("/v1/admin/catalog", json=formula_catalog(), headers=ADMIN)
         assert r.status_code == 200 and r.json()["rejected"] == [], r.text
         page = c.get(

@@ -21,7 +21,9 @@ from tests.storage.test_storage_contract import product
 
 @pytest.mark.anyio
 async def test_a_prepared_list_signs_only_the_offers_answers_show(store: CountingStore) -> None:
-    record = await store.create_store("Shop", rules=StoreRules(holdout_share=0))
+    # Single offers only, one per complement (bundles: test_bundles_and_shipping.py).
+    rules = StoreRules(holdout_share=0, bundles=False)
+    record = await store.create_store("Shop", rules=rules)
     extras = [product(f"x{i}", price=1000 + i) for i in range(6)]
     anchor = replace(product("cam", price=50_000), complements=tuple(p.id for p in extras))
     await store.upsert_products(record.id, [anchor, *extras])

@@ -22,7 +22,14 @@ async def offer_ids(engine: Engine, store: CountingStore, product_id: str) -> li
     assert record is not None
     request = OffersRequest(surface=Surface.PRODUCT_PAGE, product_id=product_id, limit=3)
     body = orjson.loads(await engine.offers(record, request, "r"))
-    return [o["product_id"] for o in body["offers"]]
+    # Each offer's product, or a bundle's complements (its first item is the page's product).
+    return [
+        pid
+        for o in body["offers"]
+        for pid in (
+            [i["product_id"] for i in o["items"][1:]] if "items" in o else [o["product_id"]]
+        )
+    ]
 
 
 async def shop(store: CountingStore) -> None:

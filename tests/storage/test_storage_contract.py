@@ -190,6 +190,18 @@ async def test_set_rules_persists_and_bumps_the_version(store: Store) -> None:
     assert await store.version(record.id) > before
 
 
+async def test_bundle_and_free_shipping_rules_persist(store: Store) -> None:
+    record = await new_store(store)
+    rules = StoreRules.model_validate(
+        {"bundles": False, "discounts": {"bundle": 15}, "free_shipping_threshold": 4999}
+    )
+    await store.set_rules(record.id, rules)
+    stored = await store.get_store(record.id)
+    assert stored is not None and stored.rules == rules
+    assert (stored.rules.bundles, stored.rules.discounts.bundle) == (False, 15)
+    assert stored.rules.free_shipping_threshold == 4999
+
+
 async def test_set_rules_of_an_unknown_store_raises_store_error(store: Store) -> None:
     with pytest.raises(StoreError):
         await store.set_rules(unique("st_"), StoreRules())

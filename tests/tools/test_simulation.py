@@ -57,7 +57,9 @@ def simulation(
 ) -> Iterator[Simulation]:
     tmp: Path = tmp_path_factory.mktemp("simulation")
     store_url = f"sqlite:///{tmp}/offers.db"
-    prepare_demo_store(store_url, charge_url=charge.url, experiments=[EXPERIMENT])
+    # The model's shoppers take single offers (simulate.py leaves a bundle out of the model):
+    # the store offers none, so every slot of a page is one the model describes.
+    prepare_demo_store(store_url, charge_url=charge.url, experiments=[EXPERIMENT], bundles=False)
     server = ServeProcess(store_url, tmp / "server.log")
     try:
         yield asyncio.run(
