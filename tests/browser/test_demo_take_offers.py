@@ -65,12 +65,13 @@ def offers_tap(context: BrowserContext) -> OfferTap:
     return tap
 
 
-def _card(page: Page, surface: str, kind: str | None = None) -> Any:
-    cards = page.locator(f'[data-offers="{surface}"] [data-offer-id]')
-    cards.first.wait_for(state="visible", timeout=10_000)
-    if kind is None:
-        return cards.filter(has=page.locator(ADD)).first
-    return cards.filter(has=page.locator(f'[data-offer-kind="{kind}"], {ADD}')).first
+def _card(page: Page, surface: str, tap: OfferTap) -> Any:
+    """The card of the first single-product offer the placement rendered."""
+    page.locator(f'[data-offers="{surface}"] [data-offer-id]').first.wait_for(
+        state="visible", timeout=10_000
+    )
+    first = next(o for o in tap.latest(surface)["offers"] if o["kind"] != "bundle")
+    return page.locator(f'[data-offers="{surface}"] [data-offer-id="{first["offer_id"]}"]')
 
 
 def _offer_lines(page: Page) -> dict[str, str]:
@@ -112,7 +113,7 @@ def test_add_on_the_product_page_puts_the_offer_in_the_cart_at_its_price(
     shop: Shop, page: Page, offers_tap: OfferTap, page_log: PageLog
 ) -> None:
     page.goto("/demo/products/cam-x100")
-    card = _card(page, "product_page")
+    card = _card(page, "product_page", offers_tap)
     product_id = card.get_attribute("data-product-id") or ""
     shown = offers_tap.offer("product_page", product_id)
     card.locator(ADD).click()
@@ -132,7 +133,7 @@ def test_add_all_puts_every_item_of_the_bundle_in_the_cart_at_the_bundle_price(
     shop: Shop, page: Page, offers_tap: OfferTap
 ) -> None:
     page.goto("/demo/products/cam-x100")
-    _card(page, "product_page")
+    _card(page, "product_page", offers_tap)
     bundle = next(o for o in offers_tap.latest("product_page")["offers"] if o["kind"] == "bundle")
     button = page.locator(f'[data-offer-id="{bundle["offer_id"]}"] {ADD}')
     assert button.inner_text() == "Add all"
@@ -153,7 +154,7 @@ def test_add_on_the_cart_and_the_checkout_takes_each_offer_at_its_price(
     page.goto("/demo/products/battery-np50")
     page.locator("[data-add-to-cart]").click()
     page.wait_for_url("**/demo/cart")
-    card = _card(page, "cart")
+    card = _card(page, "cart", offers_tap)
     from_cart = card.get_attribute("data-product-id") or ""
     shown_cart = offers_tap.offer("cart", from_cart)
     card.locator(ADD).click()
@@ -161,7 +162,7 @@ def test_add_on_the_cart_and_the_checkout_takes_each_offer_at_its_price(
         "id => document.querySelector(`[data-offer-line][data-line='${id}']`)", arg=from_cart
     )
     page.goto("/demo/checkout")
-    card = _card(page, "checkout")
+    card = _card(page, "checkout", offers_tap)
     from_checkout = card.get_attribute("data-product-id") or ""
     shown_checkout = offers_tap.offer("checkout", from_checkout)
     card.locator(ADD).click()
@@ -181,7 +182,7 @@ def test_a_tampered_token_is_refused_and_nothing_enters_the_cart(
 ) -> None:
     offers_tap.tamper = True
     page.goto("/demo/products/cam-x100")
-    card = _card(page, "product_page")
+    card = _card(page, "product_page", offers_tap)
     card.locator(ADD).click()
     log = page.locator("[data-activity-log]")
     page.wait_for_function(
@@ -199,7 +200,7 @@ def test_the_free_shipping_gap_is_shown_and_an_offer_that_closes_it_closes_it(
     page.goto("/demo/products/battery-np50")
     page.locator("[data-add-to-cart]").click()
     page.wait_for_url("**/demo/cart")
-    _card(page, "cart")
+    _card(page, "cart", offers_tap)
     answer = offers_tap.latest("cart")
     gap = answer["free_shipping"]["remaining"]["amount"]
     shown = page.locator("[data-offer-free-shipping]")
@@ -209,6 +210,6 @@ def test_the_free_shipping_gap_is_shown_and_an_offer_that_closes_it_closes_it(
     assert answer["offers"][0]["product_id"] == closing["product_id"], "it ranks first"
     page.locator(f'[data-offer-id="{closing["offer_id"]}"] {ADD}').click()
     page.wait_for_function("() => document.querySelectorAll('[data-offer-line]').length == 1")
-    _card(page, "cart")
+    _card(page, "cart", offers_tap)
     assert "free_shipping" not in offers_tap.latest("cart")
     assert page.locator("[data-offer-free-shipping]").count() == 0
