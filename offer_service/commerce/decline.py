@@ -9,7 +9,7 @@ import orjson
 
 from offer_service.decision import candidates, rules
 from offer_service.decision.experiments import assign, variant_rules
-from offer_service.domain.records import StoreRecord
+from offer_service.domain.records import StoreRecord, bundle_signal
 from offer_service.domain.surfaces import Surface
 from offer_service.domain.tokens import BadToken, new_offer_id, verify
 from offer_service.exceptions import ApiError, Forbidden
@@ -36,8 +36,10 @@ async def decline(
     store = engine.store
     order = await store.get_order(record.id, claims.order_id) if claims.order_id else None
     subjects = {s for s in (visitor_id, order_subject(order) if order else None) if s}
+    # A bundle's "no thanks" declines the set, not the viewed product it is keyed by.
+    declined_id = bundle_signal(claims.product_id) if claims.items else claims.product_id
     for subject in sorted(subjects):
-        await store.record_visitor_signal(record.id, subject, claims.product_id, "decline", now_ms)
+        await store.record_visitor_signal(record.id, subject, declined_id, "decline", now_ms)
     engine.forget_visitors(record.id, subjects)
     if claims.surface != Surface.THANK_YOU.value or order is None:
         return None

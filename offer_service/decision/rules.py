@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from offer_service.domain.policy import ABSOLUTE_DISCOUNT_CAP, StoreRules
 from offer_service.domain.products import Product
-from offer_service.domain.records import VisitorState
+from offer_service.domain.records import VisitorState, bundle_signal
 from offer_service.domain.surfaces import SURFACES, Surface
 from offer_service.types import DAY_MS, OfferKind
 
@@ -214,10 +214,13 @@ def visitor_allows(
     offer is the exception to "bought" and "accepted" (both are purchases of the consumable) and
     instead shows only once due. Never an upsell to someone who owns that tier or a higher one of
     the family. A product shown `frequency_cap.impressions` times without a click is rested. A
-    bundle passes only when every one of its products would (a decline of the bundle, and its
-    impressions, are recorded under the viewed product, its first).
+    bundle passes only when every one of its products would and the visitor has not declined
+    the bundle itself (`bundle_signal` of the viewed product, its first; its impressions are
+    counted under the viewed product).
     """
     if offer.items:
+        if bundle_signal(offer.items[0].product.id) in visitor.declined:
+            return False
         return all(_product_allowed(i.product.id, visitor, rules) for i in offer.items)
     c = offer.candidate
     pid = c.product.id

@@ -88,6 +88,16 @@ class ImportCounts:
     new_orders: tuple[Order, ...] = ()
 
 
+# A visitor's "no thanks" to a product page's bundle is remembered under this key of the viewed
+# product, not under the product itself: declining the set is not declining the product.
+BUNDLE_SIGNAL_PREFIX = "bundle:"
+
+
+def bundle_signal(product_id: str) -> str:
+    """The signal key of the bundle of `product_id`'s page."""
+    return BUNDLE_SIGNAL_PREFIX + product_id
+
+
 @dataclass(frozen=True, slots=True)
 class VisitorState:
     """What the per-visitor filters need about one shopper, read in one round trip.

@@ -13,7 +13,7 @@ from offer_service.decision.decide import decide, finish, prepare
 from offer_service.decision.rules import PricedOffer
 from offer_service.domain.policy import StoreRules
 from offer_service.domain.products import Product
-from offer_service.domain.records import EMPTY_VISITOR, PairCount, VisitorState
+from offer_service.domain.records import EMPTY_VISITOR, PairCount, VisitorState, bundle_signal
 from offer_service.domain.surfaces import Surface
 
 RULES = StoreRules()
@@ -185,12 +185,13 @@ def test_a_complement_the_visitor_bought_is_left_out_of_their_bundle() -> None:
 
 
 def test_without_a_bundle_its_complements_are_offered_on_their_own() -> None:
-    # A visitor who declined the bundle (recorded under the viewed product) gets none, and
-    # its complements come back as cross-sells.
-    declined = VisitorState(declined=frozenset({"camera"}))
-    offers = shown(page(), visitor=declined)
-    assert not any(o.items for o in offers)
-    assert [o.candidate.product.id for o in offers] == ["sd-128", "battery", "cap"]
+    # A visitor who declined the bundle gets none, and its complements come back as
+    # cross-sells; so does one who declined the viewed product itself.
+    for declined_id in (bundle_signal("camera"), "camera"):
+        declined = VisitorState(declined=frozenset({declined_id}))
+        offers = shown(page(), visitor=declined)
+        assert not any(o.items for o in offers)
+        assert [o.candidate.product.id for o in offers] == ["sd-128", "battery", "cap"]
     both = VisitorState(purchased={"sd-128": NOW, "battery": NOW})
     assert not any(o.items for o in shown(page(), visitor=both))
     # Excluding a bundle's product leaves out the bundles that hold it.

@@ -11,11 +11,12 @@ from typing import Any
 import orjson
 import pytest
 
+from offer_service.commerce.decline import decline
 from offer_service.decision.shipping import FREE_SHIPPING_REASON
 from offer_service.domain.orders import Order, OrderLine
 from offer_service.domain.policy import StoreRules
 from offer_service.domain.products import Product
-from offer_service.domain.records import StoreRecord
+from offer_service.domain.records import StoreRecord, bundle_signal
 from offer_service.domain.surfaces import Surface
 from offer_service.domain.tokens import BundleItem, verify
 from offer_service.serving.engine import Engine
@@ -190,3 +191,20 @@ async def test_no_threshold_no_free_shipping_and_no_holdout_gap(store: Store) ->
     record = await shop(store, free_shipping_threshold=5000, holdout_share=1.0)
     body = await answer(engine, record, surface=Surface.CART, items="coffee", visitor_id="v")
     assert body["holdout"] is True and "free_shipping" not in body
+
+
+async def test_declining_a_bundle_declines_the_set_not_the_viewed_product(store: Store) -> None:
+    record = await shop(store)
+    engine = Engine(store)
+    page = await answer(
+        engine, record, surface=Surface.PRODUCT_PAGE, product_id="camera", visitor_id="v-no"
+    )
+    (bundle,) = [o for o in page["offers"] if o["kind"] == "bundle"]
+    await decline(engine, record, bundle["token"], "v-no")
+    state = await store.visitor_state(record.id, "v-no", None, 0)
+    assert state.declined == frozenset({bundle_signal("camera")})
+    again = await answer(
+        engine, record, surface=Surface.PRODUCT_PAGE, product_id="camera", visitor_id="v-no"
+    )
+    assert not any(o["kind"] == "bundle" for o in again["offers"])
+    assert sorted(o["product_id"] for o in again["offers"]) == ["battery", "cap", "sd-128"]
