@@ -14,6 +14,7 @@ from offer_service.exceptions import StoreError
 from offer_service.serving.engine import Engine
 from offer_service.serving.spool import Spool
 from offer_service.storage.health import ERROR, FAIL_FAST, TIMEOUT, UNAVAILABLE, StoreHealth
+from offer_service.storage.protocols import EventStreams
 from offer_service.web.exposition import Samples, SharedSamples, clear, render
 from offer_service.web.process_stats import add_process, gc_pauses
 from offer_service.web.telemetry import Metrics
@@ -21,6 +22,7 @@ from offer_service.web.telemetry import Metrics
 # Set by `serve` for its workers: the directory where each writes its counts (exposition.py).
 METRICS_DIR_ENV = "OFFER_METRICS_DIR"
 PUBLISH_EVERY_S = 0.5
+LAG_TIMEOUT_S = 1.0
 ERROR_KINDS = (UNAVAILABLE, TIMEOUT, FAIL_FAST, ERROR)
 
 log = logging.getLogger(__name__)
@@ -84,13 +86,18 @@ class Collector:
         if streams is None:
             return
         try:
-            for store_id in await streams.store_ids():
-                lag = await streams.aggregation_lag(store_id)
-                s.gauge("offer_event_aggregation_lag_seconds", lag.oldest_s, store=store_id)
-                s.gauge("offer_event_aggregation_pending", lag.pending, store=store_id)
-        except StoreError as exc:
-            # The store's own series (errors, fail-fast) say why; the lag waits for it.
-            log.debug("no aggregation lag in this scrape: %s", exc)
+            # A hung store must not hang the scrape: its other series say what is wrong.
+            async with asyncio.timeout(LAG_TIMEOUT_S):
+                await self._read_lag(streams, s)
+        except (StoreError, TimeoutError) as exc:
+            log.debug("no aggregation lag in this scrape: %r", exc)
+
+    @staticmethod
+    async def _read_lag(streams: EventStreams, s: Samples) -> None:
+        for store_id in await streams.store_ids():
+            lag = await streams.aggregation_lag(store_id)
+            s.gauge("offer_event_aggregation_lag_seconds", lag.oldest_s, store=store_id)
+            s.gauge("offer_event_aggregation_pending", lag.pending, store=store_id)
 
     async def publish(self, stop: asyncio.Event) -> None:
         """Write this worker's samples for its siblings' scrapes until `stop` is set."""
