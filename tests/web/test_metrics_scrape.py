@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from offer_service.web.collect import PUBLISH_EVERY_S
+from offer_service.web.exposition import FAMILIES
 from tests.conftest import LiveServer
 from tests.processes import ServeProcess, prepare_demo_store
 from tests.prometheus import matching, parse, scrape, worker_of
@@ -95,3 +96,8 @@ def test_every_scrape_sums_every_worker(tmp_path: Path) -> None:
         assert len(seen) == 2, "every scrape landed on one worker"
     finally:
         server.stop()
+
+
+def test_every_series_is_documented() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    assert [f for f in FAMILIES if f"`{f}`" not in page] == []
