@@ -21,13 +21,15 @@ import orjson
 
 # Family name: (type, help). Rendered in this order.
 FAMILIES: dict[str, tuple[str, str]] = {
-    "offer_http_requests_total": (
+    "offer_http_requests_total": ("counter", "HTTP requests by route, method and status."),
+    "offer_http_request_duration_seconds": ("histogram", "Request latency by route."),
+    "offer_offers_requests_total": (
         "counter",
-        "HTTP requests by route, method and status; by surface on /v1/offers.",
+        "Requests of /v1/offers (GET, POST, OPTIONS) by surface, method and status.",
     ),
-    "offer_http_request_duration_seconds": (
+    "offer_offers_request_duration_seconds": (
         "histogram",
-        "Request latency by route; by surface on /v1/offers.",
+        "Latency of /v1/offers by surface.",
     ),
     "offer_store_errors_total": (
         "counter",

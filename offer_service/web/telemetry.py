@@ -55,40 +55,43 @@ class Metrics:
         series[-1] += seconds
 
     @property
-    def latency(self) -> dict[tuple[str, str], list[float]]:
-        """Bucket counts by (route, surface)."""
-        return {key: series[:-1] for key, series in self._by_route().items()}
+    def latency(self) -> dict[str, list[float]]:
+        """Bucket counts by route."""
+        return {route: series[:-1] for (route, _), series in self._summed(by_surface=False)}
 
-    def _by_route(self) -> dict[tuple[str, str], list[float]]:
-        """Bucket counts then the sum, by (route, surface)."""
+    def _summed(self, *, by_surface: bool) -> list[tuple[tuple[str, str], list[float]]]:
+        """Bucket counts then the sum, by route, or by surface of /v1/offers."""
         out: dict[tuple[str, str], list[float]] = {}
-        for (route, surface, _, _), series in sorted(self.series.items()):
-            total = out.setdefault((route, surface), [0] * len(series))
+        for (route, surface, _, _), series in self.series.items():
+            if by_surface and not surface:
+                continue
+            key = (route, surface if by_surface else "")
+            total = out.setdefault(key, [0] * len(series))
             for i, n in enumerate(series):
                 total[i] += n
-        return out
+        return sorted(out.items())
 
     def add_to(self, samples: Samples) -> None:
         for (route, surface, method, status), series in sorted(self.series.items()):
-            where = {"surface": surface} if surface else {}
-            samples.add(
-                "offer_http_requests_total",
-                sum(series[:-1]),
-                **where,
-                route=route,
-                method=method,
-                status=status,
-            )
-        name = "offer_http_request_duration_seconds"
-        for (route, surface), series in self._by_route().items():
-            where = {"surface": surface} if surface else {}
-            cumulative = 0.0
-            for bound, n in zip((*BUCKETS, float("inf")), series[:-1], strict=True):
-                cumulative += n
-                le = "+Inf" if bound == float("inf") else repr(bound)
-                samples.add(name, cumulative, "_bucket", **where, route=route, le=le)
-            samples.add(name, cumulative, "_count", **where, route=route)
-            samples.add(name, series[-1], "_sum", **where, route=route)
+            n = sum(series[:-1])
+            name = "offer_http_requests_total"
+            samples.add(name, n, route=route, method=method, status=status)
+            if surface:
+                name = "offer_offers_requests_total"
+                samples.add(name, n, surface=surface, method=method, status=status)
+        for by_surface, name in (
+            (False, "offer_http_request_duration_seconds"),
+            (True, "offer_offers_request_duration_seconds"),
+        ):
+            for (route, surface), series in self._summed(by_surface=by_surface):
+                where = {"surface": surface} if by_surface else {"route": route}
+                cumulative = 0.0
+                for bound, n in zip((*BUCKETS, float("inf")), series[:-1], strict=True):
+                    cumulative += n
+                    le = "+Inf" if bound == float("inf") else repr(bound)
+                    samples.add(name, cumulative, "_bucket", **where, le=le)
+                samples.add(name, cumulative, "_count", **where)
+                samples.add(name, series[-1], "_sum", **where)
 
     def render(self) -> str:
         samples = Samples()

@@ -15,14 +15,15 @@ from tests.conftest import LiveServer
 from tests.processes import ServeProcess, prepare_demo_store
 from tests.prometheus import matching, parse, scrape, worker_of
 
-OFFERS = "offer_http_requests_total"
-LATENCY = "offer_http_request_duration_seconds"
+OFFERS = "offer_offers_requests_total"
+LATENCY = "offer_offers_request_duration_seconds"
+ROUTE = 'offer_http_requests_total{route="/v1/offers",method="GET",status="%s"}'
 CART = {"key": "pk_demo", "surface": "cart", "items": "cam-x100"}
 PRODUCT = {"key": "pk_demo", "surface": "product_page", "product_id": "cam-x100"}
 
 
 def offers_count(samples: dict[str, float], surface: str, status: str = "200") -> float:
-    key = f'{OFFERS}{{surface="{surface}",route="/v1/offers",method="GET",status="{status}"}}'
+    key = f'{OFFERS}{{surface="{surface}",method="GET",status="{status}"}}'
     return samples.get(key, 0.0)
 
 
@@ -41,12 +42,14 @@ def test_offers_are_counted_and_timed_per_surface(demo_server: LiveServer) -> No
     assert offers_count(samples, "cart") == 3 and offers_count(samples, "product_page") == 2
     assert offers_count(samples, "other", "422") == 1 and offers_count(samples, "cart", "422") == 1
     assert not matching(samples, OFFERS, surface="nowhere")
-    assert samples[f'{OFFERS}{{route="/healthz",method="GET",status="200"}}'] == 1
+    # The route's own series counts every surface, as it always has.
+    assert samples[ROUTE % 200] == 5 and samples[ROUTE % 422] == 2
+    assert samples['offer_http_requests_total{route="/healthz",method="GET",status="200"}'] == 1
     for surface, n in (("cart", 4), ("product_page", 2), ("other", 1)):
         buckets = list(matching(samples, LATENCY + "_bucket", surface=surface).values())
         assert buckets == sorted(buckets) and buckets[-1] == n  # cumulative, +Inf last
-        assert samples[f'{LATENCY}_count{{surface="{surface}",route="/v1/offers"}}'] == n
-        assert 0 < samples[f'{LATENCY}_sum{{surface="{surface}",route="/v1/offers"}}'] < n * 5
+        assert samples[f'{LATENCY}_count{{surface="{surface}"}}'] == n
+        assert 0 < samples[f'{LATENCY}_sum{{surface="{surface}"}}'] < n * 5
     # Repeated requests are answered from the in-process caches.
     hits = matching(samples, "offer_cache_requests_total", result="hit")
     assert hits['offer_cache_requests_total{cache="stores",result="hit"}'] >= 4
@@ -87,7 +90,8 @@ def test_every_scrape_sums_every_worker(tmp_path: Path) -> None:
         for attempt in range(40):
             samples, worker = scrape(server.url)
             assert offers_count(samples, "cart") == n, (attempt, answered)
-            assert samples[f'{LATENCY}_count{{surface="cart",route="/v1/offers"}}'] == n
+            assert samples[f'{LATENCY}_count{{surface="cart"}}'] == n
+            assert samples[ROUTE % 200] == n
             assert samples["offer_metrics_workers"] == 2
             assert len(matching(samples, "process_resident_memory_bytes")) == 2
             seen.add(worker)
