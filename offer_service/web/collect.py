@@ -116,12 +116,12 @@ class Collector:
 
 
 def share_between_workers(workers: int) -> None:
-    """For `serve --workers N` with N > 1 (call before the workers start): a directory for the
-    workers' counts, cleared of a previous run's and named to them in the environment; a
-    temporary one, removed at exit, unless OFFER_METRICS_DIR names one."""
-    if workers <= 1:
-        return
+    """For `serve --workers N` (call before the workers start): a directory for the workers'
+    counts, cleared of a previous run's and named to them in the environment; a temporary one,
+    removed at exit, when N > 1 and OFFER_METRICS_DIR names none."""
     given = os.environ.get(METRICS_DIR_ENV)
+    if workers <= 1 and not given:
+        return
     directory = given or tempfile.mkdtemp(prefix="offer-metrics-")
     clear(directory)
     os.environ[METRICS_DIR_ENV] = directory
