@@ -3,6 +3,8 @@ surface, caches, the process's own series, and one sum across `serve --workers 2
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -98,6 +100,19 @@ def test_every_scrape_sums_every_worker(tmp_path: Path) -> None:
             if len(seen) == 2 and attempt >= 10:
                 break
         assert len(seen) == 2, "every scrape landed on one worker"
+
+        # A worker killed outright: its counts stay in the sum (a counter never goes back).
+        victim = int(next(iter(matching(samples, "offer_store_fail_fast"))).split('"')[1])
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while True:
+            samples, _ = scrape(server.url)
+            workers = matching(samples, "offer_store_fail_fast")
+            if f'worker="{victim}"' not in "".join(workers) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert f'worker="{victim}"' not in "".join(workers)
+        assert offers_count(samples, "cart") == n and samples[ROUTE % 200] == n
     finally:
         server.stop()
 
