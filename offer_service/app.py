@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator
 
 import anyio
@@ -17,6 +18,7 @@ from offer_service.serving.training import TrainingRuns
 from offer_service.serving.worker import background
 from offer_service.settings import Settings
 from offer_service.storage import open_store
+from offer_service.web.collect import METRICS_DIR_ENV, Collector
 from offer_service.web.dispatch import Dispatch, OfferApp
 from offer_service.web.endpoints import (
     accept,
@@ -57,6 +59,9 @@ def create_app(settings: Settings | None = None) -> OfferApp:
     # A bulk import through the API is learnt from apart from serving (serving/training.py).
     trainings = TrainingRuns(store, settings.store_url)
     metrics = Metrics()
+    # With several workers, each publishes its counts where any one's /metrics sums them.
+    collector = Collector(metrics, engine, spool, os.environ.get(METRICS_DIR_ENV) or None)
+    loops = [settler.run] if collector.shared is None else [settler.run, collector.publish]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -67,13 +72,14 @@ def create_app(settings: Settings | None = None) -> OfferApp:
 
             await install_demo(store, charge_url_from_env())
         try:
-            async with background(store, spool, aggregate=settings.aggregator, loops=[settler.run]):
+            async with background(store, spool, aggregate=settings.aggregator, loops=loops):
                 yield
         finally:
             await trainings.close()
             await engine.exposures.close()  # into the spool if the store is down
             spool.close()
             await charger.close()
+            collector.close()
             await store.close()
 
     # The hot path: answered by the dispatch before Starlette's stack (see dispatch.py).
@@ -142,5 +148,6 @@ def create_app(settings: Settings | None = None) -> OfferApp:
     app.state.spool = spool
     app.state.trainings = trainings
     app.state.metrics = metrics
+    app.state.collector = collector
     app.state.settings = settings
     return app

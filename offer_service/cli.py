@@ -129,6 +129,7 @@ def serving_app() -> Starlette:
 def cmd_serve(args: argparse.Namespace, *, demo: bool = False) -> int:
     import uvicorn
 
+    from offer_service.web.collect import share_between_workers
     from offer_service.web.connections import PROTOCOL
 
     os.environ["OFFER_STORE_URL"] = _store_url(args)
@@ -151,6 +152,8 @@ def cmd_serve(args: argparse.Namespace, *, demo: bool = False) -> int:
     files = raise_open_file_limit()
     if files is not None and settings.concurrency_limit > files - FILES_RESERVED:
         print(FEW_FILES.format(limit=settings.concurrency_limit, files=files), file=sys.stderr)
+    # Where each worker's counts wait for a /metrics in any worker to sum them.
+    share_between_workers(getattr(args, "workers", 1) or 1)
     uvicorn.run(
         "offer_service.cli:serving_app",
         factory=True,

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -47,8 +47,10 @@ class ServeProcess:
         log_path: Path,
         port: int | None = None,
         env: dict[str, str] | None = None,
+        args: Sequence[str] = (),
     ) -> None:
-        """`env`: environment variables of the server's own (its settings), over this one's."""
+        """`env`: environment variables of the server's own (its settings), over this one's;
+        `args`: more `serve` flags (`--workers 2`)."""
         self.store_url = store_url
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -68,6 +70,7 @@ class ServeProcess:
                 str(self.port),
                 "--store-url",
                 store_url,
+                *args,
             ],
             cwd=ROOT,
             env=env,

@@ -100,6 +100,9 @@ class ExposureLog:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._closing = asyncio.Event()
+        # For the metrics: exposures neither stored nor spooled (a visitor's next request on
+        # the surface notes it again).
+        self.dropped = 0
         # Whether exposures are being spooled: one warning an outage, not one a batch.
         self._spooling = False
 
@@ -175,6 +178,7 @@ class ExposureLog:
 
     def _forget(self, store_id: str, events: Sequence[StoredEvent]) -> None:
         """Forget exposures that were not kept, so the visitors' next requests note them again."""
+        self.dropped += len(events)
         for e in events:
             day = e.ts_ms // DAY_MS
             self._recent.discard((store_id, e.visitor_id or "", e.surface, day, e.flag))

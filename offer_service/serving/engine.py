@@ -15,6 +15,7 @@ import dataclasses
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import orjson
 
@@ -123,6 +124,10 @@ class Engine:
             50_000, PREPARED_TTL_S
         )
         self.products = Products(store, self.version)
+
+    def caches(self) -> dict[str, LocalCache[Any, Any]]:
+        """The in-process caches by name, for the metrics' hit rates."""
+        return {"stores": self._stores, "prepared": self._prepared}
 
     def explores(self, rules: StoreRules) -> bool:
         """Whether this response gives its last slot to an under-explored offer."""

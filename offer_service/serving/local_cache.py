@@ -39,6 +39,9 @@ class LocalCache(Generic[K, V]):
         self._inflight: dict[K, asyncio.Future[V]] = {}
         self._refreshing: set[K] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        # For the metrics: reads answered from the cache (fresh or stale), and loads.
+        self.hits = 0
+        self.misses = 0
 
     def _expiry(self) -> float:
         # Jitter spreads the expiry of entries filled together, so they do not all reload at once.
@@ -59,6 +62,7 @@ class LocalCache(Generic[K, V]):
         if entry is None or entry[1] <= self._clock():
             return None
         self._entries.move_to_end(key)
+        self.hits += 1
         return entry
 
     def set(self, key: K, value: V) -> None:
@@ -79,11 +83,13 @@ class LocalCache(Generic[K, V]):
     async def get(self, key: K, loader: Callable[[], Awaitable[V]]) -> V:
         entry = self._entries.get(key)
         if entry is not None:
+            self.hits += 1
             self._entries.move_to_end(key)
             value, expires = entry
             if expires <= self._clock() and key not in self._refreshing:
                 self._refresh_in_background(key, loader)
             return value
+        self.misses += 1
         future = self._inflight.get(key)
         if future is not None:
             return await asyncio.shield(future)

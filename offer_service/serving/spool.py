@@ -50,6 +50,9 @@ class Spool:
         self._file: IO[bytes] | None = None
         self._written = 0
         self._lock = asyncio.Lock()
+        # For the metrics: events this process spooled, and events it replayed into the store.
+        self.spooled = 0
+        self.replayed = 0
 
     async def append(
         self, store_id: str, events: Sequence[StoredEvent], dedupe_since_ms: int
@@ -60,6 +63,7 @@ class Spool:
         )
         async with self._lock:
             await asyncio.to_thread(self._write, line + b"\n")
+        self.spooled += len(events)
 
     def _write(self, line: bytes) -> None:
         if self._file is None:
@@ -84,6 +88,18 @@ class Spool:
                 os.close(fd)
         self._written = 0
         return f
+
+    def depth(self) -> tuple[int, int]:
+        """Spool files waiting in the directory (every process's) and their bytes."""
+        files = size = 0
+        try:
+            for p in self.directory.glob("*" + SUFFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    n = p.stat().st_size
+                    files, size = files + (n > 0), size + n
+        except OSError:
+            pass
+        return files, size
 
     def pending(self) -> bool:
         """Whether any spool file (this process's or an orphan) waits for a replay."""
@@ -128,6 +144,7 @@ class Spool:
                 store_id, since, events = batch
                 await store.record_events(store_id, events, since)
                 sent += len(events)
+                self.replayed += len(events)
             path.unlink()
             log.info("replayed %d spooled events from %s", sent, path.name)
             return sent

@@ -32,6 +32,7 @@ from offer_service.domain.records import (
     VisitorChanges,
     VisitorState,
 )
+from offer_service.storage.health import AggregationLag
 
 # More changes than this since a process last asked are not listed: it forgets every visitor.
 VISITOR_CHANGES_MAX = 10_000
@@ -372,6 +373,11 @@ class EventStreams(Protocol):
     async def reclaim(self, store_id: str, consumer: str) -> int: ...
     async def trim_events(self, store_id: str) -> int: ...
     async def drop_idle_consumers(self, store_id: str, idle_ms: int = ...) -> int: ...
+    async def aggregation_lag(self, store_id: str) -> AggregationLag:
+        """How far the aggregators are behind on the store's events (pending entries, the age
+        of the oldest one not yet counted)."""
+        ...
+
     async def resend_if_restarted(self) -> int:
         """Send again the events acknowledged in the last seconds if the server restarted since
         the last call (a killed server can lose its last acknowledged writes); the events sent."""

@@ -8,13 +8,15 @@ import logging
 import re
 import secrets
 import time
-from collections import defaultdict
 from collections.abc import Callable
+from urllib.parse import parse_qs
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from offer_service.domain.surfaces import Surface
 from offer_service.exceptions import ApiError, StoreUnavailable
+from offer_service.web.exposition import Samples, render
 
 log = logging.getLogger("offer_service")
 
@@ -28,46 +30,80 @@ INTERNAL_ERROR = orjson.dumps(
         }
     }
 )
+SURFACE_NAMES = frozenset(s.value for s in Surface)
 # Latency buckets in seconds, for the Prometheus histogram.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class Metrics:
-    """Counters kept in process and rendered as Prometheus text by GET /metrics."""
+    """Request counts and latencies kept in process, by route (and surface on /v1/offers)."""
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, int], int] = defaultdict(int)
-        self.latency: dict[str, list[int]] = defaultdict(lambda: [0] * (len(BUCKETS) + 1))
-        self.latency_sum: dict[str, float] = defaultdict(float)
+        # One list per (route, surface, method, status): the latency buckets' counts, then
+        # the seconds' sum. One lookup a request; the render adds them up by label.
+        self.series: dict[tuple[str, str, str, int], list[float]] = {}
 
-    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests[(route, method, status)] += 1
+    def observe(
+        self, route: str, method: str, status: int, seconds: float, surface: str = ""
+    ) -> None:
+        key = (route, surface, method, status)
+        series = self.series.get(key)
+        if series is None:
+            series = self.series[key] = [0] * (len(BUCKETS) + 1) + [0.0]
         # The first bucket whose bound is not below `seconds`; past the last, +Inf's.
-        self.latency[route][bisect.bisect_left(BUCKETS, seconds)] += 1
-        self.latency_sum[route] += seconds
+        series[bisect.bisect_left(BUCKETS, seconds)] += 1
+        series[-1] += seconds
+
+    @property
+    def latency(self) -> dict[str, list[float]]:
+        """Bucket counts by route."""
+        return {route: series[:-1] for (route, _), series in self._summed(by_surface=False)}
+
+    def _summed(self, *, by_surface: bool) -> list[tuple[tuple[str, str], list[float]]]:
+        """Bucket counts then the sum, by route, or by surface of /v1/offers."""
+        out: dict[tuple[str, str], list[float]] = {}
+        for (route, surface, _, _), series in self.series.items():
+            if by_surface and not surface:
+                continue
+            key = (route, surface if by_surface else "")
+            total = out.setdefault(key, [0] * len(series))
+            for i, n in enumerate(series):
+                total[i] += n
+        return sorted(out.items())
+
+    def add_to(self, samples: Samples) -> None:
+        for (route, surface, method, status), series in sorted(self.series.items()):
+            n = sum(series[:-1])
+            name = "offer_http_requests_total"
+            samples.add(name, n, route=route, method=method, status=status)
+            if surface:
+                name = "offer_offers_requests_total"
+                samples.add(name, n, surface=surface, method=method, status=status)
+        for by_surface, name in (
+            (False, "offer_http_request_duration_seconds"),
+            (True, "offer_offers_request_duration_seconds"),
+        ):
+            for (route, surface), series in self._summed(by_surface=by_surface):
+                where = {"surface": surface} if by_surface else {"route": route}
+                cumulative = 0.0
+                for bound, n in zip((*BUCKETS, float("inf")), series[:-1], strict=True):
+                    cumulative += n
+                    le = "+Inf" if bound == float("inf") else repr(bound)
+                    samples.add(name, cumulative, "_bucket", **where, le=le)
+                samples.add(name, cumulative, "_count", **where)
+                samples.add(name, series[-1], "_sum", **where)
 
     def render(self) -> str:
-        lines = [
-            "# HELP offer_http_requests_total HTTP requests by route, method and status.",
-            "# TYPE offer_http_requests_total counter",
-        ]
-        for (route, method, status), n in sorted(self.requests.items()):
-            labels = f'route="{route}",method="{method}",status="{status}"'
-            lines.append(f"offer_http_requests_total{{{labels}}} {n}")
-        lines += [
-            "# HELP offer_http_request_duration_seconds Request latency by route.",
-            "# TYPE offer_http_request_duration_seconds histogram",
-        ]
-        for route, counts in sorted(self.latency.items()):
-            cumulative = 0
-            name = "offer_http_request_duration_seconds"
-            for bound, n in zip((*BUCKETS, float("inf")), counts, strict=True):
-                cumulative += n
-                le = "+Inf" if bound == float("inf") else repr(bound)
-                lines.append(f'{name}_bucket{{route="{route}",le="{le}"}} {cumulative}')
-            lines.append(f'{name}_count{{route="{route}"}} {cumulative}')
-            lines.append(f'{name}_sum{{route="{route}"}} {self.latency_sum[route]:.6f}')
-        return "\n".join(lines) + "\n"
+        samples = Samples()
+        self.add_to(samples)
+        return render(samples)
+
+
+def query_surface(scope: Scope) -> str:
+    """The surface label of a /v1/offers request not answered with offers (an error): the one
+    its query names when known, else "other" (bounded: never the client's own text)."""
+    named = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("surface", [""])
+    return named[0] if named[0] in SURFACE_NAMES else "other"
 
 
 # On every response. Pages that need more (the demo storefront, the dashboard) set their own
@@ -207,4 +243,8 @@ class Telemetry:
         finally:
             route = scope.get("route")
             name = getattr(route, "path", "unmatched")
-            self.metrics.observe(name, scope["method"], status, time.perf_counter() - t0)
+            surface = ""
+            if name == "/v1/offers":  # answered: the endpoint named it
+                surface = scope["state"].get("surface") or query_surface(scope)
+            seconds = time.perf_counter() - t0
+            self.metrics.observe(name, scope["method"], status, seconds, surface)

@@ -41,6 +41,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from offer_service.exceptions import StoreError, StoreUnavailable
+from offer_service.storage.health import ERROR, FAIL_FAST, TIMEOUT, UNAVAILABLE, StoreHealth
 from offer_service.storage.redis.keys import StoreKeys
 from offer_service.storage.redis.scripts import Script
 
@@ -150,7 +151,8 @@ class RedisBase:
         self.event_log_days = int(self.options.get("event_log_days", "0"))
         self._fast: Client = None
         self._durable: Client = None
-        self._down_until = 0.0
+        # Failures by kind and the breaker's deadline, read by the metrics.
+        self.health = StoreHealth()
         self._logged_at = -1.0
 
     async def open(self) -> None:
@@ -263,7 +265,10 @@ class RedisBase:
         client = self._fast if fast else self._durable
         if client is None:
             raise StoreError("Redis store is not open")
-        if breaker and time.monotonic() < self._down_until:
+        health = self.health
+        op = "read" if fast else "write"
+        if breaker and time.monotonic() < health.down_until:
+            health.failed(op, FAIL_FAST)
             raise StoreUnavailable(f"Redis is unavailable (it failed just now): cannot {action}")
         try:
             if deadline_s is None:
@@ -272,14 +277,17 @@ class RedisBase:
                 async with asyncio.timeout(deadline_s):
                     result = await call(client)
         except _DOWN as exc:
-            self._down_until = time.monotonic() + BREAKER_S
+            health.down_until = time.monotonic() + BREAKER_S
+            health.failed(op, UNAVAILABLE)
             self._log_outage(f"Redis is unavailable: cannot {action}: {exc}")
             raise StoreUnavailable(f"Redis is unavailable: cannot {action}: {exc}") from exc
         except _SLOW as exc:
+            health.failed(op, TIMEOUT)
             self._log_outage(f"Redis did not answer in time: cannot {action}")
             raise StoreUnavailable(f"Redis did not answer in time: cannot {action}") from exc
         except RedisError as exc:
+            health.failed(op, ERROR)
             raise StoreError(f"Redis store could not {action}: {exc}") from exc
         if not breaker:
-            self._down_until = 0.0
+            health.down_until = 0.0
         return result

@@ -35,9 +35,11 @@ from offer_service.domain.orders import AcceptedOffer
 from offer_service.domain.traffic import match_window_ms
 from offer_service.exceptions import StoreError
 from offer_service.storage.codec import counter_key, event_row, load_event
+from offer_service.storage.health import AggregationLag
 from offer_service.storage.redis import keys
 from offer_service.storage.redis.client import RedisBase, chunks
 from offer_service.storage.redis.keys import GROUP, StoreKeys
+from offer_service.storage.redis.lag import aggregation_lag
 from offer_service.storage.redis.recent import Acknowledged, server_run_id
 from offer_service.storage.redis.scripts.events import (
     APPLY_EVENTS,
@@ -176,6 +178,11 @@ class RedisEvents(RedisBase):
         """Every store's id (the streams the aggregator walks)."""
         members = await self._write("list stores", lambda c: c.smembers(keys.STORES))
         return sorted(m.decode() for m in members)
+
+    async def aggregation_lag(self, store_id: str) -> AggregationLag:
+        """How far the aggregators are behind on this store's events (for the metrics)."""
+        stream = StoreKeys(store_id).events
+        return await self._read("read the aggregation lag", lambda c: aggregation_lag(c, stream))
 
     async def drain(self, store_id: str) -> int:
         """Count everything recorded so far: new entries, and pending ones of any age."""

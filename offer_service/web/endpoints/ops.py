@@ -29,9 +29,8 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    return PlainTextResponse(
-        request.app.state.metrics.render(), media_type="text/plain; version=0.0.4"
-    )
+    text = await request.app.state.collector.scrape()
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 
 @lru_cache(maxsize=1)
