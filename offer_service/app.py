@@ -12,12 +12,13 @@ from starlette.routing import Route
 from offer_service.commerce.charger import Charger
 from offer_service.commerce.settle import Settler
 from offer_service.serving.engine import Engine
-from offer_service.serving.spool import Spool
+from offer_service.serving.spool import Spool, replay_before_exit
 from offer_service.serving.training import TrainingRuns
 from offer_service.serving.worker import background
 from offer_service.settings import Settings
 from offer_service.storage import open_store
 from offer_service.web.dispatch import Dispatch, OfferApp
+from offer_service.web.drain import Drain
 from offer_service.web.endpoints import (
     accept,
     admin,
@@ -33,6 +34,8 @@ from offer_service.web.endpoints import metrics as report
 from offer_service.web.endpoints.common import error_response
 from offer_service.web.telemetry import Metrics, Telemetry, configure_logging
 
+# On the way out, how long a last replay of the spool may take (the store may be down).
+LAST_REPLAY_S = 5.0
 BROWSER_ROUTES = ("/v1/offers", "/v1/events", "/v1/accept", "/v1/decline")
 
 
@@ -56,6 +59,7 @@ def create_app(settings: Settings | None = None) -> OfferApp:
     # A bulk import through the API is learnt from apart from serving (serving/training.py).
     trainings = TrainingRuns(store, settings.store_url)
     metrics = Metrics()
+    drain = Drain(settings.drain_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -65,12 +69,14 @@ def create_app(settings: Settings | None = None) -> OfferApp:
             from offer_service_tools.storefront import charge_url_from_env
 
             await install_demo(store, charge_url_from_env())
+        drain.hold_signals()
         try:
             async with background(store, spool, aggregate=settings.aggregator, loops=[settler.run]):
                 yield
         finally:
             await trainings.close()
             await engine.exposures.close()  # into the spool if the store is down
+            await replay_before_exit(spool, store, LAST_REPLAY_S)
             spool.close()
             await charger.close()
             await store.close()
@@ -141,4 +147,5 @@ def create_app(settings: Settings | None = None) -> OfferApp:
     app.state.trainings = trainings
     app.state.metrics = metrics
     app.state.settings = settings
+    app.state.drain = drain
     return app

@@ -21,7 +21,11 @@ DEFAULT_CONCURRENCY_LIMIT = 1000
 DEFAULT_CHARGE_TIMEOUT_S = 5.0
 DEFAULT_SETTLE_INTERVAL_S = 5.0
 DEFAULT_SETTLE_TIMEOUT_S = 30.0
+# After SIGTERM, seconds a process keeps serving while /readyz answers 503 "draining": a
+# balancer polling readiness every 1-2 s has taken it out by then.
+DEFAULT_DRAIN_S = 5.0
 NOT_POSITIVE = "{name} must be a positive number, not {raw!r}"
+NOT_NEGATIVE = "{name} must be 0 or a positive number, not {raw!r}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,8 @@ class Settings:
     # Seconds between two looks for charges to settle, and a settling call's own timeout.
     settle_interval_s: float = DEFAULT_SETTLE_INTERVAL_S
     settle_timeout_s: float = DEFAULT_SETTLE_TIMEOUT_S
+    # Seconds between SIGTERM (or SIGINT) and closing the listener, serving on meanwhile.
+    drain_s: float = DEFAULT_DRAIN_S
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -81,18 +87,22 @@ class Settings:
             charge_timeout_s=_positive("OFFER_CHARGE_TIMEOUT", DEFAULT_CHARGE_TIMEOUT_S, float),
             settle_interval_s=_positive("OFFER_SETTLE_INTERVAL", DEFAULT_SETTLE_INTERVAL_S, float),
             settle_timeout_s=_positive("OFFER_SETTLE_TIMEOUT", DEFAULT_SETTLE_TIMEOUT_S, float),
+            drain_s=_positive("OFFER_DRAIN_SECONDS", DEFAULT_DRAIN_S, float, zero=True),
         )
 
 
-def _positive(name: str, default: N, kind: Callable[[str], N]) -> N:
-    """The environment variable `name` as a positive number (`default` when unset)."""
+def _positive(name: str, default: N, kind: Callable[[str], N], *, zero: bool = False) -> N:
+    """The environment variable `name` as a positive number, or 0 too if `zero` (`default`
+    when unset)."""
     raw = os.environ.get(name)
     if not raw:
         return default
     try:
         value = kind(raw)
     except ValueError:
-        raise ValueError(NOT_POSITIVE.format(name=name, raw=raw)) from None
-    if not value > 0:
-        raise ValueError(NOT_POSITIVE.format(name=name, raw=raw))
+        raise ValueError(
+            (NOT_NEGATIVE if zero else NOT_POSITIVE).format(name=name, raw=raw)
+        ) from None
+    if not (value > 0 or (zero and value == 0)):
+        raise ValueError((NOT_NEGATIVE if zero else NOT_POSITIVE).format(name=name, raw=raw))
     return value

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ SERVER_SETTINGS = {
     "OFFER_CHARGE_TIMEOUT",
     "OFFER_SETTLE_INTERVAL",
     "OFFER_SETTLE_TIMEOUT",
+    "OFFER_DRAIN_SECONDS",
     "FORWARDED_ALLOW_IPS",
 }
 
@@ -47,8 +48,10 @@ class ServeProcess:
         log_path: Path,
         port: int | None = None,
         env: dict[str, str] | None = None,
+        args: Sequence[str] = (),
     ) -> None:
-        """`env`: environment variables of the server's own (its settings), over this one's."""
+        """`env`: environment variables of the server's own (its settings), over this one's;
+        `args`: more options of `serve`."""
         self.store_url = store_url
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -57,7 +60,9 @@ class ServeProcess:
         inherited = {k: v for k, v in os.environ.items() if k not in SERVER_SETTINGS}
         # The tests' charge endpoints listen on loopback.
         private = {"OFFER_ALLOW_PRIVATE_CHARGE_URLS": "1"}
-        env = {**inherited, "PYTHONUNBUFFERED": "1", **private, **(env or {})}
+        # Stopped at once unless a test asks for a drain period.
+        quick = {"OFFER_DRAIN_SECONDS": "0"}
+        env = {**inherited, "PYTHONUNBUFFERED": "1", **private, **quick, **(env or {})}
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -68,6 +73,7 @@ class ServeProcess:
                 str(self.port),
                 "--store-url",
                 store_url,
+                *args,
             ],
             cwd=ROOT,
             env=env,
