@@ -6,6 +6,7 @@ failed request."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import threading
 import time
@@ -21,6 +22,7 @@ from offer_service.storage import open_store
 from tests.conftest import BROWSER_UA
 from tests.flows import PK
 from tests.processes import ServeProcess, prepare_demo_store
+from tests.redis_servers import running_redis
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -121,11 +123,20 @@ def stored_events(store_url: str) -> set[str]:
     return asyncio.run(ids())
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize(("backend", "workers"), [("sqlite", 1), ("sqlite", 2), ("redis", 2)])
 def test_sigterm_drains_then_exits_with_every_request_answered(
-    tmp_path: Path, workers: int
+    tmp_path: Path, backend: str, workers: int
 ) -> None:
-    store_url = f"sqlite:///{tmp_path}/offers.db"
+    with contextlib.ExitStack() as stack:
+        if backend == "redis":
+            redis = stack.enter_context(contextlib.contextmanager(running_redis)(tmp_path / "r"))
+            store_url = redis.url
+        else:
+            store_url = f"sqlite:///{tmp_path}/offers.db"
+        drain_under_load(tmp_path, store_url, workers)
+
+
+def drain_under_load(tmp_path: Path, store_url: str, workers: int) -> None:
     prepare_demo_store(store_url, holdout_share=0, rate_limits={})
     service = ServeProcess(
         store_url,
@@ -181,7 +192,8 @@ def test_sigterm_drains_then_exits_with_every_request_answered(
         service.stop()
 
     print(
-        f"\nSIGTERM with {workers} worker(s) under load: {traffic.sent} requests sent "
+        f"\nSIGTERM on {store_url.split(':')[0]} with {workers} worker(s) under load: "
+        f"{traffic.sent} requests sent "
         f"({before} before the signal), {len(traffic.failed)} failed; readiness 503 after "
         f"{(traffic.unready_at or 0) - signalled:.2f} s, listener closed after "
         f"{(traffic.closed_at or 0) - signalled:.2f} s, exit after {exited - signalled:.2f} s; "
