@@ -210,3 +210,32 @@ def drain_under_load(tmp_path: Path, store_url: str, workers: int) -> None:
     assert exited - signalled < DRAIN_S + EXIT_WITHIN_S
     # Every event answered "accepted" is in the store once the process is gone.
     assert traffic.accepted - stored_events(store_url) == set()
+
+
+def test_a_second_sigterm_leaves_the_drain_and_a_second_sigint_ends_it(tmp_path: Path) -> None:
+    store_url = f"sqlite:///{tmp_path}/offers.db"
+    prepare_demo_store(store_url)
+    drain_s = 4.0
+    for sig, stops_early in ((signal.SIGTERM, False), (signal.SIGINT, True)):
+        service = ServeProcess(
+            store_url, tmp_path / f"{sig.name}.log", args=["--drain-seconds", str(drain_s)]
+        )
+        try:
+            signalled = time.monotonic()
+            service.proc.send_signal(sig)
+            time.sleep(0.5)
+            assert httpx.get(f"{service.url}/readyz", timeout=2).status_code == 503
+            # A process manager that signals the whole group, or Ctrl-C again.
+            service.proc.send_signal(sig)
+            time.sleep(0.5)
+            if not stops_early:
+                assert httpx.get(f"{service.url}/healthz", timeout=2).status_code == 200
+            code = service.proc.wait(timeout=drain_s + EXIT_WITHIN_S)
+            took = time.monotonic() - signalled
+        finally:
+            service.stop()
+        assert code == 0, service.log()
+        if stops_early:
+            assert took < drain_s - 1, took
+        else:
+            assert drain_s <= took < drain_s + EXIT_WITHIN_S, took
