@@ -88,3 +88,26 @@ def test_a_wrong_number_is_refused_by_name(name: str, raw: str, message: str) ->
     with pytest.raises(ValueError) as caught:
         Settings.from_env({name: raw})
     assert str(caught.value) == message.format(name=name, raw=raw)
+
+
+# A row of the store URL parameters' table: | `name` | `default` | what |
+URL_ROW = re.compile(r"^\| `([a-z_]+)` \| `(\d+)` \|", re.MULTILINE)
+URL_READ = re.compile(r"""options(?:\.get\(|, )\s*["']([a-z_]+)["']""")
+
+
+def test_the_store_url_parameters_are_those_the_redis_backend_reads() -> None:
+    from offer_service.storage.redis.client import RedisBase
+
+    page = config_table.PAGE.read_text()
+    section = page[page.index("## Store URL parameters") :].split("\n## ", 1)[0]
+    rows = dict(URL_ROW.findall(section))
+    reads: set[str] = set()
+    for path in (ROOT / "offer_service" / "storage").rglob("*.py"):
+        reads |= set(URL_READ.findall(path.read_text()))
+    assert set(rows) == reads
+    base = RedisBase("redis://127.0.0.1:6379/0")
+    for name, default in rows.items():
+        if name.endswith("_ms"):
+            assert getattr(base, name.removesuffix("_ms") + "_s") == int(default) / 1000, name
+        else:
+            assert getattr(base, name) == int(default), name
