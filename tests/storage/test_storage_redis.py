@@ -20,7 +20,7 @@ from offer_service.domain.events import StoredEvent
 from offer_service.domain.orders import OrderLine, ProductReturn
 from offer_service.domain.records import PairCount
 from offer_service.exceptions import StoreError, StoreUnavailable
-from offer_service.serving.spool import Spool, record_events
+from offer_service.serving.spool import Spool, record_events, replay_before_exit
 from offer_service.storage import open_store
 from offer_service.storage.redis.keys import GROUP, StoreKeys
 from offer_service.storage.redis.recent import Acknowledged
@@ -324,6 +324,32 @@ async def test_events_spooled_while_redis_is_down_are_replayed_once(tmp_path: Pa
             ids = [e.id async for e in store.iter_events(record.id, 0, NOW + 1)]
             assert counters[COUNTER] == 4
             assert sorted(ids) == ["before", "down-0", "down-1", "down-2"]
+    finally:
+        spool.close()
+        server.stop()
+
+
+async def test_a_last_replay_on_the_way_out_sends_the_spool_or_leaves_it(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    spool = Spool(tmp_path / "spool")
+    try:
+        async with opened_redis(server.url + RELAXED) as store:
+            record = await store.create_store("Leaving")
+            server.kill()
+            assert await record_events(store, spool, record.id, [event("down")], 0) == [True]
+
+            # Redis still down: the process leaves without waiting long, the spool kept.
+            started = time.monotonic()
+            await replay_before_exit(spool, store, timeout_s=1.0)
+            assert time.monotonic() - started < 2.0
+            assert spool.pending()
+
+            server.start()
+            await replay_before_exit(spool, store, timeout_s=5.0)
+            assert not spool.pending()
+            ids = [e.id async for e in store.iter_events(record.id, 0, NOW + 1)]
+            assert ids == ["down"]
     finally:
         spool.close()
         server.stop()
