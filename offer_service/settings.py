@@ -7,6 +7,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
+from offer_service.exceptions import BadSetting
+
 N = TypeVar("N", int, float)
 
 DEFAULT_STORE_URL = "sqlite:///./offer-data/offers.db"
@@ -103,9 +105,9 @@ def _number(kind: Callable[[str], N], *, zero: bool = False) -> Callable[[str, s
         try:
             value = kind(raw)
         except ValueError:
-            raise ValueError(wrong) from None
+            raise BadSetting(wrong) from None
         if not (value > 0 or (zero and value == 0)):
-            raise ValueError(wrong)
+            raise BadSetting(wrong)
         return value
 
     return read
