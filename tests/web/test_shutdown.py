@@ -202,7 +202,9 @@ def drain_under_load(tmp_path: Path, store_url: str, workers: int) -> None:
     assert traffic.failed == [], traffic.failed[:5]
     assert traffic.sent > before > 0
     assert code == 0, service.log()
-    assert traffic.unready_at is not None and traffic.unready_at - signalled < 1.0
+    # Seen by the balancer with time to spare before the listener closes (with --workers the
+    # supervisor passes the signal on within 0.5 s; a busy machine adds its own delay).
+    assert traffic.unready_at is not None and traffic.unready_at - signalled < DRAIN_S - POLL_S
     assert traffic.closed_at is not None and traffic.closed_at > traffic.unready_at
     # The listener stays open through the drain period.
     assert traffic.closed_at - signalled >= DRAIN_S - POLL_S
