@@ -13,13 +13,14 @@ from starlette.routing import Route
 from offer_service.commerce.charger import Charger
 from offer_service.commerce.settle import Settler
 from offer_service.serving.engine import Engine
-from offer_service.serving.spool import Spool
+from offer_service.serving.spool import Spool, replay_before_exit
 from offer_service.serving.training import TrainingRuns
 from offer_service.serving.worker import background
 from offer_service.settings import Settings
 from offer_service.storage import open_store
 from offer_service.web.collect import METRICS_DIR_ENV, Collector
 from offer_service.web.dispatch import Dispatch, OfferApp
+from offer_service.web.drain import Drain
 from offer_service.web.endpoints import (
     accept,
     admin,
@@ -36,6 +37,8 @@ from offer_service.web.endpoints import metrics as report
 from offer_service.web.endpoints.common import error_response
 from offer_service.web.telemetry import Metrics, Telemetry, configure_logging
 
+# On the way out, how long a last replay of the spool may take (the store may be down).
+LAST_REPLAY_S = 5.0
 BROWSER_ROUTES = ("/v1/offers", "/v1/events", "/v1/accept", "/v1/decline")
 
 
@@ -62,6 +65,7 @@ def create_app(settings: Settings | None = None) -> OfferApp:
     # With several workers, each publishes its counts where any one's /metrics sums them.
     collector = Collector(metrics, engine, spool, os.environ.get(METRICS_DIR_ENV) or None)
     loops = [settler.run] if collector.shared is None else [settler.run, collector.publish]
+    drain = Drain(settings.drain_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -71,12 +75,14 @@ def create_app(settings: Settings | None = None) -> OfferApp:
             from offer_service_tools.storefront import charge_url_from_env
 
             await install_demo(store, charge_url_from_env())
+        drain.hold_signals()
         try:
             async with background(store, spool, aggregate=settings.aggregator, loops=loops):
                 yield
         finally:
             await trainings.close()
             await engine.exposures.close()  # into the spool if the store is down
+            await replay_before_exit(spool, store, LAST_REPLAY_S)
             spool.close()
             await charger.close()
             collector.close()
@@ -150,4 +156,5 @@ def create_app(settings: Settings | None = None) -> OfferApp:
     app.state.metrics = metrics
     app.state.collector = collector
     app.state.settings = settings
+    app.state.drain = drain
     return app

@@ -127,10 +127,8 @@ def serving_app() -> Starlette:
 
 
 def cmd_serve(args: argparse.Namespace, *, demo: bool = False) -> int:
-    import uvicorn
-
     from offer_service.web.collect import share_between_workers
-    from offer_service.web.connections import PROTOCOL
+    from offer_service.web.process import run_server
 
     os.environ["OFFER_STORE_URL"] = _store_url(args)
     # The app (in each uvicorn worker process) reads its settings from the environment.
@@ -138,11 +136,15 @@ def cmd_serve(args: argparse.Namespace, *, demo: bool = False) -> int:
         os.environ["OFFER_SPOOL_DIR"] = args.spool_dir
     if getattr(args, "no_aggregator", False):
         os.environ["OFFER_AGGREGATOR"] = "0"
+    if getattr(args, "drain_seconds", None) is not None:
+        os.environ["OFFER_DRAIN_SECONDS"] = str(args.drain_seconds)
     if demo:
         os.environ["OFFER_DEMO"] = "1"
         os.environ.setdefault("OFFER_DEMO_PORT", str(args.port))
         # The demo store charges through the demo's own endpoint, on this machine.
         os.environ.setdefault("OFFER_ALLOW_PRIVATE_CHARGE_URLS", "1")
+        # Nothing balances the demo: Ctrl-C stops it at once.
+        os.environ.setdefault("OFFER_DRAIN_SECONDS", "0")
         print(
             f"Demo store ready: storefront http://{args.host}:{args.port}/demo/ "
             f"(publishable key pk_demo, secret key sk_demo)",
@@ -154,26 +156,7 @@ def cmd_serve(args: argparse.Namespace, *, demo: bool = False) -> int:
         print(FEW_FILES.format(limit=settings.concurrency_limit, files=files), file=sys.stderr)
     # Where each worker's counts wait for a /metrics in any worker to sum them.
     share_between_workers(getattr(args, "workers", 1) or 1)
-    uvicorn.run(
-        "offer_service.cli:serving_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=getattr(args, "workers", 1) or 1,
-        log_level="warning" if demo else "info",
-        # The app logs JSON lines itself (telemetry.configure_logging); uvicorn's access log
-        # would print query strings, which carry publishable keys and order tokens.
-        log_config=None,
-        access_log=False,
-        # uvicorn believes X-Forwarded-For from any peer on this host unless told otherwise:
-        # anyone could then pick their own rate-limit bucket. Only OFFER_TRUST_PROXY turns it
-        # on, for the proxies named; the client is the right-most hop that is not one of them.
-        proxy_headers=settings.trust_proxy,
-        forwarded_allow_ips=settings.trusted_proxies,
-        http=PROTOCOL,
-        timeout_keep_alive=settings.keep_alive_timeout_s,
-        limit_concurrency=settings.concurrency_limit,
-    )
+    run_server(settings, args.host, args.port, getattr(args, "workers", 1) or 1, quiet=demo)
     return 0
 
 
@@ -430,6 +413,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-aggregator",
         action="store_true",
         help="do not aggregate the Redis event streams here (separate `worker` processes do)",
+    )
+    serve.add_argument(
+        "--drain-seconds",
+        type=float,
+        help="after SIGTERM, serve on this long with /readyz answering 503 before stopping "
+        "(default: $OFFER_DRAIN_SECONDS or 5)",
     )
     store_url(serve)
 

@@ -7,6 +7,7 @@ OfferServiceError
 │   ├── Forbidden            403
 │   ├── NotFound             404
 │   └── PayloadTooLarge      413
+├── BadSetting               a setting (an environment variable, an option) has a wrong value
 └── StoreError               a storage backend failed (wrapped, never shown raw)
     ├── StoreUnavailable     the backend cannot be reached now (503 store_unavailable)
     └── StoreMissing         opened to use an existing store, the URL names none
@@ -19,6 +20,10 @@ from typing import Any
 
 class OfferServiceError(Exception):
     """Base of every error raised by this package."""
+
+
+class BadSetting(OfferServiceError, ValueError):
+    """A setting's value is not one it can take: the process does not start."""
 
 
 class ApiError(OfferServiceError):

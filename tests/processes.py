@@ -34,6 +34,7 @@ SERVER_SETTINGS = {
     "OFFER_CHARGE_TIMEOUT",
     "OFFER_SETTLE_INTERVAL",
     "OFFER_SETTLE_TIMEOUT",
+    "OFFER_DRAIN_SECONDS",
     "FORWARDED_ALLOW_IPS",
 }
 
@@ -59,7 +60,9 @@ class ServeProcess:
         inherited = {k: v for k, v in os.environ.items() if k not in SERVER_SETTINGS}
         # The tests' charge endpoints listen on loopback.
         private = {"OFFER_ALLOW_PRIVATE_CHARGE_URLS": "1"}
-        env = {**inherited, "PYTHONUNBUFFERED": "1", **private, **(env or {})}
+        # Stopped at once unless a test asks for a drain period.
+        quick = {"OFFER_DRAIN_SECONDS": "0"}
+        env = {**inherited, "PYTHONUNBUFFERED": "1", **private, **quick, **(env or {})}
         self.proc = subprocess.Popen(
             [
                 sys.executable,

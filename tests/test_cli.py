@@ -269,3 +269,26 @@ def test_train_after_an_import_reports_its_steps_on_stderr(tmp_path: Path, datas
     assert "choosing lambda" in r.stderr and "writing" in r.stderr
     r = run("train", "--store", "st_nope", "--store-url", url, cwd=tmp_path)
     assert r.returncode != 0 and "no store" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--drain-seconds", "-1"], {}, "OFFER_DRAIN_SECONDS must be 0 or a positive number"),
+        ([], {"OFFER_KEEP_ALIVE_TIMEOUT": "0"}, "OFFER_KEEP_ALIVE_TIMEOUT must be a positive"),
+    ],
+)
+def test_serve_refuses_a_wrong_setting_in_one_line(
+    tmp_path: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    r = run(
+        "serve",
+        "--store-url",
+        f"sqlite:///{tmp_path}/o.db",
+        *args,
+        cwd=tmp_path,
+        env={**os.environ, **env},
+    )
+    assert r.returncode == 1
+    assert r.stderr.startswith(f"error: {message}"), r.stderr
+    assert "Traceback" not in r.stderr

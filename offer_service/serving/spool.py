@@ -183,6 +183,21 @@ async def record_events(
         return [True] * len(events)
 
 
+async def replay_before_exit(spool: Spool, store: Store, timeout_s: float) -> None:
+    """A last replay of what waits in the spool, if the store answers within `timeout_s`; what
+    stays is replayed by a sibling or the next process on this machine."""
+    if not spool.pending():
+        return
+    try:
+        async with asyncio.timeout(timeout_s):
+            await store.ping()
+            await spool.replay(store)
+    except (StoreError, TimeoutError) as exc:
+        log.warning("spooled events left for the next process: %s", exc)
+    except OSError as exc:
+        log.warning("spool replay failed: %s", exc)
+
+
 async def replay_forever(
     spool: Spool, store: Store, stop: asyncio.Event, interval_s: float = 0.5
 ) -> None:

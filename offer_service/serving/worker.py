@@ -33,6 +33,8 @@ IDLE_SLEEP_S = 0.5
 ERROR_SLEEP_S = 1.0
 MAINTENANCE_EVERY_S = 5.0
 RESTART_CHECK_S = 0.5
+# On the way out, how long the background loops may take to finish the step they are in.
+LOOP_FINISH_S = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +117,10 @@ async def background(
         yield
     finally:
         stop.set()
+        # A step under way (a pass of the aggregator, a settling call) ends on its own rather
+        # than half-done; one that is stuck is cancelled.
+        if tasks:
+            await asyncio.wait(tasks, timeout=LOOP_FINISH_S)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -9,6 +9,7 @@ import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from offer_service.domain.events import StoredEvent
 from offer_service.domain.orders import OrderLine, ProductReturn
 from offer_service.domain.records import PairCount
 from offer_service.exceptions import StoreError, StoreUnavailable
-from offer_service.serving.spool import Spool, record_events
+from offer_service.serving.spool import Spool, record_events, replay_before_exit
 from offer_service.storage import open_store
 from offer_service.storage.redis.keys import GROUP, StoreKeys
 from offer_service.storage.redis.recent import Acknowledged
@@ -296,37 +297,63 @@ async def test_a_store_error_that_is_not_an_outage_is_a_plain_store_error(
 # the spool
 
 
-async def test_events_spooled_while_redis_is_down_are_replayed_once(tmp_path: Path) -> None:
+@asynccontextmanager
+async def spooling(tmp_path: Path) -> AsyncIterator[tuple[RedisServer, RedisStore, Spool]]:
+    """A Redis server of the test's own (to kill and restart), a store on it, a spool."""
     server = RedisServer(tmp_path / "redis")
     server.start()
     spool = Spool(tmp_path / "spool")
     try:
         async with opened_redis(server.url + RELAXED) as store:
-            record = await store.create_store("Spooled")
-            assert await record_events(store, spool, record.id, [event("before")], 0) == [True]
-            server.kill()
-            for i in range(3):
-                batch = [event(f"down-{i}"), event("before")]
-                assert await record_events(store, spool, record.id, batch, 0) == [True, True]
-            assert spool.pending()
-            with pytest.raises(StoreUnavailable):
-                await spool.replay(store)
-            server.start()  # same port, same AOF
-            await store.ping()  # as the replay loop does before it replays
-
-            # A copy of the file, as if a second replayer picked it up too.
-            (segment,) = (tmp_path / "spool").glob("*.spool")
-            (tmp_path / "spool" / "copy.spool").write_bytes(segment.read_bytes())
-            assert await spool.replay(store) == 12
-            assert not spool.pending()
-
-            counters = await store.event_counters(record.id)
-            ids = [e.id async for e in store.iter_events(record.id, 0, NOW + 1)]
-            assert counters[COUNTER] == 4
-            assert sorted(ids) == ["before", "down-0", "down-1", "down-2"]
+            yield server, store, spool
     finally:
         spool.close()
         server.stop()
+
+
+async def test_events_spooled_while_redis_is_down_are_replayed_once(tmp_path: Path) -> None:
+    async with spooling(tmp_path) as (server, store, spool):
+        record = await store.create_store("Spooled")
+        assert await record_events(store, spool, record.id, [event("before")], 0) == [True]
+        server.kill()
+        for i in range(3):
+            batch = [event(f"down-{i}"), event("before")]
+            assert await record_events(store, spool, record.id, batch, 0) == [True, True]
+        assert spool.pending()
+        with pytest.raises(StoreUnavailable):
+            await spool.replay(store)
+        server.start()  # same port, same AOF
+        await store.ping()  # as the replay loop does before it replays
+
+        # A copy of the file, as if a second replayer picked it up too.
+        (segment,) = (tmp_path / "spool").glob("*.spool")
+        (tmp_path / "spool" / "copy.spool").write_bytes(segment.read_bytes())
+        assert await spool.replay(store) == 12
+        assert not spool.pending()
+
+        counters = await store.event_counters(record.id)
+        ids = [e.id async for e in store.iter_events(record.id, 0, NOW + 1)]
+        assert counters[COUNTER] == 4
+        assert sorted(ids) == ["before", "down-0", "down-1", "down-2"]
+
+
+async def test_a_last_replay_on_the_way_out_sends_the_spool_or_leaves_it(tmp_path: Path) -> None:
+    async with spooling(tmp_path) as (server, store, spool):
+        record = await store.create_store("Leaving")
+        server.kill()
+        assert await record_events(store, spool, record.id, [event("down")], 0) == [True]
+
+        # Redis still down: the process leaves without waiting long, the spool kept.
+        started = time.monotonic()
+        await replay_before_exit(spool, store, timeout_s=1.0)
+        assert time.monotonic() - started < 2.0
+        assert spool.pending()
+
+        server.start()
+        await replay_before_exit(spool, store, timeout_s=5.0)
+        assert not spool.pending()
+        ids = [e.id async for e in store.iter_events(record.id, 0, NOW + 1)]
+        assert ids == ["down"]
 
 
 async def test_a_spool_file_left_by_a_dead_process_is_replayed_and_a_torn_line_skipped(

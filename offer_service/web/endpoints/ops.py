@@ -21,6 +21,9 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    # Told to stop: the balancer is to send nothing more, while what it sent is still served.
+    if request.app.state.drain.draining:
+        return json_response({"status": "draining"}, 503)
     try:
         await engine(request).store.ping()
     except StoreError:
