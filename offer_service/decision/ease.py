@@ -9,7 +9,7 @@ so B[:, j] is the ridge regression of "the basket holds j" on every other produc
 score of j is the sum of its products' rows, sum_i B[i, j] (linear: a cart combines its items by
 adding their rows). A catalog of more than DENSE_MAX products does not fit a dense inverse: each
 column is then the same ridge regression restricted to the product's `LOCAL_NEIGHBOURS` most
-co-purchased partners (`fit_local`), its loss against the exact model measured in
+co-purchased partners (`local_ease.fit_local`), its loss against the exact model measured in
 docs/evaluation.md. Training only: numpy and scipy never run on the request path, which reads the
 top-K rows this module turns into neighbour lists.
 """
@@ -24,11 +24,18 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 from scipy.linalg import lapack
 
+from offer_service.decision.local_ease import (
+    BAD_LAMBDA,
+    LOCAL_NEIGHBOURS,
+    fit_local,
+    fit_local_path,
+)
 from offer_service.domain.records import PairCount
 
 __all__ = [
     "DENSE_MAX",
     "LAMBDAS",
+    "LOCAL_NEIGHBOURS",
     "Fitted",
     "basket_matrix",
     "calibration",
@@ -43,16 +50,14 @@ __all__ = [
 # Above this many products a dense inverse (8 bytes x products^2, twice) no longer fits the
 # memory a worker may take (20k products: 3.2 GB), so the local model is used.
 DENSE_MAX = 20_000
-LOCAL_NEIGHBOURS = 100
 # The regularisations tried on the validation window (a log grid: the best lambda grows with
 # the number of baskets, from a few on a small shop to hundreds on a big one).
 LAMBDAS = (1.0, 5.0, 25.0, 100.0, 400.0, 1600.0)
 # Validation scores the hidden product's rank within this many.
 VALIDATION_K = 5
 
-BAD_LAMBDA = "lambda must be > 0, got {lam!r}"
-
 Matrix = NDArray[np.float64]
+Indices = NDArray[np.int64]
 Progress = Callable[[str], None]
 
 
@@ -108,41 +113,6 @@ def fit_dense(gram: Matrix, lam: float, *, overwrite: bool = False) -> Matrix:
     return b
 
 
-def fit_local(gram: sp.csr_matrix, lam: float, neighbours: int = LOCAL_NEIGHBOURS) -> sp.csr_matrix:
-    """B with each column j the ridge regression of j on its `neighbours` most co-purchased
-    partners only (sparse: at most `neighbours` entries a column)."""
-    if lam <= 0:
-        raise ValueError(BAD_LAMBDA.format(lam=lam))
-    g = gram.tocsr()
-    m = g.shape[0]
-    rows: list[NDArray[np.int64]] = []
-    cols: list[NDArray[np.int64]] = []
-    vals: list[Matrix] = []
-    for j in range(m):
-        start, end = g.indptr[j], g.indptr[j + 1]
-        idx, counts = g.indices[start:end], g.data[start:end]
-        keep = idx != j
-        idx, counts = idx[keep], counts[keep]
-        if idx.size == 0:
-            continue
-        if idx.size > neighbours:
-            top = np.argpartition(-counts, neighbours - 1)[:neighbours]
-            idx = idx[top]
-        idx = np.sort(idx)
-        sub = g[idx][:, idx].toarray()
-        sub[np.diag_indices_from(sub)] += lam
-        target = g[idx, j].toarray().ravel()
-        w = np.linalg.solve(sub, target)
-        rows.append(idx.astype(np.int64))
-        cols.append(np.full(idx.size, j, dtype=np.int64))
-        vals.append(w)
-    if not vals:
-        return sp.csr_matrix((m, m))
-    return sp.csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(m, m)
-    )
-
-
 def gram_of(x: sp.csr_matrix) -> sp.csr_matrix:
     """G = X^T X, sparse."""
     gram: sp.csr_matrix = (x.T @ x).tocsr()
@@ -157,27 +127,54 @@ def fit(x: sp.csr_matrix, lam: float, *, dense_max: int = DENSE_MAX) -> Matrix |
     return fit_local(gram, lam)
 
 
-def _row(b: Matrix | sp.csr_matrix, i: int) -> Matrix:
+def _row(b: Matrix | sp.csr_matrix, i: int) -> tuple[Indices, Matrix]:
+    """Row i of B as (columns, weights) of its non-zero entries off the diagonal."""
     if isinstance(b, np.ndarray):
-        row: Matrix = b[i]
-        return row
-    return np.asarray(b.getrow(i).toarray()).ravel()
+        cols: Indices = np.flatnonzero(b[i]).astype(np.int64)
+        vals: Matrix = b[i, cols]
+    else:
+        start, end = b.indptr[i], b.indptr[i + 1]
+        cols = b.indices[start:end].astype(np.int64)
+        vals = b.data[start:end]
+    keep = cols != i
+    return cols[keep], vals[keep]
 
 
-def _queries(b: Matrix | sp.csr_matrix, x: sp.csr_matrix) -> Iterable[tuple[Matrix, Matrix]]:
+def _queries(b: Matrix | sp.csr_matrix, x: sp.csr_matrix) -> Iterable[tuple[Matrix, Matrix, int]]:
     """Per basket of 2+ products of `x`: the leave-one-out scores (row q: the cart without its
-    q-th product, the cart's other products at -inf) and each row's hidden product's score."""
+    q-th product, the cart's other products at -inf), each row's hidden product's score, and
+    how many more products (outside the cart) score 0 in every row. A sparse B is scored over
+    the cart and its rows' columns only: a 100,000-product row per query would cost more than
+    the fit."""
+    local = sp.csr_matrix(b) if sp.issparse(b) else None
+    m = x.shape[1]
     for r in range(x.shape[0]):
         idx = x.indices[x.indptr[r] : x.indptr[r + 1]]
         n = idx.size
         if n < 2:
             continue
-        rows = b[idx].toarray() if sp.issparse(b) else b[idx]
+        if local is not None:
+            part = local[idx]
+            cols = np.union1d(part.indices, idx)
+            rows: Matrix = np.zeros((n, cols.size))
+            which = np.repeat(np.arange(n), np.diff(part.indptr))
+            rows[which, np.searchsorted(cols, part.indices)] = part.data
+            at: Indices = np.searchsorted(cols, idx).astype(np.int64)
+            outside = m - cols.size
+        else:
+            assert isinstance(b, np.ndarray)
+            rows, at, outside = b[idx], idx.astype(np.int64), 0
         s = rows.sum(axis=0)[None, :] - rows
-        target = s[np.arange(n), idx]
-        s[:, idx] = -np.inf
-        s[np.arange(n), idx] = target
-        yield s, target
+        target = s[np.arange(n), at]
+        s[:, at] = -np.inf
+        s[np.arange(n), at] = target
+        yield s, target, outside
+
+
+def _ranks(s: Matrix, target: Matrix, outside: int) -> NDArray[np.int64]:
+    """Each query's rank of its hidden product (ties count against it)."""
+    rank: NDArray[np.int64] = (s >= target[:, None]).sum(axis=1) + outside * (target <= 0)
+    return rank
 
 
 def hit_rate(b: Matrix | sp.csr_matrix, x: sp.csr_matrix, k: int = VALIDATION_K) -> float:
@@ -185,9 +182,8 @@ def hit_rate(b: Matrix | sp.csr_matrix, x: sp.csr_matrix, k: int = VALIDATION_K)
     of each basket of 2+ products hidden in turn, the rest scored by the sum of their rows, the
     cart left out; a tie counts against the hidden product."""
     hits = queries = 0
-    for s, target in _queries(b, x):
-        rank = (s >= target[:, None]).sum(axis=1)
-        hits += int((rank <= k).sum())
+    for s, target, outside in _queries(b, x):
+        hits += int((_ranks(s, target, outside) <= k).sum())
         queries += target.size
     return hits / queries if queries else 0.0
 
@@ -199,12 +195,12 @@ def calibration(b: Matrix | sp.csr_matrix, x: sp.csr_matrix, k: int = VALIDATION
     when `x` has no query or no positive score."""
     found = 0
     total = 0.0
-    for s, target in _queries(b, x):
+    for s, target, outside in _queries(b, x):
+        # Products outside the scored columns score 0: never among the positive top k.
         top = np.partition(s, s.shape[1] - k, axis=1)[:, -k:] if s.shape[1] > k else s
         top = np.where(np.isfinite(top) & (top > 0), top, 0.0)
         total += float(top.sum())
-        rank = (s >= target[:, None]).sum(axis=1)
-        found += int(((rank <= k) & (target > 0)).sum())
+        found += int(((_ranks(s, target, outside) <= k) & (target > 0)).sum())
     return found / total if total > 0 and found > 0 else 1.0
 
 
@@ -218,16 +214,41 @@ def choose_lambda(
 ) -> tuple[float, dict[float, float]]:
     """The lambda of `lambdas` whose model, fitted on `train`, has the best hit rate@5 on
     `validation` (ties: the larger, smoother one), and every lambda's hit rate."""
+    best, scores, _ = _choose(train, validation, lambdas, dense_max, progress)
+    return best, scores
+
+
+def _choose(
+    train: sp.csr_matrix,
+    validation: sp.csr_matrix,
+    lambdas: Sequence[float],
+    dense_max: int,
+    progress: Progress | None,
+) -> tuple[float, dict[float, float], sp.csr_matrix | None]:
+    """`choose_lambda`, and the local model at the chosen lambda (None when dense: a second
+    dense B would not fit the memory a training may take, and refitting it is quick)."""
     gram = gram_of(train)
-    dense = gram.toarray() if train.shape[1] <= dense_max else None
     scores: dict[float, float] = {}
-    for lam in lambdas:
-        b = fit_dense(dense, lam) if dense is not None else fit_local(gram, lam)
+
+    def scored(lam: float, b: Matrix | sp.csr_matrix) -> None:
         scores[lam] = hit_rate(b, validation)
         if progress is not None:
             progress(f"lambda {lam:g}: validation hit rate@5 {scores[lam]:.2%}")
+
+    kept: sp.csr_matrix | None = None
+    if train.shape[1] <= dense_max:
+        dense = gram.toarray()
+        for lam in lambdas:
+            scored(lam, fit_dense(dense, lam))
+    else:
+        # Every lambda from one gather of the Gram submatrices (local_ease.py).
+        models = fit_local_path(gram, lambdas, progress=progress)
+        for lam, b in zip(lambdas, models, strict=True):
+            scored(lam, b)
     best = max(scores, key=lambda lam: (scores[lam], lam))
-    return best, scores
+    if train.shape[1] > dense_max:
+        kept = models[list(lambdas).index(best)]
+    return best, scores, kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,28 +282,30 @@ def neighbor_lists(
     positive and 25 negative ones for 15.9% (docs/evaluation.md).
     """
     g = gram.tocsr()
+    if sp.issparse(b):
+        b = sp.csr_matrix(b)
     positives, negatives = k - k // 2, k // 2
     out: dict[str, list[PairCount]] = {}
     for i, anchor in enumerate(ids):
-        row = _row(b, i).copy()
-        row[i] = 0.0
+        cols, vals = _row(b, i)
         start, end = g.indptr[i], g.indptr[i + 1]
         pairs = dict(zip(g.indices[start:end].tolist(), g.data[start:end].tolist(), strict=True))
-        chosen = _extreme(row, positives, ids) + _extreme(-row, negatives, ids)
+        chosen = _extreme(cols, vals, positives, ids) + _extreme(cols, -vals, negatives, ids)
         out[anchor] = [
-            PairCount(ids[j], int(pairs.get(j, 0)), float(row[j]) * scale) for j in chosen
+            PairCount(ids[int(cols[at])], int(pairs.get(int(cols[at]), 0)), float(vals[at]) * scale)
+            for at in chosen
         ]
     return out
 
 
-def _extreme(row: Matrix, k: int, ids: Sequence[str]) -> list[int]:
-    """The indices of the k largest positive entries of `row`, largest first, ties by id."""
-    positive = np.flatnonzero(row > 0)
+def _extreme(cols: Indices, vals: Matrix, k: int, ids: Sequence[str]) -> list[int]:
+    """The positions of the k largest positive `vals`, largest first, ties by id (`cols`)."""
+    positive = np.flatnonzero(vals > 0)
     if k <= 0 or positive.size == 0:
         return []
     if positive.size > k:
-        positive = positive[np.argpartition(-row[positive], k - 1)[:k]]
-    return sorted(positive.tolist(), key=lambda j: (-row[j], ids[j]))
+        positive = positive[np.argpartition(-vals[positive], k - 1)[:k]]
+    return sorted(positive.tolist(), key=lambda at: (-vals[at], ids[int(cols[at])]))
 
 
 def split_recent(
@@ -322,10 +345,10 @@ def train(
             f"choosing lambda: {len(older):,} baskets before the last "
             f"{window_ms / 86_400_000:g} days, {len(recent):,} in them"
         )
-        lam, validation = choose_lambda(
-            x_old, x_val, lambdas, dense_max=dense_max, progress=progress
-        )
-        scale = calibration(fit(x_old, lam, dense_max=dense_max), x_val)
+        lam, validation, local = _choose(x_old, x_val, lambdas, dense_max, progress)
+        held_out = local if local is not None else fit(x_old, lam, dense_max=dense_max)
+        scale = calibration(held_out, x_val)
+        del local, held_out
     else:
         lam = lambdas[len(lambdas) // 2]
         say(f"too few baskets to validate: lambda {lam:g}")
@@ -335,7 +358,7 @@ def train(
     if len(ids) <= dense_max:
         b: Matrix | sp.csr_matrix = fit_dense(gram.toarray(), lam, overwrite=True)
     else:
-        b = fit_local(gram, lam)
+        b = fit_local_path(gram, [lam], progress=progress)[0]
     if scale is None:  # nothing held out: calibrate in-sample, the best there is
         scale = calibration(b, x)
     say(f"scores scaled by {scale:.3g} to probabilities")
