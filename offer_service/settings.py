@@ -21,6 +21,9 @@ DEFAULT_CONCURRENCY_LIMIT = 1000
 DEFAULT_CHARGE_TIMEOUT_S = 5.0
 DEFAULT_SETTLE_INTERVAL_S = 5.0
 DEFAULT_SETTLE_TIMEOUT_S = 30.0
+# An embedded store's item model is retrained by `serve` once this many new orders arrived
+# through its admin API since the last training it started (serving/training.py).
+DEFAULT_RETRAIN_ORDERS = 500
 NOT_POSITIVE = "{name} must be a positive number, not {raw!r}"
 
 
@@ -60,6 +63,8 @@ class Settings:
     # Seconds between two looks for charges to settle, and a settling call's own timeout.
     settle_interval_s: float = DEFAULT_SETTLE_INTERVAL_S
     settle_timeout_s: float = DEFAULT_SETTLE_TIMEOUT_S
+    # New orders after which `serve` retrains an embedded (SQLite) store's item model.
+    retrain_orders: int = DEFAULT_RETRAIN_ORDERS
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -81,6 +86,7 @@ class Settings:
             charge_timeout_s=_positive("OFFER_CHARGE_TIMEOUT", DEFAULT_CHARGE_TIMEOUT_S, float),
             settle_interval_s=_positive("OFFER_SETTLE_INTERVAL", DEFAULT_SETTLE_INTERVAL_S, float),
             settle_timeout_s=_positive("OFFER_SETTLE_TIMEOUT", DEFAULT_SETTLE_TIMEOUT_S, float),
+            retrain_orders=_positive("OFFER_RETRAIN_ORDERS", DEFAULT_RETRAIN_ORDERS, int),
         )
 
 

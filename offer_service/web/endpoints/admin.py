@@ -124,6 +124,8 @@ async def post_orders(request: Request) -> Response:
     await engine(request).changed(record)
     if summary.rebuilt:  # a bulk import: learn from it, apart from serving
         request.app.state.trainings.request(record)
+    else:  # enough new orders retrain the model, apart from serving
+        request.app.state.trainings.orders_added(record, summary.imported)
     return json_response(
         {
             "imported": summary.imported,
