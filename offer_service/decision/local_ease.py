@@ -119,25 +119,59 @@ def _solve_all(
     data: NDArray[np.float64],
     progress: Progress | None,
 ) -> None:
-    """Fill `data` (a row per lambda, B's CSC order): the batches, smallest systems first."""
-    done = told = 0
-    for size in np.unique(sizes[sizes > 0]).tolist():
-        members = np.flatnonzero(sizes == size)
-        batch = max(1, BATCH_ENTRIES // (size * size))
-        for first in range(0, members.size, batch):
-            js = members[first : first + batch]
-            idx = np.stack([hoods[j] for j in js])
-            sub, target = _gather(g, idx, js)
-            diagonal = np.arange(size)
-            at = indptr[js][:, None] + diagonal
-            for n, lam in enumerate(lams):
-                system = sub.copy()
-                system[:, diagonal, diagonal] += lam
-                data[n][at] = np.linalg.solve(system, target[..., None])[..., 0]
-            done += js.size
-            if progress is not None and done - told >= sizes.size // 10:
-                told = done
-                progress(f"local model: {done:,} of {sizes.size:,} products solved")
+    """Fill `data` (a row per lambda, B's CSC order) batch by batch, smallest systems first: a
+    batch is the next products in order of size up to BATCH_ENTRIES, so each lookup in G is a
+    large one (scipy binary-searches the rows of G only for a lookup of more than a tenth of
+    its entries, and scans them otherwise)."""
+    order = np.argsort(sizes, kind="stable")
+    order = order[sizes[order] > 0]
+    cost = np.cumsum(sizes[order] ** 2)
+    first = told = 0
+    while first < order.size:
+        spent = cost[first - 1] if first else 0
+        last = max(first + 1, int(np.searchsorted(cost, spent + BATCH_ENTRIES, side="right")))
+        _solve_batch(g, hoods, order[first:last], indptr, lams, data)
+        first = last
+        if progress is not None and first - told >= sizes.size // 10:
+            told = first
+            progress(f"local model: {first:,} of {sizes.size:,} products solved")
+
+
+def _solve_batch(
+    g: sp.csr_matrix,
+    hoods: list[Indices],
+    js: Indices,
+    indptr: Indices,
+    lams: Sequence[float],
+    data: NDArray[np.float64],
+) -> None:
+    """Solve the products `js` (ascending sizes) at every lambda: one lookup in G for all their
+    Gram submatrices (upper triangles: G is symmetric) and targets, one solve per size."""
+    runs = np.split(js, np.flatnonzero(np.diff([hoods[j].size for j in js])) + 1)
+    rows: list[Indices] = []
+    cols: list[Indices] = []
+    for run in runs:
+        idx = np.stack([hoods[j] for j in run])
+        upper, lower = np.triu_indices(idx.shape[1])
+        rows += [idx[:, upper].ravel(), idx.ravel()]
+        cols += [idx[:, lower].ravel(), np.repeat(run, idx.shape[1])]
+    found = np.asarray(g[np.concatenate(rows), np.concatenate(cols)], dtype=np.float64).ravel()
+    at = 0
+    for run in runs:
+        n, size = run.size, hoods[run[0]].size
+        upper, lower = np.triu_indices(size)
+        sub = np.zeros((n, size, size))
+        sub[:, upper, lower] = found[at : at + n * upper.size].reshape(n, upper.size)
+        sub[:, lower, upper] = sub[:, upper, lower]
+        at += n * upper.size
+        target = found[at : at + n * size].reshape(n, size, 1)
+        at += n * size
+        diagonal = np.arange(size)
+        where = indptr[run][:, None] + diagonal
+        for k, lam in enumerate(lams):
+            system = sub.copy()
+            system[:, diagonal, diagonal] += lam
+            data[k][where] = np.linalg.solve(system, target)[..., 0]
 
 
 def fit_local(gram: sp.csr_matrix, lam: float, neighbours: int = LOCAL_NEIGHBOURS) -> sp.csr_matrix:
@@ -145,14 +179,3 @@ def fit_local(gram: sp.csr_matrix, lam: float, neighbours: int = LOCAL_NEIGHBOUR
     partners only (sparse: at most `neighbours` entries a column)."""
     (b,) = fit_local_path(gram, [lam], neighbours)
     return b
-
-
-def _gather(g: sp.csr_matrix, idx: Indices, js: Indices) -> tuple[Matrix, Matrix]:
-    """The stacked Gram submatrices G[N, N] of a batch of products (N: a row of `idx`) and their
-    targets G[N, j], read from G in one lookup each."""
-    n, size = idx.shape
-    rows = np.repeat(idx, size, axis=1).ravel()
-    cols = np.tile(idx, (1, size)).ravel()
-    sub = np.asarray(g[rows, cols], dtype=np.float64).reshape(n, size, size)
-    target = np.asarray(g[idx.ravel(), np.repeat(js, size)], dtype=np.float64).reshape(n, size)
-    return sub, target

@@ -103,3 +103,13 @@ def test_orders_past_the_threshold_retrain_the_lists_apart_from_serving(
         _post_order(c, sk, 2 * RETRAIN - 1, ["a", "e"])
         retrained = _trained_within(c, sk, "a", "e", RETRAIN)
         assert retrained[0]["product_id"] == "e" and _fitted(retrained) != _fitted(trained)
+
+
+def test_the_threshold_is_a_setting_and_a_positive_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OFFER_RETRAIN_ORDERS", raising=False)
+    assert Settings.from_env().retrain_orders == 500
+    monkeypatch.setenv("OFFER_RETRAIN_ORDERS", "50")
+    assert Settings.from_env().retrain_orders == 50
+    monkeypatch.setenv("OFFER_RETRAIN_ORDERS", "0")
+    with pytest.raises(ValueError, match="OFFER_RETRAIN_ORDERS must be a positive number"):
+        Settings.from_env()
