@@ -86,22 +86,31 @@ def train_synthetic(dataset: Path, products: int, lines: int, out: Path) -> int:
     try:
         started = time.monotonic()
         command = ["offer_service.cli", "train", "--store", KEYS.store_id]
-        child = subprocess.run(
+        with subprocess.Popen(
             [sys.executable, "-m", *command, "--store-url", f"sqlite:///{copy}"],
             stdout=subprocess.PIPE,
-            check=True,
+            stderr=subprocess.PIPE,
+            text=True,
             preexec_fn=lambda: os.nice(10),
-        )
+        ) as child:
+            assert child.stderr is not None and child.stdout is not None
+            for line in child.stderr:  # the training's progress, timed
+                print(f"{time.monotonic() - started:6.0f} s  {line}", end="", file=sys.stderr)
+            stdout = child.stdout.read()
         seconds = time.monotonic() - started
+        if child.returncode != 0:
+            return child.returncode
     finally:
         for path in copy.parent.glob(f"{copy.name}*"):
             path.unlink()
     # ru_maxrss is in KiB on Linux: the largest of the children waited for, here the one.
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak = usage.ru_maxrss / 2**20
     out_json = {
         **counts,
-        "train": json.loads(child.stdout),
+        "train": json.loads(stdout),
         "wall_seconds": round(seconds, 1),
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
         "peak_memory_gib": round(peak, 2),
     }
     print(json.dumps(out_json, indent=2))

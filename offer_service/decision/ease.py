@@ -44,6 +44,7 @@ __all__ = [
     "fit_dense",
     "fit_local",
     "hit_rate",
+    "hit_rates",
     "neighbor_lists",
 ]
 
@@ -140,35 +141,63 @@ def _row(b: Matrix | sp.csr_matrix, i: int) -> tuple[Indices, Matrix]:
     return cols[keep], vals[keep]
 
 
-def _queries(b: Matrix | sp.csr_matrix, x: sp.csr_matrix) -> Iterable[tuple[Matrix, Matrix, int]]:
-    """Per basket of 2+ products of `x`: the leave-one-out scores (row q: the cart without its
-    q-th product, the cart's other products at -inf), each row's hidden product's score, and
-    how many more products (outside the cart) score 0 in every row. A sparse B is scored over
-    the cart and its rows' columns only: a 100,000-product row per query would cost more than
-    the fit."""
-    local = sp.csr_matrix(b) if sp.issparse(b) else None
+def _queries(
+    models: Sequence[Matrix | sp.csr_matrix], x: sp.csr_matrix
+) -> Iterable[list[tuple[Matrix, Matrix, int]]]:
+    """Per basket of 2+ products of `x`, for each of `models`: the leave-one-out scores (row q:
+    the cart without its q-th product, the cart's other products at -inf), each row's hidden
+    product's score, and how many more products (outside the cart) score 0 in every row.
+
+    A sparse B is scored over the cart and its rows' columns only: a 100,000-product row per
+    query would cost more than the fit. Sparse models of one structure (the lambdas of one
+    `fit_local_path`) share the work of finding those columns."""
+    local = [sp.csr_matrix(b) for b in models if sp.issparse(b)]
+    if local and (len(local) < len(models) or not _one_structure(local)):
+        for each in zip(*(_queries([b], x) for b in models), strict=True):
+            yield [scored for (scored,) in each]
+        return
     m = x.shape[1]
     for r in range(x.shape[0]):
-        idx = x.indices[x.indptr[r] : x.indptr[r + 1]]
+        idx = x.indices[x.indptr[r] : x.indptr[r + 1]].astype(np.int64)
         n = idx.size
         if n < 2:
             continue
-        if local is not None:
-            part = local[idx]
-            cols = np.union1d(part.indices, idx)
+        if not local:
+            yield [_left_out(np.asarray(b)[idx], idx, 0) for b in models]
+            continue
+        starts = local[0].indptr[idx]
+        lengths = local[0].indptr[idx + 1] - starts
+        # The positions of the cart's rows' entries in B's arrays, row after row.
+        sel = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+        found = local[0].indices[sel]
+        cols = np.sort(np.concatenate((found, idx)))
+        cols = cols[np.concatenate(([True], cols[1:] != cols[:-1]))]
+        which, pos = np.repeat(np.arange(n), lengths), np.searchsorted(cols, found)
+        at: Indices = np.searchsorted(cols, idx).astype(np.int64)
+        out = []
+        for b in local:
             rows: Matrix = np.zeros((n, cols.size))
-            which = np.repeat(np.arange(n), np.diff(part.indptr))
-            rows[which, np.searchsorted(cols, part.indices)] = part.data
-            at: Indices = np.searchsorted(cols, idx).astype(np.int64)
-            outside = m - cols.size
-        else:
-            assert isinstance(b, np.ndarray)
-            rows, at, outside = b[idx], idx.astype(np.int64), 0
-        s = rows.sum(axis=0)[None, :] - rows
-        target = s[np.arange(n), at]
-        s[:, at] = -np.inf
-        s[np.arange(n), at] = target
-        yield s, target, outside
+            rows[which, pos] = b.data[sel]
+            out.append(_left_out(rows, at, m - cols.size))
+        yield out
+
+
+def _one_structure(models: Sequence[sp.csr_matrix]) -> bool:
+    first = models[0]
+    return all(
+        np.array_equal(b.indptr, first.indptr) and np.array_equal(b.indices, first.indices)
+        for b in models[1:]
+    )
+
+
+def _left_out(rows: Matrix, at: Indices, outside: int) -> tuple[Matrix, Matrix, int]:
+    """`_queries`' triple of one basket from its products' rows (columns: `at` the cart's)."""
+    n = rows.shape[0]
+    s = rows.sum(axis=0)[None, :] - rows
+    target = s[np.arange(n), at]
+    s[:, at] = -np.inf
+    s[np.arange(n), at] = target
+    return s, target, outside
 
 
 def _ranks(s: Matrix, target: Matrix, outside: int) -> NDArray[np.int64]:
@@ -181,11 +210,21 @@ def hit_rate(b: Matrix | sp.csr_matrix, x: sp.csr_matrix, k: int = VALIDATION_K)
     """Leave-one-out hit rate@k of B over the baskets of `x` (same columns as B): each product
     of each basket of 2+ products hidden in turn, the rest scored by the sum of their rows, the
     cart left out; a tie counts against the hidden product."""
-    hits = queries = 0
-    for s, target, outside in _queries(b, x):
-        hits += int((_ranks(s, target, outside) <= k).sum())
-        queries += target.size
-    return hits / queries if queries else 0.0
+    (rate,) = hit_rates([b], x, k)
+    return rate
+
+
+def hit_rates(
+    models: Sequence[Matrix | sp.csr_matrix], x: sp.csr_matrix, k: int = VALIDATION_K
+) -> list[float]:
+    """`hit_rate` of each of `models`, in one pass over the baskets."""
+    hits = [0] * len(models)
+    queries = 0
+    for scored in _queries(models, x):
+        for n, (s, target, outside) in enumerate(scored):
+            hits[n] += int((_ranks(s, target, outside) <= k).sum())
+        queries += scored[0][1].size
+    return [h / queries if queries else 0.0 for h in hits]
 
 
 def calibration(b: Matrix | sp.csr_matrix, x: sp.csr_matrix, k: int = VALIDATION_K) -> float:
@@ -195,7 +234,7 @@ def calibration(b: Matrix | sp.csr_matrix, x: sp.csr_matrix, k: int = VALIDATION
     when `x` has no query or no positive score."""
     found = 0
     total = 0.0
-    for s, target, outside in _queries(b, x):
+    for ((s, target, outside),) in _queries([b], x):
         # Products outside the scored columns score 0: never among the positive top k.
         top = np.partition(s, s.shape[1] - k, axis=1)[:, -k:] if s.shape[1] > k else s
         top = np.where(np.isfinite(top) & (top > 0), top, 0.0)
@@ -230,21 +269,22 @@ def _choose(
     gram = gram_of(train)
     scores: dict[float, float] = {}
 
-    def scored(lam: float, b: Matrix | sp.csr_matrix) -> None:
-        scores[lam] = hit_rate(b, validation)
+    def scored(lam: float, rate: float) -> None:
+        scores[lam] = rate
         if progress is not None:
-            progress(f"lambda {lam:g}: validation hit rate@5 {scores[lam]:.2%}")
+            progress(f"lambda {lam:g}: validation hit rate@5 {rate:.2%}")
 
     kept: sp.csr_matrix | None = None
     if train.shape[1] <= dense_max:
         dense = gram.toarray()
         for lam in lambdas:
-            scored(lam, fit_dense(dense, lam))
+            scored(lam, hit_rate(fit_dense(dense, lam), validation))
     else:
-        # Every lambda from one gather of the Gram submatrices (local_ease.py).
+        # Every lambda from one gather of the Gram submatrices (local_ease.py), scored in one
+        # pass over the validation baskets.
         models = fit_local_path(gram, lambdas, progress=progress)
-        for lam, b in zip(lambdas, models, strict=True):
-            scored(lam, b)
+        for lam, rate in zip(lambdas, hit_rates(models, validation), strict=True):
+            scored(lam, rate)
     best = max(scores, key=lambda lam: (scores[lam], lam))
     if train.shape[1] > dense_max:
         kept = models[list(lambdas).index(best)]

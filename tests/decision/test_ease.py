@@ -203,6 +203,15 @@ def test_a_sparse_model_is_scored_as_its_dense_copy() -> None:
     assert ease.calibration(b, held) == pytest.approx(ease.calibration(dense, held), rel=1e-12)
     gram = ease.gram_of(x)
     assert ease.neighbor_lists(b, gram, ids, 6) == ease.neighbor_lists(dense, gram, ids, 6)
+    # The lambdas of one path are scored in one pass; models of other shapes one by one.
+    path = local_ease.fit_local_path(gram, (1.0, 25.0), 4)
+    other = local_ease.fit_local(gram, 5.0, 9)
+    models = [*path, other, dense]
+    assert ease.hit_rates(models, held) == [ease.hit_rate(m.toarray(), held) for m in path] + [
+        ease.hit_rate(other.toarray(), held),
+        ease.hit_rate(dense, held),
+    ]
+    assert ease.hit_rates([b, dense], held) == [ease.hit_rate(dense, held)] * 2
 
 
 def test_training_goes_local_above_the_dense_limit_with_progress() -> None:
