@@ -13,7 +13,9 @@ against).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.sparse as sp
@@ -26,6 +28,10 @@ LOCAL_NEIGHBOURS = 100
 # A batch's stacked submatrices take at most this many float64 entries (64 MB): memory stays
 # flat whatever the catalog's size.
 BATCH_ENTRIES = 8_000_000
+
+# Batches solved at once: one a core, on a machine of two or more (the training is a child process
+# below serving's priority, so serving keeps the CPU it needs).
+THREADS = min(2, os.cpu_count() or 1)
 
 BAD_LAMBDA = "lambda must be > 0, got {lam!r}"
 
@@ -105,9 +111,18 @@ def fit_local_path(
     # A 100 x 100 system is too small to share: BLAS threads would cost ten times the solve.
     with threadpool_limits(1, user_api="blas"):
         _solve_all(g, hoods, sizes, indptr, lams, data, progress)
-    return [
-        sp.csc_matrix((data[n], indices, indptr), shape=(m, m)).tocsr() for n in range(len(lams))
-    ]
+    # Rows are what B is read by. Every lambda's B has the same entries: the CSR structure is
+    # found once (where each CSC entry goes) and shared, only the weights are each model's own.
+    where = sp.csc_matrix(
+        (np.arange(1, indices.size + 1, dtype=np.float64), indices, indptr), shape=(m, m)
+    ).tocsr()
+    order = where.data.astype(np.int64) - 1
+    del hoods, indices
+    models = []
+    for n in range(len(lams)):
+        data[n] = data[n][order]
+        models.append(sp.csr_matrix((data[n], where.indices, where.indptr), shape=(m, m)))
+    return models
 
 
 def _solve_all(
@@ -126,15 +141,27 @@ def _solve_all(
     order = np.argsort(sizes, kind="stable")
     order = order[sizes[order] > 0]
     cost = np.cumsum(sizes[order] ** 2)
-    first = told = 0
+    batches: list[Indices] = []
+    first = 0
     while first < order.size:
         spent = cost[first - 1] if first else 0
         last = max(first + 1, int(np.searchsorted(cost, spent + BATCH_ENTRIES, side="right")))
-        _solve_batch(g, hoods, order[first:last], indptr, lams, data)
+        batches.append(order[first:last])
         first = last
-        if progress is not None and first - told >= sizes.size // 10:
-            told = first
-            progress(f"local model: {first:,} of {sizes.size:,} products solved")
+
+    def solve(js: Indices) -> int:
+        _solve_batch(g, hoods, js, indptr, lams, data)
+        return js.size
+
+    # Batches write apart (each its own products' columns of B), and the lookup and the solves
+    # run without the interpreter lock: a thread per core.
+    done = told = 0
+    with ThreadPoolExecutor(THREADS) as pool:
+        for solved in pool.map(solve, batches):
+            done += solved
+            if progress is not None and done - told >= sizes.size // 10:
+                told = done
+                progress(f"local model: {done:,} of {sizes.size:,} products solved")
 
 
 def _solve_batch(
