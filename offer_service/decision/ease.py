@@ -106,12 +106,23 @@ def fit_dense(gram: Matrix, lam: float, *, overwrite: bool = False) -> Matrix:
     p, info = lapack.dpotri(c, lower=0, overwrite_c=1)
     if info != 0:
         raise np.linalg.LinAlgError(f"Cholesky inverse failed ({info})")
-    lower = np.tril_indices_from(p, -1)
-    p[lower] = p.T[lower]
+    _mirror_upper(p)
     p /= -np.diag(p).copy()
     np.fill_diagonal(p, 0.0)
     b: Matrix = p
     return b
+
+
+def _mirror_upper(p: Matrix, block: int = 512) -> None:
+    """Copy the upper triangle of the square `p` onto its lower one, a block of rows at a time
+    (the index arrays of the whole triangle would take as much memory as `p`)."""
+    m = p.shape[0]
+    for start in range(0, m, block):
+        end = min(start + block, m)
+        p[end:, start:end] = p[start:end, end:].T
+        square = p[start:end, start:end]
+        lower = np.tril_indices(end - start, -1)
+        square[lower] = square.T[lower]
 
 
 def gram_of(x: sp.csr_matrix) -> sp.csr_matrix:
@@ -263,31 +274,34 @@ def _choose(
     lambdas: Sequence[float],
     dense_max: int,
     progress: Progress | None,
-) -> tuple[float, dict[float, float], sp.csr_matrix | None]:
-    """`choose_lambda`, and the local model at the chosen lambda (None when dense: a second
-    dense B would not fit the memory a training may take, and refitting it is quick)."""
+) -> tuple[float, dict[float, float], Matrix | sp.csr_matrix]:
+    """`choose_lambda`, and the model at the chosen lambda (fitted on `train`)."""
     gram = gram_of(train)
     scores: dict[float, float] = {}
+    kept: Matrix | sp.csr_matrix | None = None
 
-    def scored(lam: float, rate: float) -> None:
+    def scored(lam: float, rate: float, b: Matrix | sp.csr_matrix) -> None:
+        nonlocal kept
+        if not scores or (rate, lam) > max((r, v) for v, r in scores.items()):
+            kept = b
         scores[lam] = rate
         if progress is not None:
             progress(f"lambda {lam:g}: validation hit rate@5 {rate:.2%}")
 
-    kept: sp.csr_matrix | None = None
     if train.shape[1] <= dense_max:
         dense = gram.toarray()
         for lam in lambdas:
-            scored(lam, hit_rate(fit_dense(dense, lam), validation))
+            exact = fit_dense(dense, lam)
+            scored(lam, hit_rate(exact, validation), exact)
+            del exact  # at most two models at once: the best so far and the next
     else:
         # Every lambda from one gather of the Gram submatrices (local_ease.py), scored in one
         # pass over the validation baskets.
         models = fit_local_path(gram, lambdas, progress=progress)
-        for lam, rate in zip(lambdas, hit_rates(models, validation), strict=True):
-            scored(lam, rate)
+        for lam, rate, local in zip(lambdas, hit_rates(models, validation), models, strict=True):
+            scored(lam, rate, local)
     best = max(scores, key=lambda lam: (scores[lam], lam))
-    if train.shape[1] > dense_max:
-        kept = models[list(lambdas).index(best)]
+    assert kept is not None
     return best, scores, kept
 
 
@@ -385,10 +399,9 @@ def train(
             f"choosing lambda: {len(older):,} baskets before the last "
             f"{window_ms / 86_400_000:g} days, {len(recent):,} in them"
         )
-        lam, validation, local = _choose(x_old, x_val, lambdas, dense_max, progress)
-        held_out = local if local is not None else fit(x_old, lam, dense_max=dense_max)
+        lam, validation, held_out = _choose(x_old, x_val, lambdas, dense_max, progress)
         scale = calibration(held_out, x_val)
-        del local, held_out
+        del held_out
     else:
         lam = lambdas[len(lambdas) // 2]
         say(f"too few baskets to validate: lambda {lam:g}")

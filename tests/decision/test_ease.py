@@ -221,3 +221,23 @@ def test_training_goes_local_above_the_dense_limit_with_progress() -> None:
     assert fitted.lam in ease.LAMBDAS and set(fitted.validation) == set(ease.LAMBDAS)
     assert any(line.startswith("local model:") for line in said)
     assert fitted.lists["p00"] and all(pc.score is not None for pc in fitted.lists["p00"])
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 512])
+def test_the_inverse_is_mirrored_block_by_block(block: int) -> None:
+    p = np.random.default_rng(5).random((7, 7))
+    expected = np.triu(p) + np.triu(p, 1).T
+    ease._mirror_upper(p, block)
+    assert np.array_equal(p, expected)
+
+
+@pytest.mark.parametrize("dense_max", [10, 1_000])
+def test_scores_are_calibrated_by_the_model_chosen_on_validation(dense_max: int) -> None:
+    # The held-out model is the one validated, not fitted again: the same scale either way.
+    dated = [(i * 1_000, basket) for i, basket in enumerate(random_baskets())]
+    fitted = ease.train(dated, k=4, window_ms=50_000, dense_max=dense_max)
+    older, recent = ease.split_recent(dated, 50_000)
+    x_old, ids_old = ease.basket_matrix(older)
+    x_val, _ = ease.basket_matrix(recent, ids_old)
+    again = ease.fit(x_old, fitted.lam, dense_max=dense_max)
+    assert fitted.scale == pytest.approx(ease.calibration(again, x_val), rel=1e-9)
