@@ -65,8 +65,10 @@ async def train_store(
     A store without a basket of 2+ products keeps what it has (`products` = 0)."""
     say = progress or (lambda _: None)
     started = time.monotonic()
+    # One string per product, not one per order line: 5 million lines read back as 5 million
+    # strings would take more memory than the model.
     dated = [
-        (o.placed_at_ms, o.product_ids)
+        (o.placed_at_ms, tuple(sys.intern(p) for p in o.product_ids))
         async for o in store.iter_orders(record.id, 0, _UNTIL_MS)
         if o.lines
     ]
