@@ -59,8 +59,13 @@ def create_app(settings: Settings | None = None) -> OfferApp:
         interval_s=settings.settle_interval_s,
         timeout_s=settings.settle_timeout_s,
     )
-    # A bulk import through the API is learnt from apart from serving (serving/training.py).
-    trainings = TrainingRuns(store, settings.store_url)
+    # A bulk import through the API, and every `retrain_orders` new orders of an embedded store,
+    # are learnt from apart from serving (serving/training.py; the worker retrains Redis stores).
+    trainings = TrainingRuns(
+        store,
+        settings.store_url,
+        retrain_orders=settings.retrain_orders if store.streams is None else None,
+    )
     metrics = Metrics()
     # With several workers, each publishes its counts where any one's /metrics sums them.
     collector = Collector(metrics, engine, spool, os.environ.get(METRICS_DIR_ENV) or None)

@@ -27,6 +27,9 @@ DEFAULT_SETTLE_TIMEOUT_S = 30.0
 # balancer polling readiness every 1-2 s has taken it out by then.
 DEFAULT_DRAIN_S = 5.0
 UNSET = "unset"
+# An embedded store's item model is retrained by `serve` once this many new orders arrived
+# through its admin API since the last training it started (serving/training.py).
+DEFAULT_RETRAIN_ORDERS = 500
 NOT_POSITIVE = "{name} must be a positive number, not {raw!r}"
 NOT_NEGATIVE = "{name} must be 0 or a positive number, not {raw!r}"
 
@@ -72,6 +75,8 @@ class Settings:
     settle_timeout_s: float = DEFAULT_SETTLE_TIMEOUT_S
     # Seconds between SIGTERM (or SIGINT) and closing the listener, serving on meanwhile.
     drain_s: float = DEFAULT_DRAIN_S
+    # New orders after which `serve` retrains an embedded (SQLite) store's item model.
+    retrain_orders: int = DEFAULT_RETRAIN_ORDERS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -243,6 +248,15 @@ OPTIONS: tuple[Option, ...] = (
         "settle_timeout_s",
         _number(float),
         "seconds a settling call to the charge endpoint may take (nobody waits on it)",
+    ),
+    Option(
+        "OFFER_RETRAIN_ORDERS",
+        "retrain_orders",
+        _number(int),
+        "new orders (through `POST /v1/admin/orders`) after which a `serve` process retrains an"
+        " embedded (SQLite) store's item model, in a child process at a lower priority"
+        " ([choosing-offers.md](choosing-offers.md#the-item-model)); a Redis store is retrained"
+        " by the `worker`",
     ),
     Option(
         "OFFER_LOG_LEVEL",

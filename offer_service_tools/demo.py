@@ -1,7 +1,8 @@
 """The demo store: a small camera, coffee and skincare catalog with orders, so affinity is real.
 
-Keys: publishable `pk_demo`, secret `sk_demo`, feed key `fk_demo`; every http://localhost:* and
-http://127.0.0.1:* origin is allowed. Installing it twice changes nothing (products upsert,
+Its offers come from the item model, trained when the store is set up. Keys: publishable
+`pk_demo`, secret `sk_demo`, feed key `fk_demo`; every http://localhost:* and http://127.0.0.1:*
+origin is allowed. Installing it twice changes nothing (products upsert,
 orders de-duplicate).
 """
 
@@ -14,6 +15,7 @@ from offer_service.domain.orders import Order, OrderLine
 from offer_service.domain.policy import RateLimits, StoreRules, rules_context
 from offer_service.domain.products import Product
 from offer_service.domain.records import StoreRecord
+from offer_service.serving.training import train_store
 from offer_service.storage.protocols import Store
 from offer_service.types import DAY_MS, now_ms
 
@@ -268,11 +270,25 @@ _BASKETS: tuple[tuple[tuple[str, ...], tuple[tuple[str, float], ...]], ...] = (
             ("sd-256", 0.2),
             ("lens-cap-52", 0.35),
             ("bag-small", 0.3),
-            ("battery-np50", 0.4),
+            ("battery-np50", 0.2),
             ("tripod-travel", 0.15),
             ("lens-cleaning-kit", 0.2),
             ("strap-leather", 0.1),
             ("flash-mini", 0.08),
+        ),
+    ),
+    # Camera owners back for gear: a spare battery goes with a card and a cleaning kit, not
+    # with a second camera.
+    (
+        ("battery-np50", "sd-128", "lens-cleaning-kit"),
+        (
+            ("sd-128", 0.4),
+            ("sd-64", 0.1),
+            ("battery-np50", 0.35),
+            ("lens-cap-52", 0.2),
+            ("lens-cleaning-kit", 0.3),
+            ("strap-leather", 0.15),
+            ("tripod-travel", 0.1),
         ),
     ),
     (
@@ -299,7 +315,7 @@ def demo_orders(count: int = 900, seed: int = 7, end_ms: int | None = None) -> l
     end = end_ms if end_ms is not None else now_ms()
     orders = []
     for n in range(count):
-        anchors, extras = _BASKETS[rng.choices((0, 1, 2), weights=(4, 4, 3))[0]]
+        anchors, extras = _BASKETS[rng.choices((0, 1, 2, 3), weights=(4, 3, 4, 3))[0]]
         basket = {rng.choice(anchors)}
         basket.update(pid for pid, p in extras if rng.random() < p)
         if rng.random() < 0.1:
@@ -351,10 +367,20 @@ async def install_demo(store: Store, charge_url: str | None = None) -> StoreReco
         record = await store.set_rules(record.id, replace_rules(record.rules, charge_url))
     await store.upsert_products(record.id, CATALOG)
     # Orders are fixed in time so a restart finds the same ids and imports nothing new.
-    await import_orders(store, record, demo_orders(end_ms=1_764_000_000_000), [])
+    summary = await import_orders(store, record, demo_orders(end_ms=1_764_000_000_000), [])
+    if summary.imported or not await _trained(store, record.id):
+        # The shopper sees the item model's offers from the first page, as a store that ran
+        # `offer-service train` would (900 orders of 33 products: well under a second).
+        await train_store(store, record)
     if not await store.feed_keys(record.id):
         await store.rotate_feed_key(record.id, DEMO_FEED_KEY)
     return record
+
+
+async def _trained(store: Store, store_id: str) -> bool:
+    """Whether the demo's lists are the item model's (a store set up before it had none)."""
+    lists = await store.neighbors(store_id, CATALOG[0].id, 1)
+    return bool(lists) and lists[0].score is not None
 
 
 def replace_rules(rules: StoreRules, charge_url: str) -> StoreRules:

@@ -9,7 +9,7 @@ so B[:, j] is the ridge regression of "the basket holds j" on every other produc
 score of j is the sum of its products' rows, sum_i B[i, j] (linear: a cart combines its items by
 adding their rows). A catalog of more than DENSE_MAX products does not fit a dense inverse: each
 column is then the same ridge regression restricted to the product's `LOCAL_NEIGHBOURS` most
-co-purchased partners (`fit_local`), its loss against the exact model measured in
+co-purchased partners (`local_ease.fit_local`), its loss against the exact model measured in
 docs/evaluation.md. Training only: numpy and scipy never run on the request path, which reads the
 top-K rows this module turns into neighbour lists.
 """
@@ -24,11 +24,18 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 from scipy.linalg import lapack
 
+from offer_service.decision.local_ease import (
+    BAD_LAMBDA,
+    LOCAL_NEIGHBOURS,
+    fit_local,
+    fit_local_path,
+)
 from offer_service.domain.records import PairCount
 
 __all__ = [
     "DENSE_MAX",
     "LAMBDAS",
+    "LOCAL_NEIGHBOURS",
     "Fitted",
     "basket_matrix",
     "calibration",
@@ -37,22 +44,21 @@ __all__ = [
     "fit_dense",
     "fit_local",
     "hit_rate",
+    "hit_rates",
     "neighbor_lists",
 ]
 
 # Above this many products a dense inverse (8 bytes x products^2, twice) no longer fits the
 # memory a worker may take (20k products: 3.2 GB), so the local model is used.
 DENSE_MAX = 20_000
-LOCAL_NEIGHBOURS = 100
 # The regularisations tried on the validation window (a log grid: the best lambda grows with
 # the number of baskets, from a few on a small shop to hundreds on a big one).
 LAMBDAS = (1.0, 5.0, 25.0, 100.0, 400.0, 1600.0)
 # Validation scores the hidden product's rank within this many.
 VALIDATION_K = 5
 
-BAD_LAMBDA = "lambda must be > 0, got {lam!r}"
-
 Matrix = NDArray[np.float64]
+Indices = NDArray[np.int64]
 Progress = Callable[[str], None]
 
 
@@ -100,47 +106,23 @@ def fit_dense(gram: Matrix, lam: float, *, overwrite: bool = False) -> Matrix:
     p, info = lapack.dpotri(c, lower=0, overwrite_c=1)
     if info != 0:
         raise np.linalg.LinAlgError(f"Cholesky inverse failed ({info})")
-    lower = np.tril_indices_from(p, -1)
-    p[lower] = p.T[lower]
+    _mirror_upper(p)
     p /= -np.diag(p).copy()
     np.fill_diagonal(p, 0.0)
     b: Matrix = p
     return b
 
 
-def fit_local(gram: sp.csr_matrix, lam: float, neighbours: int = LOCAL_NEIGHBOURS) -> sp.csr_matrix:
-    """B with each column j the ridge regression of j on its `neighbours` most co-purchased
-    partners only (sparse: at most `neighbours` entries a column)."""
-    if lam <= 0:
-        raise ValueError(BAD_LAMBDA.format(lam=lam))
-    g = gram.tocsr()
-    m = g.shape[0]
-    rows: list[NDArray[np.int64]] = []
-    cols: list[NDArray[np.int64]] = []
-    vals: list[Matrix] = []
-    for j in range(m):
-        start, end = g.indptr[j], g.indptr[j + 1]
-        idx, counts = g.indices[start:end], g.data[start:end]
-        keep = idx != j
-        idx, counts = idx[keep], counts[keep]
-        if idx.size == 0:
-            continue
-        if idx.size > neighbours:
-            top = np.argpartition(-counts, neighbours - 1)[:neighbours]
-            idx = idx[top]
-        idx = np.sort(idx)
-        sub = g[idx][:, idx].toarray()
-        sub[np.diag_indices_from(sub)] += lam
-        target = g[idx, j].toarray().ravel()
-        w = np.linalg.solve(sub, target)
-        rows.append(idx.astype(np.int64))
-        cols.append(np.full(idx.size, j, dtype=np.int64))
-        vals.append(w)
-    if not vals:
-        return sp.csr_matrix((m, m))
-    return sp.csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(m, m)
-    )
+def _mirror_upper(p: Matrix, block: int = 512) -> None:
+    """Copy the upper triangle of the square `p` onto its lower one, a block of rows at a time
+    (the index arrays of the whole triangle would take as much memory as `p`)."""
+    m = p.shape[0]
+    for start in range(0, m, block):
+        end = min(start + block, m)
+        p[end:, start:end] = p[start:end, end:].T
+        square = p[start:end, start:end]
+        lower = np.tril_indices(end - start, -1)
+        square[lower] = square.T[lower]
 
 
 def gram_of(x: sp.csr_matrix) -> sp.csr_matrix:
@@ -157,39 +139,103 @@ def fit(x: sp.csr_matrix, lam: float, *, dense_max: int = DENSE_MAX) -> Matrix |
     return fit_local(gram, lam)
 
 
-def _row(b: Matrix | sp.csr_matrix, i: int) -> Matrix:
+def _row(b: Matrix | sp.csr_matrix, i: int) -> tuple[Indices, Matrix]:
+    """Row i of B as (columns, weights) of its non-zero entries off the diagonal."""
     if isinstance(b, np.ndarray):
-        row: Matrix = b[i]
-        return row
-    return np.asarray(b.getrow(i).toarray()).ravel()
+        cols: Indices = np.flatnonzero(b[i]).astype(np.int64)
+        vals: Matrix = b[i, cols]
+    else:
+        start, end = b.indptr[i], b.indptr[i + 1]
+        cols = b.indices[start:end].astype(np.int64)
+        vals = b.data[start:end]
+    keep = cols != i
+    return cols[keep], vals[keep]
 
 
-def _queries(b: Matrix | sp.csr_matrix, x: sp.csr_matrix) -> Iterable[tuple[Matrix, Matrix]]:
-    """Per basket of 2+ products of `x`: the leave-one-out scores (row q: the cart without its
-    q-th product, the cart's other products at -inf) and each row's hidden product's score."""
+def _queries(
+    models: Sequence[Matrix | sp.csr_matrix], x: sp.csr_matrix
+) -> Iterable[list[tuple[Matrix, Matrix, int]]]:
+    """Per basket of 2+ products of `x`, for each of `models`: the leave-one-out scores (row q:
+    the cart without its q-th product, the cart's other products at -inf), each row's hidden
+    product's score, and how many more products (outside the cart) score 0 in every row.
+
+    A sparse B is scored over the cart and its rows' columns only: a 100,000-product row per
+    query would cost more than the fit. Sparse models of one structure (the lambdas of one
+    `fit_local_path`) share the work of finding those columns."""
+    local = [sp.csr_matrix(b) for b in models if sp.issparse(b)]
+    if local and (len(local) < len(models) or not _one_structure(local)):
+        for each in zip(*(_queries([b], x) for b in models), strict=True):
+            yield [scored for (scored,) in each]
+        return
+    m = x.shape[1]
     for r in range(x.shape[0]):
-        idx = x.indices[x.indptr[r] : x.indptr[r + 1]]
+        idx = x.indices[x.indptr[r] : x.indptr[r + 1]].astype(np.int64)
         n = idx.size
         if n < 2:
             continue
-        rows = b[idx].toarray() if sp.issparse(b) else b[idx]
-        s = rows.sum(axis=0)[None, :] - rows
-        target = s[np.arange(n), idx]
-        s[:, idx] = -np.inf
-        s[np.arange(n), idx] = target
-        yield s, target
+        if not local:
+            yield [_left_out(np.asarray(b)[idx], idx, 0) for b in models]
+            continue
+        starts = local[0].indptr[idx]
+        lengths = local[0].indptr[idx + 1] - starts
+        # The positions of the cart's rows' entries in B's arrays, row after row.
+        sel = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+        found = local[0].indices[sel]
+        cols = np.sort(np.concatenate((found, idx)))
+        cols = cols[np.concatenate(([True], cols[1:] != cols[:-1]))]
+        which, pos = np.repeat(np.arange(n), lengths), np.searchsorted(cols, found)
+        at: Indices = np.searchsorted(cols, idx).astype(np.int64)
+        out = []
+        for b in local:
+            rows: Matrix = np.zeros((n, cols.size))
+            rows[which, pos] = b.data[sel]
+            out.append(_left_out(rows, at, m - cols.size))
+        yield out
+
+
+def _one_structure(models: Sequence[sp.csr_matrix]) -> bool:
+    first = models[0]
+    return all(
+        np.array_equal(b.indptr, first.indptr) and np.array_equal(b.indices, first.indices)
+        for b in models[1:]
+    )
+
+
+def _left_out(rows: Matrix, at: Indices, outside: int) -> tuple[Matrix, Matrix, int]:
+    """`_queries`' triple of one basket from its products' rows (columns: `at` the cart's)."""
+    n = rows.shape[0]
+    s = rows.sum(axis=0)[None, :] - rows
+    target = s[np.arange(n), at]
+    s[:, at] = -np.inf
+    s[np.arange(n), at] = target
+    return s, target, outside
+
+
+def _ranks(s: Matrix, target: Matrix, outside: int) -> NDArray[np.int64]:
+    """Each query's rank of its hidden product (ties count against it)."""
+    rank: NDArray[np.int64] = (s >= target[:, None]).sum(axis=1) + outside * (target <= 0)
+    return rank
 
 
 def hit_rate(b: Matrix | sp.csr_matrix, x: sp.csr_matrix, k: int = VALIDATION_K) -> float:
     """Leave-one-out hit rate@k of B over the baskets of `x` (same columns as B): each product
     of each basket of 2+ products hidden in turn, the rest scored by the sum of their rows, the
     cart left out; a tie counts against the hidden product."""
-    hits = queries = 0
-    for s, target in _queries(b, x):
-        rank = (s >= target[:, None]).sum(axis=1)
-        hits += int((rank <= k).sum())
-        queries += target.size
-    return hits / queries if queries else 0.0
+    (rate,) = hit_rates([b], x, k)
+    return rate
+
+
+def hit_rates(
+    models: Sequence[Matrix | sp.csr_matrix], x: sp.csr_matrix, k: int = VALIDATION_K
+) -> list[float]:
+    """`hit_rate` of each of `models`, in one pass over the baskets."""
+    hits = [0] * len(models)
+    queries = 0
+    for scored in _queries(models, x):
+        for n, (s, target, outside) in enumerate(scored):
+            hits[n] += int((_ranks(s, target, outside) <= k).sum())
+        queries += scored[0][1].size
+    return [h / queries if queries else 0.0 for h in hits]
 
 
 def calibration(b: Matrix | sp.csr_matrix, x: sp.csr_matrix, k: int = VALIDATION_K) -> float:
@@ -199,12 +245,12 @@ def calibration(b: Matrix | sp.csr_matrix, x: sp.csr_matrix, k: int = VALIDATION
     when `x` has no query or no positive score."""
     found = 0
     total = 0.0
-    for s, target in _queries(b, x):
+    for ((s, target, outside),) in _queries([b], x):
+        # Products outside the scored columns score 0: never among the positive top k.
         top = np.partition(s, s.shape[1] - k, axis=1)[:, -k:] if s.shape[1] > k else s
         top = np.where(np.isfinite(top) & (top > 0), top, 0.0)
         total += float(top.sum())
-        rank = (s >= target[:, None]).sum(axis=1)
-        found += int(((rank <= k) & (target > 0)).sum())
+        found += int(((_ranks(s, target, outside) <= k) & (target > 0)).sum())
     return found / total if total > 0 and found > 0 else 1.0
 
 
@@ -218,16 +264,45 @@ def choose_lambda(
 ) -> tuple[float, dict[float, float]]:
     """The lambda of `lambdas` whose model, fitted on `train`, has the best hit rate@5 on
     `validation` (ties: the larger, smoother one), and every lambda's hit rate."""
-    gram = gram_of(train)
-    dense = gram.toarray() if train.shape[1] <= dense_max else None
-    scores: dict[float, float] = {}
-    for lam in lambdas:
-        b = fit_dense(dense, lam) if dense is not None else fit_local(gram, lam)
-        scores[lam] = hit_rate(b, validation)
-        if progress is not None:
-            progress(f"lambda {lam:g}: validation hit rate@5 {scores[lam]:.2%}")
-    best = max(scores, key=lambda lam: (scores[lam], lam))
+    best, scores, _ = _choose(train, validation, lambdas, dense_max, progress)
     return best, scores
+
+
+def _choose(
+    train: sp.csr_matrix,
+    validation: sp.csr_matrix,
+    lambdas: Sequence[float],
+    dense_max: int,
+    progress: Progress | None,
+) -> tuple[float, dict[float, float], Matrix | sp.csr_matrix]:
+    """`choose_lambda`, and the model at the chosen lambda (fitted on `train`)."""
+    gram = gram_of(train)
+    scores: dict[float, float] = {}
+    kept: Matrix | sp.csr_matrix | None = None
+
+    def scored(lam: float, rate: float, b: Matrix | sp.csr_matrix) -> None:
+        nonlocal kept
+        if not scores or (rate, lam) > max((r, v) for v, r in scores.items()):
+            kept = b
+        scores[lam] = rate
+        if progress is not None:
+            progress(f"lambda {lam:g}: validation hit rate@5 {rate:.2%}")
+
+    if train.shape[1] <= dense_max:
+        dense = gram.toarray()
+        for lam in lambdas:
+            exact = fit_dense(dense, lam)
+            scored(lam, hit_rate(exact, validation), exact)
+            del exact  # at most two models at once: the best so far and the next
+    else:
+        # Every lambda from one gather of the Gram submatrices (local_ease.py), scored in one
+        # pass over the validation baskets.
+        models = fit_local_path(gram, lambdas, progress=progress)
+        for lam, rate, local in zip(lambdas, hit_rates(models, validation), models, strict=True):
+            scored(lam, rate, local)
+    best = max(scores, key=lambda lam: (scores[lam], lam))
+    assert kept is not None
+    return best, scores, kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,28 +336,30 @@ def neighbor_lists(
     positive and 25 negative ones for 15.9% (docs/evaluation.md).
     """
     g = gram.tocsr()
+    if sp.issparse(b):
+        b = sp.csr_matrix(b)
     positives, negatives = k - k // 2, k // 2
     out: dict[str, list[PairCount]] = {}
     for i, anchor in enumerate(ids):
-        row = _row(b, i).copy()
-        row[i] = 0.0
+        cols, vals = _row(b, i)
         start, end = g.indptr[i], g.indptr[i + 1]
         pairs = dict(zip(g.indices[start:end].tolist(), g.data[start:end].tolist(), strict=True))
-        chosen = _extreme(row, positives, ids) + _extreme(-row, negatives, ids)
+        chosen = _extreme(cols, vals, positives, ids) + _extreme(cols, -vals, negatives, ids)
         out[anchor] = [
-            PairCount(ids[j], int(pairs.get(j, 0)), float(row[j]) * scale) for j in chosen
+            PairCount(ids[int(cols[at])], int(pairs.get(int(cols[at]), 0)), float(vals[at]) * scale)
+            for at in chosen
         ]
     return out
 
 
-def _extreme(row: Matrix, k: int, ids: Sequence[str]) -> list[int]:
-    """The indices of the k largest positive entries of `row`, largest first, ties by id."""
-    positive = np.flatnonzero(row > 0)
+def _extreme(cols: Indices, vals: Matrix, k: int, ids: Sequence[str]) -> list[int]:
+    """The positions of the k largest positive `vals`, largest first, ties by id (`cols`)."""
+    positive = np.flatnonzero(vals > 0)
     if k <= 0 or positive.size == 0:
         return []
     if positive.size > k:
-        positive = positive[np.argpartition(-row[positive], k - 1)[:k]]
-    return sorted(positive.tolist(), key=lambda j: (-row[j], ids[j]))
+        positive = positive[np.argpartition(-vals[positive], k - 1)[:k]]
+    return sorted(positive.tolist(), key=lambda at: (-vals[at], ids[int(cols[at])]))
 
 
 def split_recent(
@@ -322,10 +399,9 @@ def train(
             f"choosing lambda: {len(older):,} baskets before the last "
             f"{window_ms / 86_400_000:g} days, {len(recent):,} in them"
         )
-        lam, validation = choose_lambda(
-            x_old, x_val, lambdas, dense_max=dense_max, progress=progress
-        )
-        scale = calibration(fit(x_old, lam, dense_max=dense_max), x_val)
+        lam, validation, held_out = _choose(x_old, x_val, lambdas, dense_max, progress)
+        scale = calibration(held_out, x_val)
+        del held_out
     else:
         lam = lambdas[len(lambdas) // 2]
         say(f"too few baskets to validate: lambda {lam:g}")
@@ -335,7 +411,7 @@ def train(
     if len(ids) <= dense_max:
         b: Matrix | sp.csr_matrix = fit_dense(gram.toarray(), lam, overwrite=True)
     else:
-        b = fit_local(gram, lam)
+        b = fit_local_path(gram, [lam], progress=progress)[0]
     if scale is None:  # nothing held out: calibrate in-sample, the best there is
         scale = calibration(b, x)
     say(f"scores scaled by {scale:.3g} to probabilities")

@@ -3,8 +3,10 @@
 The model (`decision/ease.py`) is fitted from every recorded basket in a worker thread and stored
 as the products' neighbour lists, each neighbour with its model score; serving reads those lists
 exactly as it reads co-occurrence ones. Between trainings, new orders still update pair counts
-live and give products the model has not seen co-occurrence lists (`commerce/ingest.py`); the
-`Trainer` retrains a store once `RETRAIN_ORDERS` new baskets have arrived since its last fit.
+live and give products the model has not seen co-occurrence lists (`commerce/ingest.py`). A
+store is retrained once `RETRAIN_ORDERS` new baskets have arrived since its last fit: a Redis
+store by the `worker`'s `Trainer`, an embedded (SQLite) one by the `serve` process that received
+the orders (`TrainingRuns.orders_added`), in a child process at a lower priority.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from offer_service.domain.records import StoreRecord
 from offer_service.exceptions import StoreError
 from offer_service.serving.children import child_env, lower_priority
 from offer_service.serving.loops import every
+from offer_service.settings import DEFAULT_RETRAIN_ORDERS
 from offer_service.storage import shared_by_processes
 from offer_service.storage.protocols import EventStreams, Store
 from offer_service.types import DAY_MS
@@ -29,7 +32,7 @@ MODEL_K = 50
 # The regularisation is chosen on the store's last VALIDATION_DAYS of orders.
 VALIDATION_DAYS = 30
 # A store is retrained once this many baskets were recorded since its last fit...
-RETRAIN_ORDERS = 500
+RETRAIN_ORDERS = DEFAULT_RETRAIN_ORDERS
 # ...checked this often.
 CHECK_EVERY_S = 300.0
 # All orders: placed_at is epoch ms, and no order is placed in the year 5138.
@@ -62,8 +65,10 @@ async def train_store(
     A store without a basket of 2+ products keeps what it has (`products` = 0)."""
     say = progress or (lambda _: None)
     started = time.monotonic()
+    # One string per product, not one per order line: 5 million lines read back as 5 million
+    # strings would take more memory than the model.
     dated = [
-        (o.placed_at_ms, o.product_ids)
+        (o.placed_at_ms, tuple(sys.intern(p) for p in o.product_ids))
         async for o in store.iter_orders(record.id, 0, _UNTIL_MS)
         if o.lines
     ]
@@ -87,7 +92,7 @@ async def train_store(
 class Trainer:
     """Retrains each store of a shared backend once RETRAIN_ORDERS baskets arrived since its
     last fit (a store seen for the first time counts from zero: it is trained once, then on new
-    orders). An embedded store is trained by its imports and `offer-service train`."""
+    orders). An embedded store is retrained by `serve` (`TrainingRuns.orders_added`)."""
 
     def __init__(
         self, store: Store, streams: EventStreams, *, retrain_orders: int = RETRAIN_ORDERS
@@ -118,19 +123,36 @@ class Trainer:
 
 
 class TrainingRuns:
-    """Trains a store's item model after a bulk import through the HTTP API, apart from serving:
-    `offer-service train` in a child process at a lower priority, or, for an in-memory store that
-    no other process can open, in this process (the fit itself in a worker thread). One training
-    per store at a time; an import arriving meanwhile trains once more after it. The bulk recount
-    replaced the model's lists with co-occurrence ones: the model's come back when it ends."""
+    """Trains a store's item model after a bulk import through the HTTP API, or once
+    `retrain_orders` new orders arrived through it, apart from serving: `offer-service train` in
+    a child process at a lower priority, or, for an in-memory store that no other process can
+    open, in this process (the fit itself in a worker thread). One training per store at a time;
+    a request arriving meanwhile trains once more after it. The bulk recount replaced the model's
+    lists with co-occurrence ones: the model's come back when it ends."""
 
-    def __init__(self, store: Store, store_url: str) -> None:
+    def __init__(self, store: Store, store_url: str, *, retrain_orders: int | None = None) -> None:
         self.store = store
         self.store_url = store_url
+        # None: new orders never start a training here (a Redis store's `worker` retrains it).
+        self.retrain_orders = retrain_orders
         self._running: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
+        self._new_orders: dict[str, int] = {}
+
+    def orders_added(self, record: StoreRecord, count: int) -> None:
+        """Count `count` new orders of the store; the one that brings them to `retrain_orders`
+        since the last training this process started starts one. Only a counter on the request
+        path: a restart forgets it, and the next `retrain_orders` orders train again."""
+        if self.retrain_orders is None or count <= 0:
+            return
+        new = self._new_orders.get(record.id, 0) + count
+        if new < self.retrain_orders:
+            self._new_orders[record.id] = new
+            return
+        self.request(record)
 
     def request(self, record: StoreRecord) -> None:
+        self._new_orders.pop(record.id, None)
         if record.id in self._running:
             self._again.add(record.id)
             return

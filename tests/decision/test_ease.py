@@ -7,7 +7,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from offer_service.decision import ease
+from offer_service.decision import ease, local_ease
 from offer_service.domain.records import PairCount
 
 # Five products, eight baskets: a and b go together, c with d, e with anything.
@@ -155,3 +155,89 @@ def test_train_without_history_to_validate_uses_the_middle_lambda() -> None:
     assert fitted.validation == {}
     assert fitted.lam == ease.LAMBDAS[len(ease.LAMBDAS) // 2]
     assert fitted.lists["a"][0].product_id == "b"
+
+
+def random_baskets(products: int = 80, baskets: int = 300, seed: int = 3) -> list[set[str]]:
+    """Baskets of 1-8 products drawn unevenly, so neighbourhoods have many sizes."""
+    rng = np.random.default_rng(seed)
+    weights = 1.0 / np.arange(1, products + 1) ** 1.5
+    weights /= weights.sum()
+    return [
+        {f"p{j:02d}" for j in rng.choice(products, size=rng.integers(1, 9), p=weights)}
+        for _ in range(baskets)
+    ]
+
+
+@pytest.mark.parametrize("neighbours", [3, 7, 100])
+def test_batched_local_model_equals_solving_each_product_alone(neighbours: int) -> None:
+    x, _ = ease.basket_matrix(random_baskets())
+    gram = ease.gram_of(x)
+    sizes = {h.size for h in local_ease.neighbourhoods(gram, neighbours)}
+    assert len(sizes) > 1  # products of several neighbourhood sizes, so several batches
+    lams = (1.0, 25.0, 400.0)
+    path = local_ease.fit_local_path(gram, lams, neighbours)
+    for lam, batched in zip(lams, path, strict=True):
+        each = local_ease.fit_local_each(gram, lam, neighbours)
+        assert batched.nnz == each.nnz
+        assert np.abs((batched - each).toarray()).max() <= 1e-8
+        assert np.array_equal(ease.fit_local(gram, lam, neighbours).toarray(), batched.toarray())
+
+
+def test_batched_local_model_solves_in_many_small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    x, _ = ease.basket_matrix(random_baskets())
+    gram = ease.gram_of(x)
+    whole = local_ease.fit_local(gram, 5.0, 7)
+    monkeypatch.setattr(local_ease, "BATCH_ENTRIES", 60)  # one product a batch
+    assert np.abs((local_ease.fit_local(gram, 5.0, 7) - whole).toarray()).max() <= 1e-12
+
+
+def test_a_sparse_model_is_scored_as_its_dense_copy() -> None:
+    # Validation scores a sparse B over the columns its rows touch; the rest count as zeros.
+    baskets = random_baskets()
+    x, ids = ease.basket_matrix(baskets[:200])
+    held, _ = ease.basket_matrix(baskets[200:], ids)
+    b = local_ease.fit_local(ease.gram_of(x), 5.0, 4)
+    dense = b.toarray()
+    for k in (1, 2, 5, 10):
+        assert ease.hit_rate(b, held, k) == ease.hit_rate(dense, held, k)
+    assert ease.calibration(b, held) == pytest.approx(ease.calibration(dense, held), rel=1e-12)
+    gram = ease.gram_of(x)
+    assert ease.neighbor_lists(b, gram, ids, 6) == ease.neighbor_lists(dense, gram, ids, 6)
+    # The lambdas of one path are scored in one pass; models of other shapes one by one.
+    path = local_ease.fit_local_path(gram, (1.0, 25.0), 4)
+    other = local_ease.fit_local(gram, 5.0, 9)
+    models = [*path, other, dense]
+    assert ease.hit_rates(models, held) == [ease.hit_rate(m.toarray(), held) for m in path] + [
+        ease.hit_rate(other.toarray(), held),
+        ease.hit_rate(dense, held),
+    ]
+    assert ease.hit_rates([b, dense], held) == [ease.hit_rate(dense, held)] * 2
+
+
+def test_training_goes_local_above_the_dense_limit_with_progress() -> None:
+    dated = [(i * 1_000, basket) for i, basket in enumerate(random_baskets())]
+    said: list[str] = []
+    fitted = ease.train(dated, k=4, window_ms=50_000, dense_max=10, progress=said.append)
+    assert fitted.lam in ease.LAMBDAS and set(fitted.validation) == set(ease.LAMBDAS)
+    assert any(line.startswith("local model:") for line in said)
+    assert fitted.lists["p00"] and all(pc.score is not None for pc in fitted.lists["p00"])
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 512])
+def test_the_inverse_is_mirrored_block_by_block(block: int) -> None:
+    p = np.random.default_rng(5).random((7, 7))
+    expected = np.triu(p) + np.triu(p, 1).T
+    ease._mirror_upper(p, block)
+    assert np.array_equal(p, expected)
+
+
+@pytest.mark.parametrize("dense_max", [10, 1_000])
+def test_scores_are_calibrated_by_the_model_chosen_on_validation(dense_max: int) -> None:
+    # The held-out model is the one validated, not fitted again: the same scale either way.
+    dated = [(i * 1_000, basket) for i, basket in enumerate(random_baskets())]
+    fitted = ease.train(dated, k=4, window_ms=50_000, dense_max=dense_max)
+    older, recent = ease.split_recent(dated, 50_000)
+    x_old, ids_old = ease.basket_matrix(older)
+    x_val, _ = ease.basket_matrix(recent, ids_old)
+    again = ease.fit(x_old, fitted.lam, dense_max=dense_max)
+    assert fitted.scale == pytest.approx(ease.calibration(again, x_val), rel=1e-9)

@@ -55,3 +55,34 @@ def amount(offer: dict[str, object]) -> int:
     assert isinstance(price, dict)
     value: int = price["amount"]
     return value
+
+
+CAMERA_GEAR = {"memory", "camera-accessories", "bags", "tripods"}
+
+
+@pytest.mark.anyio
+async def test_the_demo_store_is_set_up_with_the_item_models_lists(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "demo.db"))
+    await store.open()
+    try:
+        record = await install_demo(store)
+        lists = await store.neighbors(record.id, BATTERY, 50)
+        body = orjson.loads(
+            await Engine(store).offers(
+                record,
+                OffersRequest(surface=Surface.PRODUCT_PAGE, product_id=BATTERY, limit=3),
+                "r",
+            )
+        )
+        # Set up again (a restart): nothing new to learn, the lists stay the model's.
+        await install_demo(store)
+        again = await store.neighbors(record.id, BATTERY, 50)
+    finally:
+        await store.close()
+    assert lists and all(pc.score is not None for pc in lists)
+    assert again == lists
+    categories = {p.id: p.category for p in CATALOG}
+    offered = [o["product_id"] for o in body["offers"]]
+    assert offered, body
+    # A cross-sell that fits a spare battery: camera gear, never a camera.
+    assert all(categories[pid] in CAMERA_GEAR for pid in offered), offered

@@ -124,6 +124,8 @@ async def post_orders(request: Request) -> Response:
     await engine(request).changed(record)
     if summary.rebuilt:  # a bulk import: learn from it, apart from serving
         request.app.state.trainings.request(record)
+    else:  # enough new orders retrain the model, apart from serving
+        request.app.state.trainings.orders_added(record, summary.imported)
     return json_response(
         {
             "imported": summary.imported,
@@ -187,10 +189,16 @@ async def neighbors(request: Request) -> Response:
     counts = await store.product_basket_counts(record.id, [product_id, *ids])
     products = await store.get_products(record.id, ids)
     n = await store.basket_count(record.id)
+    # The exact counts of now: a model's list keeps the counts of its fit until the next one.
+    pairs = {pc.product_id: pc.pair_count for pc in await store.pair_counts(record.id, product_id)}
     out = []
     for pc in pcs:
         s = affinity.stats(
-            counts.get(product_id, 0), counts.get(pc.product_id, 0), pc.pair_count, n, pc.product_id
+            counts.get(product_id, 0),
+            counts.get(pc.product_id, 0),
+            pairs.get(pc.product_id, 0),
+            n,
+            pc.product_id,
         )
         partner = products.get(pc.product_id)
         out.append(
