@@ -9,6 +9,7 @@ come from a stand-in offer service, a real HTTP server on another origin (host_p
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -24,6 +25,7 @@ from playwright.sync_api import (
     ViewportSize,
     expect,
 )
+from playwright.sync_api import Error as PlaywrightError
 
 from tests.browser.conftest import ARTIFACTS, Shop, needs_chromium, wait_until
 from tests.browser.host_page import FixtureServer, Seen, host_html, serve, serve_sdk
@@ -76,7 +78,9 @@ def tap_events(context: BrowserContext) -> list[dict[str, Any]]:
 
     def handle(route: Route) -> None:
         sent.extend(json.loads(route.request.post_data or "{}").get("events", []))
-        route.fulfill(response=route.fetch())
+        # The page may be left (or the test end) while it is sent.
+        with contextlib.suppress(PlaywrightError):
+            route.fulfill(response=route.fetch())
 
     context.route("**/v1/events*", handle)
     return sent
@@ -119,11 +123,14 @@ def test_add_on_product_page_cart_and_checkout_calls_the_storefront_handler_with
     for surface in surfaces:
         assert cards(page, surface) >= 1
     assert wait_until(page, lambda: len(answers) == 3)
-    taken = {s: answers[s][0] for s in surfaces}
+    # The first single-product offer of each (the product page leads with a bundle).
+    taken = {s: next(o for o in answers[s] if o["kind"] != "bundle") for s in surfaces}
 
     # The cart first: the handler re-renders the cart placement after every add.
     for surface in surfaces:
-        card = page.locator(f'[data-offers="{surface}"] [data-offer-id]').first
+        card = page.locator(
+            f'[data-offers="{surface}"] [data-offer-id="{taken[surface]["offer_id"]}"]'
+        )
         button = card.locator('button[data-offer-action="add"]')
         expect(button).to_have_text("Add to cart")
         button.click()
