@@ -1,6 +1,6 @@
 """The Redis Cluster recipe of docs/scale-out.md, run as written: the documented shell block
-builds a 3-master cluster on loopback, two `serve` processes run on it, and the HTTP contract
-holds whichever process a request reaches."""
+builds a 3-master cluster on loopback, two `serve` processes and a worker run on it, and the HTTP
+contract holds whichever process a request reaches."""
 
 from __future__ import annotations
 
@@ -139,16 +139,33 @@ def shop(cluster: Cluster, charges: ChargeDouble) -> dict[str, str]:
 def instances(
     cluster: Cluster, shop: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[ServeProcess, ServeProcess]]:
+    """Two `serve --no-aggregator` processes and the worker that aggregates their events, as the
+    service block runs them."""
+    _, service_block = documented_blocks()
+    assert "--no-aggregator" in service_block and "offer-service worker" in service_block
     directory = tmp_path_factory.mktemp("serve")
+    store_url = cluster.url + RELAXED
+    log = (directory / "worker.log").open("wb")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "offer_service.cli", "worker", "--store-url", store_url],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     started: list[ServeProcess] = []
     try:
         for name in ("a", "b"):
             env = {"OFFER_SPOOL_DIR": str(directory / f"spool-{name}")}
-            started.append(ServeProcess(cluster.url + RELAXED, directory / f"{name}.log", env=env))
+            log_path = directory / f"{name}.log"
+            started.append(ServeProcess(store_url, log_path, env=env, args=["--no-aggregator"]))
         yield started[0], started[1]
+        assert worker.poll() is None, (directory / "worker.log").read_text()
     finally:
         for process in started:
             process.stop()
+        worker.terminate()
+        worker.wait(timeout=30)
+        log.close()
 
 
 def catalog_json() -> list[dict[str, Any]]:
