@@ -66,14 +66,17 @@ class Cluster:
     data: Path
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+@contextlib.contextmanager
+def documented_cluster(data: Path, nodes: int = 3, replicas: int = 0) -> Iterator[Cluster]:
+    """The documented block run on `nodes` free ports in `data` (with `--cluster-replicas`
+    `replicas`, as the page says for six nodes); its nodes stopped after."""
     redis_binaries()
     cluster_block, service_block = documented_blocks()
-    data = tmp_path_factory.mktemp("cluster")
-    ports = node_ports()
+    ports = node_ports(nodes)
     script = _setting(cluster_block, "DATA", str(data))
     script = _setting(script, "PORTS", f'"{" ".join(map(str, ports))}"')
+    assert "--cluster-replicas 0" in script
+    script = script.replace("--cluster-replicas 0", f"--cluster-replicas {replicas}")
     try:
         done = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", script],
@@ -94,6 +97,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             if pidfile.exists():
                 with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with documented_cluster(tmp_path_factory.mktemp("cluster")) as built:
+        yield built
 
 
 @pytest.fixture(scope="module")
@@ -332,3 +341,107 @@ def _load(first: ServeProcess, second: ServeProcess, pk: str) -> list[str]:
     elapsed = time.monotonic() - started
     print(f"\n{LOAD_REQUESTS} requests over two processes in {elapsed:.1f} s")
     return [a for a in answers if a is not None]
+
+
+def test_six_documented_nodes_with_a_replica_each_serve_the_service(tmp_path: Path) -> None:
+    with documented_cluster(tmp_path / "cluster", nodes=6, replicas=1) as six:
+        # Every node agrees on the slots at once; the replicas' roles spread a moment later.
+        deadline = time.monotonic() + 20
+        while True:
+            nodes = cluster_nodes(six.ports[0])
+            roles = sorted("master" if "master" in line else "replica" for line in nodes)
+            if roles == ["master"] * 3 + ["replica"] * 3:
+                break
+            assert time.monotonic() < deadline, nodes
+            time.sleep(0.2)
+        # A replica takes over only once it has synced with its master.
+        replicas = [_port(line.split()) for line in nodes if "slave" in line]
+        while not all(_synced(q) for q in replicas):
+            assert time.monotonic() < deadline + 30, "the replicas did not sync"
+            time.sleep(0.2)
+        store_url = six.url + RELAXED
+        keys = json.loads(cli("stores", "create", "--name", "Six", store_url=store_url))
+        process = ServeProcess(store_url, tmp_path / "serve.log")
+        try:
+            with client(process) as c:
+                assert c.get("/readyz").json() == {"status": "ok"}
+                admin = {"Authorization": f"Bearer {keys['secret_key']}"}
+                r = c.put("/v1/admin/catalog", json=catalog_json(), headers=admin)
+                assert r.status_code == 200, r.text
+                got = offers(c, keys["publishable_key"], "cart", items="cam-x100")
+                assert got and all(o["product_id"] != "cam-x100" for o in got)
+
+                # The master holding the store's slot dies: its replica takes over.
+                slot = subprocess.run(
+                    [
+                        "redis-cli",
+                        "-p",
+                        str(six.ports[0]),
+                        "cluster",
+                        "keyslot",
+                        "{" + keys["store_id"] + "}",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                    check=True,
+                ).stdout.strip()
+                owner = next(
+                    line.split()
+                    for line in nodes
+                    if "master" in line and any(_covers(r, int(slot)) for r in line.split()[8:])
+                )
+                port = _port(owner)
+                pid = int((six.data / str(port) / "redis.pid").read_text().strip())
+                os.kill(pid, signal.SIGKILL)
+                killed = time.monotonic()
+                deadline = killed + 30
+                while True:
+                    r = c.put("/v1/admin/catalog", json=catalog_json()[:1], headers=admin)
+                    if r.status_code == 200:
+                        break
+                    assert r.status_code == 503, r.text
+                    survivor = next(q for q in six.ports if q != port)
+                    assert time.monotonic() < deadline, (
+                        f"no write within 30 s: {r.text}\n"
+                        + "\n".join(cluster_nodes(survivor))
+                        + process.log()[-1500:]
+                    )
+                    time.sleep(0.2)
+                print(f"\nwrites answered again {time.monotonic() - killed:.1f} s after the kill")
+                assert offers(c, keys["publishable_key"], "cart", items="sd-128")
+                assert c.get("/readyz").json() == {"status": "ok"}
+        finally:
+            process.stop()
+
+
+def cluster_nodes(port: int) -> list[str]:
+    done = subprocess.run(
+        ["redis-cli", "-p", str(port), "cluster", "nodes"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return done.stdout.splitlines()
+
+
+def _port(node: list[str]) -> int:
+    """The client port of a `cluster nodes` line, split: `<id> <ip>:<port>@<bus> ...`."""
+    return int(node[1].split("@")[0].rsplit(":", 1)[1])
+
+
+def _synced(port: int) -> bool:
+    done = subprocess.run(
+        ["redis-cli", "-p", str(port), "info", "replication"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return "master_link_status:up" in done.stdout
+
+
+def _covers(slots: str, slot: int) -> bool:
+    low, _, high = slots.partition("-")
+    return low.isdigit() and int(low) <= slot <= int(high or low)
