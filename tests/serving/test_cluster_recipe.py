@@ -214,21 +214,9 @@ def test_the_documented_cluster_serves_the_contract_through_two_processes(
 ) -> None:
     first, second = instances
     for port in cluster.ports:
-        info = subprocess.run(
-            ["redis-cli", "-h", "127.0.0.1", "-p", str(port), "cluster", "info"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout
+        info = node_cli(port, "cluster", "info")
         assert "cluster_state:ok" in info and "cluster_known_nodes:3" in info
-        config = subprocess.run(
-            ["redis-cli", "-p", str(port), "config", "get", "appendfsync"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout.split()
+        config = node_cli(port, "config", "get", "appendfsync").split()
         assert config == ["appendfsync", "always"]
 
     pk, admin = shop["publishable_key"], {"Authorization": f"Bearer {shop['secret_key']}"}
@@ -372,20 +360,7 @@ def test_six_documented_nodes_with_a_replica_each_serve_the_service(tmp_path: Pa
                 assert got and all(o["product_id"] != "cam-x100" for o in got)
 
                 # The master holding the store's slot dies: its replica takes over.
-                slot = subprocess.run(
-                    [
-                        "redis-cli",
-                        "-p",
-                        str(six.ports[0]),
-                        "cluster",
-                        "keyslot",
-                        "{" + keys["store_id"] + "}",
-                    ],
-                    capture_output=True,
-                    text=True,
-                    timeout=30,
-                    check=True,
-                ).stdout.strip()
+                slot = node_cli(six.ports[0], "cluster", "keyslot", "{" + keys["store_id"] + "}")
                 owner = next(
                     line.split()
                     for line in nodes
@@ -415,15 +390,20 @@ def test_six_documented_nodes_with_a_replica_each_serve_the_service(tmp_path: Pa
             process.stop()
 
 
-def cluster_nodes(port: int) -> list[str]:
+def node_cli(port: int, *args: str) -> str:
+    """`redis-cli` against one node on loopback; its output."""
     done = subprocess.run(
-        ["redis-cli", "-p", str(port), "cluster", "nodes"],
+        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args],
         capture_output=True,
         text=True,
         timeout=30,
         check=True,
     )
-    return done.stdout.splitlines()
+    return done.stdout
+
+
+def cluster_nodes(port: int) -> list[str]:
+    return node_cli(port, "cluster", "nodes").splitlines()
 
 
 def _port(node: list[str]) -> int:
@@ -432,14 +412,7 @@ def _port(node: list[str]) -> int:
 
 
 def _synced(port: int) -> bool:
-    done = subprocess.run(
-        ["redis-cli", "-p", str(port), "info", "replication"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    return "master_link_status:up" in done.stdout
+    return "master_link_status:up" in node_cli(port, "info", "replication")
 
 
 def _covers(slots: str, slot: int) -> bool:
