@@ -241,7 +241,12 @@ def _offers_problem(body: OffersResponse, surface: Surface, anchors: list[str]) 
         return "offers for a visitor in the holdout"
     if [o.rank for o in body.offers] != list(range(1, len(body.offers) + 1)):
         return "ranks are not 1..n"
-    products = [o.product_id for o in body.offers]
+    # A bundle is the viewed product with its complements: what it offers is the complements.
+    products = [
+        p
+        for o in body.offers
+        for p in ([i.product_id for i in o.items[1:]] if o.items else [o.product_id])
+    ]
     if len(set(products)) != len(products):
         return "the same product twice"
     if set(products) & set(anchors):

@@ -1,9 +1,10 @@
 """Run the Locust suite headless against a deployment, keep Locust's CSVs, gate on SLOs.
 
-It starts no service: it points Locust at `--host`. Optionally it imports the Online Retail data
-set into the store first (over HTTP, idempotent) and starts the tiny approving charge endpoint
-for one-click accepts. The exit status is 0 when every SLO held, 1 when one was breached, 2 when
-the run itself failed (Locust crashed, or no request was made).
+It starts no service: it points Locust at `--host`, or at each of several hosts (one Locust per
+host, each with its share of the shoppers; figures per host and in total). Optionally it imports
+the Online Retail data set into the store first (over HTTP, idempotent) and starts the tiny
+approving charge endpoint for one-click accepts. The exit status is 0 when every SLO held, 1 when
+one was breached, 2 when the run itself failed (Locust crashed, or no request was made).
 
     python load_tests/run_slo.py --host http://127.0.0.1:8000 --store-json store.json \
         --import-orders --charge-server 127.0.0.1:8099 --shape average --p99-ms 100
@@ -104,7 +105,27 @@ def judge(
     return verdicts
 
 
-def report(stats: dict[str, RouteStats], verdicts: list[Verdict], failures: Path) -> str:
+def combine(per_host: dict[str, dict[str, RouteStats]]) -> dict[str, RouteStats]:
+    """The total over hosts: counts and rates add up; each percentile is the worst host's, an
+    upper bound (no more than 1% of all requests are slower than every host's p99)."""
+    names = sorted({name for stats in per_host.values() for name in stats})
+    total = {}
+    for name in names:
+        rows = [stats[name] for stats in per_host.values() if name in stats]
+        total[name] = RouteStats(
+            name=name,
+            requests=sum(r.requests for r in rows),
+            failures=sum(r.failures for r in rows),
+            rps=sum(r.rps for r in rows),
+            p50_ms=max(r.p50_ms for r in rows),
+            p95_ms=max(r.p95_ms for r in rows),
+            p99_ms=max(r.p99_ms for r in rows),
+            max_ms=max(r.max_ms for r in rows),
+        )
+    return total
+
+
+def report(stats: dict[str, RouteStats], verdicts: list[Verdict], failures: Path | None) -> str:
     lines = [
         f"{'request':<34} {'count':>8} {'fail%':>7} {'req/s':>8} "
         f"{'p50':>6} {'p95':>6} {'p99':>6} {'max':>7}  (ms)"
@@ -115,7 +136,7 @@ def report(stats: dict[str, RouteStats], verdicts: list[Verdict], failures: Path
             f"{s.name[:34]:<34} {s.requests:>8} {100 * s.error_rate:>6.2f}% {s.rps:>8.1f} "
             f"{s.p50_ms:>6.0f} {s.p95_ms:>6.0f} {s.p99_ms:>6.0f} {s.max_ms:>7.0f}"
         )
-    if failures.exists():
+    if failures is not None and failures.exists():
         with failures.open(newline="") as handle:
             rows = sorted(csv.DictReader(handle), key=lambda r: -int(r["Occurrences"]))
         if rows:
@@ -153,7 +174,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--host", required=True, help="the deployment, e.g. http://127.0.0.1:8000")
+    p.add_argument(
+        "--host",
+        required=True,
+        action="append",
+        help="the deployment, e.g. http://127.0.0.1:8000; several hosts (repeated, or "
+        "comma-separated) share the load, one Locust each",
+    )
     keys = p.add_argument_group("the store under test")
     keys.add_argument("--key", default="pk_demo", help="publishable key (default pk_demo)")
     keys.add_argument(
@@ -217,6 +244,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "<prefix>_stats.csv, _failures.csv, _exceptions.csv, _stats_history.csv",
     )
     args = p.parse_args(argv)
+    args.hosts = list(
+        dict.fromkeys(h.strip().rstrip("/") for v in args.host for h in v.split(",") if h.strip())
+    )
+    if not args.hosts:
+        p.error("--host names no host")
     if args.store_json:
         created = json.loads(args.store_json.read_text())
         args.key, args.secret_key = created["publishable_key"], created["secret_key"]
@@ -226,9 +258,76 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 DEMO_SECRET_KEY = "sk_demo"
 
 
+def locust_command(
+    args: argparse.Namespace, host: str, prefix: Path, charge_url: str, pin: list[str]
+) -> list[str]:
+    return [
+        *pin,
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(HERE / "locustfile.py"),
+        "--headless",
+        "--host",
+        host,
+        "--csv",
+        str(prefix),
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+        "--offer-key",
+        args.key,
+        "--offer-secret-key",
+        args.secret_key,
+        "--offer-dataset",
+        str(args.dataset),
+        "--offer-charge-url",
+        charge_url,
+        "--offer-think",
+        str(args.think),
+        *(["--processes", str(args.processes)] if args.processes != 1 else []),
+        *args.locust_arg,
+    ]
+
+
+def run_locusts(
+    args: argparse.Namespace, prefixes: dict[str, Path], charge_url: str, pin: list[str]
+) -> list[int]:
+    """One Locust per host, all at once, each running its share of the shape's shoppers; their
+    exit statuses. With several hosts the store's charge URL is pointed here once for all of
+    them (each Locust would otherwise save and restore it over the others')."""
+    env = {**os.environ, "OFFER_SHAPE": args.shape, "OFFER_SHAPE_SHARE": str(len(prefixes))}
+    if args.users:
+        env["OFFER_SHAPE_USERS"] = str(args.users)
+    if args.minutes:
+        env["OFFER_SHAPE_MINUTES"] = str(args.minutes)
+    shared = len(prefixes) > 1 and bool(charge_url) and bool(args.secret_key)
+    first = next(iter(prefixes))
+    saved: object = None
+    if shared:
+        rules = wl.admin_call(first, args.secret_key, "GET", "/v1/admin/rules")
+        saved, rules["charge_url"] = rules.get("charge_url"), charge_url
+        wl.admin_call(first, args.secret_key, "PUT", "/v1/admin/rules", json.dumps(rules).encode())
+    try:
+        running = []
+        for host, prefix in prefixes.items():
+            command = locust_command(args, host, prefix, "" if shared else charge_url, pin)
+            print("+", shlex.join(command), flush=True)
+            running.append(subprocess.Popen(command, env=env))
+        return [proc.wait() for proc in running]
+    finally:
+        if shared:
+            rules = wl.admin_call(first, args.secret_key, "GET", "/v1/admin/rules")
+            rules["charge_url"] = saved
+            body = json.dumps(rules).encode()
+            wl.admin_call(first, args.secret_key, "PUT", "/v1/admin/rules", body)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    host = args.host.rstrip("/")
+    hosts: list[str] = args.hosts
+    host = hosts[0]
     prefix: Path = args.csv or Path("load-results") / (
         f"{args.shape}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     )
@@ -263,67 +362,52 @@ def main(argv: list[str] | None = None) -> int:
         _wait_for_port(c_host, int(c_port))
         charge_url = charge_url or f"http://{c_host}:{c_port}/charge"
 
-    env = {**os.environ, "OFFER_SHAPE": args.shape}
-    if args.users:
-        env["OFFER_SHAPE_USERS"] = str(args.users)
-    if args.minutes:
-        env["OFFER_SHAPE_MINUTES"] = str(args.minutes)
-    command = [
-        *pin,
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        str(HERE / "locustfile.py"),
-        "--headless",
-        "--host",
-        host,
-        "--csv",
-        str(prefix),
-        "--only-summary",
-        "--loglevel",
-        "WARNING",
-        "--offer-key",
-        args.key,
-        "--offer-secret-key",
-        args.secret_key,
-        "--offer-dataset",
-        str(args.dataset),
-        "--offer-charge-url",
-        charge_url,
-        "--offer-think",
-        str(args.think),
-        *(["--processes", str(args.processes)] if args.processes != 1 else []),
-        *args.locust_arg,
-    ]
-    print("+", shlex.join(command), flush=True)
+    # One host keeps the prefix as given; several get one each, suffixed -host1, -host2...
+    prefixes = (
+        {host: prefix}
+        if len(hosts) == 1
+        else {h: prefix.with_name(f"{prefix.name}-host{i}") for i, h in enumerate(hosts, 1)}
+    )
     try:
-        code = subprocess.call(command, env=env)
+        codes = run_locusts(args, prefixes, charge_url, pin)
     finally:
         if charge is not None:
             charge.terminate()
             charge.wait(timeout=10)
 
-    stats_path = Path(f"{prefix}_stats.csv")
-    if not stats_path.exists():
-        print(f"Locust wrote no statistics (exit status {code})", file=sys.stderr)
-        return 2
-    stats = read_stats(stats_path)
-    if AGGREGATED not in stats or stats[AGGREGATED].requests == 0:
-        print("no request was made", file=sys.stderr)
-        return 2
+    per_host: dict[str, dict[str, RouteStats]] = {}
+    for (name, each), code in zip(prefixes.items(), codes, strict=True):
+        stats_path = Path(f"{each}_stats.csv")
+        if not stats_path.exists():
+            print(f"Locust wrote no statistics for {name} (exit status {code})", file=sys.stderr)
+            return 2
+        per_host[name] = read_stats(stats_path)
+        if AGGREGATED not in per_host[name] or per_host[name][AGGREGATED].requests == 0:
+            print(f"no request was made to {name}", file=sys.stderr)
+            return 2
+    stats = per_host[host] if len(hosts) == 1 else combine(per_host)
     verdicts = judge(stats, args.p99_ms, dict(args.p99), args.max_error_rate)
     print()
-    print(report(stats, verdicts, Path(f"{prefix}_failures.csv")))
+    if len(hosts) > 1:
+        for name, each in prefixes.items():
+            print(f"== {name}")
+            print(report(per_host[name], [], Path(f"{each}_failures.csv")))
+        print(f"== all {len(hosts)} hosts (percentiles: the worst host's)")
+    print(report(stats, verdicts, Path(f"{prefix}_failures.csv") if len(hosts) == 1 else None))
     summary = {
         "host": host,
+        "hosts": hosts,
         "shape": args.shape,
         "stats": {n: {**asdict(s), "error_rate": s.error_rate} for n, s in stats.items()},
+        "per_host": {
+            h: {n: {**asdict(s), "error_rate": s.error_rate} for n, s in by_name.items()}
+            for h, by_name in per_host.items()
+        },
         "slos": [asdict(v) for v in verdicts],
         "ok": all(v.ok for v in verdicts),
     }
     Path(f"{prefix}_slo.json").write_text(json.dumps(summary, indent=2))
-    print(f"\nCSVs: {prefix}_*.csv; verdicts: {prefix}_slo.json")
+    print(f"\nCSVs: {prefix}*_*.csv; verdicts: {prefix}_slo.json")
     return 0 if summary["ok"] else 1
 
 

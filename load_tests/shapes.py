@@ -3,6 +3,7 @@
 A shape is picked with `OFFER_SHAPE=<name>` (run_slo.py's `--shape`); its size with
 `OFFER_SHAPE_USERS` (the expected peak of concurrent shoppers; each asks for about one page a
 second, see the locustfile's think time) and `OFFER_SHAPE_MINUTES` (how long the main stage holds).
+`OFFER_SHAPE_SHARE=N` runs 1/N of the shoppers (rounded up): one of N Locusts, one per host.
 
 - smoke: a handful of shoppers for a minute. Does every route answer, and validate?
 - average: ramp to the expected peak, hold it, ramp down. The SLO gate for a release.
@@ -33,7 +34,8 @@ class StagedShape(LoadTestShape):
 
     def __init__(self) -> None:
         super().__init__()
-        self.peak = int(os.environ.get("OFFER_SHAPE_USERS") or self.default_users)
+        peak = int(os.environ.get("OFFER_SHAPE_USERS") or self.default_users)
+        self.peak = -(-peak // int(os.environ.get("OFFER_SHAPE_SHARE") or 1))
         self.minutes = float(os.environ.get("OFFER_SHAPE_MINUTES") or self.default_minutes)
         self.plan = self.stages()
 

@@ -58,7 +58,7 @@ def redis_binaries() -> tuple[str, str]:
     return server, cli
 
 
-def _bindable(port: int) -> bool:
+def bindable(port: int) -> bool:
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))
@@ -211,7 +211,7 @@ class RedisClusterServers:
     def _port_pair() -> tuple[int, int]:
         for _ in range(100):
             port, bus = free_port(), free_port()
-            if port != bus and _bindable(port) and _bindable(bus):
+            if port != bus and bindable(port) and bindable(bus):
                 return port, bus
         raise RuntimeError("no free ports for a cluster node")
 
