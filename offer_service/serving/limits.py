@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Prepared offer lists, one per (store, surface, anchors, version): a cart's contents are a key.
-PREPARED_MAX = 50_000
+# About 13 KB each (docs/memory.md); each is prepared again after 60 s anyway, so 10,000 hold
+# every cart a process meets at up to 160 new carts a second.
+PREPARED_MAX = 10_000
 # Catalog products decoded, all stores together.
 PRODUCTS_MAX = 200_000
 # Visitors' states held between their requests.
