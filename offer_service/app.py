@@ -13,6 +13,7 @@ from starlette.routing import Route
 from offer_service.commerce.charger import Charger
 from offer_service.commerce.settle import Settler
 from offer_service.serving.engine import Engine
+from offer_service.serving.limits import CacheLimits
 from offer_service.serving.spool import Spool, replay_before_exit
 from offer_service.serving.training import TrainingRuns
 from offer_service.serving.worker import background
@@ -47,7 +48,13 @@ def create_app(settings: Settings | None = None) -> OfferApp:
     configure_logging(settings.log_level)
     store = open_store(settings.store_url)
     spool = Spool(settings.spool_dir)
-    engine = Engine(store, spool=spool)
+    limits = CacheLimits(
+        prepared=settings.cache_prepared,
+        products=settings.cache_products,
+        visitors=settings.cache_visitors,
+        keys=settings.cache_keys,
+    )
+    engine = Engine(store, spool=spool, limits=limits)
     # The store's charge endpoint's client (one-click accept): a pool of its own.
     charger = Charger(
         allow_private=settings.allow_private_charge_urls, timeout_s=settings.charge_timeout_s

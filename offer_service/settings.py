@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
 from offer_service.exceptions import BadSetting
+from offer_service.serving.limits import KEYS_MAX, PREPARED_MAX, PRODUCTS_MAX, VISITORS_MAX
 
 N = TypeVar("N", int, float)
 
@@ -77,6 +78,11 @@ class Settings:
     drain_s: float = DEFAULT_DRAIN_S
     # New orders after which `serve` retrains an embedded (SQLite) store's item model.
     retrain_orders: int = DEFAULT_RETRAIN_ORDERS
+    # Entries each per-process table that grows with traffic may hold (serving/limits.py).
+    cache_prepared: int = PREPARED_MAX
+    cache_products: int = PRODUCTS_MAX
+    cache_visitors: int = VISITORS_MAX
+    cache_keys: int = KEYS_MAX
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -257,6 +263,36 @@ OPTIONS: tuple[Option, ...] = (
         " embedded (SQLite) store's item model, in a child process at a lower priority"
         " ([choosing-offers.md](choosing-offers.md#the-item-model)); a Redis store is retrained"
         " by the `worker`",
+    ),
+    Option(
+        "OFFER_CACHE_PREPARED",
+        "cache_prepared",
+        _number(int),
+        "prepared offer lists a process holds, one per store, surface, anchor products (a "
+        "cart's contents) and catalog version, least recently used dropped first "
+        "([memory.md](memory.md))",
+    ),
+    Option(
+        "OFFER_CACHE_PRODUCTS",
+        "cache_products",
+        _number(int),
+        "catalog products a process holds decoded, all stores together; past it the copy "
+        "starts again ([memory.md](memory.md))",
+    ),
+    Option(
+        "OFFER_CACHE_VISITORS",
+        "cache_visitors",
+        _number(int),
+        "visitors' states a process holds between their requests (each for a second or ten); "
+        "past it they are all read again ([memory.md](memory.md))",
+    ),
+    Option(
+        "OFFER_CACHE_KEYS",
+        "cache_keys",
+        _number(int),
+        "keys a process counts in each of its tables of rate-limit buckets (per client address, "
+        "visitor and offer), visitors seen per address and exposures written today; expired "
+        "ones are swept first ([memory.md](memory.md))",
     ),
     Option(
         "OFFER_LOG_LEVEL",

@@ -90,8 +90,11 @@ class ExposureLog:
         flush_after_s: float = FLUSH_AFTER_S,
         clock: Callable[[], float] = time.time,
         spool: Spool | None = None,
+        recent_max: int = RECENT_MAX,
     ) -> None:
+        """`recent_max`: exposures remembered as written (past it, forgotten all at once)."""
         self.store = store
+        self.recent_max = recent_max
         self.spool = spool
         self.flush_after_s = flush_after_s
         self.clock = clock
@@ -123,7 +126,7 @@ class ExposureLog:
         key = (store_id, visitor_id, surface, at_ms // DAY_MS, flag)
         if key in self._recent:
             return
-        if len(self._recent) >= RECENT_MAX:
+        if len(self._recent) >= self.recent_max:
             self._recent.clear()
         self._recent.add(key)
         event = exposure(visitor_id, surface, holdout=holdout, arm=arm, at_ms=at_ms, flag=flag)

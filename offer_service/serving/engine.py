@@ -37,6 +37,7 @@ from offer_service.measurement.exposures import ExposureLog
 from offer_service.serving.event_rates import EventRates
 from offer_service.serving.group_commit import GroupCommit
 from offer_service.serving.learner import Learner
+from offer_service.serving.limits import DEFAULT_LIMITS, CacheLimits
 from offer_service.serving.local_cache import LocalCache
 from offer_service.serving.prepared import (
     PREPARED_TTL_S,
@@ -102,28 +103,30 @@ class Engine:
         *,
         clock: Callable[[], float] = time.time,
         spool: Spool | None = None,
+        limits: CacheLimits = DEFAULT_LIMITS,
     ) -> None:
-        """`spool`: where exposures go while the store cannot be reached."""
+        """`spool`: where exposures go while the store cannot be reached; `limits`: how much
+        each table that grows with traffic may hold."""
         self.store = store
         self.clock = clock
-        self.exposures = ExposureLog(store, clock=clock, spool=spool)
+        self.exposures = ExposureLog(store, clock=clock, spool=spool, recent_max=limits.keys)
         self.rng = random.Random()
-        self.visitors = Visitors(store, self.rng)
+        self.visitors = Visitors(store, self.rng, limits.visitors)
         # Event batches arriving together are written together (one commit).
         self.events: GroupCommit = _VisitorEvents(store, self.visitors.forget)
         # On Redis every instance counts against one limit; in-process otherwise.
-        self.limiter = RateLimiter(shared=store.shared_limits)
+        self.limiter = RateLimiter(max_keys=limits.keys, shared=store.shared_limits)
         # Events are counted against a budget per client, and flagged past what no shopper does.
-        self.event_rates = EventRates(self.limiter)
+        self.event_rates = EventRates(self.limiter, max_keys=limits.keys)
         # Learned P(accept) per store, refreshed in the background; `_prepare` samples from it
         # once per prepared list, and a request only flips `explores()`'s coin.
         self.learner = Learner(store, clock=clock)
         self._stores: LocalCache[str, StoreRecord | None] = LocalCache(10_000, STORE_TTL_S)
         self._versions = Versions(self.store.version, self._refresh_record)
         self._prepared: LocalCache[tuple[object, ...], Prepared] = LocalCache(
-            50_000, PREPARED_TTL_S
+            limits.prepared, PREPARED_TTL_S
         )
-        self.products = Products(store, self.version)
+        self.products = Products(store, self.version, limits.products)
 
     def caches(self) -> dict[str, LocalCache[Any, Any]]:
         """The in-process caches by name, for the metrics' hit rates."""

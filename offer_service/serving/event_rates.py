@@ -23,12 +23,12 @@ from collections.abc import Callable, Sequence
 from offer_service.domain.events import StoredEvent
 from offer_service.domain.policy import RateLimits
 from offer_service.domain.traffic import ADDRESS_VISITORS, OFFER_IMPRESSIONS, VISITOR_RATE
+from offer_service.serving.limits import KEYS_MAX
 from offer_service.serving.ratelimit import RateLimiter, newest
 
 # How long a visitor counts as seen from an address: the thresholds are per minute, so a shopper
 # who stays is counted once a minute.
 SEEN_S = 60.0
-MAX_KEYS = 200_000
 MINUTE_S = 60.0
 
 
@@ -40,7 +40,7 @@ class EventRates:
         limiter: RateLimiter,
         *,
         clock: Callable[[], float] = time.monotonic,
-        max_keys: int = MAX_KEYS,
+        max_keys: int = KEYS_MAX,
     ) -> None:
         self.limiter = limiter
         self._rates = RateLimiter(max_keys=max_keys, clock=clock)

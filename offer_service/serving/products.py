@@ -5,11 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection
 
 from offer_service.domain.products import Product
+from offer_service.serving.limits import PRODUCTS_MAX
 from offer_service.storage.protocols import Store
-
-# Catalog products decoded by this process, all stores together; a store's are dropped when its
-# version changes (every catalog write bumps it).
-PRODUCTS_MAX = 200_000
 
 
 class Products:
@@ -17,9 +14,17 @@ class Products:
     last changed held decoded: an answer that misses the prepared-offer cache reads only the
     candidates it has not met yet, however big the catalog."""
 
-    def __init__(self, store: Store, version: Callable[[str], Awaitable[int]]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        version: Callable[[str], Awaitable[int]],
+        most: int = PRODUCTS_MAX,
+    ) -> None:
+        """`most`: products held, all stores together; past it the copy starts again (a store's
+        are dropped too when its version changes: every catalog write bumps it)."""
         self.store = store
         self._version = version
+        self._most = most
         # store id -> (store version, product id -> product)
         self._held: dict[str, tuple[int, dict[str, Product]]] = {}
 
@@ -34,7 +39,7 @@ class Products:
         if len(answer) < len(ids):
             found = await self.store.get_products(store_id, [i for i in ids if i not in known])
             answer.update(found)
-            if sum(len(p) for _, p in self._held.values()) + len(found) > PRODUCTS_MAX:
+            if sum(len(p) for _, p in self._held.values()) + len(found) > self._most:
                 self._held.clear()
                 known = {}
                 self._held[store_id] = (version, known)

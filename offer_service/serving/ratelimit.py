@@ -29,6 +29,7 @@ from collections.abc import Callable, Hashable
 from typing import TypeVar
 
 from offer_service.exceptions import ApiError, StoreError
+from offer_service.serving.limits import KEYS_MAX
 from offer_service.storage.protocols import SharedLimits
 
 RATE_LIMITED = "Too many requests; retry after the time in the Retry-After header."
@@ -68,7 +69,7 @@ class RateLimiter:
     def __init__(
         self,
         *,
-        max_keys: int = 200_000,
+        max_keys: int = KEYS_MAX,
         clock: Callable[[], float] = time.monotonic,
         shared: SharedLimits | None = None,
     ) -> None:

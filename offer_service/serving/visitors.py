@@ -11,6 +11,7 @@ from offer_service.domain.orders import Order
 from offer_service.domain.policy import StoreRules
 from offer_service.domain.records import EMPTY_VISITOR, VisitorState
 from offer_service.exceptions import StoreError, StoreUnavailable
+from offer_service.serving.limits import VISITORS_MAX
 from offer_service.storage.protocols import Store
 from offer_service.types import HOUR_MS
 
@@ -27,7 +28,6 @@ VISITOR_LISTED_TTL_S = 10.0
 # Each held state expires at a random point of the last fifth of its time, so visitors first
 # seen together (a burst, a restart) are not all read again in the same moment.
 VISITOR_JITTER = 0.2
-VISITORS_MAX = 100_000
 
 
 class HeldVisitor(NamedTuple):
@@ -68,9 +68,11 @@ class Visitors:
     """Reads visitors' states from the store and holds each visitor's for a while (see
     VISITOR_TTL_S): `held` answers a warm request without a coroutine, `state` any request."""
 
-    def __init__(self, store: Store, rng: random.Random) -> None:
+    def __init__(self, store: Store, rng: random.Random, most: int = VISITORS_MAX) -> None:
+        """`most`: states held, all stores together; past it they are all read again."""
         self.store = store
         self._rng = rng
+        self._most = most
         # store id -> visitor id -> what was read for that visitor
         self._held: dict[str, dict[str, HeldVisitor]] = {}
         self._count = 0
@@ -131,7 +133,7 @@ class Visitors:
         state = await self.read(store_id, visitor_id, customer_id, rules, now_ms)
         if state is EMPTY_VISITOR:
             return state  # the store failed: nothing was read, nothing to keep
-        if self._count >= VISITORS_MAX:
+        if self._count >= self._most:
             self._held.clear()
             self._count = 0
         by_visitor = self._held.setdefault(store_id, {})

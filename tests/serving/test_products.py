@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from offer_service.serving import products as products_module
 from offer_service.serving.engine import Engine
+from offer_service.serving.limits import CacheLimits
 from tests.serving.conftest import CountingStore
 from tests.storage.test_storage_contract import product
 
@@ -37,11 +37,10 @@ async def test_products_are_read_once_until_the_catalog_changes(store: CountingS
 
 
 @pytest.mark.anyio
-async def test_the_copy_is_bounded(store: CountingStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(products_module, "PRODUCTS_MAX", 3)
+async def test_the_copy_is_bounded(store: CountingStore) -> None:
     record = await store.create_store("Shop")
     await store.upsert_products(record.id, [product(f"p{i}") for i in range(5)])
-    engine = Engine(store)
+    engine = Engine(store, limits=CacheLimits(products=3))
 
     await engine.products.get(record.id, ["p0", "p1"])
     # Over the bound: the copy starts again, and the answer still has the product held before.

@@ -253,6 +253,22 @@ async def test_the_event_log_keeps_the_days_it_is_told_and_the_counters_keep_cou
         assert (await store.event_counters(record.id))[COUNTER] == 5
 
 
+async def test_by_default_the_event_log_keeps_ninety_days() -> None:
+    now = int(time.time() * 1000)
+    ages = {"days-100": 100, "days-89": 89, "days-40": 40, "today": 0}
+    events = [dataclasses.replace(event(i), received_ms=now - d * DAY) for i, d in ages.items()]
+    async with opened_redis(shared_redis().url + RELAXED) as store:
+        record = await store.create_store("Default retention")
+        await store.record_events(record.id, events, 0)
+        await store.drain(record.id)
+
+        await store.trim_events(record.id)
+
+        kept = [e.id async for e in store.iter_events(record.id, 0, now + 1)]
+        assert kept == ["days-89", "days-40", "today"]
+        assert (await store.event_counters(record.id))[COUNTER] == 4
+
+
 async def test_idle_consumers_without_pending_entries_are_forgotten(store: RedisStore) -> None:
     record = await store.create_store("Consumers")
     await store.record_events(record.id, [event("e")], NOW - DAY)

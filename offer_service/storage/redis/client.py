@@ -135,6 +135,14 @@ async def run_script(
         return await client.eval(script.source, len(keys), *keys, *args)
 
 
+# What reads the raw events: the report (by default the last 30 days, with clicks up to the
+# 7-day attribution window before them and timestamps up to 7 days off their receipt: 44 days
+# back) and the learner when a process starts (six half-lives of the default 14 days: 84 days).
+# 90 days serve both at their defaults; Redis memory is then traffic times 90 days
+# (docs/memory.md) rather than growing for ever.
+EVENT_LOG_DAYS = 90
+
+
 class RedisBase:
     """Connection handling and error mapping shared by the Redis backend's parts."""
 
@@ -148,7 +156,7 @@ class RedisBase:
         self.events_timeout_s = _ms(self.options, "events_timeout_ms", EVENTS_TIMEOUT_S)
         # Days of raw events kept for measurement (0: all, as the SQLite backend keeps them);
         # the counters keep counting whatever the retention.
-        self.event_log_days = int(self.options.get("event_log_days", "0"))
+        self.event_log_days = int(self.options.get("event_log_days", str(EVENT_LOG_DAYS)))
         self._fast: Client = None
         self._durable: Client = None
         # Failures by kind and the breaker's deadline, read by the metrics.
