@@ -1,0 +1,120 @@
+"""A serving process's memory under a million distinct visitors, at the default cache limits.
+
+One `offer-service serve` on a Redis of its own with the demo store; `wrk` (pinned to the other
+core) asks for offers as fast as it can, every request from a new visitor id and a new client
+address (X-Forwarded-For, `OFFER_TRUST_PROXY=1`), half of them product pages of random products,
+half carts of three random products. The process's resident size is read every 10 s: once the
+bounded tables are full it stops growing (docs/memory.md).
+
+    python load_tests/visitor_flood.py                   # 480 s: about a million visitors here
+    python load_tests/visitor_flood.py --seconds 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(HERE), str(ROOT)]
+
+import httpx  # noqa: E402
+from bench import free_port  # noqa: E402
+from memory import redis_server, rss  # noqa: E402
+
+from offer_service.storage import open_store  # noqa: E402
+from offer_service_tools.demo import CATALOG, install_demo  # noqa: E402
+
+MIB = 2**20
+SAMPLE_EVERY_S = 10
+
+# A new visitor and address per request; `tid` keeps two wrk threads' visitors apart.
+WRK_SCRIPT = """
+local ids = {%s}
+local tid, counter = 0, 0
+setup = function(thread) tid = tid + 1; thread:set("tid", tid) end
+init = function(args) math.randomseed(os.time() + (tid or 0)) end
+request = function()
+  counter = counter + 1
+  local v = "v" .. (tid or 0) .. "-" .. counter
+  local ip = math.random(1, 223) .. "." .. math.random(0, 255) .. "." ..
+    math.random(0, 255) .. "." .. math.random(1, 254)
+  local pick = function() return ids[math.random(#ids)] end
+  local path
+  if counter %% 2 == 0 then
+    path = "/v1/offers?key=pk_demo&surface=product_page&product_id=" .. pick()
+  else
+    path = "/v1/offers?key=pk_demo&surface=cart&items=" .. pick() .. "," .. pick() .. "," ..
+      pick()
+  end
+  return wrk.format("GET", path .. "&visitor_id=" .. v, {["X-Forwarded-For"] = ip})
+end
+"""
+
+
+async def install(url: str) -> None:
+    store = open_store(url)
+    await store.open()
+    try:
+        await install_demo(store)
+    finally:
+        await store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=480)
+    args = parser.parse_args()
+    ids = ",".join(f'"{p.id}"' for p in CATALOG if p.active and not p.is_fee)
+    with tempfile.TemporaryDirectory() as scratch, redis_server(Path(scratch)) as url:
+        asyncio.run(install(url))
+        script = Path(scratch) / "visitors.lua"
+        script.write_text(WRK_SCRIPT % ids)
+        port = free_port()
+        env = {**os.environ, "OFFER_TRUST_PROXY": "1", "PYTHONPATH": str(ROOT)}
+        command = [sys.executable, "-m", "offer_service.cli", "serve", "--port", str(port)]
+        log = open(Path(scratch) / "serve.log", "wb")  # noqa: SIM115 (closed below)
+        proc = subprocess.Popen([*command, "--store-url", url], env=env, stdout=log, stderr=log)
+        base = f"http://127.0.0.1:{port}"
+        samples: list[tuple[float, float]] = []
+        done = threading.Event()
+        try:
+            with httpx.Client(base_url=base, timeout=5) as client:
+                for _ in range(300):
+                    with contextlib.suppress(httpx.HTTPError):
+                        if client.get("/healthz").status_code == 200:
+                            break
+                    time.sleep(0.1)
+
+            def sample() -> None:
+                started = time.monotonic()
+                while not done.is_set():
+                    samples.append((time.monotonic() - started, rss(proc.pid) / MIB))
+                    done.wait(SAMPLE_EVERY_S)
+
+            sampler = threading.Thread(target=sample)
+            sampler.start()
+            wrk = ["wrk", "-t2", "-c32", "-d", f"{args.seconds}s", "-s", str(script), base]
+            out = subprocess.run(["taskset", "-c", "1", *wrk], capture_output=True, text=True)
+            done.set()
+            sampler.join()
+        finally:
+            proc.terminate()
+            proc.wait()
+            log.close()
+    print(out.stdout)
+    for at, mib in samples:
+        print(f"{at:6.0f} s  {mib:7.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
