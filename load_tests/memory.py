@@ -24,6 +24,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -144,45 +145,64 @@ def rss(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def process_figures(url: str, workdir: Path, visitors: int, carts: int) -> dict[str, float]:
+@dataclass(frozen=True, slots=True)
+class Served:
+    """A running `offer-service serve`: its process id and base URL."""
+
+    pid: int
+    url: str
+
+
+@contextlib.contextmanager
+def serving(store_url: str, workdir: Path, settings: dict[str, str]) -> Iterator[Served]:
+    """An `offer-service serve` on `store_url` with `settings` in its environment, once it
+    answers /healthz; stopped on leaving (its log in `workdir`)."""
     port = free_port()
-    env = {**os.environ, **HIGH_LIMITS, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, **settings, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "offer_service.cli", "serve", "--port", str(port)]
     log = open(workdir / "serve.log", "wb")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen([*command, "--store-url", url], env=env, stdout=log, stderr=log)
-    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([*command, "--store-url", store_url], env=env, stdout=log, stderr=log)
+    served = Served(proc.pid, f"http://127.0.0.1:{port}")
     try:
-        with httpx.Client(base_url=base, timeout=30) as client:
+        with httpx.Client(base_url=served.url, timeout=5) as client:
             for _ in range(300):
                 with contextlib.suppress(httpx.HTTPError):
                     if client.get("/healthz").status_code == 200:
                         break
                 time.sleep(0.1)
-            ids = [p.id for p in CATALOG]
-            every = itertools.chain.from_iterable(itertools.combinations(ids, n) for n in (2, 3, 4))
-            cart_list = [",".join(c) for c in itertools.islice(every, carts + 1)]
-
-            def ask(n: int, cart: str, visitor: str) -> None:
-                query = {"key": DEMO_PUBLISHABLE_KEY, "surface": "cart", "items": cart}
-                headers = {"X-Forwarded-For": f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"}
-                answer = client.get(
-                    "/v1/offers", params={**query, "visitor_id": visitor}, headers=headers
-                )
-                answer.raise_for_status()
-
-            for n in range(200):  # warm: first-request allocations
-                ask(n, cart_list[0], "warm")
-            start = rss(proc.pid)
-            for n in range(visitors):
-                ask(n, cart_list[0], f"mv{n}")
-            after_visitors = rss(proc.pid)
-            for n in range(carts):
-                ask(n, cart_list[n + 1], "one")
-            after_carts = rss(proc.pid)
+        yield served
     finally:
         proc.terminate()
         proc.wait()
         log.close()
+
+
+def process_figures(url: str, workdir: Path, visitors: int, carts: int) -> dict[str, float]:
+    with (
+        serving(url, workdir, HIGH_LIMITS) as served,
+        httpx.Client(base_url=served.url, timeout=30) as client,
+    ):
+        ids = [p.id for p in CATALOG]
+        every = itertools.chain.from_iterable(itertools.combinations(ids, n) for n in (2, 3, 4))
+        cart_list = [",".join(c) for c in itertools.islice(every, carts + 1)]
+
+        def ask(n: int, cart: str, visitor: str) -> None:
+            query = {"key": DEMO_PUBLISHABLE_KEY, "surface": "cart", "items": cart}
+            headers = {"X-Forwarded-For": f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"}
+            answer = client.get(
+                "/v1/offers", params={**query, "visitor_id": visitor}, headers=headers
+            )
+            answer.raise_for_status()
+
+        for n in range(200):  # warm: first-request allocations
+            ask(n, cart_list[0], "warm")
+        start = rss(served.pid)
+        for n in range(visitors):
+            ask(n, cart_list[0], f"mv{n}")
+        after_visitors = rss(served.pid)
+        for n in range(carts):
+            ask(n, cart_list[n + 1], "one")
+        after_carts = rss(served.pid)
     return {
         "process bytes per held visitor": (after_visitors - start) / visitors,
         "process bytes per prepared list": (after_carts - after_visitors) / carts,

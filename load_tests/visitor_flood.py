@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
 import subprocess
 import sys
 import tempfile
@@ -27,9 +25,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT)]
 
-import httpx  # noqa: E402
-from bench import free_port  # noqa: E402
-from memory import redis_server, rss  # noqa: E402
+from memory import redis_server, rss, serving  # noqa: E402
 
 from offer_service.storage import open_store  # noqa: E402
 from offer_service_tools.demo import CATALOG, install_demo  # noqa: E402
@@ -79,38 +75,23 @@ def main() -> None:
         asyncio.run(install(url))
         script = Path(scratch) / "visitors.lua"
         script.write_text(WRK_SCRIPT % ids)
-        port = free_port()
-        env = {**os.environ, "OFFER_TRUST_PROXY": "1", "PYTHONPATH": str(ROOT)}
-        command = [sys.executable, "-m", "offer_service.cli", "serve", "--port", str(port)]
-        log = open(Path(scratch) / "serve.log", "wb")  # noqa: SIM115 (closed below)
-        proc = subprocess.Popen([*command, "--store-url", url], env=env, stdout=log, stderr=log)
-        base = f"http://127.0.0.1:{port}"
         samples: list[tuple[float, float]] = []
         done = threading.Event()
-        try:
-            with httpx.Client(base_url=base, timeout=5) as client:
-                for _ in range(300):
-                    with contextlib.suppress(httpx.HTTPError):
-                        if client.get("/healthz").status_code == 200:
-                            break
-                    time.sleep(0.1)
+        served_settings = {"OFFER_TRUST_PROXY": "1"}  # every other limit at its default
+        with serving(url, Path(scratch), served_settings) as served:
 
             def sample() -> None:
                 started = time.monotonic()
                 while not done.is_set():
-                    samples.append((time.monotonic() - started, rss(proc.pid) / MIB))
+                    samples.append((time.monotonic() - started, rss(served.pid) / MIB))
                     done.wait(SAMPLE_EVERY_S)
 
             sampler = threading.Thread(target=sample)
             sampler.start()
-            wrk = ["wrk", "-t2", "-c32", "-d", f"{args.seconds}s", "-s", str(script), base]
+            wrk = ["wrk", "-t2", "-c32", "-d", f"{args.seconds}s", "-s", str(script), served.url]
             out = subprocess.run(["taskset", "-c", "1", *wrk], capture_output=True, text=True)
             done.set()
             sampler.join()
-        finally:
-            proc.terminate()
-            proc.wait()
-            log.close()
     print(out.stdout)
     for at, mib in samples:
         print(f"{at:6.0f} s  {mib:7.1f} MiB")
