@@ -3,6 +3,7 @@ the generated images, and the demo charge endpoint (signature, idempotency, the 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from datetime import UTC, datetime
@@ -12,8 +13,10 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import orjson
 
+from offer_service.domain.orders import Order
 from offer_service.domain.signatures import signature
 from offer_service.domain.tokens import order_token
+from offer_service.storage import open_store
 from offer_service_tools.demo import DEMO_STORE_ID, DEMO_WEBHOOK_SECRET
 from offer_service_tools.storefront import charge_url_from_env
 from offer_service_tools.storefront.cart import format_cart, parse_cart
@@ -371,7 +374,21 @@ def test_an_offer_taken_from_a_page_joins_the_cart_at_its_redeemed_price_and_is_
     page = next(row for row in report["breakdown"]["surface"] if row["surface"] == "product_page")
     assert page["token_purchases"] == 1
     assert report["orders"]["offer_item_revenue"]["amount"] == price
-    assert query["order_id"]
+    # The order as stored: the snippet's visitor id, the line at the offer's price, credited.
+    order = asyncio.run(_stored_order(demo_server.store_url, query["order_id"]))
+    assert order is not None and order.visitor_id == "v-take-1"
+    (line,) = order.lines
+    assert (line.product_id, line.quantity, line.price) == (offer["product_id"], 1, price)
+    assert line.offer is not None and line.offer.offer_id == offer["offer_id"]
+
+
+async def _stored_order(store_url: str, order_id: str) -> Order | None:
+    store = open_store(store_url)
+    await store.open()
+    try:
+        return await store.get_order(DEMO_STORE_ID, order_id)
+    finally:
+        await store.close()
 
 
 def test_a_forged_or_foreign_token_never_enters_the_demo_cart(demo_server: LiveServer) -> None:
