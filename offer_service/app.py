@@ -54,7 +54,12 @@ def create_app(settings: Settings | None = None) -> OfferApp:
         visitors=settings.cache_visitors,
         keys=settings.cache_keys,
     )
-    engine = Engine(store, spool=spool, limits=limits)
+    engine = Engine(
+        store,
+        spool=spool,
+        limits=limits,
+        visitor_index_s=settings.visitor_index_s or None,
+    )
     # The store's charge endpoint's client (one-click accept): a pool of its own.
     charger = Charger(
         allow_private=settings.allow_private_charge_urls, timeout_s=settings.charge_timeout_s

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from offer_service.exceptions import BadSetting
 from offer_service.serving.limits import KEYS_MAX, PREPARED_MAX, PRODUCTS_MAX, VISITORS_MAX
+from offer_service.serving.visitor_index import VISITOR_INDEX_REBUILD_S
 
 N = TypeVar("N", int, float)
 
@@ -83,6 +84,8 @@ class Settings:
     cache_products: int = PRODUCTS_MAX
     cache_visitors: int = VISITORS_MAX
     cache_keys: int = KEYS_MAX
+    # Seconds between rebuilds of each store's index of visitors with a state (0: no index).
+    visitor_index_s: float = VISITOR_INDEX_REBUILD_S
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -285,6 +288,14 @@ OPTIONS: tuple[Option, ...] = (
         _number(int),
         "visitors' states a process holds between their requests (each for a second or ten); "
         "past it they are all read again ([memory.md](memory.md))",
+    ),
+    Option(
+        "OFFER_VISITOR_INDEX_SECONDS",
+        "visitor_index_s",
+        _number(float, zero=True),
+        "how often a process rebuilds its index of each store's visitors with a state, which "
+        "answers visitors without one without a store read; `0` turns the index off (every "
+        "visitor read) ([performance.md](performance.md#visitors-without-state))",
     ),
     Option(
         "OFFER_CACHE_KEYS",

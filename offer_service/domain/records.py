@@ -125,6 +125,17 @@ class VisitorChanges:
     visitors: frozenset[str] | None = frozenset()
 
 
+@dataclass(frozen=True, slots=True)
+class VisitorIds:
+    """A page of `Store.visitor_ids`: visitor ids with state, `next_page` to ask for the next
+    (None: this was the last), and on the first page the `visitor_changes` cursor taken before
+    anything was listed."""
+
+    ids: tuple[str, ...]
+    next_page: str | None = None
+    cursor: str | None = None
+
+
 ClaimState = Literal["claimed", "in_progress", "mismatch", "done"]
 Reservation = Literal["reserved", "already_accepted", "cap_reached", "in_progress"]
 

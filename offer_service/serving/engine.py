@@ -2,11 +2,11 @@
 
 The hot path for a warm pre-purchase request: resolve the key (cached here), check the store's
 version (cached, never more than a second old: versions.py), find the prepared list for (store,
-surface, anchors, version) (prepared.py), take the visitor's state (one store round trip, only
-when a visitor or customer is known, then held a while: visitors.py), filter, and join cached
-JSON fragments. Pre-purchase tokens are not visitor-specific, so they are signed once per
-prepared list; order-bound tokens are signed per request. A cache miss reads its products
-through products.py.
+surface, anchors, version) (prepared.py), take the visitor's state (no store round trip for a
+visitor the store's index does not list; else one, then held a while: visitors.py), filter, and
+join cached JSON fragments. Pre-purchase tokens are not visitor-specific, so they are signed
+once per prepared list; order-bound tokens are signed per request. A cache miss reads its
+products through products.py.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ from offer_service.serving.products import Products
 from offer_service.serving.ratelimit import RateLimiter
 from offer_service.serving.spool import Spool
 from offer_service.serving.versions import Versions
+from offer_service.serving.visitor_index import VISITOR_INDEX_REBUILD_S
 from offer_service.serving.visitors import Visitors, no_history
 from offer_service.serving.visitors import order_subject as order_subject
 from offer_service.storage.protocols import Store
@@ -104,14 +105,16 @@ class Engine:
         clock: Callable[[], float] = time.time,
         spool: Spool | None = None,
         limits: CacheLimits = DEFAULT_LIMITS,
+        visitor_index_s: float | None = VISITOR_INDEX_REBUILD_S,
     ) -> None:
         """`spool`: where exposures go while the store cannot be reached; `limits`: how much
-        each table that grows with traffic may hold."""
+        each table that grows with traffic may hold; `visitor_index_s`: how often each store's
+        index of visitors with a state is built again (None: no index, every visitor is read)."""
         self.store = store
         self.clock = clock
         self.exposures = ExposureLog(store, clock=clock, spool=spool, recent_max=limits.keys)
         self.rng = random.Random()
-        self.visitors = Visitors(store, self.rng, limits.visitors)
+        self.visitors = Visitors(store, self.rng, limits.visitors, visitor_index_s)
         # Event batches arriving together are written together (one commit).
         self.events: GroupCommit = _VisitorEvents(store, self.visitors.forget)
         # On Redis every instance counts against one limit; in-process otherwise.
@@ -168,6 +171,8 @@ class Engine:
 
     async def changed(self, record: StoreRecord) -> None:
         """Make a write made through this process visible to its very next request."""
+        # Orders and returns may give visitors a state: the change feed names them.
+        self.visitors.follow_soon(record.id)
         self._versions.set(record.id, await self.store.version(record.id))
         fresh = await self.store.get_store(record.id)
         # Retired keys too: a key rotation may just have ended their grace period.

@@ -12,6 +12,7 @@ from offer_service.domain.policy import StoreRules
 from offer_service.domain.records import EMPTY_VISITOR, VisitorState
 from offer_service.exceptions import StoreError, StoreUnavailable
 from offer_service.serving.limits import VISITORS_MAX
+from offer_service.serving.visitor_index import VISITOR_INDEX_REBUILD_S, VisitorIndexes
 from offer_service.storage.protocols import Store
 from offer_service.types import HOUR_MS
 
@@ -28,6 +29,11 @@ VISITOR_LISTED_TTL_S = 10.0
 # Each held state expires at a random point of the last fifth of its time, so visitors first
 # seen together (a burst, a restart) are not all read again in the same moment.
 VISITOR_JITTER = 0.2
+# A store's visitor index answers only while the change feed was read successfully this
+# recently: past it (the store fails), visitors are read from the store as without an index.
+VISITOR_INDEX_FRESH_S = 2 * VISITOR_POLL_S
+# Where `state` found a visitor's state, counted for the metrics.
+INDEX, HELD, STORE = "index", "held", "store"
 
 
 class HeldVisitor(NamedTuple):
@@ -45,6 +51,7 @@ class Feed(NamedTuple):
 
     cursor: str | None  # None: no list read yet, or the store keeps none
     asked: float  # monotonic seconds of the last read
+    read: float = float("-inf")  # of the last read that listed the changes
 
 
 def order_subject(order: Order) -> str:
@@ -66,10 +73,21 @@ def no_history(visitor: VisitorState) -> bool:
 
 class Visitors:
     """Reads visitors' states from the store and holds each visitor's for a while (see
-    VISITOR_TTL_S): `held` answers a warm request without a coroutine, `state` any request."""
+    VISITOR_TTL_S): `held` answers a warm request without a coroutine, `state` any request.
 
-    def __init__(self, store: Store, rng: random.Random, most: int = VISITORS_MAX) -> None:
-        """`most`: states held, all stores together; past it they are all read again."""
+    On a store with a change feed, an index of the visitors with any state (visitor_index.py)
+    answers a request with a visitor id and no customer id whose visitor it does not list:
+    EMPTY_VISITOR, without reading the store."""
+
+    def __init__(
+        self,
+        store: Store,
+        rng: random.Random,
+        most: int = VISITORS_MAX,
+        index_rebuild_s: float | None = VISITOR_INDEX_REBUILD_S,
+    ) -> None:
+        """`most`: states held, all stores together; past it they are all read again.
+        `index_rebuild_s`: how often each store's index is built again (None: no index)."""
         self.store = store
         self._rng = rng
         self._most = most
@@ -77,6 +95,11 @@ class Visitors:
         self._held: dict[str, dict[str, HeldVisitor]] = {}
         self._count = 0
         self._feeds: dict[str, Feed] = {}
+        self.indexes = None if index_rebuild_s is None else VisitorIndexes(store, index_rebuild_s)
+        # The start of each store's frequency-cap window, as its last `state` call had it.
+        self._since: dict[str, int] = {}
+        # Where each state came from: INDEX, HELD or STORE (a read).
+        self.sources = {INDEX: 0, HELD: 0, STORE: 0}
 
     def __len__(self) -> int:
         """How many visitors' states are held, all stores together."""
@@ -93,7 +116,24 @@ class Visitors:
         feed = self._feeds.get(store_id)
         if feed is None or now - feed.asked >= VISITOR_POLL_S:
             return None
-        return self._unexpired(store_id, visitor_id, customer_id, version, now)
+        found = self._unexpired(store_id, visitor_id, customer_id, version, now)
+        if found is not None:
+            self.sources[HELD] += 1
+            return found
+        if customer_id is None and self._unlisted(store_id, visitor_id, feed, now):
+            self.sources[INDEX] += 1
+            return EMPTY_VISITOR
+        return None
+
+    def _unlisted(self, store_id: str, visitor_id: str, feed: Feed, now: float) -> bool:
+        """The store's current index says this visitor has no state."""
+        if self.indexes is None or now - feed.read > VISITOR_INDEX_FRESH_S:
+            return False
+        index = self.indexes.get(store_id)
+        if index is None:
+            return False
+        since = self._since.get(store_id)
+        return since is not None and index.covers(since) and visitor_id not in index
 
     def _unexpired(
         self, store_id: str, visitor_id: str, customer_id: str | None, version: int, now: float
@@ -126,10 +166,16 @@ class Visitors:
         if not visitor_id:
             return await self.read(store_id, None, customer_id, rules, now_ms)
         now = time.monotonic()
+        self._since[store_id] = now_ms - rules.frequency_cap.window_hours * HOUR_MS
         ttl = await self._follow_changes(store_id, now)
         found = self._unexpired(store_id, visitor_id, customer_id, version, now)
         if found is not None:
+            self.sources[HELD] += 1
             return found
+        feed = self._feeds.get(store_id)
+        if customer_id is None and feed and self._unlisted(store_id, visitor_id, feed, now):
+            self.sources[INDEX] += 1
+            return EMPTY_VISITOR
         state = await self.read(store_id, visitor_id, customer_id, rules, now_ms)
         if state is EMPTY_VISITOR:
             return state  # the store failed: nothing was read, nothing to keep
@@ -155,6 +201,7 @@ class Visitors:
         if not visitor_id and not customer_id:
             return EMPTY_VISITOR
         since = now_ms - rules.frequency_cap.window_hours * HOUR_MS
+        self.sources[STORE] += 1
         try:
             return await self.store.visitor_state(store_id, visitor_id, customer_id, since)
         except StoreUnavailable:
@@ -164,29 +211,55 @@ class Visitors:
 
     async def _follow_changes(self, store_id: str, now: float) -> float:
         """Forget the visitors another process changed since this one last asked (at most every
-        VISITOR_POLL_S); how long a state read now may be held."""
+        VISITOR_POLL_S), and add them to the store's index; how long a state read now may be
+        held."""
         feed = self._feeds.get(store_id)
         if feed is not None and now - feed.asked < VISITOR_POLL_S:
             return VISITOR_TTL_S if feed.cursor is None else VISITOR_LISTED_TTL_S
         cursor = None if feed is None else feed.cursor
-        self._feeds[store_id] = Feed(cursor, now)  # one read at a time
+        read = float("-inf") if feed is None else feed.read
+        self._feeds[store_id] = Feed(cursor, now, read)  # one read at a time
         try:
             changes = await self.store.visitor_changes(store_id, cursor)
         except StoreError:
             # Asked again from the same cursor next time: nothing written meanwhile is missed.
+            # Till then the index may miss changes: visitors are read (and fail as the store).
+            self._feeds[store_id] = Feed(cursor, now)
             return VISITOR_TTL_S
         if changes is None:
             return VISITOR_TTL_S
+        indexes = self.indexes
         if cursor is None or changes.visitors is None:
             # No cursor to ask from (the first time): what is held may predate any change.
             self.forget(store_id)
+            if indexes is not None and cursor is not None:
+                indexes.lost(store_id)  # visitors changed that no list names
         elif changes.visitors:
             self.forget(store_id, changes.visitors)
-        self._feeds[store_id] = Feed(changes.cursor, now)
+        self._feeds[store_id] = Feed(changes.cursor, now, now)
+        since = self._since.get(store_id)
+        if indexes is not None and since is not None:
+            # Built from after this read: every later change reaches it through `forget`.
+            indexes.follow(store_id, since)
         return VISITOR_LISTED_TTL_S
 
+    def follow_soon(self, store_id: str) -> None:
+        """Read the store's change feed before the next answer that needs it: this process
+        wrote states of visitors it cannot name here (an order, a return, an accept)."""
+        feed = self._feeds.get(store_id)
+        if feed is not None:
+            self._feeds[store_id] = feed._replace(asked=float("-inf"))
+
     def forget(self, store_id: str, visitor_ids: Iterable[str] | None = None) -> None:
-        """Drop held states: these visitors', or the whole store's."""
+        """Drop held states: these visitors' (their state changed: the store's index now
+        lists them), or the whole store's (and the change feed is read before the next
+        answer)."""
+        if visitor_ids is None:
+            self.follow_soon(store_id)
+        else:
+            visitor_ids = list(visitor_ids)
+            if self.indexes is not None:
+                self.indexes.add(store_id, visitor_ids)
         by_visitor = self._held.get(store_id)
         if by_visitor is None:
             return

@@ -82,6 +82,11 @@ def visitor_subject(visitor_id: str) -> str:
     return "v:" + visitor_id
 
 
+def subject_visitor(subject: str) -> str | None:
+    """The visitor id of a visitor subject; None for a customer's."""
+    return subject[2:] if subject.startswith("v:") else None
+
+
 def subjects(customer_id: str | None, visitor_id: str | None) -> list[str]:
     """The purchase subjects of a buyer: 'c:<customer>', then 'v:<visitor>'."""
     out = []

@@ -30,12 +30,15 @@ from offer_service.domain.records import (
     SigningKey,
     StoreRecord,
     VisitorChanges,
+    VisitorIds,
     VisitorState,
 )
 from offer_service.storage.health import AggregationLag
 
 # More changes than this since a process last asked are not listed: it forgets every visitor.
 VISITOR_CHANGES_MAX = 10_000
+# Visitor ids per page of `visitor_ids`.
+VISITOR_IDS_PAGE = 10_000
 
 
 class Connection(Protocol):
@@ -191,7 +194,19 @@ class SignalStore(Protocol):
         """The visitors of the store whose signals were written after the cursor `after`
         (by any process), and the cursor to ask from next; with `after` None, just the
         current cursor. None when this backend keeps no such list (a process then holds a
-        visitor's state only briefly)."""
+        visitor's state only briefly). Every write that gives a visitor id state is listed:
+        signals, and purchases and returns under the visitor's id."""
+        ...
+
+    async def visitor_ids(
+        self, store_id: str, since_ms: int, page: str | None = None
+    ) -> VisitorIds | None:
+        """The ids of the store's visitors with any state `visitor_state` reads without a
+        customer id: a purchase or return under their visitor id, a decline or accept, or an
+        impression or click since `since_ms` (ids whose state expired may be listed too). One
+        page at a time, `page` None first; the first page carries the `visitor_changes`
+        cursor taken before the listing began, so every write the listing may have missed is
+        listed by `visitor_changes` after it. None when this backend cannot list them."""
         ...
 
 

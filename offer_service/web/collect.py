@@ -61,6 +61,8 @@ class Collector:
         for name, cache in self.engine.caches().items():
             s.add("offer_cache_requests_total", cache.hits, cache=name, result="hit")
             s.add("offer_cache_requests_total", cache.misses, cache=name, result="miss")
+        for source, n in self.engine.visitors.sources.items():
+            s.add("offer_visitor_reads_total", n, source=source)
         s.add("offer_spool_events_total", self.spool.spooled, outcome="spooled")
         s.add("offer_spool_events_total", self.spool.replayed, outcome="replayed")
         s.add("offer_exposures_dropped_total", self.engine.exposures.dropped)

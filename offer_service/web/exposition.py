@@ -43,6 +43,11 @@ FAMILIES: dict[str, tuple[str, str]] = {
         "counter",
         "In-process cache reads by cache and result (hit, miss).",
     ),
+    "offer_visitor_reads_total": (
+        "counter",
+        "Visitor states the offers path took, by source: index (a visitor the store's index "
+        "does not list: no state, no store read), held (read earlier), store (read now).",
+    ),
     "offer_spool_events_total": (
         "counter",
         "Events written to the local spool while the store was down (spooled) and replayed.",

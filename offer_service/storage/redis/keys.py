@@ -38,6 +38,9 @@ VISITOR_TTL_S = 400 * 86_400
 # The stream of visitors whose signals changed keeps about this many entries: a process that
 # falls further behind than that between two reads forgets every visitor (`visitor_changes`).
 VISITOR_CHANGES_KEPT = 100_000
+# The score in a store's 'vstate' of a visitor whose state does not age (a decline, an accept, a
+# purchase or a return): 2**52, after every epoch-ms time and exact as a double.
+LASTING_SCORE = str(2**52)
 # Poison entries: after this many deliveries an entry goes to the dead-letter stream.
 MAX_DELIVERIES = 5
 # A pending entry idle this long belongs to a consumer presumed dead: it is claimed again.
@@ -62,7 +65,8 @@ class StoreKeys:
     # tenant
     @property
     def record(self) -> str:
-        """HASH: name, keys, secrets, rules, created, version, baskets, pairs_gen."""
+        """HASH: name, keys, secrets, rules, created, version, baskets, pairs_gen, and
+        vlisted ('1': `visitor_ids` lists every visitor with a state since the store began)."""
         return self.prefix + "store"
 
     # catalog
@@ -146,6 +150,13 @@ class StoreKeys:
     def accepted(self, visitor_id: str) -> str:
         """SET of product ids."""
         return self.prefix + "vaccept:" + visitor_id
+
+    @property
+    def visitor_ids(self) -> str:
+        """ZSET: each visitor id with a state (`visitor_ids`), scored by its last impression or
+        click ms, or LASTING_SCORE once a decline, accept, purchase or return gave it one
+        that does not age; members past the longest frequency-cap window are trimmed."""
+        return self.prefix + "vstate"
 
     @property
     def visitor_changes(self) -> str:

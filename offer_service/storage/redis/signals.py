@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import secrets
 
-from offer_service.domain.records import EMPTY_VISITOR, SignalKind, VisitorChanges, VisitorState
+from offer_service.domain.records import (
+    EMPTY_VISITOR,
+    SignalKind,
+    VisitorChanges,
+    VisitorIds,
+    VisitorState,
+)
 from offer_service.storage.codec import subjects
-from offer_service.storage.protocols import VISITOR_CHANGES_MAX
+from offer_service.storage.protocols import VISITOR_CHANGES_MAX, VISITOR_IDS_PAGE
 from offer_service.storage.redis import keys
 from offer_service.storage.redis.client import RedisBase, run_script
 from offer_service.storage.redis.keys import StoreKeys
@@ -32,6 +38,27 @@ class RedisSignals(RedisBase):
         if len(rows) > VISITOR_CHANGES_MAX:
             return VisitorChanges(cursor, None)
         return VisitorChanges(cursor, frozenset(fields[b"v"].decode() for _, fields in rows))
+
+    async def visitor_ids(
+        self, store_id: str, since_ms: int, page: str | None = None
+    ) -> VisitorIds | None:
+        k = StoreKeys(store_id)
+        cursor = None
+        if page is None:
+            # A store created before 'vstate' was kept may have visitors it does not list.
+            listed = await self._write("list visitors", lambda c: c.hget(k.record, "vlisted"))
+            if listed is None:
+                return None
+            changes = await self.visitor_changes(store_id, None)
+            cursor = None if changes is None else changes.cursor
+        # SCAN's promise is what the listing needs: every member present from its start to its
+        # end is returned (some maybe twice); members added meanwhile are in the change feed.
+        at, rows = await self._write(
+            "list visitors",
+            lambda c: c.zscan(k.visitor_ids, int(page or 0), count=VISITOR_IDS_PAGE),
+        )
+        ids = tuple(member.decode() for member, score in rows if score >= since_ms)
+        return VisitorIds(ids, str(at) if at else None, cursor)
 
     async def visitor_state(
         self, store_id: str, visitor_id: str | None, customer_id: str | None, since_ms: int

@@ -76,6 +76,7 @@ class RedisTenants(RedisBase):
             "baskets": "0",
             "pairs_gen": "0",
             "pairs_next": "0",
+            "vlisted": "1",
         }
         created = await self._script(
             "create a store", CREATE_STORE, [k.record, k.events], [GROUP, *flat(fields.items())]

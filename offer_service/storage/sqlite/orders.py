@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from functools import partial
 from typing import Any, cast
 
@@ -12,7 +12,13 @@ import orjson
 
 from offer_service.domain.orders import Order, OrderLine, OrderStatus, ProductReturn
 from offer_service.domain.records import ImportCounts
-from offer_service.storage.codec import basket, line_rows, load_lines, subjects
+from offer_service.storage.codec import (
+    basket,
+    line_rows,
+    load_lines,
+    subject_visitor,
+    subjects,
+)
 from offer_service.storage.sqlite.connection import (
     IN_IDS,
     SQLiteConnection,
@@ -35,6 +41,13 @@ ON CONFLICT (store_id, product_id) DO UPDATE SET baskets = baskets + excluded.ba
 _ADD_RETURNED = """
 INSERT INTO returned (store_id, subject, product_id, last_ms) VALUES (?, ?, ?, ?)
 ON CONFLICT (store_id, subject, product_id) DO UPDATE SET last_ms = MAX(last_ms, excluded.last_ms)
+"""
+
+# A purchase or return under a visitor's id is also a row of visitor_signals (kind 'purchase' or
+# 'return', no product; `visitor_state` reads neither kind): `visitor_changes` then names the
+# visitor to every process, as it does for a decline.
+_NOTE_VISITOR = """
+INSERT INTO visitor_signals (store_id, visitor_id, kind, product_id, at_ms) VALUES (?, ?, ?, '', ?)
 """
 
 _BASKETS_PAGE = """
@@ -83,6 +96,13 @@ def _add_purchases(conn: sqlite3.Connection, store_id: str, orders: Sequence[Ord
         "INSERT OR REPLACE INTO purchases (store_id, subject, products) VALUES (?, ?, ?)",
         [(store_id, subject, orjson.dumps(last)) for subject, last in bought.items()],
     )
+
+
+def _note_visitors(
+    conn: sqlite3.Connection, store_id: str, kind: str, visits: Iterable[tuple[str, int]]
+) -> None:
+    """List (visitor id, ms) pairs in the change feed as a purchase or a return."""
+    conn.executemany(_NOTE_VISITOR, [(store_id, v, kind, ms) for v, ms in dict(visits).items()])
 
 
 def add_bought_line(
@@ -170,6 +190,9 @@ def _record_orders(conn: sqlite3.Connection, store_id: str, orders: Sequence[Ord
         ],
     )
     _add_purchases(conn, store_id, orders)
+    _note_visitors(
+        conn, store_id, "purchase", ((o.visitor_id, o.placed_at_ms) for o in orders if o.visitor_id)
+    )
     baskets: Counter[str] = Counter()
     with_lines = 0
     for order in orders:
@@ -258,6 +281,8 @@ class SQLiteOrders(SQLiteConnection):
                     for product_id in ret.product_ids
                 )
             conn.executemany(_ADD_RETURNED, rows)
+            visits = ((subject_visitor(row[1]), row[3]) for row in rows)
+            _note_visitors(conn, store_id, "return", ((v, ms) for v, ms in visits if v))
             if recorded:
                 bump_version(conn, store_id)
             return recorded

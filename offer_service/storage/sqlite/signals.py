@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import sqlite3
+from functools import partial
 
 import orjson
 
-from offer_service.domain.records import EMPTY_VISITOR, SignalKind, VisitorChanges, VisitorState
+from offer_service.domain.records import (
+    EMPTY_VISITOR,
+    SignalKind,
+    VisitorChanges,
+    VisitorIds,
+    VisitorState,
+)
 from offer_service.storage.codec import customer_subject, visitor_subject
-from offer_service.storage.protocols import VISITOR_CHANGES_MAX
+from offer_service.storage.protocols import VISITOR_CHANGES_MAX, VISITOR_IDS_PAGE
 from offer_service.storage.sqlite.connection import SQLiteConnection
 
 # Everything `visitor_state` needs in one statement: the purchases of both subjects, their
@@ -25,6 +32,41 @@ SELECT kind, product_id, at_ms FROM visitor_signals
     WHERE store_id = :store AND visitor_id = :visitor_id
       AND (kind IN ('decline', 'accept') OR (kind IN ('impression', 'click') AND at_ms >= :since))
 """
+
+# A page of the visitor ids with state (`visitor_ids`), in id order after :after: each source's
+# first :n ids after it (each an index range read), merged. Purchases and returns are kept by
+# subject, 'v:<visitor id>'; every subject of a visitor sorts between 'v:' and 'v;'.
+_VISITOR_IDS = """
+SELECT visitor_id FROM (
+    SELECT DISTINCT visitor_id FROM visitor_signals
+    WHERE store_id = :store AND visitor_id > :after
+      AND (kind IN ('decline', 'accept') OR (kind IN ('impression', 'click') AND at_ms >= :since))
+    ORDER BY visitor_id LIMIT :n)
+UNION
+SELECT visitor_id FROM (
+    SELECT substr(subject, 3) AS visitor_id FROM purchases
+    WHERE store_id = :store AND subject > 'v:' || :after AND subject < 'v;'
+    ORDER BY subject LIMIT :n)
+UNION
+SELECT visitor_id FROM (
+    SELECT DISTINCT substr(subject, 3) AS visitor_id FROM returned
+    WHERE store_id = :store AND subject > 'v:' || :after AND subject < 'v;'
+    ORDER BY subject LIMIT :n)
+ORDER BY visitor_id LIMIT :n
+"""
+
+
+def _visitor_ids_page(
+    conn: sqlite3.Connection, store_id: str, since_ms: int, after: str | None
+) -> VisitorIds:
+    # The cursor first: whatever is written while the pages are read is listed after it.
+    cursor = None
+    if after is None:
+        ((last,),) = conn.execute("SELECT MAX(rowid) FROM visitor_signals").fetchall()
+        cursor = str(last or 0)
+    params = {"store": store_id, "after": after or "", "since": since_ms, "n": VISITOR_IDS_PAGE}
+    ids = tuple(v for (v,) in conn.execute(_VISITOR_IDS, params))
+    return VisitorIds(ids, ids[-1] if len(ids) == VISITOR_IDS_PAGE else None, cursor)
 
 
 class SQLiteSignals(SQLiteConnection):
@@ -92,6 +134,16 @@ class SQLiteSignals(SQLiteConnection):
             (since, top, store_id),
         )
         return VisitorChanges(str(top), frozenset(v for (v,) in rows))
+
+    async def visitor_ids(
+        self, store_id: str, since_ms: int, page: str | None = None
+    ) -> VisitorIds:
+        # Each page off the loop, as `iter_baskets` reads its pages: a large store's listing
+        # must not hold the requests.
+        return await self._on_writer(
+            "list visitors with state",
+            partial(_visitor_ids_page, store_id=store_id, since_ms=since_ms, after=page),
+        )
 
     async def record_visitor_signal(
         self, store_id: str, visitor_id: str, product_id: str, kind: SignalKind, at_ms: int

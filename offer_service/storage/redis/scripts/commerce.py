@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from offer_service.storage.redis.keys import LASTING_SCORE
 from offer_service.storage.redis.scripts import KEEP_LATEST, Script
+from offer_service.storage.redis.scripts.signals import MARK_VISITOR
 
 # KEYS: idempotency key. ARGV: fingerprint, owner, now ms, lease ms, ttl ms, expires ms.
 # The same owner claiming again (a retried call) gets its claim back.
@@ -157,6 +159,7 @@ COMPLETE_ACCEPT = Script(
     "complete_accept",
     _ACCEPT_VALUE
     + KEEP_LATEST
+    + MARK_VISITOR
     + """
 local acc, p, oid, product, now = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[5]
 local v = redis.call('HGET', acc, product)
@@ -173,6 +176,7 @@ else
   local ak = p .. 'vaccept:' .. ARGV[8]
   redis.call('SADD', ak, product)
   redis.call('EXPIRE', ak, ARGV[10])
+  mark_visitor(p, ARGV[8], 'LASTING')
 end
 redis.call('HSET', acc, product, 'charged|' .. now .. '|' .. held)
 redis.call('ZADD', p .. 'acclog', now, ARGV[9])
@@ -180,5 +184,5 @@ local member = string.match(ARGV[9], '^(%x* %x*) ')
 redis.call('ZREM', p .. 'chargesdue', member)
 redis.call('HDEL', p .. 'chargecalls', member)
 return 1
-""",
+""".replace("LASTING", LASTING_SCORE),
 )

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+from offer_service.storage.redis.keys import LASTING_SCORE
 from offer_service.storage.redis.scripts import KEEP_LATEST, Script
+from offer_service.storage.redis.scripts.signals import MARK_VISITOR
+
+# A purchase or return under a visitor's id ('v:<visitor>') gives that visitor a lasting state.
+_MARK_SUBJECT = (
+    MARK_VISITOR
+    + """
+local function mark_subject(p, subject)
+  if string.sub(subject, 1, 2) == 'v:' then mark_visitor(p, string.sub(subject, 3), 'LASTING') end
+end
+""".replace("LASTING", LASTING_SCORE)
+)
 
 # KEYS: record. ARGV: prefix, JSON [[id, order JSON, placed ms, [subjects], [product ids]], ...].
 # 1 per newly recorded order, 0 per duplicate (an order id already stored, or repeated).
 ADD_ORDERS = Script(
     "add_orders",
     KEEP_LATEST
+    + _MARK_SUBJECT
     + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('ERR unknown store') end
 local p = ARGV[1]
@@ -24,6 +37,7 @@ for i, o in ipairs(batch) do
     for _, subject in ipairs(o[4]) do
       local k = p .. 'bought:' .. subject
       for _, pid in ipairs(products) do keep_latest(k, pid, placed) end
+      mark_subject(p, subject)
     end
     if #products > 0 then with_lines = with_lines + 1 end
     for _, pid in ipairs(products) do baskets[pid] = (baskets[pid] or 0) + 1 end
@@ -50,6 +64,7 @@ return out
 ADD_RETURNS = Script(
     "add_returns",
     KEEP_LATEST
+    + _MARK_SUBJECT
     + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('ERR unknown store') end
 local p, n = ARGV[1], tonumber(ARGV[2])
@@ -63,6 +78,7 @@ for i = 0, n - 1 do
 end
 for j = base + 3 * n, #ARGV, 3 do
   keep_latest(p .. 'returned:' .. ARGV[j], ARGV[j + 1], ARGV[j + 2])
+  mark_subject(p, ARGV[j])
 end
 if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[1], 'version', 1) end
 return 1

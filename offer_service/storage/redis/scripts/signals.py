@@ -2,24 +2,46 @@
 
 from __future__ import annotations
 
-from offer_service.storage.redis.keys import VISITOR_CHANGES_KEPT
+from offer_service.storage.redis.keys import LASTING_SCORE, VISITOR_CHANGES_KEPT
 from offer_service.storage.redis.scripts import Script
 
-# Shared by the scripts that record what a visitor did with an offered product. Each visitor
-# signalled is also appended, once per script call, to the store's 'vchanged' stream (what
-# `visitor_changes` reads; kept to about VISITOR_CHANGES_KEPT entries).
-SIGNAL = """
+# Shared by every script that gives a visitor id state (signals, purchases and returns under
+# the visitor's id, one-click accepts): the visitor joins the store's 'vstate' sorted set
+# (what `visitor_ids` lists), scored by its last impression or click ms, or LASTING_SCORE once
+# it has a state that does not age (a decline, accept, purchase or return); and it is appended,
+# once per script call, to the store's 'vchanged' stream (what `visitor_changes` reads; kept to
+# about VISITOR_CHANGES_KEPT entries).
+MARK_VISITOR = """
 local changed = {}
+local function mark_visitor(p, visitor, score)
+  redis.call('ZADD', p .. 'vstate', 'GT', score, visitor)
+  if not changed[visitor] then
+    changed[visitor] = true
+    redis.call('XADD', p .. 'vchanged', 'MAXLEN', '~', KEPT, '*', 'v', visitor)
+  end
+end
+""".replace("KEPT", str(VISITOR_CHANGES_KEPT))
+
+# Records what a visitor did with an offered product. An impression also drops from 'vstate'
+# the visitors whose last impression or click is older than the longest frequency-cap window.
+SIGNAL = (
+    MARK_VISITOR
+    + """
 local function signal(p, visitor, kind, product, at, nonce, window, vttl)
   local k
+  local score = 'LASTING'
   if kind == 'impression' then
     k = p .. 'vimp:' .. visitor
     redis.call('ZADD', k, at, product .. '\\31' .. nonce)
-    redis.call('ZREMRANGEBYSCORE', k, '-inf', '(' .. (tonumber(at) - tonumber(window)))
+    local old = '(' .. (tonumber(at) - tonumber(window))
+    redis.call('ZREMRANGEBYSCORE', k, '-inf', old)
+    redis.call('ZREMRANGEBYSCORE', p .. 'vstate', '-inf', old)
+    score = at
   elseif kind == 'click' then
     k = p .. 'vclick:' .. visitor
     local cur = redis.call('HGET', k, product)
     if not cur or tonumber(cur) < tonumber(at) then redis.call('HSET', k, product, at) end
+    score = at
   elseif kind == 'decline' then
     k = p .. 'vdecline:' .. visitor
     redis.call('SADD', k, product)
@@ -30,12 +52,10 @@ local function signal(p, visitor, kind, product, at, nonce, window, vttl)
     return
   end
   redis.call('EXPIRE', k, vttl)
-  if not changed[visitor] then
-    changed[visitor] = true
-    redis.call('XADD', p .. 'vchanged', 'MAXLEN', '~', KEPT, '*', 'v', visitor)
-  end
+  mark_visitor(p, visitor, score)
 end
-""".replace("KEPT", str(VISITOR_CHANGES_KEPT))
+""".replace("LASTING", LASTING_SCORE)
+)
 
 
 # KEYS: any key of the visitor. ARGV: prefix, visitor, kind, product, at ms, nonce, window ms,
