@@ -18,7 +18,7 @@ from offer_service.storage.protocols import Store
 VISITOR_INDEX_REBUILD_S = 600.0
 # Ids added since the last build beyond which it is built again sooner (each costs a set entry).
 VISITOR_INDEX_ADDED_MAX = 50_000
-# After a failed build, the next one waits this long.
+# After a failed build, or the loss of the index, the next build waits this long.
 VISITOR_INDEX_RETRY_S = 5.0
 # The hashes are kept in 2**BUCKET_BITS sorted arrays by their top bits: each is sorted on its
 # own while a build yields to requests between them, and a lookup bisects one of them.
@@ -161,6 +161,9 @@ class VisitorIndexes:
         if slot.task is not None:
             slot.task.cancel()
             slot.task = None
+        # Built again after VISITOR_INDEX_RETRY_S: a feed that overflows at every read (more
+        # changes a poll than it lists) must not keep the store listing its visitors.
+        slot.failed_at = self._clock()
 
     async def _build(self, store_id: str, slot: _Slot, index: VisitorIndex) -> None:
         try:

@@ -14,6 +14,7 @@ import pytest
 from offer_service.domain.policy import StoreRules
 from offer_service.domain.records import EMPTY_VISITOR, StoreRecord, VisitorChanges, VisitorIds
 from offer_service.exceptions import StoreUnavailable
+from offer_service.serving import visitor_index
 from offer_service.serving import visitors as visitors_module
 from offer_service.serving.visitor_index import VisitorIndex, visitor_hash
 from offer_service.serving.visitors import INDEX, STORE, Visitors
@@ -195,6 +196,7 @@ async def test_after_the_feed_overflows_every_visitor_is_read_until_it_is_built_
     mine, theirs, record = shop
     visitors = await ready(mine, record.id)
     monkeypatch.setattr("offer_service.storage.sqlite.signals.VISITOR_CHANGES_MAX", 2)
+    monkeypatch.setattr(visitor_index, "VISITOR_INDEX_RETRY_S", 0.0)  # built again at once
     mine.listing.clear()  # the rebuild after the overflow waits
     for n in range(3):
         await theirs.record_visitor_signal(record.id, f"v{n}", "p", "decline", NOW)
