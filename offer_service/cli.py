@@ -367,6 +367,25 @@ async def _open_tenant(args: argparse.Namespace) -> tuple[Store, StoreRecord]:
     return store, record
 
 
+def cmd_stores_list_visitors(args: argparse.Namespace) -> int:
+    """`stores list-visitors`: fill the listing of a Redis store's visitors with a state (the
+    visitor index's source) for a store written before it was kept, once every process runs."""
+    from offer_service.storage.redis.store import RedisStore
+    from offer_service.types import now_ms
+
+    async def run() -> int:
+        store, record = await _open_tenant(args)
+        try:  # SQLite lists them from its tables: nothing to fill
+            if isinstance(store, RedisStore):
+                return await store.list_visitors(record.id, now_ms())
+            return 0
+        finally:
+            await store.close()
+
+    _print_json({"store_id": args.store, "visitors_added": asyncio.run(run())})
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from offer_service.serving.training import train_store
 
@@ -454,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long the old key keeps working (default 86400; 0 revokes it now)",
     )
     store_url(rotate)
+    listing = stores_sub.add_parser("list-visitors", help="list a Redis store's visitors")
+    listing.add_argument("--store", required=True, help="the store id")
+    store_url(listing)
 
     imp = sub.add_parser("import", help="import a catalog or orders file into a store")
     imp.add_argument("kind", choices=["catalog", "orders"])
@@ -562,6 +584,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "stores":
             if args.stores_command == "rotate-key":
                 return cmd_stores_rotate_key(args)
+            if args.stores_command == "list-visitors":
+                return cmd_stores_list_visitors(args)
             return cmd_stores_create(args)
         return COMMANDS[args.command](args)
     except StoreMissing as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -9,6 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from offer_service.storage.redis.keys import StoreKeys
+from tests.redis_servers import RedisServer, opened_redis
 
 CLI = [sys.executable, "-m", "offer_service.cli"]
 
@@ -192,6 +196,7 @@ def test_import_reports_every_bad_field_of_a_row(tmp_path: Path) -> None:
 READING_COMMANDS = [
     ["dashboard-url", "--store", "demo"],
     ["stores", "rotate-key", "--store", "demo", "--kind", "secret"],
+    ["stores", "list-visitors", "--store", "demo"],
     ["import", "catalog", "c.json", "--store", "demo"],
 ]
 
@@ -292,3 +297,37 @@ def test_serve_refuses_a_wrong_setting_in_one_line(
     assert r.returncode == 1
     assert r.stderr.startswith(f"error: {message}"), r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_list_visitors_fills_the_listing_of_a_redis_store_from_an_older_release(
+    tmp_path: Path,
+) -> None:
+    async def written_before_the_listing(url: str) -> str:
+        async with opened_redis(url) as store:
+            record = await store.create_store("Old")
+            await store.record_visitor_signal(record.id, "v1", "a", "decline", 1_000)
+            k = StoreKeys(record.id)
+            await store._do("forget the listing", "delete", k.visitor_ids)
+            await store._do("forget the listing", "hdel", k.record, "vlisted")
+            return record.id
+
+    async def listed(url: str, store_id: str) -> tuple[str, ...] | None:
+        async with opened_redis(url) as store:
+            page = await store.visitor_ids(store_id, 0)
+            return None if page is None else page.ids
+
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        store_id = asyncio.run(written_before_the_listing(server.url))
+        assert asyncio.run(listed(server.url, store_id)) is None
+
+        r = run(
+            "stores", "list-visitors", "--store", store_id, "--store-url", server.url, cwd=tmp_path
+        )
+
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout) == {"store_id": store_id, "visitors_added": 1}
+        assert asyncio.run(listed(server.url, store_id)) == ("v1",)
+    finally:
+        server.stop()

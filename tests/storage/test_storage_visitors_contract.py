@@ -10,6 +10,8 @@ from offer_service.domain.orders import OrderLine, ProductReturn
 from offer_service.domain.records import VisitorIds
 from offer_service.storage import protocols
 from offer_service.storage.protocols import Store
+from offer_service.storage.redis.keys import StoreKeys
+from offer_service.storage.redis.store import RedisStore
 from tests.storage.test_storage_commerce_contract import LEASE, NOW, event
 from tests.storage.test_storage_contract import new_store, order, product, store
 
@@ -146,3 +148,24 @@ async def test_the_change_feed_names_the_visitor_of_a_completed_accept(store: St
     assert "taker" in ids
     state = await store.visitor_state(record.id, "taker", None, NOW)
     assert state.accepted == {"b"} and "b" in state.purchased
+
+
+async def test_a_redis_store_from_before_the_listing_is_listed_once_filled(store: Store) -> None:
+    if not isinstance(store, RedisStore):
+        pytest.skip("SQLite lists visitors from the tables it always kept")
+    record = await new_store(store)
+    await store.upsert_products(record.id, [product("a")])
+    await store.record_visitor_signal(record.id, "declined", "a", "decline", NOW)
+    await store.record_visitor_signal(record.id, "shown", "a", "impression", NOW)
+    await store.add_orders(record.id, [order("o1", ["a"], customer="c", visitor="bought")])
+    await store.add_returns(record.id, [ProductReturn(("a",), NOW, order_id="o1")])
+    # As a release before the listing left the store: no 'vstate', no 'vlisted'.
+    k = StoreKeys(record.id)
+    await store._do("forget the listing", "delete", k.visitor_ids)
+    await store._do("forget the listing", "hdel", k.record, "vlisted")
+    assert await store.visitor_ids(record.id, NOW) is None  # its visitors are read as before
+
+    assert await store.list_visitors(record.id, NOW) == 3
+
+    _, ids = await listed(store, record.id, NOW - HOUR)
+    assert ids == {"declined", "shown", "bought"}

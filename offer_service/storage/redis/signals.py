@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 
 from offer_service.domain.records import (
@@ -14,8 +15,8 @@ from offer_service.domain.records import (
 from offer_service.storage.codec import subjects
 from offer_service.storage.protocols import VISITOR_CHANGES_MAX, VISITOR_IDS_PAGE
 from offer_service.storage.redis import keys
-from offer_service.storage.redis.client import RedisBase, run_script
-from offer_service.storage.redis.keys import StoreKeys
+from offer_service.storage.redis.client import Client, RedisBase, run_script
+from offer_service.storage.redis.keys import LASTING_SCORE, StoreKeys
 from offer_service.storage.redis.scripts.signals import RECORD_SIGNAL, VISITOR_STATE
 
 
@@ -59,6 +60,40 @@ class RedisSignals(RedisBase):
         )
         ids = tuple(member.decode() for member, score in rows if score >= since_ms)
         return VisitorIds(ids, str(at) if at else None, cursor)
+
+    async def list_visitors(self, store_id: str, now_ms: int) -> int:
+        """Fill the store's 'vstate' from its visitors' keys, then mark it complete: for a store
+        written by a release that did not keep it (run once every process runs this one). A
+        visitor with only impressions or clicks is scored `now_ms` (it leaves the listing 30 days
+        later at the latest). The number of visitors added."""
+        k = StoreKeys(store_id)
+        await self._require_store(k, store_id)
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", k.prefix)
+        families = {
+            "vdecline:": LASTING_SCORE,
+            "vaccept:": LASTING_SCORE,
+            "bought:v:": LASTING_SCORE,
+            "returned:v:": LASTING_SCORE,
+            "vimp:": str(now_ms),
+            "vclick:": str(now_ms),
+        }
+
+        async def fill(c: Client) -> int:
+            added = 0
+            for family, score in families.items():
+                start = len(k.prefix) + len(family)
+                batch: dict[str, str] = {}
+                async for key in c.scan_iter(match=pattern + family + "*", count=1000):
+                    batch[key.decode()[start:]] = score
+                    if len(batch) >= VISITOR_IDS_PAGE:
+                        added += await c.zadd(k.visitor_ids, batch, gt=True)
+                        batch = {}
+                if batch:
+                    added += await c.zadd(k.visitor_ids, batch, gt=True)
+            await c.hset(k.record, "vlisted", "1")
+            return added
+
+        return await self._write("list visitors", fill)
 
     async def visitor_state(
         self, store_id: str, visitor_id: str | None, customer_id: str | None, since_ms: int
