@@ -231,12 +231,15 @@ class Visitors:
         indexes = self.indexes
         if cursor is None or changes.visitors is None:
             # No cursor to ask from (the first time): what is held may predate any change.
-            self.forget(store_id)
+            self._drop(store_id)
             if indexes is not None and cursor is not None:
                 indexes.lost(store_id)  # visitors changed that no list names
         elif changes.visitors:
             self.forget(store_id, changes.visitors)
-        self._feeds[store_id] = Feed(changes.cursor, now, now)
+        # A write of this process's during the read (`follow_soon`) may not be in it.
+        pending = self._feeds.get(store_id)
+        asked = now if pending is None or pending.asked == now else pending.asked
+        self._feeds[store_id] = Feed(changes.cursor, asked, now)
         since = self._since.get(store_id)
         if indexes is not None and since is not None:
             # Built from after this read: every later change reaches it through `forget`.
@@ -256,17 +259,20 @@ class Visitors:
         answer)."""
         if visitor_ids is None:
             self.follow_soon(store_id)
-        else:
-            visitor_ids = list(visitor_ids)
-            if self.indexes is not None:
-                self.indexes.add(store_id, visitor_ids)
+            self._drop(store_id)
+            return
+        visitor_ids = list(visitor_ids)
+        if self.indexes is not None:
+            self.indexes.add(store_id, visitor_ids)
         by_visitor = self._held.get(store_id)
         if by_visitor is None:
-            return
-        if visitor_ids is None:
-            self._count -= len(by_visitor)
-            del self._held[store_id]
             return
         for visitor_id in visitor_ids:
             if by_visitor.pop(visitor_id, None) is not None:
                 self._count -= 1
+
+    def _drop(self, store_id: str) -> None:
+        """Drop every held state of the store."""
+        by_visitor = self._held.pop(store_id, None)
+        if by_visitor is not None:
+            self._count -= len(by_visitor)

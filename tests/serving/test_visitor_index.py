@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from offer_service.domain.orders import Order, OrderLine
 from offer_service.domain.policy import StoreRules
 from offer_service.domain.records import EMPTY_VISITOR, StoreRecord, VisitorChanges, VisitorIds
 from offer_service.exceptions import StoreUnavailable
@@ -33,6 +34,7 @@ class GatedStore(SQLiteStore):
     fail as a store that went down does."""
 
     listing: asyncio.Event
+    answering: asyncio.Event
     down = False
 
     async def visitor_ids(
@@ -44,7 +46,9 @@ class GatedStore(SQLiteStore):
     async def visitor_changes(self, store_id: str, after: str | None) -> VisitorChanges:
         if self.down:
             raise StoreUnavailable("down")
-        return await super().visitor_changes(store_id, after)
+        changes = await super().visitor_changes(store_id, after)
+        await self.answering.wait()  # read, and not yet answered
+        return changes
 
 
 @pytest.fixture
@@ -56,8 +60,9 @@ def anyio_backend() -> str:
 async def shop(tmp_path: Path) -> AsyncIterator[tuple[GatedStore, SQLiteStore, StoreRecord]]:
     """This process's store, another process's store on the same file, and a store record."""
     mine, theirs = GatedStore(str(tmp_path / "shop.db")), SQLiteStore(str(tmp_path / "shop.db"))
-    mine.listing = asyncio.Event()
+    mine.listing, mine.answering = asyncio.Event(), asyncio.Event()
     mine.listing.set()
+    mine.answering.set()
     await mine.open()
     await theirs.open()
     try:
@@ -71,6 +76,11 @@ async def shop(tmp_path: Path) -> AsyncIterator[tuple[GatedStore, SQLiteStore, S
 def poll_every_request(monkeypatch: pytest.MonkeyPatch) -> None:
     # Every `state` reads the change feed: what another process wrote is seen at once.
     monkeypatch.setattr(visitors_module, "VISITOR_POLL_S", 0.0)
+
+
+def order(order_id: str, products: list[str], visitor: str) -> Order:
+    lines = tuple(OrderLine(product_id=p, quantity=1, price=500) for p in products)
+    return Order(id=order_id, placed_at_ms=NOW, currency="USD", lines=lines, visitor_id=visitor)
 
 
 async def loaded(visitors: Visitors, store_id: str) -> VisitorIndex:
@@ -258,3 +268,25 @@ async def test_a_decline_or_event_of_this_process_is_listed_at_once(
     assert (await visitors.state(record.id, "decliner", None, RULES, 1, NOW)).declined == {"p"}
     assert await reads_of(visitors, record.id, "x") == 0
     assert await visitors.state(record.id, "y", None, RULES, 1, NOW) == EMPTY_VISITOR
+
+
+async def test_a_write_of_this_process_during_a_feed_read_is_read_before_the_next_answer(
+    shop: tuple[GatedStore, SQLiteStore, StoreRecord], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An order sent through this process names no visitor here: the change feed is read
+    before the next answer, even when a read in flight when it was written missed it."""
+    mine, _, record = shop
+    visitors = await ready(mine, record.id)
+    monkeypatch.setattr(visitors_module, "VISITOR_POLL_S", 60.0)  # read only when asked to
+    visitors.follow_soon(record.id)
+    mine.answering.clear()
+    in_flight = asyncio.create_task(visitors.state(record.id, "x", None, RULES, 1, NOW))
+    await asyncio.sleep(0.05)  # the feed is read; its answer waits
+    await mine.add_orders(record.id, [order("o1", ["p"], visitor="buyer")])
+    visitors.follow_soon(record.id)  # as Engine.changed does after an order
+    mine.answering.set()
+    await in_flight
+
+    state = await visitors.state(record.id, "buyer", None, RULES, 1, NOW)
+
+    assert set(state.purchased) == {"p"}
