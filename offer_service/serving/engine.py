@@ -91,10 +91,13 @@ class _VisitorEvents(GroupCommit):
     async def record_events(
         self, store_id: str, events: Sequence[StoredEvent], dedupe_since_ms: int
     ) -> list[bool]:
+        visitors = {e.visitor_id for e in events if e.visitor_id}
+        # Before too: a request served while the write commits must not take them as stateless.
+        self._forget(store_id, visitors)
         try:
             return await super().record_events(store_id, events, dedupe_since_ms)
         finally:
-            self._forget(store_id, {e.visitor_id for e in events if e.visitor_id})
+            self._forget(store_id, visitors)
 
 
 class Engine:
