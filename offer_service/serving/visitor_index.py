@@ -9,6 +9,7 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from hashlib import blake2b
+from itertools import chain
 
 from offer_service.exceptions import StoreError
 from offer_service.storage.protocols import Store
@@ -20,10 +21,12 @@ VISITOR_INDEX_REBUILD_S = 600.0
 VISITOR_INDEX_ADDED_MAX = 50_000
 # After a failed build, or the loss of the index, the next build waits this long.
 VISITOR_INDEX_RETRY_S = 5.0
-# The hashes are kept in 2**BUCKET_BITS sorted arrays by their top bits: each is sorted on its
-# own while a build yields to requests between them, and a lookup bisects one of them.
+# The hashes of a big store are kept in 2**BUCKET_BITS sorted arrays by their top bits: each is
+# sorted on its own while a build yields to requests between them, and a lookup bisects one of
+# them. Fewer than ONE_ARRAY_MAX are sorted into one array (a store with few visitors with a
+# state costs a few hundred bytes, not 256 arrays).
 BUCKET_BITS = 8
-_SHIFT = 64 - BUCKET_BITS
+ONE_ARRAY_MAX = 65_536
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +42,13 @@ class VisitorIndex:
     and the store's change feed). Ids are only ever added: a visitor listed whose state has
     gone costs one store read until the next build."""
 
-    __slots__ = ("_added", "_buckets", "built_at", "since_ms")
+    __slots__ = ("_added", "_buckets", "_shift", "built_at", "since_ms")
 
     def __init__(self, since_ms: int, built_at: float) -> None:
         """`since_ms`: the oldest impression or click the snapshot lists (the start of the
         frequency-cap window when it was built); `built_at`: monotonic seconds."""
         self._buckets: list[array[int]] = [array("Q") for _ in range(1 << BUCKET_BITS)]
+        self._shift = 64 - BUCKET_BITS  # a hash's bucket: its top bits
         self._added: set[int] = set()
         self.since_ms = since_ms
         self.built_at = built_at
@@ -53,7 +57,7 @@ class VisitorIndex:
         h = visitor_hash(visitor_id)
         if h in self._added:
             return True
-        bucket = self._buckets[h >> _SHIFT]
+        bucket = self._buckets[h >> self._shift]
         i = bisect_left(bucket, h)
         return i < len(bucket) and bucket[i] == h
 
@@ -71,13 +75,17 @@ class VisitorIndex:
 
     def extend(self, visitor_ids: Iterable[str]) -> None:
         """Part of the snapshot being built (unsorted until `seal`)."""
-        buckets = self._buckets
+        buckets, shift = self._buckets, self._shift
         for v in visitor_ids:
             h = visitor_hash(v)
-            buckets[h >> _SHIFT].append(h)
+            buckets[h >> shift].append(h)
 
     async def seal(self) -> None:
         """Sort the snapshot, one bucket at a time with requests served in between."""
+        if sum(len(b) for b in self._buckets) < ONE_ARRAY_MAX:
+            self._buckets = [array("Q", sorted(chain.from_iterable(self._buckets)))]
+            self._shift = 64  # every hash in the one array
+            return
         for i, bucket in enumerate(self._buckets):
             self._buckets[i] = array("Q", sorted(bucket))
             await asyncio.sleep(0)

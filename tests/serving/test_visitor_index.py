@@ -115,7 +115,12 @@ def test_visitor_hash_is_the_first_8_bytes_of_blake2b() -> None:
     assert all(0 <= h < 2**64 for h in hashes)
 
 
-async def test_an_index_lists_its_snapshot_and_what_was_added_since() -> None:
+@pytest.mark.parametrize("one_array_max", [visitor_index.ONE_ARRAY_MAX, 10])
+async def test_an_index_lists_its_snapshot_and_what_was_added_since(
+    one_array_max: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small (one sorted array) or large (an array per top byte of the hash)."""
+    monkeypatch.setattr(visitor_index, "ONE_ARRAY_MAX", one_array_max)
     index = VisitorIndex(since_ms=NOW - WINDOW, built_at=0.0)
     index.extend(f"v{n}" for n in range(2_000))
     await index.seal()
