@@ -12,6 +12,7 @@ from offer_service.storage import protocols
 from offer_service.storage.protocols import Store
 from offer_service.storage.redis.keys import StoreKeys
 from offer_service.storage.redis.store import RedisStore
+from offer_service.types import now_ms
 from tests.storage.test_storage_commerce_contract import LEASE, NOW, event
 from tests.storage.test_storage_contract import new_store, order, product, store
 
@@ -20,6 +21,7 @@ __all__ = ["store"]
 pytestmark = pytest.mark.anyio
 
 HOUR = 3_600_000
+DAY = 24 * HOUR
 
 
 async def listed(store: Store, store_id: str, since_ms: int) -> tuple[str | None, set[str]]:
@@ -169,3 +171,18 @@ async def test_a_redis_store_from_before_the_listing_is_listed_once_filled(store
 
     _, ids = await listed(store, record.id, NOW - HOUR)
     assert ids == {"declined", "shown", "bought"}
+
+
+async def test_an_impression_dated_ahead_drops_no_visitor_still_in_a_window(store: Store) -> None:
+    """A client's clock may run days ahead (events are taken within a week of the server's):
+    a visitor shown something 25 days ago stays listed for a 30-day frequency cap."""
+    record = await new_store(store)
+    now = now_ms()
+    await store.record_visitor_signal(record.id, "early", "a", "impression", now - 25 * DAY)
+    await store.record_visitor_signal(record.id, "ahead", "a", "impression", now + 6 * DAY)
+
+    _, ids = await listed(store, record.id, now - 30 * DAY)
+
+    assert ids == {"early", "ahead"}
+    state = await store.visitor_state(record.id, "early", None, now - 30 * DAY)
+    assert state.impressions == {"a": 1}

@@ -22,8 +22,9 @@ local function mark_visitor(p, visitor, score)
 end
 """.replace("KEPT", str(VISITOR_CHANGES_KEPT))
 
-# Records what a visitor did with an offered product. An impression also drops from 'vstate'
-# the visitors whose last impression or click is older than the longest frequency-cap window.
+# Records what a visitor did with an offered product. An impression also drops the visitor's
+# impressions, and from 'vstate' the visitors whose last impression or click is, older than the
+# longest frequency-cap window.
 SIGNAL = (
     MARK_VISITOR
     + """
@@ -33,7 +34,11 @@ local function signal(p, visitor, kind, product, at, nonce, window, vttl)
   if kind == 'impression' then
     k = p .. 'vimp:' .. visitor
     redis.call('ZADD', k, at, product .. '\\31' .. nonce)
-    local old = '(' .. (tonumber(at) - tonumber(window))
+    -- Never past Redis's clock: an event's own time may run days ahead (a client's clock),
+    -- and what it would trim could still be inside a frequency-cap window.
+    local now = redis.call('TIME')
+    local upto = math.min(tonumber(at), tonumber(now[1]) * 1000)
+    local old = '(' .. (upto - tonumber(window))
     redis.call('ZREMRANGEBYSCORE', k, '-inf', old)
     redis.call('ZREMRANGEBYSCORE', p .. 'vstate', '-inf', old)
     score = at
