@@ -42,6 +42,7 @@ import platform
 import random
 import re
 import shutil
+import signal
 import socket
 import sqlite3
 import statistics
@@ -1519,8 +1520,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # through main's `finally`: the servers are stopped
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop)
     if not args.dataset.exists():
         raise SystemExit(f"the data set is not at {args.dataset} (--dataset)")
     args.workdir.mkdir(parents=True, exist_ok=True)
