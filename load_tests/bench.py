@@ -41,6 +41,7 @@ import os
 import platform
 import random
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -122,6 +123,7 @@ class Load:
     bad_status: int  # answers >= 400
     accepted: int = 0  # events section: batches answered 202 with every event accepted
     server_cpu_s: float = 0.0  # CPU time the server process used during the run
+    client_cpu_s: float = 0.0  # CPU time the load generator used (warm-up excluded)
 
     @property
     def rps(self) -> float:
@@ -263,6 +265,12 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+
+def _children_cpu_s() -> float:
+    """CPU time of this process's children that have ended (wrk's, once it has)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -508,7 +516,9 @@ class Driver:
         try:
             command = ["taskset", "-c", self.cpu, self.wrk, "-t1", f"-c{connections}"]
             command += [f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", f.name, url]
+            before = _children_cpu_s()
             out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            client_cpu_s = _children_cpu_s() - before
         finally:
             os.unlink(f.name)
         match = re.search(r"^WRKJSON (.*)$", out, re.MULTILINE)
@@ -526,6 +536,7 @@ class Driver:
             errors=d["errors"],
             bad_status=d["status"],
             accepted=d["accepted"],
+            client_cpu_s=client_cpu_s,
         )
 
     def _locust(self, url: str, plan: Plan, seconds: float, connections: int) -> Load:
@@ -900,6 +911,7 @@ def run_offers_and_latency(b: Bench, sqlite_db: Path) -> tuple[Server, Warm, dic
             run = "service" if name == "real" else "service-best"
             key = "offers" if name == "real" else "offers_best"
             mine = loads[run]
+            generator_us = med(x.client_cpu_s * 1e6 / max(x.requests, 1) for x in mine)
             per_worker = (
                 f"; {med(s.rps for s in mine) / args.workers:,.0f} req/s per worker"
                 if args.workers > 1
@@ -913,7 +925,9 @@ def run_offers_and_latency(b: Bench, sqlite_db: Path) -> tuple[Server, Warm, dic
                     note=f"service {med(s.rps for s in mine):,.0f} req/s, "
                     f"bare {med(a.rps for a in loads['bare']):,.0f} req/s, "
                     f"{args.connections} connections; "
-                    f"errors {sum(x.errors + x.bad_status for x in mine)}{per_worker}",
+                    f"errors {sum(x.errors + x.bad_status for x in mine)}{per_worker}; "
+                    f"load generator's CPU {med(x.client_cpu_s / x.seconds for x in mine):.0%}"
+                    f" of a core ({generator_us:.0f} us per request)",
                 ),
                 {"bare": loads["bare"], run: mine},
             )
