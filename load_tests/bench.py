@@ -1403,7 +1403,9 @@ def machine(driver: Driver, args: argparse.Namespace) -> str:
     return (
         f"{os.cpu_count()} x {model}, Linux {platform.release()}, "
         f"Python {platform.python_version()}; {versions}\n"
-        f"servers: 1 uvicorn worker each ({flags}) on CPU {args.server_cpu}; "
+        f"servers: 1 uvicorn worker each ({flags}) on CPU {args.server_cpu}"
+        + (f" (the offers services: {args.workers} workers)" if args.workers > 1 else "")
+        + "; "
         f"load: {driver.name} on CPU {args.client_cpu}, -t1 -c{args.connections}; "
         f"offers and latency: {args.offers_rounds} and {args.latency_rounds} rounds interleaved, "
         f"{args.short_duration:g} s per run after {args.short_warmup:g} s warm-up; "
