@@ -1,15 +1,4 @@
-"""A serving process's long-lived objects kept out of full garbage collections (`gc.freeze`).
-
-A serving process holds a few hundred thousand long-lived objects (offer lists, products,
-visitors' state), replaced as its caches refresh. Python's full collection walks every one of
-them each time the long-lived ones have grown by a quarter: under a million distinct visitors,
-a pause of 250-750 ms every 20-40 s that every request in flight waits out, to find a few dozen
-unreachable objects. So whatever survives a collection of the middle generation is frozen
-(moved where no collection looks): full collections find next to nothing left to walk. Freezing
-keeps nothing alive (reference counting still frees a frozen object no longer used); only a
-cycle of frozen objects that becomes garbage waits, until the hourly thaw lets the next full
-collection walk everything once.
-"""
+"""A serving process's long-lived objects kept out of full garbage collections (`gc.freeze`)."""
 
 from __future__ import annotations
 
@@ -25,7 +14,17 @@ THAW_EVERY_S = 3600.0
 
 class Freezer:
     """A `gc.callbacks` entry: freezes the survivors of every collection of generation 1 or 2,
-    except between a thaw and the next full collection."""
+    except between a thaw and the next full collection.
+
+    A serving process holds a few hundred thousand long-lived objects (offer lists, products,
+    visitors' state), replaced as its caches refresh. Python's full collection walks every one
+    of them each time the long-lived ones have grown by a quarter: under a million distinct
+    visitors, a pause of 250-750 ms every 20-40 s that every request in flight waits out, to
+    find a few dozen unreachable objects. Frozen objects are in no generation, so full
+    collections find next to nothing left to walk. Freezing keeps nothing alive (reference
+    counting still frees a frozen object no longer used); only a cycle of frozen objects that
+    becomes garbage waits, until the hourly thaw lets the next full collection walk everything
+    once."""
 
     def __init__(
         self, *, thaw_every_s: float = THAW_EVERY_S, clock: Callable[[], float] = time.monotonic
