@@ -282,7 +282,7 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _children(pid: int) -> list[int]:
-    """Every live descendant of a process (uvicorn's workers, their helpers)."""
+    """Every live descendant of a process (uvicorn's workers and their children)."""
     found: list[int] = []
     with contextlib.suppress(OSError):
         for task in Path(f"/proc/{pid}/task").iterdir():
