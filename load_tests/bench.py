@@ -41,7 +41,9 @@ import os
 import platform
 import random
 import re
+import resource
 import shutil
+import signal
 import socket
 import sqlite3
 import statistics
@@ -63,6 +65,7 @@ ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT)]
 
 import synthetic  # noqa: E402 (sibling modules)
+import workload as wl  # noqa: E402
 from workload import DEFAULT_DATASET  # noqa: E402
 
 SECTIONS = ("offers", "latency", "redis", "events", "flat", "memory")
@@ -78,13 +81,23 @@ EVENTS_PER_BATCH = 20
 HOT_PRODUCTS = 200
 VISITORS = 1000
 REAL_CACHE_VERSION = 1
+SEEDED_CACHE_VERSION = 1
+# A seeded store older than this is seeded again: its impressions would have left the window.
+SEEDED_MAX_AGE_S = 86_400
+# Requests the Locust fallback replays of the real-traffic model (it sends a list of paths).
+LOCUST_TRAFFIC_PATHS = 200_000
 
 TARGETS = {
     "offers": (">=", 0.65),
     "offers_cpu": (">=", 0.65),
+    "offers_best": (">=", 0.65),
+    "offers_best_cpu": (">=", 0.65),
     "latency": ("<=", 2.0),
+    "latency_best": ("<=", 2.0),
     "redis": (">=", 0.6),
     "redis_cpu": (">=", 0.6),
+    "redis_best": (">=", 0.6),
+    "redis_best_cpu": (">=", 0.6),
     "events": (">=", 20_000),
     "events_cpu": (">=", 20_000),
     "flat_warm": ("<=", 1.2),
@@ -110,6 +123,7 @@ class Load:
     bad_status: int  # answers >= 400
     accepted: int = 0  # events section: batches answered 202 with every event accepted
     server_cpu_s: float = 0.0  # CPU time the server process used during the run
+    client_cpu_s: float = 0.0  # CPU time the load generator used (warm-up excluded)
 
     @property
     def rps(self) -> float:
@@ -192,12 +206,22 @@ def free_port() -> int:
 class Server:
     """One uvicorn process, pinned to a core."""
 
-    def __init__(self, name: str, app: str, env: dict[str, str], cpu: str, log_dir: Path) -> None:
+    def __init__(
+        self, name: str, app: str, env: dict[str, str], cpu: str, log_dir: Path, workers: int = 1
+    ) -> None:
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        command = ["taskset", "-c", cpu, sys.executable, "-m", "uvicorn", app, "--factory"]
-        command += ["--host", "127.0.0.1", "--port", str(self.port), *UVICORN_FLAGS]
+        self.workers = workers
+        if workers > 1:
+            # Several workers as a deployment starts them: `offer-service serve --workers N`
+            # (its supervisor shares /metrics between them).
+            command = ["taskset", "-c", cpu, sys.executable, "-m", "offer_service.cli", "serve"]
+            command += ["--workers", str(workers)]
+        else:
+            command = ["taskset", "-c", cpu, sys.executable, "-m", "uvicorn", app, "--factory"]
+            command += UVICORN_FLAGS
+        command += ["--host", "127.0.0.1", "--port", str(self.port)]
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
@@ -221,9 +245,9 @@ class Server:
         return self.proc.pid
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the process so far (all its threads)."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time so far of the process and of its worker processes (all
+        their threads)."""
+        return sum(_cpu_seconds(pid) for pid in (self.pid, *_children(self.pid)))
 
     def rss_mb(self, field: str = "VmRSS") -> float:
         """Resident size in MB: all of it (VmRSS), or the process's own memory (RssAnon), or
@@ -241,6 +265,30 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+
+def _children_cpu_s() -> float:
+    """CPU time of this process's children that have ended (wrk's, once it has)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # gone meanwhile
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    """Every live descendant of a process (uvicorn's workers and their children)."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                found += [int(child), *_children(int(child))]
+    return found
 
 
 def get(url: str, timeout: float = 30.0) -> tuple[int, bytes]:
@@ -307,9 +355,14 @@ class Plan:
     events_key: str = ""
     tokens: tuple[str, ...] = ()
     visitors: int = 5000
+    # Real traffic's shape, generated per request (see RealTraffic) instead of `paths`.
+    traffic: RealTraffic | None = None
 
     def lua(self, connections: int) -> str:
-        script = self._lua_events() if self.events_key else self._lua_get()
+        if self.traffic is not None:
+            script = self.traffic.lua()
+        else:
+            script = self._lua_events() if self.events_key else self._lua_get()
         if self.rate:
             mean_ms = connections * 1000.0 / self.rate
             script += (
@@ -370,6 +423,74 @@ end
 """
 
 
+@dataclass(frozen=True, slots=True)
+class RealTraffic:
+    """GET /v1/offers as real storefront traffic asks (workload.Traffic): each request a page
+    view of one of `traffic.sessions` open sessions, its visitor out of `traffic.population`;
+    a product page of a product drawn by real popularity over the whole catalog (`products`,
+    `cumulative` weights), or with `cart_share` a cart of 1-3 items of a real basket (`carts`).
+    wrk's Lua draws each request (a binary search of the weights), so no list of paths repeats."""
+
+    key: str
+    products: tuple[str, ...]  # URL-quoted
+    cumulative: tuple[int, ...]
+    traffic: wl.Traffic
+    carts: tuple[str, ...] = ()  # URL-quoted, comma-joined items
+    cart_share: float = 0.0
+
+    def lua(self) -> str:
+        t = self.traffic
+        return f"""
+local products = {_lua_list(self.products)}
+local cum = {{{",".join(map(str, self.cumulative))}}}
+local carts = {_lua_list(self.carts)}
+local np, nc, total = #products, #carts, cum[#cum]
+local pop, nsess, views, share = {t.population}, {t.sessions}, {t.views}, {self.cart_share}
+local page = "/v1/offers?key={self.key}&surface=product_page&limit={OFFERS_LIMIT}&product_id="
+local cart = "/v1/offers?key={self.key}&surface=cart&items="
+local who = "&visitor_id={t.prefix}"
+local r = math.random
+local sessions = {{}}
+function init(args)
+  math.randomseed(os.time() + math.floor(os.clock() * 1e6))
+  for k = 1, nsess do sessions[k] = r(0, pop - 1) end
+end
+local function product()
+  local x, lo, hi = r() * total, 1, np
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if cum[mid] < x then lo = mid + 1 else hi = mid end
+  end
+  return products[lo]
+end
+function request()
+  local slot = r(nsess)
+  local v = sessions[slot]
+  if r() * views < 1 then sessions[slot] = r(0, pop - 1) end
+  if nc > 0 and r() < share then
+    return wrk.format("GET", cart .. carts[r(nc)] .. who .. v)
+  end
+  return wrk.format("GET", page .. product() .. who .. v)
+end
+"""
+
+    def paths(self, n: int, seed: int = 7) -> tuple[str, ...]:
+        """`n` requests of the same model, for a generator that replays a list (Locust)."""
+        rng = random.Random(seed)
+        sessions = wl.Sessions(self.traffic, rng)
+        page = f"/v1/offers?key={self.key}&surface=product_page&limit={OFFERS_LIMIT}&product_id="
+        cart = f"/v1/offers?key={self.key}&surface=cart&items="
+        out = []
+        for _ in range(n):
+            visitor = sessions.next_visitor()
+            if self.carts and rng.random() < self.cart_share:
+                out.append(f"{cart}{rng.choice(self.carts)}&visitor_id={visitor}")
+            else:
+                pick = rng.choices(self.products, cum_weights=self.cumulative, k=1)[0]
+                out.append(f"{page}{pick}&visitor_id={visitor}")
+        return tuple(out)
+
+
 class Driver:
     """Runs load against a URL: wrk with a generated Lua script, or Locust's fast client."""
 
@@ -395,7 +516,9 @@ class Driver:
         try:
             command = ["taskset", "-c", self.cpu, self.wrk, "-t1", f"-c{connections}"]
             command += [f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", f.name, url]
+            before = _children_cpu_s()
             out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            client_cpu_s = _children_cpu_s() - before
         finally:
             os.unlink(f.name)
         match = re.search(r"^WRKJSON (.*)$", out, re.MULTILINE)
@@ -413,11 +536,14 @@ class Driver:
             errors=d["errors"],
             bad_status=d["status"],
             accepted=d["accepted"],
+            client_cpu_s=client_cpu_s,
         )
 
     def _locust(self, url: str, plan: Plan, seconds: float, connections: int) -> Load:
         """The fallback: Locust's FastHttpUser sending the same requests (locust_driver.py)."""
         spec = self.workdir / "locust_plan.json"
+        if plan.traffic is not None:
+            plan = replace(plan, paths=plan.traffic.paths(LOCUST_TRAFFIC_PATHS), traffic=None)
         spec.write_text(json.dumps(asdict(plan)))
         command = ["taskset", "-c", self.cpu, sys.executable, str(HERE / "locust_driver.py")]
         command += ["--host", url, "--plan", str(spec), "--users", str(connections)]
@@ -455,6 +581,63 @@ def real_store_db(workdir: Path, dataset: Path) -> Path:
     synthetic._checkpoint(building)
     building.replace(db)
     return db
+
+
+def seeded_store_db(workdir: Path, dataset: Path, traffic: wl.Traffic) -> Path:
+    """The real store with the history of every stateful visitor of `traffic` (workload.
+    seed_history), built from `real_store_db` and cached for a day."""
+    real = real_store_db(workdir, dataset)
+    key = f"{traffic.population}-{traffic.stateful_every}-{traffic.prefix}"
+    db = workdir / f"{real.stem}-seeded-v{SEEDED_CACHE_VERSION}-{key}.db"
+    if db.exists() and time.time() - db.stat().st_mtime < SEEDED_MAX_AGE_S:
+        return db
+    from offer_service.storage.sqlite.store import SQLiteStore
+
+    print(f"seeding visitor history into {db} (once a day)", file=sys.stderr, flush=True)
+    building = db.with_suffix(".building.db")
+    for leftover in workdir.glob(building.name + "*"):
+        leftover.unlink()
+    shutil.copyfile(real, building)
+
+    async def seed() -> dict[str, int]:
+        store = SQLiteStore(str(building))
+        await store.open()
+        try:
+            return await seed_visitors(store, dataset, traffic)
+        finally:
+            await store.close()
+
+    print(f"  {asyncio.run(seed())}", file=sys.stderr, flush=True)
+    synthetic._checkpoint(building)
+    building.replace(db)
+    return db
+
+
+async def seed_visitors(store: Any, dataset: Path, traffic: wl.Traffic) -> dict[str, int]:
+    picker = wl.Picker(wl.from_dataset(dataset), random.Random(5))
+    return await wl.seed_history(store, synthetic.KEYS.store_id, traffic, picker)
+
+
+def real_traffic(dataset: Path, traffic: wl.Traffic, cart_share: float) -> RealTraffic:
+    """The real-traffic requests of the bench store: every product of the data set's orders
+    (whether or not it answers 4 offers), weighted by the baskets holding it."""
+    from urllib.parse import quote
+
+    workload = wl.from_dataset(dataset)
+    cumulative, total = [], 0
+    for weight in workload.weights:
+        total += max(weight, 1)
+        cumulative.append(total)
+    picker = wl.Picker(workload, random.Random(3))
+    carts = [",".join(quote(i, safe="") for i in picker.cart()) for _ in range(20_000)]
+    return RealTraffic(
+        key=synthetic.KEYS.publishable_key,
+        products=tuple(quote(p, safe="") for p in workload.products),
+        cumulative=tuple(cumulative),
+        traffic=traffic,
+        carts=tuple(carts) if cart_share else (),
+        cart_share=cart_share,
+    )
 
 
 def fresh_copy(db: Path, run_dir: Path, name: str) -> Path:
@@ -568,6 +751,8 @@ class Bench:
     args: argparse.Namespace
     driver: Driver
     run_dir: Path
+    traffic: wl.Traffic
+    real: RealTraffic
     rows: list[Row] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
     servers: list[Server] = field(default_factory=list)
@@ -584,8 +769,8 @@ class Bench:
             busy = cpu_busy(2.0)
         self.background.append(busy)
 
-    def server(self, name: str, app: str, env: dict[str, str]) -> Server:
-        s = Server(name, app, env, self.args.server_cpu, self.run_dir)
+    def server(self, name: str, app: str, env: dict[str, str], workers: int = 1) -> Server:
+        s = Server(name, app, env, self.args.server_cpu, self.run_dir, workers)
         self.servers.append(s)
         return s
 
@@ -647,119 +832,182 @@ class Bench:
             }
 
 
-def run_offers_and_latency(b: Bench, sqlite_db: Path) -> tuple[Server, Warm]:
+def warm_real(b: Bench, svc: Server, plan: Plan) -> None:
+    """Real traffic for --real-warmup s before the first measured run, as a process that has
+    served a while: each product's offer list prepared once, the learner's first load done."""
+    print(f"warming {svc.name} with real traffic for {b.args.real_warmup:g} s", file=sys.stderr)
+    load = b.driver.run(svc.url, plan, b.args.real_warmup)
+    b.notes.append(
+        f"{svc.name} warmed with {load.requests:,} real-traffic requests "
+        f"({b.args.real_warmup:g} s, p99 {load.p99_ms:,.0f} ms)"
+    )
+
+
+# The two workloads every throughput and latency comparison runs: real traffic's shape and the
+# best case (a warm cache, 1,000 visitors asking about 200 best sellers again and again).
+WORKLOADS = {"real": "real traffic", "best": "best case, warm cache"}
+
+
+def run_offers_and_latency(b: Bench, sqlite_db: Path) -> tuple[Server, Warm, dict[str, Plan]]:
+    """Both workloads against one bare endpoint, each on a service of its own (the same store,
+    two copies), all interleaved round by round. Returns the real-traffic service, the warm
+    paths and the plan of each workload."""
     args = b.args
-    svc = b.server("service-sqlite", SERVICE_APP, {"OFFER_STORE_URL": f"sqlite:///{sqlite_db}"})
-    warm = warm_up(svc, best_sellers(f"sqlite:///{sqlite_db}", HOT_PRODUCTS * 2), HOT_PRODUCTS)
+    best_db = fresh_copy(sqlite_db, b.run_dir, "retail-best.db")
+    svc = b.server(
+        "service-sqlite",
+        SERVICE_APP,
+        {"OFFER_STORE_URL": f"sqlite:///{sqlite_db}"},
+        workers=args.workers,
+    )
+    svc_best = b.server(
+        "service-sqlite-best",
+        SERVICE_APP,
+        {"OFFER_STORE_URL": f"sqlite:///{best_db}"},
+        workers=args.workers,
+    )
+    warm = warm_up(svc_best, best_sellers(f"sqlite:///{best_db}", HOT_PRODUCTS * 2), HOT_PRODUCTS)
     payload = b.run_dir / "bare_payload.json"
     payload.write_bytes(warm.answer)
     # The same response: the service's headers too (a fresh request id on each, as it gives).
     headers = b.run_dir / "bare_headers.json"
     headers.write_bytes(json.dumps(warm.headers).encode())
     b.raw["answer_bytes"] = len(warm.answer)
+    traffic = b.traffic
     b.notes.append(
-        f"warm answer: product_page, {OFFERS_LIMIT} offers, {len(warm.answer):,} bytes; "
-        f"{len(warm.products)} products x {len(warm.visitors)} visitors"
+        f"bare answer: product_page, {OFFERS_LIMIT} offers, {len(warm.answer):,} bytes. "
+        f"Real traffic: sessions of visitors out of {traffic.population:,}, "
+        f"{traffic.sessions:,} open, {traffic.views:g} page views each on average; 1 visitor in "
+        f"{traffic.stateful_every} with history; products by popularity over all "
+        f"{len(b.real.products):,} ordered products; carts {b.real.cart_share:.0%}. "
+        f"Best case: {len(warm.products)} products x {len(warm.visitors)} visitors"
+        + (
+            f"; services with {args.workers} workers on CPU {args.server_cpu}"
+            if args.workers > 1
+            else ""
+        )
     )
     bare = b.server("bare", BARE_APP, {"BARE_PAYLOAD": str(payload), "BARE_HEADERS": str(headers)})
-    script = Plan(tuple(warm.paths))
+    plans = {"real": Plan(traffic=b.real), "best": Plan(tuple(warm.paths))}
+    services = {"real": svc, "best": svc_best}
+    warm_real(b, svc, plans["real"])
     if "offers" in args.only:
         # For the record: the same body without the service's headers (what the ratio would
         # be if the headers' own cost were counted as the service's work).
         body_only = b.server("bare-body", BARE_APP, {"BARE_PAYLOAD": str(payload)})
-        print("offers: warm-cache throughput, service vs bare", file=sys.stderr)
+        print("offers: throughput, service vs bare, both workloads", file=sys.stderr)
         loads = b.interleave(
             {
-                "bare": b.closed(bare, script, short=True),
-                "service": b.closed(svc, script, short=True),
-                "bare-body": b.closed(body_only, script, short=True),
+                "bare": b.closed(bare, plans["best"], short=True),
+                "service": b.closed(svc, plans["real"], short=True),
+                "service-best": b.closed(svc_best, plans["best"], short=True),
+                "bare-body": b.closed(body_only, plans["best"], short=True),
             },
             args.offers_rounds,
         )
         b.stop(body_only)
-        ratios = [s.rps / a.rps for s, a in zip(loads["service"], loads["bare"], strict=True)]
-        b.add(
-            Row(
-                "offers",
-                "offers throughput / bare, warm cache",
-                ratios,
-                note=f"service {statistics.median(s.rps for s in loads['service']):,.0f} req/s, "
-                f"bare {statistics.median(a.rps for a in loads['bare']):,.0f} req/s, "
-                f"{args.connections} connections; "
-                f"errors {sum(x.errors + x.bad_status for x in loads['service'])}",
-            ),
-            loads,
-        )
-        b.add(
-            Row(
-                "offers_cpu",
-                "  same, by server CPU time per request (bare / service)",
-                [a.cpu_us / s.cpu_us for s, a in zip(loads["service"], loads["bare"], strict=True)],
-                note=f"service {statistics.median(s.cpu_us for s in loads['service']):,.0f} us, "
-                f"bare {statistics.median(a.cpu_us for a in loads['bare']):,.0f} us of CPU per "
-                "request: the throughput ratio on a dedicated core, robust to other processes",
+        med = statistics.median
+        for name, label in WORKLOADS.items():
+            run = "service" if name == "real" else "service-best"
+            key = "offers" if name == "real" else "offers_best"
+            mine = loads[run]
+            generator_us = med(x.client_cpu_s * 1e6 / max(x.requests, 1) for x in mine)
+            per_worker = (
+                f"; {med(s.rps for s in mine) / args.workers:,.0f} req/s per worker"
+                if args.workers > 1
+                else ""
             )
-        )
-        pairs = list(zip(loads["service"], loads["bare-body"], loads["bare"], strict=True))
+            b.add(
+                Row(
+                    key,
+                    f"offers throughput / bare, {label}",
+                    [s.rps / a.rps for s, a in zip(mine, loads["bare"], strict=True)],
+                    note=f"service {med(s.rps for s in mine):,.0f} req/s, "
+                    f"bare {med(a.rps for a in loads['bare']):,.0f} req/s, "
+                    f"{args.connections} connections; "
+                    f"errors {sum(x.errors + x.bad_status for x in mine)}{per_worker}; "
+                    f"load generator's CPU {med(x.client_cpu_s / x.seconds for x in mine):.0%}"
+                    f" of a core ({generator_us:.0f} us per request)",
+                ),
+                {"bare": loads["bare"], run: mine},
+            )
+            b.add(
+                Row(
+                    key + "_cpu",
+                    "  same, by server CPU time per request (bare / service)",
+                    [a.cpu_us / s.cpu_us for s, a in zip(mine, loads["bare"], strict=True)],
+                    note=f"service {med(s.cpu_us for s in mine):,.0f} us, "
+                    f"bare {med(a.cpu_us for a in loads['bare']):,.0f} us of CPU per request",
+                )
+            )
+        pairs = list(zip(loads["service-best"], loads["bare-body"], loads["bare"], strict=True))
         b.add(
             Row(
                 "offers_body_only",
-                "  same, vs a bare endpoint sending the body alone",
+                "  best case vs a bare endpoint sending the body alone",
                 [s.rps / body.rps for s, body, _ in pairs],
-                note=f"bare-body {statistics.median(x.rps for x in loads['bare-body']):,.0f} "
+                note=f"bare-body {med(x.rps for x in loads['bare-body']):,.0f} "
                 f"req/s; the service's {len(warm.headers)} headers cost the bare endpoint "
-                f"{statistics.median(a.cpu_us - body.cpu_us for _, body, a in pairs):.0f} us "
+                f"{med(a.cpu_us - body.cpu_us for _, body, a in pairs):.0f} us "
                 "of CPU per request (no target: for the record)",
             )
         )
         if args.profile:
-            profile(b, svc, script)
+            profile(b, svc, plans["real"], "offers-real")
+            profile(b, svc_best, plans["best"])
     if "latency" in args.only:
-        run_latency(b, bare, svc, script)
+        run_latency(b, bare, services, plans)
     b.stop(bare)
-    return svc, warm
+    b.stop(svc_best)
+    return svc, warm, plans
 
 
-def run_latency(b: Bench, bare: Server, svc: Server, script: Plan) -> None:
-    """p99 of both at half the bare endpoint's maximum rate. The maximum is measured again at
-    the start of each round: this machine's speed drifts over minutes, and a rate taken from
-    an earlier, faster spell would ask more than half of what the bare endpoint can do now."""
+def run_latency(
+    b: Bench, bare: Server, services: dict[str, Server], plans: dict[str, Plan]
+) -> None:
+    """p99 at half the bare endpoint's maximum rate, of the bare endpoint and of the service
+    under each workload. The maximum is measured again at the start of each round: this
+    machine's speed drifts over minutes, and a rate taken from an earlier, faster spell would
+    ask more than half of what the bare endpoint can do now."""
     args = b.args
-    print(
-        "latency: p99 at half the bare maximum (measured first in each round)",
-        file=sys.stderr,
-    )
-    loads: dict[str, list[Load]] = {"bare max": [], "bare": [], "service": []}
-    servers = {"bare": bare, "service": svc}
+    print("latency: p99 at half the bare maximum (measured first in each round)", file=sys.stderr)
+    loads: dict[str, list[Load]] = {"bare max": [], "bare": [], "real": [], "best": []}
     rates: list[float] = []
-    paced = script
     for r in range(args.latency_rounds):
-        top = b.closed(bare, script, short=True)()
+        top = b.closed(bare, plans["best"], short=True)()
         b.report(r, "bare max", top)
         loads["bare max"].append(top)
         rates.append(top.rps / 2)
-        paced = replace(script, rate=rates[-1])
-        for name in ("bare", "service") if r % 2 == 0 else ("service", "bare"):
-            load = b.closed(servers[name], paced, short=True)()
+        runs = {
+            "bare": (bare, plans["best"]),
+            "real": (services["real"], plans["real"]),
+            "best": (services["best"], plans["best"]),
+        }
+        order = list(runs) if r % 2 == 0 else list(runs)[::-1]
+        for name in order:
+            server, plan = runs[name]
+            load = b.closed(server, replace(plan, rate=rates[-1]), short=True)()
             b.report(r, name, load)
             loads[name].append(load)
-    ratios = [s.p99_ms / a.p99_ms for s, a in zip(loads["service"], loads["bare"], strict=True)]
     med = statistics.median
-    b.add(
-        Row(
-            "latency",
-            f"p99 at half bare max ({med(rates):,.0f} req/s) / bare p99",
-            ratios,
-            note=f"service p99 {med(s.p99_ms for s in loads['service']):.2f} ms at "
-            f"{med(s.rps for s in loads['service']):,.0f} req/s; bare p99 "
-            f"{med(a.p99_ms for a in loads['bare']):.2f} ms at "
-            f"{med(a.rps for a in loads['bare']):,.0f} req/s; {len(rates)} rounds, each at "
-            f"half its own bare maximum ({min(rates):,.0f}-{max(rates):,.0f} req/s)",
-        ),
-        loads,
-    )
+    for name, label in WORKLOADS.items():
+        b.add(
+            Row(
+                "latency" if name == "real" else "latency_best",
+                f"p99 at half bare max / bare p99, {label}",
+                [s.p99_ms / a.p99_ms for s, a in zip(loads[name], loads["bare"], strict=True)],
+                note=f"service p99 {med(s.p99_ms for s in loads[name]):.2f} ms "
+                f"(p99.9 {med(s.p999_ms for s in loads[name]):.2f}, max "
+                f"{max(s.max_ms for s in loads[name]):.1f}) at "
+                f"{med(s.rps for s in loads[name]):,.0f} req/s; bare p99 "
+                f"{med(a.p99_ms for a in loads['bare']):.2f} ms at "
+                f"{med(a.rps for a in loads['bare']):,.0f} req/s; {len(rates)} rounds, each at "
+                f"half its own bare maximum ({min(rates):,.0f}-{max(rates):,.0f} req/s)",
+            ),
+            {"bare": loads["bare"], "bare max": loads["bare max"], name: loads[name]},
+        )
     if args.profile:
-        profile(b, svc, paced, "latency")
+        profile(b, services["real"], replace(plans["real"], rate=med(rates)), "latency-real")
 
 
 RAW_TO = ("-f", "raw", "-o")
@@ -841,11 +1089,13 @@ def summarise_profile(path: Path, cpu_us: float, rps: float, top: int = 25) -> s
 REDIS_FLAGS = ("--save", "", "--appendonly", "no")
 
 
-def run_redis(b: Bench, sqlite_svc: Server, sqlite_warm: Warm, dataset: Path) -> Server | None:
+def run_redis(
+    b: Bench, sqlite_svc: Server, sqlite_warm: Warm, plans: dict[str, Plan], dataset: Path
+) -> None:
     reason = redis_missing()
     if reason:
-        b.add(Row("redis", "offers on Redis / warm SQLite", skipped=reason))
-        return None
+        b.add(Row("redis", "offers on Redis / SQLite", skipped=reason))
+        return
     port = free_port()
     redis_dir = b.run_dir / "redis"
     redis_dir.mkdir(exist_ok=True)
@@ -859,7 +1109,11 @@ def run_redis(b: Bench, sqlite_svc: Server, sqlite_warm: Warm, dataset: Path) ->
     try:
         url = f"redis://127.0.0.1:{port}/0"
         _wait_port(port)
-        print("redis: importing the data set through the Store API", file=sys.stderr, flush=True)
+        print(
+            "redis: importing the data set and the visitors' history through the Store API",
+            file=sys.stderr,
+            flush=True,
+        )
         from offer_service.storage import open_store
 
         async def load() -> None:
@@ -867,47 +1121,57 @@ def run_redis(b: Bench, sqlite_svc: Server, sqlite_warm: Warm, dataset: Path) ->
             await store.open()
             try:
                 await synthetic.import_real(store, dataset)
+                await seed_visitors(store, dataset, b.traffic)
             finally:
                 await store.close()
 
         asyncio.run(load())
         svc = b.server("service-redis", SERVICE_APP, {"OFFER_STORE_URL": url})
         warm = warm_up(svc, sqlite_warm.products, HOT_PRODUCTS)
-        script = Plan(tuple(sqlite_warm.paths))
-        print("redis: warm-cache throughput, Redis vs SQLite backend", file=sys.stderr)
+        warm_real(b, svc, plans["real"])
+        print("redis: throughput, Redis vs SQLite backend, both workloads", file=sys.stderr)
         loads = b.interleave(
-            {"sqlite": b.closed(sqlite_svc, script), "redis": b.closed(svc, script)},
+            {
+                "sqlite": b.closed(sqlite_svc, plans["real"]),
+                "redis": b.closed(svc, plans["real"]),
+                "sqlite-best": b.closed(sqlite_svc, plans["best"]),
+                "redis-best": b.closed(svc, plans["best"]),
+            },
             b.args.rounds,
         )
-        ratios = [r.rps / s.rps for r, s in zip(loads["redis"], loads["sqlite"], strict=True)]
-        b.add(
-            Row(
-                "redis",
-                "offers on Redis / warm SQLite",
-                ratios,
-                note=f"redis {statistics.median(r.rps for r in loads['redis']):,.0f} req/s; "
-                f"redis-server on CPU {b.args.client_cpu} with the load generator; "
-                f"{len(warm.products)} products answer {OFFERS_LIMIT} offers on both",
-            ),
-            loads,
-        )
-        b.add(
-            Row(
-                "redis_cpu",
-                "  same, by service CPU time per request (SQLite / Redis)",
-                [s.cpu_us / r.cpu_us for r, s in zip(loads["redis"], loads["sqlite"], strict=True)],
-                note=f"redis {statistics.median(r.cpu_us for r in loads['redis']):,.0f} us, "
-                f"sqlite {statistics.median(s.cpu_us for s in loads['sqlite']):,.0f} us of "
-                "service CPU per request (redis-server's own CPU not counted)",
+        med = statistics.median
+        for name, label in WORKLOADS.items():
+            tail = "" if name == "real" else "-best"
+            mine, base = loads["redis" + tail], loads["sqlite" + tail]
+            key = "redis" if name == "real" else "redis_best"
+            b.add(
+                Row(
+                    key,
+                    f"offers on Redis / SQLite, {label}",
+                    [r.rps / s.rps for r, s in zip(mine, base, strict=True)],
+                    note=f"redis {med(r.rps for r in mine):,.0f} req/s, sqlite "
+                    f"{med(s.rps for s in base):,.0f} req/s; redis-server on CPU "
+                    f"{b.args.client_cpu} with the load generator; "
+                    f"{len(warm.products)} best-case products answer {OFFERS_LIMIT} offers on both",
+                ),
+                {"sqlite" + tail: base, "redis" + tail: mine},
             )
-        )
+            b.add(
+                Row(
+                    key + "_cpu",
+                    "  same, by service CPU time per request (SQLite / Redis)",
+                    [s.cpu_us / r.cpu_us for r, s in zip(mine, base, strict=True)],
+                    note=f"redis {med(r.cpu_us for r in mine):,.0f} us, "
+                    f"sqlite {med(s.cpu_us for s in base):,.0f} us of "
+                    "service CPU per request (redis-server's own CPU not counted)",
+                )
+            )
         if b.args.profile:
-            profile(b, svc, script, "redis-offers")
+            profile(b, svc, plans["real"], "redis-offers")
         b.stop(svc)
     finally:
         redis.terminate()
         redis.wait(timeout=15)
-    return None
 
 
 def redis_missing() -> str:
@@ -1139,7 +1403,9 @@ def machine(driver: Driver, args: argparse.Namespace) -> str:
     return (
         f"{os.cpu_count()} x {model}, Linux {platform.release()}, "
         f"Python {platform.python_version()}; {versions}\n"
-        f"servers: 1 uvicorn worker each ({flags}) on CPU {args.server_cpu}; "
+        f"servers: 1 uvicorn worker each ({flags}) on CPU {args.server_cpu}"
+        + (f" (the offers services: {args.workers} workers)" if args.workers > 1 else "")
+        + "; "
         f"load: {driver.name} on CPU {args.client_cpu}, -t1 -c{args.connections}; "
         f"offers and latency: {args.offers_rounds} and {args.latency_rounds} rounds interleaved, "
         f"{args.short_duration:g} s per run after {args.short_warmup:g} s warm-up; "
@@ -1187,6 +1453,52 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="seconds of load before each run of the offers and latency sections (default 1)",
     )
     p.add_argument("--connections", type=int, default=50)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes of the offers and latency sections' services (started as "
+        "`offer-service serve --workers N`, pinned to --server-cpu: give it as many cores)",
+    )
+    traffic = wl.Traffic()
+    p.add_argument(
+        "--population",
+        type=int,
+        default=traffic.population,
+        help=f"real traffic: distinct visitors (default {traffic.population:,})",
+    )
+    p.add_argument(
+        "--sessions",
+        type=int,
+        default=traffic.sessions,
+        help=f"real traffic: sessions open at once (default {traffic.sessions:,})",
+    )
+    p.add_argument(
+        "--views",
+        type=float,
+        default=traffic.views,
+        help=f"real traffic: mean page views per session (default {traffic.views:g})",
+    )
+    p.add_argument(
+        "--stateful-every",
+        type=int,
+        default=traffic.stateful_every,
+        help="real traffic: every n-th visitor has a history seeded in the store "
+        f"(default {traffic.stateful_every})",
+    )
+    p.add_argument(
+        "--real-warmup",
+        type=float,
+        default=30.0,
+        help="seconds of real traffic a service gets before its first measured run (default 30)",
+    )
+    p.add_argument(
+        "--cart-share",
+        type=float,
+        default=0.0,
+        help="real traffic: share of requests that are carts of 1-3 items of a real basket "
+        "(default 0: see load_tests/README.md)",
+    )
     p.add_argument("--server-cpu", default="0")
     p.add_argument("--client-cpu", default="1")
     p.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
@@ -1224,22 +1536,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # through main's `finally`: the servers are stopped
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop)
     if not args.dataset.exists():
         raise SystemExit(f"the data set is not at {args.dataset} (--dataset)")
     args.workdir.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=args.workdir))
     driver = Driver(args.client_cpu, args.connections, run_dir, args.locust)
-    b = Bench(args, driver, run_dir)
+    traffic = wl.Traffic(
+        population=args.population,
+        sessions=args.sessions,
+        views=args.views,
+        stateful_every=args.stateful_every,
+    )
+    real = real_traffic(args.dataset, traffic, args.cart_share)
+    b = Bench(args, driver, run_dir, traffic, real)
     started = time.monotonic()
     try:
         needs_service = args.only & {"offers", "latency", "redis", "events"}
         if needs_service:
-            db = fresh_copy(real_store_db(args.workdir, args.dataset), run_dir, "retail.db")
-            svc, warm = run_offers_and_latency(b, db)
+            seeded = seeded_store_db(args.workdir, args.dataset, b.traffic)
+            db = fresh_copy(seeded, run_dir, "retail.db")
+            svc, warm, plans = run_offers_and_latency(b, db)
             if "redis" in args.only:
-                run_redis(b, svc, warm, args.dataset)
+                run_redis(b, svc, warm, plans, args.dataset)
             if "events" in args.only:
                 run_events(b, svc, warm, db)
             b.stop(svc)

@@ -1,20 +1,23 @@
 """Shoppers for Locust: the production mix of offer surfaces, event batches and one-click accepts.
 
-Each simulated shopper is a visitor (40% also a logged-in real customer) who, about once a second,
-does one of: a product page (55% of requests), a cart (20%), a checkout (8%), a thank-you page
-(5%), an event batch of what the snippet saw (10%) or a one-click accept of a thank-you offer
-(2%). Products, carts and customers come from the Online Retail data set (see workload.py), so
-the service answers from real affinity. Every answer is validated with the service's own models
-(`OffersResponse`, `EventsResponse`, `AcceptResponse`, `Health`) and with the invariants any
-answer must keep (no more offers than asked, ranks in order, nothing already in the cart).
+Each simulated user, about once a second, acts for one of the open shopping sessions
+(workload.Traffic: a visitor out of a million, 40% also a logged-in real customer, a few page
+views each, spread over minutes): a product page (55% of requests), a cart (20%), a checkout
+(8%), a thank-you page (5%), an event batch of what a session's pages saw (10%) or a one-click
+accept of a thank-you offer (2%). Products, carts and customers come from the Online Retail
+data set (see workload.py), so the service answers from real affinity. Every answer is
+validated with the service's own models (`OffersResponse`, `EventsResponse`, `AcceptResponse`,
+`Health`) and with the invariants any answer must keep (no more offers than asked, ranks in
+order, nothing already in the cart).
 
 Options (also as environment variables): `--offer-key` (OFFER_KEY, default pk_demo),
 `--offer-secret-key` (OFFER_SECRET_KEY, default sk_demo: needed for thank-you pages and accepts,
 which need orders; without it those two are left out of the mix), `--offer-dataset`,
 `--offer-charge-url` (point the store's charge endpoint there for the test, then restore it; an
 http:// or private one needs OFFER_ALLOW_PRIVATE_CHARGE_URLS=1 on the service) and
-`--offer-think` (mean seconds between a shopper's requests). The shape comes from shapes.py via
-OFFER_SHAPE. Run it through run_slo.py, or directly:
+`--offer-think` (mean seconds between a user's requests), `--offer-population`,
+`--offer-sessions` and `--offer-views` (the sessions: visitors, open at once, mean page
+views). The shape comes from shapes.py via OFFER_SHAPE. Run it through run_slo.py, or directly:
 
     OFFER_SHAPE=smoke locust -f load_tests/locustfile.py --headless --host http://127.0.0.1:8000
 """
@@ -66,6 +69,9 @@ ACCEPT_NAME = "/v1/accept"
 HEALTH_NAME = "/healthz"
 
 LOGGED_IN_SHARE = 0.4
+# Sessions open at once per Locust process: at 50 users and a request a second each, a
+# session's page views are about 40 s apart (workload.Traffic).
+SESSIONS_OPEN = 2_000
 CLICK_SHARE = 0.03  # of impressions, about what storefront widgets see
 BATCH_MAX = 20  # events per beacon; the snippet flushes on page hide
 PENDING_MAX = 100
@@ -88,6 +94,14 @@ def _options(parser: Any) -> None:
     group.add_argument("--offer-dataset", env_var="OFFER_DATASET", default=str(wl.DEFAULT_DATASET))
     group.add_argument("--offer-charge-url", env_var="OFFER_CHARGE_URL", default="")
     group.add_argument("--offer-think", env_var="OFFER_THINK", type=float, default=1.0)
+    traffic = wl.Traffic()
+    group.add_argument(
+        "--offer-population", env_var="OFFER_POPULATION", type=int, default=traffic.population
+    )
+    group.add_argument(
+        "--offer-sessions", env_var="OFFER_SESSIONS", type=int, default=SESSIONS_OPEN
+    )
+    group.add_argument("--offer-views", env_var="OFFER_VIEWS", type=float, default=traffic.views)
 
 
 class Shared:
@@ -98,6 +112,7 @@ class Shared:
     key = ""
     secret_key = ""
     picker: wl.Picker
+    sessions: SessionPool
     orders: OrderPool | None = None
     # (order_id, token) of thank-you offers shown, newest last.
     acceptable: deque[tuple[str, str]] = deque(maxlen=1000)
@@ -130,6 +145,13 @@ def _init(environment: Environment, **_: Any) -> None:
         Shopper.tasks = [t for t in Shopper.tasks if t not in (Shopper.thank_you, Shopper.accept)]
         log.warning("no secret key: thank-you pages and one-click accepts are left out")
     Shared.picker = wl.Picker(workload)
+    traffic = wl.Traffic(
+        population=options.offer_population,
+        sessions=options.offer_sessions,
+        views=options.offer_views,
+        prefix="lt-v-",
+    )
+    Shared.sessions = SessionPool(traffic)
     think = options.offer_think
     Shopper.wait_time = between(think * 0.5, think * 1.5)
 
@@ -254,6 +276,62 @@ def _offers_problem(body: OffersResponse, surface: Surface, anchors: list[str]) 
     return None
 
 
+# --- sessions -------------------------------------------------------------------------------------
+
+
+class Session:
+    """One visitor's visit: who it is, the address it comes from, and the events its pages
+    saw that the snippet has not sent yet."""
+
+    def __init__(self, visitor_id: str) -> None:
+        # Each visit has its own address. A deployment behind a proxy it trusts
+        # (OFFER_TRUST_PROXY=1) then rate-limits shoppers one by one, as in production.
+        self.visitor_id = visitor_id
+        self.customer_id = Shared.picker.customer() if random.random() < LOGGED_IN_SHARE else None
+        self.headers = {"X-Forwarded-For": f"10.{_octet()}.{_octet()}.{_octet()}"}
+        self.pending: deque[dict[str, Any]] = deque(maxlen=PENDING_MAX)
+        self.last_token: str | None = None
+
+    def event(self, kind: str, token: str, ts: int) -> dict[str, Any]:
+        return {
+            "id": uuid.uuid4().hex,
+            "type": kind,
+            "token": token,
+            "ts": ts,
+            "visitor_id": self.visitor_id,
+        }
+
+
+class SessionPool:
+    """The open sessions of a workload.Traffic model: a page view goes to one at random, and a
+    session that ends gives its place to a new visitor of the population (its unsent events
+    are sent by the next beacon, as the snippet flushes them when the page is hidden)."""
+
+    def __init__(self, traffic: wl.Traffic) -> None:
+        self.choose = wl.Sessions(traffic)
+        self.open: dict[str, Session] = {}
+        self.ended: deque[Session] = deque(maxlen=PENDING_MAX)
+
+    def view(self) -> Session:
+        """The session of the next page view."""
+        slot = random.randrange(len(self.choose.open))
+        visitor = self.choose.traffic.visitor(self.choose.open[slot])
+        session = self.open.get(visitor) or self.open.setdefault(visitor, Session(visitor))
+        if random.random() * self.choose.traffic.views < 1.0:
+            self.choose.open[slot] = random.randrange(self.choose.traffic.population)
+            del self.open[visitor]
+            self.ended.append(session)
+        return session
+
+    def beacon(self) -> Session:
+        """A session with events to send: an ended one first, else the next page view's."""
+        while self.ended:
+            session = self.ended.popleft()
+            if session.pending:
+                return session
+        return self.view()
+
+
 # --- the shopper ----------------------------------------------------------------------------------
 
 
@@ -273,24 +351,21 @@ class Shopper(FastHttpUser):
             health = _parsed(response, Health, 200)
             if health is None or health.status != "ok":
                 raise StopUser()
-        self.visitor_id = "lt-v-" + uuid.uuid4().hex[:16]
-        self.customer_id = Shared.picker.customer() if random.random() < LOGGED_IN_SHARE else None
-        self.pending: deque[dict[str, Any]] = deque(maxlen=PENDING_MAX)
-        self.last_token: str | None = None
 
     # offers
 
     def _offers(
         self, surface: Surface, params: dict[str, str], anchors: list[str]
     ) -> OffersResponse | None:
+        session = Shared.sessions.view()
         query = {"key": Shared.key, "surface": surface.value, **params}
         if surface != Surface.THANK_YOU:
-            query["visitor_id"] = self.visitor_id
-            if self.customer_id:
-                query["customer_id"] = self.customer_id
+            query["visitor_id"] = session.visitor_id
+            if session.customer_id:
+                query["customer_id"] = session.customer_id
         path = "/v1/offers?" + "&".join(f"{k}={_quote(v)}" for k, v in query.items())
         with self.client.get(
-            path, name=NAMES[surface], headers=self.headers, catch_response=True
+            path, name=NAMES[surface], headers=session.headers, catch_response=True
         ) as response:
             body = _parsed(response, OffersResponse, 200)
             if body is None:
@@ -301,21 +376,12 @@ class Shopper(FastHttpUser):
                 return None
         now = int(time.time() * 1000)
         for offer in body.offers:
-            self.last_token = offer.token
+            session.last_token = offer.token
             # The snippet reports an impression once the offer has been half visible for 1 s.
-            self.pending.append(self._event("impression", offer.token, now))
+            session.pending.append(session.event("impression", offer.token, now))
             if random.random() < CLICK_SHARE:
-                self.pending.append(self._event("click", offer.token, now + 1500))
+                session.pending.append(session.event("click", offer.token, now + 1500))
         return body
-
-    def _event(self, kind: str, token: str, ts: int) -> dict[str, Any]:
-        return {
-            "id": uuid.uuid4().hex,
-            "type": kind,
-            "token": token,
-            "ts": ts,
-            "visitor_id": self.visitor_id,
-        }
 
     @task(55)
     def product_page(self) -> None:
@@ -346,15 +412,17 @@ class Shopper(FastHttpUser):
 
     @task(10)
     def send_events(self) -> None:
-        batch = [self.pending.popleft() for _ in range(min(BATCH_MAX, len(self.pending)))]
+        session = Shared.sessions.beacon()
+        pending = session.pending
+        batch = [pending.popleft() for _ in range(min(BATCH_MAX, len(pending)))]
         if not batch:
-            if self.last_token is None:
+            if session.last_token is None:
                 self.product_page()  # nothing seen yet: a first page view instead
                 return
-            batch = [self._event("view", self.last_token, int(time.time() * 1000))]
+            batch = [session.event("view", session.last_token, int(time.time() * 1000))]
         payload = orjson.dumps({"key": Shared.key, "events": batch})
         # As the snippet sends them: a beacon is text/plain, so no CORS preflight.
-        headers = {**self.headers, "Content-Type": "text/plain;charset=UTF-8"}
+        headers = {**session.headers, "Content-Type": "text/plain;charset=UTF-8"}
         with self.client.post(
             "/v1/events",
             data=payload,  # type: ignore[arg-type]

@@ -20,13 +20,19 @@ import os
 import random
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from offer_service.storage.protocols import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATASET = ROOT.parent / "shared" / "datasets" / "retail-data-by-day.tar.xz"
@@ -36,6 +42,9 @@ CACHE_VERSION = 1
 # A catalog holding this share of the data set's products counts as "already imported".
 IMPORTED_SHARE = 0.95
 ADMIN_TIMEOUT_S = 900.0
+# Seeded orders per import: under the service's bulk-recount threshold, as a live store's
+# orders arrive.
+ORDERS_PER_IMPORT = 400
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +92,125 @@ class Picker:
 
     def customer(self) -> str:
         return self.rng.choice(self.workload.customers)
+
+
+# --- real traffic's shape -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Traffic:
+    """Who asks, in real storefront traffic: sessions of visitors out of a large population.
+
+    A session is one visitor drawn uniformly from `population` ids; it makes a geometric number
+    of page views (mean `views`: after each view it ends with probability 1/views). `sessions`
+    sessions are open at once and each request goes to one of them at random, so at R requests
+    a second a session's views are about sessions/R seconds apart (100,000 sessions at 5,000
+    req/s: 20 s apart, a four-view session over about a minute), and a visitor the process
+    served seconds ago is the exception. Every `stateful_every`-th visitor of the population
+    has a history, which `seed_history` writes to the store before a run."""
+
+    population: int = 1_000_000
+    sessions: int = 100_000
+    views: float = 4.0
+    stateful_every: int = 10
+    prefix: str = "rv-"
+
+    def visitor(self, n: int) -> str:
+        return f"{self.prefix}{n}"
+
+    def stateful(self) -> Iterator[int]:
+        return iter(range(0, self.population, self.stateful_every))
+
+
+class Sessions:
+    """The open sessions of a `Traffic` model: which visitor makes the next page view."""
+
+    def __init__(self, traffic: Traffic, rng: random.Random | None = None) -> None:
+        self.traffic = traffic
+        self.rng = rng or random.Random()
+        self.open = [self.rng.randrange(traffic.population) for _ in range(traffic.sessions)]
+
+    def next_visitor(self) -> str:
+        slot = self.rng.randrange(len(self.open))
+        n = self.open[slot]
+        if self.rng.random() * self.traffic.views < 1.0:
+            self.open[slot] = self.rng.randrange(self.traffic.population)  # session over
+        return self.traffic.visitor(n)
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """What each stateful visitor did before the run: `impressions` offers seen in the last
+    days (some products reach the frequency cap), a decline for one in `decline_every`, and a
+    one-line order for one in `purchase_every`, all of popular products."""
+
+    impressions: int = 3
+    decline_every: int = 3
+    purchase_every: int = 5
+    days: int = 3
+
+
+async def seed_history(
+    store: Store,
+    store_id: str,
+    traffic: Traffic,
+    picker: Picker,
+    history: History = History(),
+    batch: int = 2_000,
+) -> dict[str, int]:
+    """Write the stateful visitors' history through the Store API (events and orders, as the
+    service records them), so the known-visitor path is exercised. Counts of what was written."""
+    from offer_service.commerce.ingest import import_orders
+    from offer_service.domain.events import StoredEvent
+    from offer_service.domain.orders import Order, OrderLine
+
+    record = await store.get_store(store_id)
+    assert record is not None
+    now = int(time.time() * 1000)
+    rng = picker.rng
+    span = history.days * 86_400_000
+    events: list[StoredEvent] = []
+    orders: list[Order] = []
+    counts = {"visitors": 0, "events": 0, "orders": 0}
+
+    def event(kind: str, visitor: str, product: str, at: int) -> StoredEvent:
+        return StoredEvent(
+            id=uuid.uuid4().hex,
+            type=kind,
+            ts_ms=at,
+            received_ms=at,
+            visitor_id=visitor,
+            surface="product_page",
+            kind="cross_sell",
+            product_id=product,
+            offer_id=f"seed-{product}",
+            order_id=None,
+            arm=None,
+            offer_price=100,
+            currency="GBP",
+        )
+
+    for k, n in enumerate(traffic.stateful()):
+        visitor = traffic.visitor(n)
+        counts["visitors"] += 1
+        for _ in range(history.impressions):
+            events.append(event("impression", visitor, picker.product(), now - rng.randrange(span)))
+        if k % history.decline_every == 0:
+            events.append(event("decline", visitor, picker.product(), now - rng.randrange(span)))
+        if k % history.purchase_every == 0:
+            at = now - rng.randrange(span)
+            line = OrderLine(product_id=picker.product(), quantity=1, price=100)
+            orders.append(Order(f"seed-{n}", at, "GBP", (line,), visitor_id=visitor))
+    # Written in the order they happened, as the service would have received them: each
+    # write then covers minutes of the history (a learner reads only the writes it needs).
+    events.sort(key=lambda e: e.received_ms)
+    for start in range(0, len(events), batch):
+        await store.record_events(store_id, events[start : start + batch], now - span)
+    orders.sort(key=lambda o: o.placed_at_ms)
+    for start in range(0, len(orders), ORDERS_PER_IMPORT):
+        await import_orders(store, record, orders[start : start + ORDERS_PER_IMPORT], ())
+    counts["events"], counts["orders"] = len(events), len(orders)
+    return counts
 
 
 def _cache_path(dataset: Path) -> Path:

@@ -82,10 +82,14 @@ SWITCH_INTERVAL_S = 0.0005
 
 
 def tune_interpreter() -> None:
-    """What a process that does nothing but serve wants of the interpreter (see above); the
-    process's own to set, so `serve` sets it, never `create_app`."""
+    """What a process that does nothing but serve wants of the interpreter (see above, and
+    `serving.heap`: long-lived objects frozen out of full collections); the process's own to
+    set, so `serve` sets it, never `create_app`."""
+    from offer_service.serving.heap import Freezer
+
     gc.set_threshold(*GC_THRESHOLDS)
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    Freezer().install()
 
 
 # File descriptors a serving process needs besides its connections: the listening socket, the

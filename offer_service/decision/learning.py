@@ -57,7 +57,8 @@ _STORE_DEFAULTS = LearningRules()
 # The four decayed counts kept per (surface, product), by index.
 SIGNALS = ("impression", "click", "accept", "purchase")
 _INDEX = {name: i for i, name in enumerate(SIGNALS)}
-_EVENT_TYPES = frozenset(("impression", "click", "accept"))
+# The event types a Feedback counts (`add_event` skips the others).
+LEARNED_TYPES = frozenset(("impression", "click", "accept"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +236,7 @@ class Feedback:
         c[_INDEX[signal]] += self.weight(at_ms)
 
     def add_event(self, e: StoredEvent) -> None:
-        if e.type not in _EVENT_TYPES:  # views, declines (impressions without a click), ...
+        if e.type not in LEARNED_TYPES:  # views, declines (impressions without a click), ...
             return
         if e.flag is not None:  # invalid traffic (traffic.py) teaches nothing about shoppers
             return

@@ -40,6 +40,7 @@ from offer_service.serving.learner import Learner
 from offer_service.serving.limits import DEFAULT_LIMITS, CacheLimits
 from offer_service.serving.local_cache import LocalCache
 from offer_service.serving.prepared import (
+    PREPARED_REFRESH_SHARE,
     PREPARED_TTL_S,
     CartLines,
     Prepared,
@@ -130,7 +131,7 @@ class Engine:
         self._stores: LocalCache[str, StoreRecord | None] = LocalCache(10_000, STORE_TTL_S)
         self._versions = Versions(self.store.version, self._refresh_record)
         self._prepared: LocalCache[tuple[object, ...], Prepared] = LocalCache(
-            limits.prepared, PREPARED_TTL_S
+            limits.prepared, PREPARED_TTL_S, refresh_share=PREPARED_REFRESH_SHARE
         )
         self.products = Products(store, self.version, limits.products)
 

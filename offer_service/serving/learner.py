@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from offer_service.decision.learning import (
+    LEARNED_TYPES,
     ORDER_SETTLE_MS,
     REFRESH_S,
     Feedback,
@@ -45,7 +46,8 @@ async def refresh(
         fb.config = config
         fb.window_ms = window_ms
     fb.advance(now_ms)
-    async for e in store.iter_events(store_id, since, now_ms):
+    # Only the types it learns from: most of a busy store's events are exposures and views.
+    async for e in store.iter_events(store_id, since, now_ms, LEARNED_TYPES):
         fb.add_event(e)
     orders_until = now_ms - ORDER_SETTLE_MS
     if orders_until > fb.orders_until_ms:

@@ -2,7 +2,10 @@
 
 Entries past their TTL are still served while one background refresh runs (so a slow or
 unavailable store never stalls a request that has something to answer with); a missing key is
-loaded once however many requests ask for it at the same moment (no stampede).
+loaded once however many requests ask for it at the same moment (no stampede). With a
+`refresh_share`, background refreshes run one at a time and take at most that share of the
+event loop's time: entries filled together (a process's first minute) expire together, and
+their refreshes, run all at once, would hold requests in a queue behind them.
 """
 
 from __future__ import annotations
@@ -10,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -26,6 +29,7 @@ class LocalCache(Generic[K, V]):
         *,
         jitter: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
+        refresh_share: float | None = None,
     ) -> None:
         # Least recently used first: a hit moves its key to the end, an insert past `maxsize`
         # drops the first. OrderedDict does both in C; with cachetools' LRUCache, whose every
@@ -39,6 +43,9 @@ class LocalCache(Generic[K, V]):
         self._inflight: dict[K, asyncio.Future[V]] = {}
         self._refreshing: set[K] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._refresh_share = refresh_share
+        self._queue: deque[tuple[K, Callable[[], Awaitable[V]]]] = deque()
+        self._refresher: asyncio.Task[None] | None = None
         # For the metrics: reads answered from the cache (fresh or stale), and loads.
         self.hits = 0
         self.misses = 0
@@ -111,18 +118,38 @@ class LocalCache(Generic[K, V]):
 
     def _refresh_in_background(self, key: K, loader: Callable[[], Awaitable[V]]) -> None:
         self._refreshing.add(key)
+        if self._refresh_share is not None:
+            self._queue.append((key, loader))
+            if self._refresher is None:
+                self._refresher = self._start(self._refresh_queued(self._refresh_share))
+            return
+        self._start(self._refresh(key, loader))
 
-        async def refresh() -> None:
-            try:
-                self.set(key, await loader())
-            except Exception:
-                # Keep serving the stale value; the next request after expiry tries again.
-                entry = self._entries.get(key)
-                if entry is not None:
-                    self._entries[key] = (entry[0], self._clock() + min(self._ttl, 1.0))
-            finally:
-                self._refreshing.discard(key)
-
-        task = asyncio.get_running_loop().create_task(refresh())
+    def _start(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _refresh(self, key: K, loader: Callable[[], Awaitable[V]]) -> None:
+        try:
+            self.set(key, await loader())
+        except Exception:
+            # Keep serving the stale value; the next request after expiry tries again.
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries[key] = (entry[0], self._clock() + min(self._ttl, 1.0))
+        finally:
+            self._refreshing.discard(key)
+
+    async def _refresh_queued(self, share: float) -> None:
+        """The queued refreshes one at a time, each followed by a pause that keeps them to
+        `share` of the loop's time (the stale values are served meanwhile)."""
+        try:
+            while self._queue:
+                key, loader = self._queue.popleft()
+                started = time.perf_counter()
+                await self._refresh(key, loader)
+                await asyncio.sleep((time.perf_counter() - started) * (1.0 / share - 1.0))
+        finally:
+            self._refresher = None

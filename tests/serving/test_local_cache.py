@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 
 import pytest
 
@@ -126,3 +128,38 @@ async def test_the_least_recently_used_entry_is_dropped_first() -> None:
     cache.set("c", 5)  # replacing an entry counts as a use and keeps the size
     cache.set("e", 6)
     assert cache.peek("a") is None and cache.peek("c") == 5 and len(cache) == 3
+
+
+@pytest.mark.anyio
+async def test_budgeted_refreshes_run_one_at_a_time_and_leave_the_loop_to_others() -> None:
+    """Entries that expire together are refreshed one by one, each followed by a pause that
+    keeps refreshing to its share of the loop; the stale values are served meanwhile."""
+    clock = Clock()
+    cache: LocalCache[int, int] = LocalCache(100, 1.0, jitter=0.0, clock=clock, refresh_share=0.5)
+    for key in range(10):
+        cache.set(key, 0)
+    clock.now = 2.0
+    running = most = 0
+    ticks: list[int] = []
+
+    async def reload() -> int:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0)  # a store read
+        ticks.append(0)
+        busy_until = time.perf_counter() + 0.002
+        while time.perf_counter() < busy_until:  # preparing the list
+            pass
+        running -= 1
+        return 1
+
+    assert [await cache.get(key, reload) for key in range(10)] == [0] * 10
+    while cache.peek(9) != 1:
+        ticks.append(1)
+        await asyncio.sleep(0.0005)
+    assert most == 1
+    assert [cache.peek(key) for key in range(10)] == [1] * 10
+    # Other work ran between every two refreshes.
+    refreshes = [i for i, t in enumerate(ticks) if t == 0]
+    assert all(b - a > 1 for a, b in itertools.pairwise(refreshes))

@@ -230,6 +230,50 @@ async def test_orders_events_and_accepts_are_read_back_by_time_range(store: Stor
     assert [(a.order_id, a.product_id, a.charge_id) for a in accepts] == [("o1", "b", "ch_9")]
 
 
+async def test_events_are_read_back_of_the_types_asked_for(store: Store) -> None:
+    record = await new_store(store)
+    batch = [event("e1"), event("e2", "exposure"), event("e3", "click"), event("e4", "view")]
+    await store.record_events(record.id, batch, NOW - TTL)
+    wanted = frozenset(("impression", "click"))
+    found = [e.id async for e in store.iter_events(record.id, NOW, NOW + 1, wanted)]
+    assert found == ["e1", "e3"]
+    assert [e.id async for e in store.iter_events(record.id, NOW, NOW + 1)] == [
+        "e1",
+        "e2",
+        "e3",
+        "e4",
+    ]
+
+
+async def test_reading_many_events_gives_the_event_loop_back(store: Store) -> None:
+    """A minute of a busy store's events is read without holding the loop: other tasks run
+    while they are decoded, whatever the types asked for."""
+    record = await new_store(store)
+    for start in range(0, 20_000, 2_000):
+        batch = [event(f"e{i}", "exposure", visitor=f"v{i}") for i in range(start, start + 2_000)]
+        await store.record_events(record.id, batch, NOW - TTL)
+    ticks = 0
+    reading = True
+
+    async def tick() -> None:
+        nonlocal ticks
+        while reading:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    ticker = asyncio.create_task(tick())
+    await asyncio.sleep(0)
+    started = ticks
+    learned = frozenset(("impression", "click", "accept"))
+    assert [e async for e in store.iter_events(record.id, NOW, NOW + 1, learned)] == []
+    during_filtered = ticks - started
+    assert len([e async for e in store.iter_events(record.id, NOW, NOW + 1)]) == 20_000
+    reading = False
+    await ticker
+    assert during_filtered > 0
+    assert ticks - started > during_filtered
+
+
 async def test_rotating_the_signing_key_keeps_the_previous_one_and_retires_older(
     store: Store,
 ) -> None:

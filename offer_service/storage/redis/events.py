@@ -153,11 +153,18 @@ class RedisEvents(RedisBase):
         return out
 
     async def iter_events(
-        self, store_id: str, since_ms: int, until_ms: int
+        self,
+        store_id: str,
+        since_ms: int,
+        until_ms: int,
+        types: frozenset[str] | None = None,
     ) -> AsyncIterator[StoredEvent]:
         await self.drain(store_id)
+        # Read in pages, each a round trip that gives the event loop back.
         async for member, _ in self._score_range(StoreKeys(store_id).event_log, since_ms, until_ms):
-            yield load_event(orjson.loads(member.split(b" ", 1)[1]))
+            row = orjson.loads(member.split(b" ", 1)[1])
+            if types is None or row[1] in types:
+                yield load_event(row)
 
     async def iter_accepts(
         self, store_id: str, since_ms: int, until_ms: int

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -209,18 +209,21 @@ def record_events(
     return Written(fresh, seq, last_ms, keys)
 
 
-def received_between(
-    rows: Iterable[tuple[str]], since_ms: int, until_ms: int
+def received_in(
+    events: str, since_ms: int, until_ms: int, types: frozenset[str] | None = None
 ) -> list[tuple[Any, ...]]:
-    """The events of log `rows` received in [since_ms, until_ms), by time then id."""
-    found = [
+    """The events of one log row received in [since_ms, until_ms) (of `types`, if given),
+    unsorted (`received_order` sorts them)."""
+    return [
         tuple(row)
-        for (events,) in rows
         for row in orjson.loads(events)
-        if since_ms <= row[3] < until_ms
+        if since_ms <= row[3] < until_ms and (types is None or row[1] in types)
     ]
-    found.sort(key=lambda row: (row[3], row[0]))
-    return found
+
+
+def received_order(row: tuple[Any, ...]) -> tuple[int, str]:
+    """Events by time received, then id."""
+    return row[3], row[0]
 
 
 def upgrade(conn: sqlite3.Connection) -> None:

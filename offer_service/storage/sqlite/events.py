@@ -5,10 +5,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from functools import partial
+from typing import Any
 
 from offer_service.domain.events import StoredEvent
 from offer_service.domain.orders import AcceptedOffer
 from offer_service.storage.codec import load_event
+from offer_service.storage.slices import Slices
 from offer_service.storage.sqlite import event_log
 from offer_service.storage.sqlite.connection import SQLiteConnection, in_transaction
 
@@ -44,15 +46,28 @@ class SQLiteEvents(SQLiteConnection):
         return {(s, k, p, a, t): n for s, k, p, a, t, n in rows}
 
     async def iter_events(
-        self, store_id: str, since_ms: int, until_ms: int
+        self,
+        store_id: str,
+        since_ms: int,
+        until_ms: int,
+        types: frozenset[str] | None = None,
     ) -> AsyncIterator[StoredEvent]:
         rows = self._query(
             "read events",
             "SELECT events FROM event_log WHERE store_id = ? AND last_ms >= ? AND first_ms < ?",
             (store_id, since_ms, until_ms),
         )
-        for row in event_log.received_between(rows, since_ms, until_ms):
+        # Decoded on the loop's thread (the reader is this thread's), giving the loop back
+        # every few milliseconds: a row holds up to a group commit's events.
+        give_back = Slices()
+        found: list[tuple[Any, ...]] = []
+        for (events,) in rows:
+            found.extend(event_log.received_in(events, since_ms, until_ms, types))
+            await give_back()
+        found.sort(key=event_log.received_order)
+        for row in found:
             yield load_event(row)
+            await give_back()
 
     async def iter_accepts(
         self, store_id: str, since_ms: int, until_ms: int
