@@ -890,6 +890,28 @@ async def test_reads_by_time_search_an_index_by_time(db_url: str) -> None:
             assert re.search(rf"SEARCH \w+ USING (COVERING )?INDEX \w+ \(.*{column}>", plan), plan
 
 
+async def test_visitor_changes_read_only_the_new_rows(db_url: str) -> None:
+    """Every process asks for the changed visitors twice a second: a statement planned on the
+    store's index of signals walks all of them (23 ms at 333,000 rows, a stall each time)."""
+    async with opened(db_url) as store:
+        record = await store.create_store("Changes")
+        cursor = (await store.visitor_changes(record.id, None)).cursor
+        for i in range(20):
+            await store.record_visitor_signal(record.id, f"v{i}", "a", "impression", i)
+        reader = store._reader
+        assert reader is not None
+        statements: list[str] = []
+        reader.set_trace_callback(statements.append)
+        try:
+            changes = await store.visitor_changes(record.id, cursor)
+        finally:
+            reader.set_trace_callback(None)
+        assert changes.visitors == {f"v{i}" for i in range(20)}
+        (sql,) = [s for s in statements if "DISTINCT visitor_id" in s]
+        plan = " ".join(row[3] for row in reader.execute("EXPLAIN QUERY PLAN " + sql))
+        assert re.search(r"SEARCH visitor_signals USING INTEGER PRIMARY KEY \(rowid>", plan), plan
+
+
 async def test_a_database_from_a_newer_release_is_refused(db_url: str, tmp_path: Path) -> None:
     async with opened(db_url):
         pass

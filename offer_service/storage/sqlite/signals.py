@@ -127,10 +127,13 @@ class SQLiteSignals(SQLiteConnection):
         since = int(after)
         if top - since > VISITOR_CHANGES_MAX or top < since:
             return VisitorChanges(str(top), None)  # too many to list, or another file
+        # `+store_id`: read the rowid range alone. Planned on the (store_id, visitor_id, ...)
+        # index, the statement walked every signal of the store: 23 ms at 333,000 rows, twice
+        # a second, against 0.2 ms for the range.
         rows = self._query(
             "read visitor changes",
             "SELECT DISTINCT visitor_id FROM visitor_signals"
-            " WHERE rowid > ? AND rowid <= ? AND store_id = ?",
+            " WHERE rowid > ? AND rowid <= ? AND +store_id = ?",
             (since, top, store_id),
         )
         return VisitorChanges(str(top), frozenset(v for (v,) in rows))
