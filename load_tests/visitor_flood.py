@@ -3,7 +3,7 @@
 One `offer-service serve` on a Redis of its own with the demo store; `wrk` (pinned to the other
 core) asks for offers as fast as it can, every request from a new visitor id and a new client
 address (X-Forwarded-For, `OFFER_TRUST_PROXY=1`), half of them product pages of random products,
-half carts of four products out of 11,000 distinct carts (`visitors.lua`, which
+half carts of four products whose contents keep changing (`visitors.lua`, which
 tests/web/test_memory_plateau.py runs too). The process's resident size is read every 10 s:
 once the bounded tables are full it stops growing (docs/memory.md).
 
@@ -34,7 +34,7 @@ from offer_service_tools.demo import CATALOG, DEMO_PUBLISHABLE_KEY, install_demo
 MIB = 2**20
 SAMPLE_EVERY_S = 10
 
-# A new visitor and address per request, carts from just over the default prepared-list bound.
+# A new visitor and address per request, new carts all the time (its header says how).
 WRK_SCRIPT = HERE / "visitors.lua"
 
 
