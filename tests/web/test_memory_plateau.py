@@ -125,7 +125,7 @@ def fitted_rise(points: list[tuple[int, int]]) -> float:
     return covariance / variance * (points[-1][0] - points[0][0])
 
 
-@pytest.mark.timeout(1800)  # the client gives up after 1,700 s
+@pytest.mark.timeout(2500)  # the client gives up after 2,400 s
 def test_memory_levels_off_under_a_million_distinct_visitors(
     service: tuple[ServeProcess, RedisServer],
 ) -> None:
@@ -140,7 +140,7 @@ def test_memory_levels_off_under_a_million_distinct_visitors(
     assert redis.proc is not None
     pin(redis.proc.pid, client_cores)
     ids = ",".join(p.id for p in CATALOG if p.active and not p.is_fee)
-    command = [wrk, "-t2", "-c32", "-d1700s", "--timeout", "30s", "-s", str(WRK_SCRIPT)]
+    command = [wrk, "-t2", "-c32", "-d2400s", "--timeout", "30s", "-s", str(WRK_SCRIPT)]
     command += [server.url + "/", "--", DEMO_PUBLISHABLE_KEY, ids]
     client = subprocess.Popen(
         command,
@@ -156,9 +156,9 @@ def test_memory_levels_off_under_a_million_distinct_visitors(
         while client.poll() is None:
             answered = sum(offers_answered(server.url).values())
             samples.append((answered, rss(server.proc.pid)))
-            if answered >= VISITORS:
-                break
             time.sleep(SAMPLE_EVERY_S)
+            if answered >= VISITORS:
+                break  # and wrk has had the answers it was waiting for by now
     finally:
         # wrk stops at SIGINT and prints what it counted.
         client.send_signal(signal.SIGINT)
