@@ -3,10 +3,11 @@
 One `offer-service serve` on a Redis of its own with the demo store; `wrk` (pinned to the other
 core) asks for offers as fast as it can, every request from a new visitor id and a new client
 address (X-Forwarded-For, `OFFER_TRUST_PROXY=1`), half of them product pages of random products,
-half carts of three random products. The process's resident size is read every 10 s: once the
-bounded tables are full it stops growing (docs/memory.md).
+half carts of four products whose contents keep changing (`visitors.lua`, which
+tests/web/test_memory_plateau.py runs too). The process's resident size is read every 10 s:
+once the bounded tables are full it stops growing (docs/memory.md).
 
-    python load_tests/visitor_flood.py                   # 480 s: about a million visitors here
+    python load_tests/visitor_flood.py                   # 480 s
     python load_tests/visitor_flood.py --seconds 60
 """
 
@@ -28,33 +29,13 @@ sys.path[:0] = [str(HERE), str(ROOT)]
 from memory import redis_server, rss, serving  # noqa: E402
 
 from offer_service.storage import open_store  # noqa: E402
-from offer_service_tools.demo import CATALOG, install_demo  # noqa: E402
+from offer_service_tools.demo import CATALOG, DEMO_PUBLISHABLE_KEY, install_demo  # noqa: E402
 
 MIB = 2**20
 SAMPLE_EVERY_S = 10
 
-# A new visitor and address per request; `tid` keeps two wrk threads' visitors apart.
-WRK_SCRIPT = """
-local ids = {%s}
-local tid, counter = 0, 0
-setup = function(thread) tid = tid + 1; thread:set("tid", tid) end
-init = function(args) math.randomseed(os.time() + (tid or 0)) end
-request = function()
-  counter = counter + 1
-  local v = "v" .. (tid or 0) .. "-" .. counter
-  local ip = math.random(1, 223) .. "." .. math.random(0, 255) .. "." ..
-    math.random(0, 255) .. "." .. math.random(1, 254)
-  local pick = function() return ids[math.random(#ids)] end
-  local path
-  if counter %% 2 == 0 then
-    path = "/v1/offers?key=pk_demo&surface=product_page&product_id=" .. pick()
-  else
-    path = "/v1/offers?key=pk_demo&surface=cart&items=" .. pick() .. "," .. pick() .. "," ..
-      pick()
-  end
-  return wrk.format("GET", path .. "&visitor_id=" .. v, {["X-Forwarded-For"] = ip})
-end
-"""
+# A new visitor and address per request, new carts all the time (its header says how).
+WRK_SCRIPT = HERE / "visitors.lua"
 
 
 async def install(url: str) -> None:
@@ -70,11 +51,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=480)
     args = parser.parse_args()
-    ids = ",".join(f'"{p.id}"' for p in CATALOG if p.active and not p.is_fee)
+    ids = ",".join(p.id for p in CATALOG if p.active and not p.is_fee)
     with tempfile.TemporaryDirectory() as scratch, redis_server(Path(scratch)) as url:
         asyncio.run(install(url))
-        script = Path(scratch) / "visitors.lua"
-        script.write_text(WRK_SCRIPT % ids)
         samples: list[tuple[float, float]] = []
         done = threading.Event()
         served_settings = {"OFFER_TRUST_PROXY": "1"}  # every other limit at its default
@@ -88,7 +67,8 @@ def main() -> None:
 
             sampler = threading.Thread(target=sample)
             sampler.start()
-            wrk = ["wrk", "-t2", "-c32", "-d", f"{args.seconds}s", "-s", str(script), served.url]
+            wrk = ["wrk", "-t2", "-c32", "-d", f"{args.seconds}s", "-s", str(WRK_SCRIPT)]
+            wrk += [served.url + "/", "--", DEMO_PUBLISHABLE_KEY, ids]
             out = subprocess.run(["taskset", "-c", "1", *wrk], capture_output=True, text=True)
             done.set()
             sampler.join()
