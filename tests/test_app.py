@@ -40,3 +40,24 @@ def test_a_serving_process_runs_full_collections_less_often_and_switches_sooner(
     finally:
         gc.set_threshold(*before[0])
         sys.setswitchinterval(before[1])
+
+
+def test_the_cache_bounds_of_the_environment_bound_the_engine_s_tables(tmp_path: Path) -> None:
+    """The million-visitor test holds a process to its default bounds; these are the bounds an
+    operator sets instead (docs/memory.md)."""
+    settings = Settings.from_env(
+        {
+            "OFFER_STORE_URL": f"sqlite:///{tmp_path}/offers.db",
+            "OFFER_CACHE_PREPARED": "300",
+            "OFFER_CACHE_PRODUCTS": "1000",
+            "OFFER_CACHE_VISITORS": "1500",
+            "OFFER_CACHE_KEYS": "2000",
+        }
+    )
+    engine = create_app(settings).state.engine
+    assert engine._prepared._maxsize == 300
+    assert engine.products._most == 1000
+    assert engine.visitors._most == 1500
+    assert engine.limiter._max_keys == 2000
+    assert engine.event_rates._max_keys == 2000
+    assert engine.exposures.recent_max == 2000
