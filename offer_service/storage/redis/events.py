@@ -64,8 +64,8 @@ class RedisEvents(RedisBase):
     # Drains run by readers (event_counters, iter_events) use this consumer name.
     reader_consumer = "reader"
 
-    def __init__(self, url: str) -> None:
-        super().__init__(url)
+    def __init__(self, url: str, *, pool_size: int | None = None) -> None:
+        super().__init__(url, pool_size=pool_size)
         self.acknowledged = Acknowledged()
 
     async def record_events(

@@ -4,7 +4,8 @@
 cluster). Optional query parameters set the timeouts, in ms (defaults in `client.py`):
 `read_timeout_ms`, `write_timeout_ms`, `connect_timeout_ms`, `accept_timeout_ms`,
 `events_timeout_ms`; `event_log_days` bounds the raw events kept in memory. Key names and
-TTLs are in `keys.py`, the clients and their error handling in `client.py`, the atomic
+TTLs are in `keys.py`, the clients and their error handling in `client.py` (the connections
+each may use, `OFFER_REDIS_POOL_SIZE`, in `pool.py`), the atomic
 check-and-writes in `scripts/` (one module per role), and each role of the Store protocol in
 its own module: tenants, credentials, catalog, orders, affinity, signals, events, commerce,
 redemptions, journeys and limits.
@@ -57,5 +58,5 @@ class RedisStore(
         return self
 
     @classmethod
-    def from_url(cls, url: str) -> RedisStore:
-        return cls(url)
+    def from_url(cls, url: str, *, pool_size: int | None = None) -> RedisStore:
+        return cls(url, pool_size=pool_size)
