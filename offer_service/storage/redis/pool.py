@@ -16,8 +16,6 @@ under Redis's `maxclients` (10,000 by default).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 
 # The default pool: the process's concurrency limit (each request waits on one command at a
 # time), at most this. Redis runs one command at a time, so past a few dozen connections a
@@ -50,23 +48,37 @@ class Pool:
         self.timed_out = 0
         self.in_use = 0
 
-    @contextlib.asynccontextmanager
-    async def slot(self, wait_s: float | None) -> AsyncIterator[None]:
-        free = self._free
+    def slot(self, wait_s: float | None) -> Slot:
+        """`async with pool.slot(wait_s):` holds a slot for the block."""
+        return Slot(self, wait_s)
+
+
+class Slot:
+    """One call's hold on a slot of `pool` (a class, not a generator-based context manager:
+    this runs for every Redis command, and a generator costs a few microseconds more)."""
+
+    __slots__ = ("pool", "wait_s")
+
+    def __init__(self, pool: Pool, wait_s: float | None) -> None:
+        self.pool, self.wait_s = pool, wait_s
+
+    async def __aenter__(self) -> None:
+        pool = self.pool
+        free = pool._free
         if free.locked():
-            self.waited += 1
+            pool.waited += 1
             try:
-                async with asyncio.timeout(wait_s):
+                async with asyncio.timeout(self.wait_s):
                     await free.acquire()
             except TimeoutError:
-                self.timed_out += 1
+                pool.timed_out += 1
                 raise PoolBusy(POOL_BUSY) from None
         else:
             # Free now: no timer to set up (the common case on the hot path).
             await free.acquire()
-        self.in_use += 1
-        try:
-            yield
-        finally:
-            self.in_use -= 1
-            free.release()
+        pool.in_use += 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        pool = self.pool
+        pool.in_use -= 1
+        pool._free.release()

@@ -29,6 +29,7 @@ from offer_service.storage.redis.limits import RedisLimits
 from offer_service.storage.redis.orders import RedisOrders
 from offer_service.storage.redis.redemptions import RedisRedemptions
 from offer_service.storage.redis.signals import RedisSignals
+from offer_service.storage.redis.sources import RedisSources
 
 __all__ = ["RedisStore"]
 
@@ -44,6 +45,7 @@ class RedisStore(
     RedisRedemptions,
     RedisJourneys,
     RedisLimits,
+    RedisSources,
 ):
     """The `Store` protocol on Redis or Redis Cluster."""
 
