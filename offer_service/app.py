@@ -46,7 +46,7 @@ BROWSER_ROUTES = ("/v1/offers", "/v1/events", "/v1/accept", "/v1/decline")
 def create_app(settings: Settings | None = None) -> OfferApp:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
-    store = open_store(settings.store_url)
+    store = open_store(settings.store_url, pool_size=settings.redis_pool())
     spool = Spool(settings.spool_dir)
     limits = CacheLimits(
         prepared=settings.cache_prepared,

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from offer_service.exceptions import BadSetting
 from offer_service.serving.limits import KEYS_MAX, PREPARED_MAX, PRODUCTS_MAX, VISITORS_MAX
 from offer_service.serving.visitor_index import VISITOR_INDEX_REBUILD_S
+from offer_service.storage.redis.pool import POOL_SIZE_MAX_DEFAULT, default_pool_size
 
 N = TypeVar("N", int, float)
 
@@ -60,6 +61,9 @@ class Settings:
     # once; below the open-file limit, so a flood of connections meets it before the process
     # runs out of file descriptors.
     concurrency_limit: int = DEFAULT_CONCURRENCY_LIMIT
+    # Commands each Redis client (reads; writes) has in flight at once; more wait for a free
+    # connection within their deadline. None: `redis_pool()`'s default.
+    redis_pool_size: int | None = None
     # Where events wait while the shared store is unreachable (one file per process).
     spool_dir: str = DEFAULT_SPOOL_DIR
     # Aggregate the Redis event streams in this process (off when separate workers do it).
@@ -86,6 +90,11 @@ class Settings:
     cache_keys: int = KEYS_MAX
     # Seconds between rebuilds of each store's index of visitors with a state (0: no index).
     visitor_index_s: float = VISITOR_INDEX_REBUILD_S
+
+    def redis_pool(self) -> int:
+        """The Redis pool size: as set, or sized from the concurrency limit (each request
+        waits on one command at a time), at most POOL_SIZE_MAX_DEFAULT."""
+        return self.redis_pool_size or default_pool_size(self.concurrency_limit)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -228,6 +237,17 @@ OPTIONS: tuple[Option, ...] = (
         "answered 503 at once; keep it below the open-file limit (`ulimit -n`, which `serve` "
         "raises to its hard limit) minus 64, so a flood of connections meets it before the "
         "process runs out of descriptors",
+    ),
+    Option(
+        "OFFER_REDIS_POOL_SIZE",
+        "redis_pool_size",
+        _number(int),
+        "connections each of a process's two Redis clients (request-path reads; writes) may "
+        "use, per node of a cluster: commands beyond it wait for a free connection within their "
+        "own deadline (a read's 100 ms), and one that found none answers as a slow read does "
+        "(from the cache), never as an outage. Keep processes x 2 x this below Redis's "
+        "`maxclients` ([scale-out.md](scale-out.md#connections-to-redis))",
+        default=f"min(OFFER_CONCURRENCY_LIMIT, {POOL_SIZE_MAX_DEFAULT})",
     ),
     Option(
         "OFFER_ALLOW_PRIVATE_CHARGE_URLS",

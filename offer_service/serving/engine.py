@@ -29,7 +29,7 @@ from offer_service.domain.events import StoredEvent
 from offer_service.domain.orders import Order
 from offer_service.domain.policy import StoreRules
 from offer_service.domain.products import Product
-from offer_service.domain.records import PairCount, StoreRecord
+from offer_service.domain.records import StoreRecord
 from offer_service.domain.surfaces import SURFACES, Surface, clamp_limit
 from offer_service.domain.tokens import new_offer_id, order_token_valid
 from offer_service.exceptions import Forbidden, NotFound
@@ -419,13 +419,19 @@ class Engine:
     ) -> CandidateInputs:
         """Read from the store everything candidate generation needs for these anchors."""
         store, sid = self.store, record.id
-        neighbors: dict[str, list[PairCount]] = {}
-        for anchor in anchors:
-            neighbors[anchor.id] = await store.neighbors(sid, anchor.id, NEIGHBORS_PER_ANCHOR)
         families = sorted({a.family for a in anchors if a.family})
-        family_members = {f: await store.family_products(sid, f) for f in families}
         categories = sorted({a.category for a in anchors if a.category})
-        best = {c: await store.best_sellers(sid, c, BEST_SELLERS_PER_CATEGORY) for c in categories}
+        # Two round trips on Redis, whatever the number of anchors.
+        sources = await store.candidate_sources(
+            sid,
+            [a.id for a in anchors],
+            families,
+            categories,
+            neighbors=NEIGHBORS_PER_ANCHOR,
+            best_sellers=BEST_SELLERS_PER_CATEGORY,
+        )
+        neighbors, family_members = sources.neighbors, sources.family_members
+        best = sources.best_sellers
         wanted: set[str] = {a.id for a in anchors}
         for anchor in anchors:
             wanted.update(anchor.complements)
@@ -437,16 +443,13 @@ class Engine:
         for members in family_members.values():
             for member in members:
                 products.setdefault(member.id, member)
-        counted = {a.id for a in anchors} | {
-            pc.product_id for pcs in neighbors.values() for pc in pcs
-        }
         return CandidateInputs(
             surface=surface,
             anchors=tuple(anchors),
             products=products,
             neighbors=neighbors,
-            basket_counts=await store.product_basket_counts(sid, counted),
-            basket_total=await store.basket_count(sid),
+            basket_counts=sources.basket_counts,
+            basket_total=sources.basket_total,
             family_members=family_members,
             category_best_sellers=best,
             order_total=order.total if order is not None else None,

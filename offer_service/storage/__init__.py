@@ -16,12 +16,13 @@ def shared_by_processes(url: str) -> bool:
     return url.split("?", 1)[0].rsplit("/", 1)[-1] != ":memory:"
 
 
-def open_store(url: str, *, create: bool = True) -> Store:
+def open_store(url: str, *, create: bool = True, pool_size: int | None = None) -> Store:
     """`sqlite:///path` (the embedded default), `redis://host:port/db` (one Redis shared by
     many service processes) or `redis+cluster://host:port` (Redis Cluster).
 
     With `create=False` (commands that use an existing store), `open()` raises StoreMissing
-    instead of creating a missing SQLite file; a Redis database always exists."""
+    instead of creating a missing SQLite file; a Redis database always exists. `pool_size`: a
+    Redis client's connections (commands in flight at once), by default `pool.py`'s."""
     if url.startswith("sqlite://"):
         from offer_service.storage.sqlite.store import SQLiteStore
 
@@ -29,5 +30,5 @@ def open_store(url: str, *, create: bool = True) -> Store:
     if url.split("://", 1)[0] in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
         from offer_service.storage.redis.store import RedisStore
 
-        return RedisStore.from_url(url)
+        return RedisStore.from_url(url, pool_size=pool_size)
     raise ValueError(f"unsupported store URL scheme: {url.split(':', 1)[0]!r}")

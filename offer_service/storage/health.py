@@ -6,7 +6,8 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-# Kinds of failure: cannot connect, no answer in time, refused by the breaker unasked, any other.
+# Kinds of failure: cannot connect, no answer (or no free connection) in time, refused by the
+# breaker unasked, any other.
 UNAVAILABLE = "unavailable"
 TIMEOUT = "timeout"
 FAIL_FAST = "fail_fast"

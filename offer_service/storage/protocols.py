@@ -11,6 +11,7 @@ backend cannot.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from offer_service.domain.events import StoredEvent
@@ -140,6 +141,19 @@ class OrderStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class CandidateSources:
+    """What candidate generation reads for a set of anchors (`AffinityStore.candidate_sources`):
+    each anchor's neighbours, each family's products (by id), each category's best sellers, the
+    store's basket count, and the baskets of each anchor and neighbour (those in none left out)."""
+
+    neighbors: dict[str, list[PairCount]]
+    family_members: dict[str, list[Product]]
+    best_sellers: dict[str, list[tuple[str, int]]]
+    basket_total: int
+    basket_counts: dict[str, int]
+
+
 class AffinityStore(Protocol):
     """Basket and pair counts, and the precomputed neighbour lists served from."""
 
@@ -172,6 +186,22 @@ class AffinityStore(Protocol):
 
     async def neighbors(self, store_id: str, product_id: str, limit: int) -> list[PairCount]:
         """The precomputed neighbour list of a product, best first."""
+        ...
+
+    async def candidate_sources(
+        self,
+        store_id: str,
+        anchor_ids: Sequence[str],
+        families: Sequence[str],
+        categories: Sequence[str],
+        *,
+        neighbors: int,
+        best_sellers: int,
+    ) -> CandidateSources:
+        """`neighbors(a, neighbors)` of each anchor, `family_products(f)` of each family,
+        `best_sellers(c, best_sellers)` of each category, `basket_count()`, and
+        `product_basket_counts` of the anchors and their neighbours, read together (on Redis in
+        two round trips, whatever the anchors: a cold offer list's reads)."""
         ...
 
 

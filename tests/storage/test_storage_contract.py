@@ -618,6 +618,52 @@ async def test_neighbors_keeps_rank_order_and_respects_the_limit(store: Store) -
     assert await store.neighbors(record.id, "p", 2) == ranked[:2]
 
 
+async def test_candidate_sources_read_together_what_the_single_reads_give(store: Store) -> None:
+    record = await new_store(store)
+    await store.upsert_products(
+        record.id,
+        [
+            product("cam", category="cameras", family="cam"),
+            product("cam-pro", category="cameras", family="cam"),
+            product("bag", category="bags", family="bag"),
+            product("strap", category="bags"),
+            product("card", category="memory"),
+        ],
+    )
+    await store.add_orders(
+        record.id,
+        [order("o1", ["cam", "bag", "card"]), order("o2", ["cam", "strap"]), order("o3", ["bag"])],
+    )
+    ranked = [PairCount("bag", 5), PairCount("card", 3), PairCount("strap", 1)]
+    await store.set_neighbors(record.id, {"cam": ranked, "bag": [PairCount("cam", 5)]})
+    anchors, families = ["cam", "bag", "unknown"], ["cam", "bag", "none"]
+    categories = ["cameras", "bags", "none"]
+
+    got = await store.candidate_sources(
+        record.id, anchors, families, categories, neighbors=2, best_sellers=1
+    )
+
+    assert got.neighbors == {a: await store.neighbors(record.id, a, 2) for a in anchors}
+    assert got.neighbors["cam"] == ranked[:2]
+    assert got.family_members == {f: await store.family_products(record.id, f) for f in families}
+    assert [p.id for p in got.family_members["cam"]] == ["cam", "cam-pro"]
+    assert got.best_sellers == {c: await store.best_sellers(record.id, c, 1) for c in categories}
+    assert got.best_sellers["bags"] == [("bag", 2)]
+    assert got.basket_total == await store.basket_count(record.id) == 3
+    counted = {"cam", "bag", "unknown", "card"}  # the anchors and their neighbours
+    assert got.basket_counts == await store.product_basket_counts(record.id, counted)
+    assert got.basket_counts == {"cam": 2, "bag": 2, "card": 1}
+    # Nothing asked, nothing read; a limit of 0 reads no list.
+    empty = await store.candidate_sources(record.id, [], [], [], neighbors=0, best_sellers=0)
+    assert (empty.neighbors, empty.family_members, empty.best_sellers) == ({}, {}, {})
+    assert empty.basket_counts == {}
+    assert empty.basket_total == 3
+    none = await store.candidate_sources(
+        record.id, ["cam"], [], ["bags"], neighbors=0, best_sellers=0
+    )
+    assert none.neighbors == {"cam": []} and none.best_sellers == {"bags": []}
+
+
 # per-visitor state
 
 

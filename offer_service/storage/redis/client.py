@@ -32,6 +32,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import (
     ClusterDownError,
+    MaxConnectionsError,
     NoScriptError,
     RedisClusterException,
     RedisError,
@@ -43,6 +44,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from offer_service.exceptions import StoreError, StoreUnavailable
 from offer_service.storage.health import ERROR, FAIL_FAST, TIMEOUT, UNAVAILABLE, StoreHealth
 from offer_service.storage.redis.keys import StoreKeys
+from offer_service.storage.redis.pool import (
+    POOL_BUSY,
+    POOL_HEADROOM,
+    POOL_SIZE_MAX_DEFAULT,
+    Pool,
+    PoolBusy,
+)
 from offer_service.storage.redis.scripts import Script
 
 T = TypeVar("T")
@@ -87,7 +95,7 @@ def _ms(options: dict[str, str], name: str, default_s: float) -> float:
     return default_s if value is None else int(value) / 1000
 
 
-def _client(url: str, cluster: bool, timeout_s: float, connect_s: float) -> Client:
+def _client(url: str, cluster: bool, timeout_s: float, connect_s: float, pool_size: int) -> Client:
     # Once, at once, and only for a dead connection (see the module docstring).
     retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
     common: dict[str, Any] = {
@@ -95,6 +103,8 @@ def _client(url: str, cluster: bool, timeout_s: float, connect_s: float) -> Clie
         "socket_connect_timeout": connect_s,
         "retry": retry,
         "decode_responses": False,
+        # Per node for a cluster. Calls wait for one of `pool_size` slots first (pool.py).
+        "max_connections": pool_size + POOL_HEADROOM,
     }
     if cluster:
         return RedisCluster.from_url(url, **common)
@@ -146,8 +156,13 @@ EVENT_LOG_DAYS = 90
 class RedisBase:
     """Connection handling and error mapping shared by the Redis backend's parts."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int | None = None) -> None:
+        """`pool_size`: commands each client may have in flight at once (pool.py)."""
         self.url = url
+        self.pool_size = pool_size or POOL_SIZE_MAX_DEFAULT
+        # Made again with the clients by `open`, for the event loop that uses them.
+        self.fast_pool = Pool(self.pool_size)
+        self.durable_pool = Pool(self.pool_size)
         self._base_url, self.cluster, self.options = _options(url)
         self.read_timeout_s = _ms(self.options, "read_timeout_ms", READ_TIMEOUT_S)
         self.write_timeout_s = _ms(self.options, "write_timeout_ms", WRITE_TIMEOUT_S)
@@ -168,10 +183,10 @@ class RedisBase:
         does not stop the service from starting (it reports not ready until Redis answers)."""
         if self._fast is not None:
             return
-        fast = _client(self._base_url, self.cluster, self.read_timeout_s, self.connect_timeout_s)
-        durable = _client(
-            self._base_url, self.cluster, self.write_timeout_s, self.connect_timeout_s
-        )
+        base, cluster, connect_s = self._base_url, self.cluster, self.connect_timeout_s
+        fast = _client(base, cluster, self.read_timeout_s, connect_s, self.pool_size)
+        durable = _client(base, cluster, self.write_timeout_s, connect_s, self.pool_size)
+        self.fast_pool, self.durable_pool = Pool(self.pool_size), Pool(self.pool_size)
         self._fast, self._durable = fast, durable
 
     async def close(self) -> None:
@@ -278,12 +293,21 @@ class RedisBase:
         if breaker and time.monotonic() < health.down_until:
             health.failed(op, FAIL_FAST)
             raise StoreUnavailable(f"Redis is unavailable (it failed just now): cannot {action}")
+        pool = self.fast_pool if fast else self.durable_pool
+        # A call waits for a connection no longer than it would wait for a reply.
+        wait_s = self.read_timeout_s if fast else self.write_timeout_s
         try:
             if deadline_s is None:
-                result = await call(client)
-            else:
-                async with asyncio.timeout(deadline_s):
+                async with pool.slot(wait_s):
                     result = await call(client)
+            else:
+                async with asyncio.timeout(deadline_s), pool.slot(deadline_s):
+                    result = await call(client)
+        except (PoolBusy, MaxConnectionsError) as exc:
+            # Busy, not down: the breaker stays open to the next request (pool.py).
+            health.failed(op, TIMEOUT)
+            self._log_outage(f"no Redis connection came free in time: cannot {action}")
+            raise StoreUnavailable(f"{POOL_BUSY}: cannot {action}") from exc
         except _DOWN as exc:
             health.down_until = time.monotonic() + BREAKER_S
             health.failed(op, UNAVAILABLE)

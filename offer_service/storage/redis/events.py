@@ -44,15 +44,21 @@ from offer_service.storage.redis.recent import Acknowledged, server_run_id
 from offer_service.storage.redis.scripts.events import (
     APPLY_EVENTS,
     DEAD_LETTER,
+    EXPIRE_EVENT_LOG,
     RECORD_EVENTS,
     TRIM_EVENTS,
 )
 from offer_service.types import DAY_MS, now_ms
 
-# A batch of POST /v1/events is at most 100 events; replays from the spool come in the same
-# batches.
-EVENTS_PER_SCRIPT = 200
+# Events recorded, entries counted, and stream or event log entries removed per script call: a
+# script holds Redis for as long as it runs, and the request path's reads wait at most 100 ms.
+# On a backlog of 100,000 events (load_tests/script_times.py, docs/performance.md), 500 entries
+# counted a call took 14-20 ms at the median, 100 take 3-4 ms; 200 events recorded a call 5 ms,
+# 50 take 1.2 ms; one trim of the whole backlog 13 ms, growing with it.
+EVENTS_PER_SCRIPT = 50
 READ_COUNT = 500
+APPLY_CHUNK = 100
+TRIM_CHUNK = 5000
 MALFORMED = "malformed entry: an event needs the fields i, r, c and e"
 
 log = logging.getLogger(__name__)
@@ -64,8 +70,8 @@ class RedisEvents(RedisBase):
     # Drains run by readers (event_counters, iter_events) use this consumer name.
     reader_consumer = "reader"
 
-    def __init__(self, url: str) -> None:
-        super().__init__(url)
+    def __init__(self, url: str, *, pool_size: int | None = None) -> None:
+        super().__init__(url, pool_size=pool_size)
         self.acknowledged = Acknowledged()
 
     async def record_events(
@@ -232,10 +238,13 @@ class RedisEvents(RedisBase):
                 raise
 
     async def _apply(self, k: StoreKeys, ids: Sequence[bytes | str]) -> int:
-        results = await self._script(
-            "count events", APPLY_EVENTS, [k.events], [k.prefix, GROUP, *ids]
-        )
-        return sum(1 for r in results if r == 1)
+        counted = 0
+        for chunk in chunks(ids, APPLY_CHUNK):
+            results = await self._script(
+                "count events", APPLY_EVENTS, [k.events], [k.prefix, GROUP, *chunk]
+            )
+            counted += sum(1 for r in results if r == 1)
+        return counted
 
     async def reclaim(
         self,
@@ -305,10 +314,17 @@ class RedisEvents(RedisBase):
         k = StoreKeys(store_id)
         if self.event_log_days > 0:
             oldest = now_ms() - self.event_log_days * DAY_MS
-            await self._do(
-                "expire old events", "zremrangebyscore", k.event_log, "-inf", f"({oldest}"
+            while await self._script(
+                "expire old events", EXPIRE_EVENT_LOG, [k.event_log], [oldest, TRIM_CHUNK]
+            ):
+                pass
+        trimmed, more = 0, 1
+        while more:
+            removed, more = await self._script(
+                "trim the event stream", TRIM_EVENTS, [k.events], [TRIM_CHUNK]
             )
-        return int(await self._script("trim the event stream", TRIM_EVENTS, [k.events], []))
+            trimmed += int(removed)
+        return trimmed
 
     async def drop_idle_consumers(self, store_id: str, idle_ms: int = keys.CONSUMER_IDLE_MS) -> int:
         """Forget consumers (processes long gone) that hold no pending entries."""

@@ -4,7 +4,8 @@
 cluster). Optional query parameters set the timeouts, in ms (defaults in `client.py`):
 `read_timeout_ms`, `write_timeout_ms`, `connect_timeout_ms`, `accept_timeout_ms`,
 `events_timeout_ms`; `event_log_days` bounds the raw events kept in memory. Key names and
-TTLs are in `keys.py`, the clients and their error handling in `client.py`, the atomic
+TTLs are in `keys.py`, the clients and their error handling in `client.py` (the connections
+each may use, `OFFER_REDIS_POOL_SIZE`, in `pool.py`), the atomic
 check-and-writes in `scripts/` (one module per role), and each role of the Store protocol in
 its own module: tenants, credentials, catalog, orders, affinity, signals, events, commerce,
 redemptions, journeys and limits.
@@ -28,6 +29,7 @@ from offer_service.storage.redis.limits import RedisLimits
 from offer_service.storage.redis.orders import RedisOrders
 from offer_service.storage.redis.redemptions import RedisRedemptions
 from offer_service.storage.redis.signals import RedisSignals
+from offer_service.storage.redis.sources import RedisSources
 
 __all__ = ["RedisStore"]
 
@@ -43,6 +45,7 @@ class RedisStore(
     RedisRedemptions,
     RedisJourneys,
     RedisLimits,
+    RedisSources,
 ):
     """The `Store` protocol on Redis or Redis Cluster."""
 
@@ -57,5 +60,5 @@ class RedisStore(
         return self
 
     @classmethod
-    def from_url(cls, url: str) -> RedisStore:
-        return cls(url)
+    def from_url(cls, url: str, *, pool_size: int | None = None) -> RedisStore:
+        return cls(url, pool_size=pool_size)

@@ -7,6 +7,9 @@ is all of them on one connection.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from offer_service.storage.protocols import CandidateSources
 from offer_service.storage.sqlite.affinity import SQLiteAffinity
 from offer_service.storage.sqlite.catalog import SQLiteCatalog
 from offer_service.storage.sqlite.commerce import SQLiteCommerce
@@ -44,6 +47,29 @@ class SQLiteStore(
     SQLiteJourneys,
 ):
     """The `Store` protocol on one SQLite file (see `SQLiteConnection` for how it is used)."""
+
+    async def candidate_sources(
+        self,
+        store_id: str,
+        anchor_ids: Sequence[str],
+        families: Sequence[str],
+        categories: Sequence[str],
+        *,
+        neighbors: int,
+        best_sellers: int,
+    ) -> CandidateSources:
+        # One read after another: each is a query of an indexed table in this process.
+        lists = {a: await self.neighbors(store_id, a, neighbors) for a in anchor_ids}
+        counted = set(anchor_ids) | {pc.product_id for pcs in lists.values() for pc in pcs}
+        return CandidateSources(
+            neighbors=lists,
+            family_members={f: await self.family_products(store_id, f) for f in families},
+            best_sellers={
+                c: await self.best_sellers(store_id, c, best_sellers) for c in categories
+            },
+            basket_total=await self.basket_count(store_id),
+            basket_counts=await self.product_basket_counts(store_id, counted),
+        )
 
     @property
     def streams(self) -> None:

@@ -71,7 +71,8 @@ return out
 """.replace("ACTS", _ACTS),
 )
 
-# KEYS: events stream. ARGV: prefix, group, entry ids delivered to this consumer. Each entry is
+# KEYS: events stream. ARGV: prefix, group, entry ids delivered to this consumer (at most
+# APPLY_CHUNK: a call's run time grows with them, and reads wait behind it). Each entry is
 # acknowledged and counted in one step, so a redelivered entry is never counted twice: 1 when
 # counted, 0 when acknowledged already (or its event id was counted), -1 when malformed (left
 # pending for the dead-letter step).
@@ -132,14 +133,17 @@ return 1
 """,
 )
 
-# KEYS: events stream. Trims entries that every group has acknowledged: below the oldest
-# pending entry and never past any group's last delivered id. Returns entries removed.
+# KEYS: events stream. ARGV: most entries to remove. Trims entries that every group has
+# acknowledged: below the oldest pending entry and never past any group's last delivered id.
+# A call stays short on any backlog: it removes whole stream nodes (up to the limit) while there
+# are some, and only then the few entries left below that id one by one (at most one node's).
+# Returns {entries removed, 1 if there may be more}.
 TRIM_EVENTS = Script(
     "trim_events",
     _STREAM_ID
     + """
 local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
-if not ok or #groups == 0 then return 0 end
+if not ok or #groups == 0 then return {0, 0} end
 local minid = nil
 for _, g in ipairs(groups) do
   local m = {}
@@ -149,6 +153,21 @@ for _, g in ipairs(groups) do
   if pending[1] > 0 and sid_less(pending[2], keep) then keep = pending[2] end
   if not minid or sid_less(keep, minid) then minid = keep end
 end
-return redis.call('XTRIM', KEYS[1], 'MINID', minid)
+local nodes = redis.call('XTRIM', KEYS[1], 'MINID', '~', minid, 'LIMIT', ARGV[1])
+if nodes > 0 then return {nodes, 1} end
+return {redis.call('XTRIM', KEYS[1], 'MINID', minid), 0}
+""",
+)
+
+# KEYS: the event log. ARGV: oldest received ms kept, most entries to remove. The log is scored
+# by received ms, so what is older is its lowest ranks: removed by rank, a bounded number per
+# call. Returns the entries removed.
+EXPIRE_EVENT_LOG = Script(
+    "expire_event_log",
+    """
+local old = redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. ARGV[1])
+if old == 0 then return 0 end
+local n = math.min(old, tonumber(ARGV[2]))
+return redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - 1)
 """,
 )
