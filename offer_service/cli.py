@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from offer_service.exceptions import OfferServiceError, StoreMissing, ValidationFailed
+from offer_service.serving.heap import Freezer
 from offer_service.settings import DEFAULT_STORE_URL, Settings
 
 if TYPE_CHECKING:
@@ -83,10 +84,7 @@ SWITCH_INTERVAL_S = 0.0005
 
 def tune_interpreter() -> None:
     """What a process that does nothing but serve wants of the interpreter (see above, and
-    `serving.heap`: long-lived objects frozen out of full collections); the process's own to
-    set, so `serve` sets it, never `create_app`."""
-    from offer_service.serving.heap import Freezer
-
+    serving/heap.py); the process's own to set, so `serve` sets it, never `create_app`."""
     gc.set_threshold(*GC_THRESHOLDS)
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     Freezer().install()
@@ -372,8 +370,7 @@ async def _open_tenant(args: argparse.Namespace) -> tuple[Store, StoreRecord]:
 
 
 def cmd_stores_list_visitors(args: argparse.Namespace) -> int:
-    """`stores list-visitors`: fill the listing of a Redis store's visitors with a state (the
-    visitor index's source) for a store written before it was kept, once every process runs."""
+    """`stores list-visitors`: fill the listing of a Redis store's visitors with a state."""
     from offer_service.storage.redis.store import RedisStore
     from offer_service.types import now_ms
 
