@@ -116,18 +116,26 @@ class Visitors:
         feed = self._feeds.get(store_id)
         if feed is None or now - feed.asked >= VISITOR_POLL_S:
             return None
+        return self._known(store_id, visitor_id, customer_id, version, now)
+
+    def _known(
+        self, store_id: str, visitor_id: str, customer_id: str | None, version: int, now: float
+    ) -> VisitorState | None:
+        """The visitor's state without a store read: held, or empty when the store's index
+        does not list the visitor (counted by where it came from). None: read it."""
         found = self._unexpired(store_id, visitor_id, customer_id, version, now)
         if found is not None:
             self.sources[HELD] += 1
             return found
-        if customer_id is None and self._unlisted(store_id, visitor_id, feed, now):
+        if customer_id is None and self._unlisted(store_id, visitor_id, now):
             self.sources[INDEX] += 1
             return EMPTY_VISITOR
         return None
 
-    def _unlisted(self, store_id: str, visitor_id: str, feed: Feed, now: float) -> bool:
+    def _unlisted(self, store_id: str, visitor_id: str, now: float) -> bool:
         """The store's current index says this visitor has no state."""
-        if self.indexes is None or now - feed.read > VISITOR_INDEX_FRESH_S:
+        feed = self._feeds.get(store_id)
+        if self.indexes is None or feed is None or now - feed.read > VISITOR_INDEX_FRESH_S:
             return False
         index = self.indexes.get(store_id)
         if index is None:
@@ -168,14 +176,9 @@ class Visitors:
         now = time.monotonic()
         self._since[store_id] = now_ms - rules.frequency_cap.window_hours * HOUR_MS
         ttl = await self._follow_changes(store_id, now)
-        found = self._unexpired(store_id, visitor_id, customer_id, version, now)
+        found = self._known(store_id, visitor_id, customer_id, version, now)
         if found is not None:
-            self.sources[HELD] += 1
             return found
-        feed = self._feeds.get(store_id)
-        if customer_id is None and feed and self._unlisted(store_id, visitor_id, feed, now):
-            self.sources[INDEX] += 1
-            return EMPTY_VISITOR
         state = await self.read(store_id, visitor_id, customer_id, rules, now_ms)
         if state is EMPTY_VISITOR:
             return state  # the store failed: nothing was read, nothing to keep
