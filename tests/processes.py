@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,11 +17,13 @@ from typing import Any
 
 import httpx
 
+from offer_service.decision.experiments import in_holdout
 from offer_service.domain.policy import StoreRules, rules_context
 from offer_service.storage import open_store
-from offer_service_tools.demo import install_demo
+from offer_service_tools.demo import DEMO_STORE_ID, install_demo
 from tests.conftest import browser_client, free_port
 from tests.flows import UNLIMITED
+from tests.redis_servers import RELAXED, running_redis
 
 ROOT = Path(__file__).resolve().parents[1]
 # Settings of this environment a server must not inherit: each test says what it wants.
@@ -164,3 +167,26 @@ def prepare_demo_store(store_url: str, **rules: Any) -> None:
             await store.close()
 
     asyncio.run(run())
+
+
+def demo_store_url(backend: str, directory: Path, **rules: Any) -> Iterator[str]:
+    """For a fixture parametrised by backend ("sqlite" or "redis"): the URL of a store holding
+    the demo store (`rules` over its rules), a SQLite file in `directory` or a Redis server of
+    the fixture's own, stopped after."""
+    if backend == "redis":
+        with contextmanager(running_redis)(directory / "redis") as server:
+            url = server.url + RELAXED
+            prepare_demo_store(url, **rules)
+            yield url
+        return
+    url = f"sqlite:///{directory}/offers.db"
+    prepare_demo_store(url, **rules)
+    yield url
+
+
+def new_shopper(prefix: str) -> str:
+    """A demo-store visitor id never seen before, outside the holdout (which gets no offers)."""
+    while True:
+        visitor = f"{prefix}-{uuid.uuid4().hex[:12]}"
+        if not in_holdout(DEMO_STORE_ID, visitor, 0.5):
+            return visitor

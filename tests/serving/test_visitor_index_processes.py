@@ -14,15 +14,13 @@ from typing import Any
 import httpx
 import pytest
 
-from offer_service.decision.experiments import in_holdout
 from offer_service.domain.policy import FrequencyCap
 from offer_service.serving.visitors import VISITOR_POLL_S
 from offer_service_tools.charge_double import ChargeDouble, running_charge_double
-from offer_service_tools.demo import CATALOG, DEMO_STORE_ID, DEMO_WEBHOOK_SECRET
+from offer_service_tools.demo import CATALOG, DEMO_WEBHOOK_SECRET
 from tests.flows import ADMIN, PK, PRICES, accept
-from tests.processes import ServeProcess, prepare_demo_store, two_instances
+from tests.processes import ServeProcess, demo_store_url, new_shopper, two_instances
 from tests.prometheus import matching, scrape
-from tests.redis_servers import RELAXED, RedisServer
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -41,28 +39,14 @@ def instances(
     request: pytest.FixtureRequest, charges: ChargeDouble, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[ServeProcess, ServeProcess]]:
     directory = tmp_path_factory.mktemp(request.param)
-    server = None
-    if request.param == "redis":
-        server = RedisServer(directory / "redis")
-        server.start()
-        url = server.url + RELAXED
-    else:
-        url = f"sqlite:///{directory}/offers.db"
-    try:
-        prepare_demo_store(url, charge_url=charges.url)  # rate limits raised out of the way
+    # Rate limits raised out of the way by prepare_demo_store.
+    for url in demo_store_url(request.param, directory, charge_url=charges.url):
         with two_instances(url, directory) as pair:
             yield pair
-    finally:
-        if server is not None:
-            server.stop()
 
 
 def shopper() -> str:
-    """A visitor id never seen before, outside the holdout (which gets no offers)."""
-    while True:
-        visitor = f"v-{uuid.uuid4().hex[:12]}"
-        if not in_holdout(DEMO_STORE_ID, visitor, 0.5):
-            return visitor
+    return new_shopper("v")
 
 
 def product_page(client: httpx.Client, visitor: str, anchor: str = ANCHOR) -> list[dict[str, Any]]:

@@ -14,16 +14,14 @@ from typing import Any
 import httpx
 import pytest
 
-from offer_service.decision.experiments import in_holdout
 from offer_service.domain.policy import FrequencyCap
 from offer_service.serving.visitors import VISITOR_POLL_S
 from offer_service.web.collect import PUBLISH_EVERY_S
 from offer_service_tools.charge_double import ChargeDouble, running_charge_double
-from offer_service_tools.demo import DEMO_STORE_ID, DEMO_WEBHOOK_SECRET
+from offer_service_tools.demo import DEMO_WEBHOOK_SECRET
 from tests.flows import PK, accept, error_code, order_with_offers
-from tests.processes import ServeProcess, prepare_demo_store
+from tests.processes import ServeProcess, demo_store_url, new_shopper
 from tests.prometheus import matching, scrape, worker_of
-from tests.redis_servers import RELAXED, RedisServer
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -43,31 +41,16 @@ def workers(
     request: pytest.FixtureRequest, charges: ChargeDouble, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServeProcess]:
     directory: Path = tmp_path_factory.mktemp(request.param)
-    server = None
-    if request.param == "redis":
-        server = RedisServer(directory / "redis")
-        server.start()
-        url = server.url + RELAXED
-    else:
-        url = f"sqlite:///{directory}/offers.db"
-    try:
-        prepare_demo_store(url, charge_url=charges.url)
+    for url in demo_store_url(request.param, directory, charge_url=charges.url):
         process = ServeProcess(url, directory / "serve.log", args=["--workers", "2"])
         try:
             yield process
         finally:
             process.stop()
-    finally:
-        if server is not None:
-            server.stop()
 
 
 def shopper() -> str:
-    """A visitor never seen before, outside the holdout (which gets no offers)."""
-    while True:
-        visitor = f"w-{uuid.uuid4().hex[:12]}"
-        if not in_holdout(DEMO_STORE_ID, visitor, 0.5):
-            return visitor
+    return new_shopper("w")
 
 
 def page(url: str, **params: str) -> tuple[list[dict[str, Any]], str]:
