@@ -46,7 +46,6 @@ class Pool:
         # For the metrics and the tests: calls that had to wait, and that waited in vain.
         self.waited = 0
         self.timed_out = 0
-        self.in_use = 0
 
     def slot(self, wait_s: float | None) -> Slot:
         """`async with pool.slot(wait_s):` holds a slot for the block."""
@@ -76,9 +75,6 @@ class Slot:
         else:
             # Free now: no timer to set up (the common case on the hot path).
             await free.acquire()
-        pool.in_use += 1
 
     async def __aexit__(self, *exc: object) -> None:
-        pool = self.pool
-        pool.in_use -= 1
-        pool._free.release()
+        self.pool._free.release()
