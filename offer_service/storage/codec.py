@@ -78,13 +78,18 @@ def customer_subject(customer_id: str) -> str:
     return "c:" + customer_id
 
 
+# Every subject of a visitor starts with this, and sorts below VISITOR_SUBJECTS_END.
+VISITOR_SUBJECT = "v:"
+VISITOR_SUBJECTS_END = "v;"
+
+
 def visitor_subject(visitor_id: str) -> str:
-    return "v:" + visitor_id
+    return VISITOR_SUBJECT + visitor_id
 
 
 def subject_visitor(subject: str) -> str | None:
     """The visitor id of a visitor subject; None for a customer's."""
-    return subject[2:] if subject.startswith("v:") else None
+    return subject[len(VISITOR_SUBJECT) :] if subject.startswith(VISITOR_SUBJECT) else None
 
 
 def subjects(customer_id: str | None, visitor_id: str | None) -> list[str]:

@@ -14,7 +14,12 @@ from offer_service.domain.records import (
     VisitorIds,
     VisitorState,
 )
-from offer_service.storage.codec import customer_subject, visitor_subject
+from offer_service.storage.codec import (
+    VISITOR_SUBJECT,
+    VISITOR_SUBJECTS_END,
+    customer_subject,
+    visitor_subject,
+)
 from offer_service.storage.protocols import VISITOR_CHANGES_MAX, VISITOR_IDS_PAGE
 from offer_service.storage.sqlite.connection import SQLiteConnection
 
@@ -35,7 +40,7 @@ SELECT kind, product_id, at_ms FROM visitor_signals
 
 # A page of the visitor ids with state (`visitor_ids`), in id order after :after: each source's
 # first :n ids after it (each an index range read), merged. Purchases and returns are kept by
-# subject, 'v:<visitor id>'; every subject of a visitor sorts between 'v:' and 'v;'.
+# subject (codec.visitor_subject): a visitor's are those from :first to :end, id from :skip.
 _VISITOR_IDS = """
 SELECT visitor_id FROM (
     SELECT DISTINCT visitor_id FROM visitor_signals
@@ -44,13 +49,13 @@ SELECT visitor_id FROM (
     ORDER BY visitor_id LIMIT :n)
 UNION
 SELECT visitor_id FROM (
-    SELECT substr(subject, 3) AS visitor_id FROM purchases
-    WHERE store_id = :store AND subject > 'v:' || :after AND subject < 'v;'
+    SELECT substr(subject, :skip) AS visitor_id FROM purchases
+    WHERE store_id = :store AND subject > :first AND subject < :end
     ORDER BY subject LIMIT :n)
 UNION
 SELECT visitor_id FROM (
-    SELECT DISTINCT substr(subject, 3) AS visitor_id FROM returned
-    WHERE store_id = :store AND subject > 'v:' || :after AND subject < 'v;'
+    SELECT DISTINCT substr(subject, :skip) AS visitor_id FROM returned
+    WHERE store_id = :store AND subject > :first AND subject < :end
     ORDER BY subject LIMIT :n)
 ORDER BY visitor_id LIMIT :n
 """
@@ -64,7 +69,15 @@ def _visitor_ids_page(
     if after is None:
         ((last,),) = conn.execute("SELECT MAX(rowid) FROM visitor_signals").fetchall()
         cursor = str(last or 0)
-    params = {"store": store_id, "after": after or "", "since": since_ms, "n": VISITOR_IDS_PAGE}
+    params = {
+        "store": store_id,
+        "after": after or "",
+        "first": visitor_subject(after or ""),
+        "end": VISITOR_SUBJECTS_END,
+        "skip": len(VISITOR_SUBJECT) + 1,
+        "since": since_ms,
+        "n": VISITOR_IDS_PAGE,
+    }
     ids = tuple(v for (v,) in conn.execute(_VISITOR_IDS, params))
     return VisitorIds(ids, ids[-1] if len(ids) == VISITOR_IDS_PAGE else None, cursor)
 
