@@ -12,7 +12,7 @@ from offer_service.domain.records import (
     VisitorIds,
     VisitorState,
 )
-from offer_service.storage.codec import subjects
+from offer_service.storage.codec import subjects, visitor_subject
 from offer_service.storage.protocols import VISITOR_CHANGES_MAX, VISITOR_IDS_PAGE
 from offer_service.storage.redis import keys
 from offer_service.storage.redis.client import Client, RedisBase, run_script
@@ -68,23 +68,23 @@ class RedisSignals(RedisBase):
         later at the latest). The number of visitors added."""
         k = StoreKeys(store_id)
         await self._require_store(k, store_id)
-        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", k.prefix)
+        # Each family's keys are its key for the visitor id "" followed by the id.
         families = {
-            "vdecline:": LASTING_SCORE,
-            "vaccept:": LASTING_SCORE,
-            "bought:v:": LASTING_SCORE,
-            "returned:v:": LASTING_SCORE,
-            "vimp:": str(now_ms),
-            "vclick:": str(now_ms),
+            k.declined(""): LASTING_SCORE,
+            k.accepted(""): LASTING_SCORE,
+            k.bought(visitor_subject("")): LASTING_SCORE,
+            k.returned(visitor_subject("")): LASTING_SCORE,
+            k.impressions(""): str(now_ms),
+            k.clicks(""): str(now_ms),
         }
 
         async def fill(c: Client) -> int:
             added = 0
             for family, score in families.items():
-                start = len(k.prefix) + len(family)
+                pattern = re.sub(r"([*?\[\]\\])", r"\\\1", family) + "*"
                 batch: dict[str, str] = {}
-                async for key in c.scan_iter(match=pattern + family + "*", count=1000):
-                    batch[key.decode()[start:]] = score
+                async for key in c.scan_iter(match=pattern, count=1000):
+                    batch[key.decode()[len(family) :]] = score
                     if len(batch) >= VISITOR_IDS_PAGE:
                         added += await c.zadd(k.visitor_ids, batch, gt=True)
                         batch = {}
