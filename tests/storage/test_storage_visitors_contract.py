@@ -159,6 +159,8 @@ async def test_a_redis_store_from_before_the_listing_is_listed_once_filled(store
     await store.upsert_products(record.id, [product("a")])
     await store.record_visitor_signal(record.id, "declined", "a", "decline", NOW)
     await store.record_visitor_signal(record.id, "shown", "a", "impression", NOW)
+    await store.record_visitor_signal(record.id, "took", "a", "accept", NOW)
+    await store.record_visitor_signal(record.id, "clicked", "a", "click", NOW)
     await store.add_orders(record.id, [order("o1", ["a"], customer="c", visitor="bought")])
     await store.add_returns(record.id, [ProductReturn(("a",), NOW, order_id="o1")])
     # As a release before the listing left the store: no 'vstate', no 'vlisted'.
@@ -167,10 +169,10 @@ async def test_a_redis_store_from_before_the_listing_is_listed_once_filled(store
     await store._do("forget the listing", "hdel", k.record, "vlisted")
     assert await store.visitor_ids(record.id, NOW) is None  # its visitors are read as before
 
-    assert await store.list_visitors(record.id, NOW) == 3
+    assert await store.list_visitors(record.id, NOW) == 5
 
     _, ids = await listed(store, record.id, NOW - HOUR)
-    assert ids == {"declined", "shown", "bought"}
+    assert ids == {"declined", "shown", "took", "clicked", "bought"}
 
 
 async def test_an_impression_dated_ahead_drops_no_visitor_still_in_a_window(store: Store) -> None:
