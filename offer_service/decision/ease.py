@@ -10,13 +10,23 @@ score of j is the sum of its products' rows, sum_i B[i, j] (linear: a cart combi
 adding their rows). A catalog of more than DENSE_MAX products does not fit a dense inverse: each
 column is then the same ridge regression restricted to the product's `LOCAL_NEIGHBOURS` most
 co-purchased partners (`local_ease.fit_local`), its loss against the exact model measured in
-docs/evaluation.md. Training only: numpy and scipy never run on the request path, which reads the
-top-K rows this module turns into neighbour lists.
+docs/evaluation.md.
+
+Two more choices are made on the validation window, at the chosen lambda, by the hit rate of the
+lists a store serves (each row cut to K entries, `cut`):
+- the weight of the products' title similarity added to G (`titles.similarity`; exact model
+  only): a product seldom bought borrows from those named like it;
+- how much popularity is taken out of B's columns: column j times (c_j + 1) ** -exponent, c_j the
+  baskets holding j. EASE ranks popular products a little too high for a cart's next product;
+  the same factor multiplies each of j's entries in every list, so a cart's sum is still the
+  model's sum times one factor per product.
+Training only: numpy and scipy never run on the request path, which reads the top-K rows this
+module turns into neighbour lists.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,16 +40,21 @@ from offer_service.decision.local_ease import (
     fit_local,
     fit_local_path,
 )
+from offer_service.decision.titles import similarity
 from offer_service.domain.records import PairCount
 
 __all__ = [
     "DENSE_MAX",
     "LAMBDAS",
     "LOCAL_NEIGHBOURS",
+    "POPULARITY_EXPONENTS",
+    "TITLE_WEIGHTS",
     "Fitted",
     "basket_matrix",
     "calibration",
     "choose_lambda",
+    "cut",
+    "damped",
     "fit",
     "fit_dense",
     "fit_local",
@@ -56,6 +71,11 @@ DENSE_MAX = 20_000
 LAMBDAS = (1.0, 5.0, 25.0, 100.0, 400.0, 1600.0)
 # Validation scores the hidden product's rank within this many.
 VALIDATION_K = 5
+# The title similarity's weights tried in G (0: none). A weight w counts two products with the
+# same title words as w baskets holding both.
+TITLE_WEIGHTS = (0.0, 3.0, 10.0, 30.0)
+# The popularity exponents tried on B's columns (0: EASE's own scores).
+POPULARITY_EXPONENTS = (0.0, 0.05, 0.1, 0.15)
 
 Matrix = NDArray[np.float64]
 Indices = NDArray[np.int64]
@@ -305,6 +325,134 @@ def _choose(
     return best, scores, kept
 
 
+def damped(b: Matrix | sp.csr_matrix, counts: Matrix, exponent: float) -> Matrix | sp.csr_matrix:
+    """B with column j times (counts[j] + 1) ** -exponent (a new matrix; B itself at 0)."""
+    if exponent == 0:
+        return b
+    factor = (np.asarray(counts, dtype=np.float64) + 1.0) ** -exponent
+    if sp.issparse(b):
+        return sp.csr_matrix(sp.csr_matrix(b) @ sp.diags(factor))
+    out: Matrix = np.asarray(b) * factor[None, :]
+    return out
+
+
+def cut(b: Matrix | sp.csr_matrix, k: int) -> sp.csr_matrix:
+    """B as a store serves it: each row's k - k // 2 largest positive entries and k // 2 most
+    negative ones (`neighbor_lists`' choice; ties broken by position, not by id), the rest 0."""
+    m = b.shape[0]
+    counts = [(1.0, k - k // 2), (-1.0, k // 2)]
+    if sp.issparse(b):
+        return _cut_sparse(sp.csr_matrix(b), counts)
+    block = max(1, 4_000_000 // max(m, 1))  # rows densified at once (32 MB)
+    rows: list[Indices] = []
+    cols: list[Indices] = []
+    vals: list[Matrix] = []
+    for start in range(0, m, block):
+        end = min(start + block, m)
+        dense: Matrix = np.array(b[start:end])
+        dense[np.arange(end - start), np.arange(start, end)] = 0.0
+        for sign, count in counts:
+            c = min(count, m)
+            if c <= 0:
+                continue
+            at = np.argpartition(-sign * dense, c - 1, axis=1)[:, :c]
+            v = np.take_along_axis(dense, at, axis=1)
+            keep = sign * v > 0
+            rows.append(np.broadcast_to(np.arange(start, end)[:, None], at.shape)[keep])
+            cols.append(at[keep])
+            vals.append(v[keep])
+    if not rows:
+        return sp.csr_matrix(b.shape, dtype=np.float64)
+    return sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=b.shape
+    )
+
+
+def _cut_sparse(b: sp.csr_matrix, counts: Sequence[tuple[float, int]]) -> sp.csr_matrix:
+    """`cut` of a sparse B: its entries sorted by row, then by signed value, and each row's
+    first `count` of each sign kept."""
+    coo = b.tocoo()
+    off = coo.row != coo.col
+    row, col, val = coo.row[off], coo.col[off], coo.data[off]
+    keep = np.zeros(val.size, dtype=bool)
+    for sign, count in counts:
+        if count <= 0:
+            continue
+        order = np.lexsort((-sign * val, row))
+        ranked = row[order]
+        # Each entry's place within its row (rows are contiguous after the sort).
+        starts = np.searchsorted(ranked, ranked, side="left")
+        place = np.arange(ranked.size) - starts
+        chosen = order[(place < count) & (sign * val[order] > 0)]
+        keep[chosen] = True
+    return sp.csr_matrix((val[keep], (row[keep], col[keep])), shape=b.shape)
+
+
+@dataclass(frozen=True, slots=True)
+class Tuned:
+    """The title weight and popularity exponent chosen on validation, every pair's hit rate@5
+    (served lists), and the chosen held-out model (full rows, for calibration)."""
+
+    title_weight: float
+    exponent: float
+    scores: dict[tuple[float, float], float]
+    held_out: Matrix | sp.csr_matrix
+
+
+def tune(
+    train: sp.csr_matrix,
+    validation: sp.csr_matrix,
+    lam: float,
+    held_out: Matrix | sp.csr_matrix,
+    *,
+    k: int,
+    ids: Sequence[str],
+    titles: Mapping[str, str] | None,
+    progress: Progress | None = None,
+) -> Tuned:
+    """Choose the title weight (exact model with titles only) and the popularity exponent at
+    `lam` by the served lists' hit rate@5 on `validation`; ties go to the smaller weight and
+    exponent (the plain model wins a tie). `held_out` is the model of `train` at `lam`."""
+    gram = gram_of(train)
+    counts = gram.diagonal()
+    dense = isinstance(held_out, np.ndarray)
+    weights = TITLE_WEIGHTS if dense and titles is not None else (0.0,)
+    sim = similarity(ids, titles) if len(weights) > 1 and titles is not None else None
+    scores: dict[tuple[float, float], float] = {}
+    best: tuple[float, float, float] | None = None
+    chosen: Matrix | sp.csr_matrix = held_out
+    for w in weights:
+        if w == 0 or sim is None:
+            b = held_out
+        else:
+            g = gram.toarray()
+            _add(g, sim, w)
+            b = fit_dense(g, lam, overwrite=True)
+            del g
+        for exponent in POPULARITY_EXPONENTS:
+            scaled = damped(b, counts, exponent)
+            rate = hit_rate(cut(scaled, k), validation)
+            scores[(w, exponent)] = rate
+            if progress is not None:
+                progress(
+                    f"title weight {w:g}, popularity exponent {exponent:g}: "
+                    f"served lists' validation hit rate@5 {rate:.2%}"
+                )
+            if best is None or (rate, -w, -exponent) > best:
+                best = (rate, -w, -exponent)
+                chosen = scaled
+            del scaled
+        del b
+    assert best is not None
+    return Tuned(-best[1], -best[2], scores, chosen)
+
+
+def _add(g: Matrix, sim: sp.csr_matrix, weight: float) -> None:
+    """g += weight x sim, in place (sim sparse)."""
+    coo = sim.tocoo()
+    g[coo.row, coo.col] += weight * coo.data
+
+
 @dataclass(frozen=True, slots=True)
 class Fitted:
     """A trained model's neighbour lists and how it was chosen."""
@@ -315,6 +463,9 @@ class Fitted:
     products: int
     baskets: int
     scale: float = 1.0  # what the stored scores are B times (`calibration`)
+    title_weight: float = 0.0  # the title similarity's weight in G (`tune`)
+    exponent: float = 0.0  # the popularity exponent taken out of B's columns (`tune`)
+    tuning: dict[tuple[float, float], float] | None = None  # (weight, exponent) -> hit rate@5
 
 
 def neighbor_lists(
@@ -382,16 +533,19 @@ def train(
     window_ms: int,
     lambdas: Sequence[float] = LAMBDAS,
     dense_max: int = DENSE_MAX,
+    titles: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> Fitted:
     """The model of every basket (epoch ms, product ids), lambda chosen on the last
-    `window_ms` by a model of the baskets before it; with too little history to validate
-    (fewer than 2 baskets on either side), the middle of `lambdas`."""
+    `window_ms` by a model of the baskets before it, then the title weight (with `titles`,
+    product id -> title) and the popularity exponent (`tune`); with too little history to
+    validate (fewer than 2 baskets on either side), the middle of `lambdas` and neither."""
     say = progress or (lambda _: None)
     multi = [(t, b) for t, b in dated if len(set(b)) > 0]
     older, recent = split_recent(multi, window_ms)
     validation: dict[float, float] = {}
     scale: float | None = None
+    tuned: Tuned | None = None
     if len(older) >= 2 and sum(1 for b in recent if len(set(b)) >= 2) >= 1:
         x_old, ids_old = basket_matrix(older)
         x_val, _ = basket_matrix(recent, ids_old)
@@ -400,20 +554,39 @@ def train(
             f"{window_ms / 86_400_000:g} days, {len(recent):,} in them"
         )
         lam, validation, held_out = _choose(x_old, x_val, lambdas, dense_max, progress)
-        scale = calibration(held_out, x_val)
+        tuned = tune(
+            x_old, x_val, lam, held_out, k=k, ids=ids_old, titles=titles, progress=progress
+        )
         del held_out
+        scale = calibration(tuned.held_out, x_val)
+        say(
+            f"chosen: lambda {lam:g}, title weight {tuned.title_weight:g}, "
+            f"popularity exponent {tuned.exponent:g}"
+        )
     else:
         lam = lambdas[len(lambdas) // 2]
         say(f"too few baskets to validate: lambda {lam:g}")
+    weight = tuned.title_weight if tuned is not None else 0.0
+    exponent = tuned.exponent if tuned is not None else 0.0
+    if tuned is not None:
+        tuning = tuned.scores
+        del tuned  # its held-out model: as large as the one fitted next
+    else:
+        tuning = None
     x, ids = basket_matrix(b for _, b in multi)
     say(f"fitting {len(ids):,} products on {x.shape[0]:,} baskets (lambda {lam:g})")
     gram = gram_of(x)
     if len(ids) <= dense_max:
-        b: Matrix | sp.csr_matrix = fit_dense(gram.toarray(), lam, overwrite=True)
+        g = gram.toarray()
+        if weight and titles is not None:
+            _add(g, similarity(ids, titles), weight)
+        b: Matrix | sp.csr_matrix = fit_dense(g, lam, overwrite=True)
+        del g
     else:
         b = fit_local_path(gram, [lam], progress=progress)[0]
+    b = damped(b, gram.diagonal(), exponent)
     if scale is None:  # nothing held out: calibrate in-sample, the best there is
         scale = calibration(b, x)
     say(f"scores scaled by {scale:.3g} to probabilities")
     lists = neighbor_lists(b, gram, ids, k, scale=scale)
-    return Fitted(lists, lam, validation, len(ids), x.shape[0], scale)
+    return Fitted(lists, lam, validation, len(ids), x.shape[0], scale, weight, exponent, tuning)

@@ -168,7 +168,7 @@ class LearningRules(_Model):
 
 
 # The default value weight, chosen from the trade-off measured in docs/evaluation.md.
-VALUE_WEIGHT = 0.0
+VALUE_WEIGHT = 0.05
 
 
 class StoreRules(_Model):

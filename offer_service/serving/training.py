@@ -15,7 +15,7 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from offer_service.domain.records import StoreRecord
@@ -35,6 +35,8 @@ VALIDATION_DAYS = 30
 RETRAIN_ORDERS = DEFAULT_RETRAIN_ORDERS
 # ...checked this often.
 CHECK_EVERY_S = 300.0
+# Product titles (the model's side information) are read this many products at a time.
+TITLE_CHUNK = 1_000
 # All orders: placed_at is epoch ms, and no order is placed in the year 5138.
 _UNTIL_MS = 10**14
 
@@ -76,17 +78,33 @@ async def train_store(
     if not any(len(basket) >= 2 for _, basket in dated):
         say(NOTHING_TO_LEARN.format(store=record.id))
         return TrainSummary(len(dated), 0, None, {}, time.monotonic() - started)
+    titles = await _titles(store, record.id, {p for _, basket in dated for p in basket})
     # numpy and scipy load here, never in a process that only serves.
     from offer_service.decision import ease
 
     fitted = await asyncio.to_thread(
-        ease.train, dated, k=k, window_ms=VALIDATION_DAYS * DAY_MS, progress=say
+        ease.train,
+        dated,
+        k=k,
+        window_ms=VALIDATION_DAYS * DAY_MS,
+        titles=titles,
+        progress=say,
     )
     say(f"writing {len(fitted.lists):,} neighbour lists")
     await store.set_neighbors(record.id, fitted.lists)
     seconds = time.monotonic() - started
     say(f"trained in {seconds:.1f} s")
     return TrainSummary(fitted.baskets, fitted.products, fitted.lam, fitted.validation, seconds)
+
+
+async def _titles(store: Store, store_id: str, ids: Collection[str]) -> dict[str, str]:
+    """The titles of the ordered products the catalog holds, TITLE_CHUNK at a time."""
+    ordered = sorted(ids)
+    out: dict[str, str] = {}
+    for start in range(0, len(ordered), TITLE_CHUNK):
+        found = await store.get_products(store_id, ordered[start : start + TITLE_CHUNK])
+        out.update((pid, p.title) for pid, p in found.items())
+    return out
 
 
 class Trainer:

@@ -240,4 +240,7 @@ def test_scores_are_calibrated_by_the_model_chosen_on_validation(dense_max: int)
     x_old, ids_old = ease.basket_matrix(older)
     x_val, _ = ease.basket_matrix(recent, ids_old)
     again = ease.fit(x_old, fitted.lam, dense_max=dense_max)
+    # With no titles the title weight stays 0; the popularity exponent is chosen too.
+    assert fitted.title_weight == 0.0
+    again = ease.damped(again, ease.gram_of(x_old).diagonal(), fitted.exponent)
     assert fitted.scale == pytest.approx(ease.calibration(again, x_val), rel=1e-9)

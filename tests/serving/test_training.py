@@ -8,6 +8,7 @@ import pytest
 from offer_service.commerce.ingest import import_orders
 from offer_service.domain.policy import StoreRules
 from offer_service.domain.surfaces import Surface
+from offer_service.serving import training
 from offer_service.serving.engine import Engine
 from offer_service.serving.training import train_store
 from offer_service.web.models import OffersRequest
@@ -95,3 +96,38 @@ async def test_training_writes_scored_lists_that_orders_then_leave_alone(
     assert (await store.neighbors(record.id, "a", 5))[0] == top
     assert await store.basket_count(record.id) == len(baskets) + 1
     assert (await store.pair_counts(record.id, "f"))[0].pair_count == 1
+
+
+@pytest.mark.anyio
+async def test_training_reads_the_catalogs_titles_in_chunks(
+    store: CountingStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two bags named alike are never bought together until the last month, which validation
+    # reads: only their titles can predict it, so the title weight is chosen and the served
+    # list of one names the other.
+    monkeypatch.setattr(training, "TITLE_CHUNK", 7)  # several reads for the 42 products
+    record = await store.create_store("Shop", store_id="st_shop", rules=StoreRules(holdout_share=0))
+    fillers = [f"z{i:02d}" for i in range(40)]
+    await store.upsert_products(
+        record.id,
+        [
+            product("red", title="Red Retrospot Jumbo Bag"),
+            product("pink", title="Pink Retrospot Jumbo Bag"),
+            *(product(z, title=f"filler item {z}") for z in fillers),
+        ],
+    )
+    start = 1_700_000_000_000
+    orders = [
+        order(f"o{i}", [("red", "pink")[i % 2], fillers[i % 40], fillers[(i * 7 + 1) % 40]],
+              at_ms=start + i * DAY // 4)
+        for i in range(240)
+    ]  # fmt: skip
+    orders += [order(f"v{i}", ["red", "pink"], at_ms=start + 70 * DAY + i) for i in range(30)]
+    await import_orders(store, record, orders, [])
+    said: list[str] = []
+    summary = await train_store(store, record, progress=said.append)
+    assert summary.products == 42
+    chosen = next(line for line in said if line.startswith("chosen:"))
+    assert "title weight 0," not in chosen
+    listed = {pc.product_id for pc in await store.neighbors(record.id, "red", 25) if pc.score}
+    assert "pink" in listed
