@@ -27,8 +27,6 @@ SUMMED = ("cooccurrence", "cosine", "ease")
 MAXED = ("rules",)
 MODEL_METHODS = (*SUMMED, *MAXED)
 
-Vector = NDArray[np.float32]
-
 
 @dataclass(slots=True)
 class Baselines:
@@ -43,9 +41,43 @@ class Baselines:
         rows = [self.index[p] for p in cart if p in self.index]
         if not rows:
             return []
-        m = self.matrices[method][rows]
-        scores: Vector = m.max(axis=0) if method in MAXED else m.sum(axis=0)
+        m = self.matrices[method][rows].astype(np.float64)
+        scores: NDArray[np.float64] = m.max(axis=0) if method in MAXED else m.sum(axis=0)
         scores[rows] = 0.0
+        return self._best(scores, k)
+
+    def leave_one_out(
+        self, basket: Sequence[str], hidden: Sequence[str], k: int
+    ) -> dict[str, dict[str, list[str]]]:
+        """For each product h of `hidden` (all in `basket`), every method's `ranking` of the
+        basket less h: the basket's rows are summed (or maxed) once and h's row taken out."""
+        rows = [self.index[p] for p in basket if p in self.index]
+        at = {self.ids[r]: n for n, r in enumerate(rows)}
+        out: dict[str, dict[str, list[str]]] = {h: {} for h in hidden}
+        for method in MODEL_METHODS:
+            m = self.matrices[method][rows].astype(np.float64)
+            if method in MAXED and rows:
+                # The largest and second largest entry per column: the max without row n is
+                # the largest unless row n holds it.
+                order = np.argsort(-m, axis=0, kind="stable")[:2]
+                best = np.take_along_axis(m, order, axis=0)
+                second = best[1] if len(rows) > 1 else np.zeros(m.shape[1])
+            total = m.sum(axis=0)
+            for h in hidden:
+                n = at.get(h)
+                if len(rows) - (n is not None) == 0:
+                    out[h][method] = []
+                    continue
+                if method in MAXED:
+                    top = best[0]
+                    scores = top.copy() if n is None else np.where(order[0] == n, second, top)
+                else:
+                    scores = total.copy() if n is None else total - m[n]
+                scores[[r for r in rows if r != self.index.get(h)]] = 0.0
+                out[h][method] = self._best(scores, k)
+        return out
+
+    def _best(self, scores: NDArray[np.float64], k: int) -> list[str]:
         positive = np.flatnonzero(scores > 0)
         if positive.size > k:
             positive = positive[np.argpartition(-scores[positive], k - 1)[:k]]

@@ -20,12 +20,16 @@ def table(
     seconds: float,
     until: str | None = None,
     lam: float | None = None,
+    tuned: tuple[float, float] | None = None,
 ) -> str:
     """The evaluation as Markdown tables with a few lines of context."""
     window = "" if until is None else f" placed before {until}"
     methods = [name for name in METHODS if name in metrics]
     heads = [f"hit rate@{k}" for k in ks] + ["MRR", "coverage"]
-    model = "" if lam is None else f" The item model's lambda, chosen on the last 30 days: {lam:g}."
+    model = "" if lam is None else f" The item model's lambda, chosen on the last 30 days: {lam:g}"
+    if model and tuned is not None:
+        model += f"; its title weight {tuned[0]:g} and popularity exponent {tuned[1]:g}"
+    model += "." if model else ""
     lines = [
         f"Trained on {trained_orders:,} orders before {split} ({catalog_size:,} products sold); "
         f"tested on {result.baskets:,} later baskets of 2+ products{window}.{model}",

@@ -15,6 +15,7 @@ from offer_service.domain.orders import Order, OrderLine
 from offer_service.domain.records import EMPTY_VISITOR
 from offer_service.domain.surfaces import Surface
 from offer_service.importers.online_retail import parse_online_retail
+from offer_service_tools import baselines
 from offer_service_tools.evaluate import (
     METHODS,
     Trained,
@@ -77,6 +78,29 @@ def test_up_to_the_cart_hard_max_the_ranking_is_what_decide_answers(trained: Tra
         for k in (1, 2):
             offers = decide(inputs, trained.rules, EMPTY_VISITOR, limit=k, now_ms=SPLIT_MS)
             assert engine_ranking(trained, cart, k) == [o.candidate.product.id for o in offers]
+
+
+def test_leave_one_out_baselines_rank_as_the_basket_less_each_product() -> None:
+    # Each basket's rows are summed (or maxed) once and the hidden product's row taken out:
+    # the same rankings as asking each cart alone. Integer pair counts keep sums exact.
+    rng = random.Random(4)
+    ids = [f"p{i:02d}" for i in range(30)]
+    baskets = [rng.sample(ids, rng.randint(1, 6)) for _ in range(200)]
+    models = baselines.build(baskets, 5.0)
+    for size in (2, 3, 8, 20):
+        basket = [*rng.sample(ids, size - 1), "unknown"]
+        hidden = [p for p in basket if rng.random() < 0.7] or basket[:1]
+        answers = models.leave_one_out(basket, hidden, 5)
+        for h in hidden:
+            cart = [p for p in basket if p != h]
+            for method in ("cooccurrence", "rules"):
+                assert answers[h][method] == models.ranking(method, cart, 5), (method, h)
+            for method in ("cosine", "ease"):  # sums of fractions: equal up to rounding
+                got, want = answers[h][method], models.ranking(method, cart, 5)
+                assert len(got) == len(want) and got[:2] == want[:2], (method, h)
+    # A basket of one known product: nothing left to ask with.
+    alone = models.leave_one_out(["p00"], ["p00"], 5)["p00"]
+    assert alone == {method: [] for method in baselines.MODEL_METHODS}
 
 
 def test_the_model_baselines_of_the_fixture(trained: Trained) -> None:
