@@ -396,14 +396,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             s = await train_store(store, record, progress=_say)
         finally:
             await store.close()
-        validation = {f"{lam:g}": round(rate, 6) for lam, rate in s.validation.items()}
-        return {
-            "baskets": s.baskets,
-            "products": s.products,
-            "lambda": s.lam,
-            "validation_hit_rate@5": validation,
-            "seconds": round(s.seconds, 2),
-        }
+        return s.report()
 
     _print_json(asyncio.run(run()))
     return 0

@@ -271,6 +271,8 @@ def test_train_after_an_import_reports_its_steps_on_stderr(tmp_path: Path, datas
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["products"] > 1000 and summary["lambda"] > 0
+    assert summary["title_weight"] in (0, 3, 10, 30)
+    assert summary["popularity_exponent"] in (0, 0.05, 0.1, 0.15)
     assert "choosing lambda" in r.stderr and "writing" in r.stderr
     r = run("train", "--store", "st_nope", "--store-url", url, cwd=tmp_path)
     assert r.returncode != 0 and "no store" in r.stderr

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from typing import Any
 
 from offer_service.domain.records import StoreRecord
 from offer_service.exceptions import StoreError
@@ -58,6 +59,21 @@ class TrainSummary:
     lam: float | None
     validation: dict[float, float]
     seconds: float
+    title_weight: float = 0.0  # the title similarity's weight chosen (`ease.tune`)
+    exponent: float = 0.0  # the popularity exponent chosen (`ease.tune`)
+
+    def report(self) -> dict[str, Any]:
+        """What `offer-service train` prints (JSON)."""
+        validation = {f"{lam:g}": round(rate, 6) for lam, rate in self.validation.items()}
+        return {
+            "baskets": self.baskets,
+            "products": self.products,
+            "lambda": self.lam,
+            "validation_hit_rate@5": validation,
+            "title_weight": self.title_weight,
+            "popularity_exponent": self.exponent,
+            "seconds": round(self.seconds, 2),
+        }
 
 
 async def train_store(
@@ -94,7 +110,15 @@ async def train_store(
     await store.set_neighbors(record.id, fitted.lists)
     seconds = time.monotonic() - started
     say(f"trained in {seconds:.1f} s")
-    return TrainSummary(fitted.baskets, fitted.products, fitted.lam, fitted.validation, seconds)
+    return TrainSummary(
+        fitted.baskets,
+        fitted.products,
+        fitted.lam,
+        fitted.validation,
+        seconds,
+        fitted.title_weight,
+        fitted.exponent,
+    )
 
 
 async def _titles(store: Store, store_id: str, ids: Collection[str]) -> dict[str, str]:

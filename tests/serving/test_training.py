@@ -128,6 +128,7 @@ async def test_training_reads_the_catalogs_titles_in_chunks(
     summary = await train_store(store, record, progress=said.append)
     assert summary.products == 42
     chosen = next(line for line in said if line.startswith("chosen:"))
-    assert "title weight 0," not in chosen
+    assert "title weight 0," not in chosen and summary.title_weight > 0
+    assert summary.report()["title_weight"] == summary.title_weight
     listed = {pc.product_id for pc in await store.neighbors(record.id, "red", 25) if pc.score}
     assert "pink" in listed
