@@ -525,6 +525,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.per_basket == 1 or args.per_basket < 0:
         # One answer per basket leaves its share of the standard error unknown.
         raise SystemExit("error: --per-basket takes 0 (every query) or at least 2")
+    if not 0 <= args.share <= 1:
+        raise SystemExit("error: --share takes a number from 0 to 1")
     path = Path(args.orders)
     if not path.exists():
         print(f"error: no such file: {path}", file=sys.stderr)
@@ -538,8 +540,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if split_ms <= o.placed_at_ms < until_ms
     ]
     trained = train(before, parsed.products, model=True)
-    if not 0 <= args.share <= 1:
-        raise SystemExit("error: --share takes a number from 0 to 1")
     result = evaluate(
         trained,
         after,

@@ -155,6 +155,17 @@ def test_sampled_hidden_products_are_weighted_to_stand_for_every_query(trained: 
     assert result.tallies["best_sellers"].hits[5] == 7  # the baselines answer every query
 
 
+def test_a_share_of_each_basket_is_asked_when_it_is_more_than_per_basket(
+    trained: Trained,
+) -> None:
+    # Baskets of 2, 3 and 2 products: a share of 1 asks all 7, 0.5 asks max(1, ceil(n / 2)).
+    assert evaluate_baskets(trained, LATER, KS, per_basket=1, share=1.0).evaluated == 7
+    assert evaluate_baskets(trained, LATER, KS, per_basket=1, share=0.5).evaluated == 1 + 2 + 1
+    assert evaluate_baskets(trained, LATER, KS, per_basket=1, share=0.0).evaluated == 3
+    every = evaluate_baskets(trained, LATER, KS, per_basket=0).metrics(6)
+    assert evaluate_baskets(trained, LATER, KS, per_basket=1, share=1.0).metrics(6) == every
+
+
 def test_the_engine_hit_rate_standard_error_matches_the_hand_computation(
     trained: Trained,
 ) -> None:
@@ -261,6 +272,8 @@ def test_until_keeps_a_validation_window(
         ["--k", "x"],
         ["--split", "11/01/2011"],
         ["--per-basket", "1"],
+        ["--share", "1.5"],
+        ["--share", "-0.1"],
         ["--until", "2011-11-01"],
         ["--until", "soon"],
     ],
