@@ -17,15 +17,16 @@ TITLES = {
     "d": "Glass Star T-Light Holder",
     "e": "",
 }
+# The same five among 40 fillers: a catalog where "red" or "bag" is rare and "filler" common.
+CATALOG = {**TITLES, **{f"z{i}": f"filler item {i}" for i in range(40)}}
 
 
 def test_title_similarity_is_the_cosine_of_idf_weighted_words() -> None:
     # Among 5 products a word held by 2 is already above COMMON_SHARE: nothing is kept.
     ids = sorted(TITLES)
     assert titles.similarity(ids, TITLES).nnz == 0
-    big = {**TITLES, **{f"z{i}": f"filler item {i}" for i in range(40)}}
-    ids = sorted(big)
-    sim = titles.similarity(ids, big).toarray()
+    ids = sorted(CATALOG)
+    sim = titles.similarity(ids, CATALOG).toarray()
     at = {pid: i for i, pid in enumerate(ids)}
     m = len(ids)
     # df over 45 products: retrospot 3, red 2, jumbo 2, bag 2; pink, cake, cases, glass, star,
@@ -66,9 +67,8 @@ def test_title_weight_is_the_words_as_extra_baskets() -> None:
     # column of the unit idf matrix (the docstring's "as if every word were a basket").
     baskets = [{"a", "d"}, {"a", "b"}, {"c", "d"}, {"a", "b", "c"}, {"b"}, {"d", "e"}]
     baskets += [{f"z{i}"} for i in range(40)]  # a catalog where "red" or "bag" is rare
-    big = {**TITLES, **{f"z{i}": f"filler item {i}" for i in range(40)}}
     x, ids = ease.basket_matrix(baskets)
-    sim = titles.similarity(ids, big)
+    sim = titles.similarity(ids, CATALOG)
     w = 4.0
     g = ease.gram_of(x).toarray()
     g += w * sim.toarray()
@@ -129,9 +129,10 @@ def dated_baskets() -> list[tuple[int, set[str]]]:
 
 def test_the_title_weight_is_chosen_on_validation_and_only_with_titles() -> None:
     dated = dated_baskets()
-    big = {**TITLES, **{f"z{i}": f"filler item {i}" for i in range(40)}}
     said: list[str] = []
-    fitted = ease.train(dated, k=6, window_ms=40, lambdas=(5.0,), titles=big, progress=said.append)
+    fitted = ease.train(
+        dated, k=6, window_ms=40, lambdas=(5.0,), titles=CATALOG, progress=said.append
+    )
     assert fitted.title_weight > 0
     assert fitted.tuning is not None
     assert set(fitted.tuning) == {
@@ -153,22 +154,21 @@ def test_the_title_weight_is_chosen_on_validation_and_only_with_titles() -> None
     plain = ease.train(dated, k=6, window_ms=40, lambdas=(5.0,))
     assert plain.title_weight == 0.0 and plain.tuning is not None
     assert {w for w, _ in plain.tuning} == {0.0}
-    local = ease.train(dated, k=6, window_ms=40, lambdas=(5.0,), titles=big, dense_max=10)
+    local = ease.train(dated, k=6, window_ms=40, lambdas=(5.0,), titles=CATALOG, dense_max=10)
     assert local.title_weight == 0.0
     # Too little history to validate: neither is used.
-    short = ease.train([(0, {"a", "b"})], k=4, window_ms=10, titles=big)
+    short = ease.train([(0, {"a", "b"})], k=4, window_ms=10, titles=CATALOG)
     assert (short.title_weight, short.exponent, short.tuning) == (0.0, 0.0, None)
 
 
 def test_later_baskets_cannot_move_the_choice() -> None:
     # `train` reads only what it is given: the choice is made on the last window of it.
     dated = dated_baskets()
-    big = {**TITLES, **{f"z{i}": f"filler item {i}" for i in range(40)}}
-    first = ease.train(dated, k=6, window_ms=40, lambdas=(5.0,), titles=big)
+    first = ease.train(dated, k=6, window_ms=40, lambdas=(5.0,), titles=CATALOG)
     older, recent = ease.split_recent(dated, 40)
     x_old, ids_old = ease.basket_matrix(older)
     x_val, _ = ease.basket_matrix(recent, ids_old)
     held = ease.fit(x_old, 5.0)
-    tuned = ease.tune(x_old, x_val, 5.0, held, k=6, ids=ids_old, titles=big)
+    tuned = ease.tune(x_old, x_val, 5.0, held, k=6, ids=ids_old, titles=CATALOG)
     assert (tuned.title_weight, tuned.exponent) == (first.title_weight, first.exponent)
     assert tuned.scores == first.tuning
