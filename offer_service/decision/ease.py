@@ -284,19 +284,19 @@ def choose_lambda(
 ) -> tuple[float, dict[float, float]]:
     """The lambda of `lambdas` whose model, fitted on `train`, has the best hit rate@5 on
     `validation` (ties: the larger, smoother one), and every lambda's hit rate."""
-    best, scores, _ = _choose(train, validation, lambdas, dense_max, progress)
+    best, scores, _ = _choose(gram_of(train), validation, lambdas, dense_max, progress)
     return best, scores
 
 
 def _choose(
-    train: sp.csr_matrix,
+    gram: sp.csr_matrix,
     validation: sp.csr_matrix,
     lambdas: Sequence[float],
     dense_max: int,
     progress: Progress | None,
 ) -> tuple[float, dict[float, float], Matrix | sp.csr_matrix]:
-    """`choose_lambda`, and the model at the chosen lambda (fitted on `train`)."""
-    gram = gram_of(train)
+    """`choose_lambda` from the training baskets' Gram matrix, and the model at the chosen
+    lambda."""
     scores: dict[float, float] = {}
     kept: Matrix | sp.csr_matrix | None = None
 
@@ -308,7 +308,7 @@ def _choose(
         if progress is not None:
             progress(f"lambda {lam:g}: validation hit rate@5 {rate:.2%}")
 
-    if train.shape[1] <= dense_max:
+    if gram.shape[1] <= dense_max:
         dense = gram.toarray()
         for lam in lambdas:
             exact = fit_dense(dense, lam)
@@ -400,7 +400,7 @@ class Tuned:
 
 
 def tune(
-    train: sp.csr_matrix,
+    gram: sp.csr_matrix,
     validation: sp.csr_matrix,
     lam: float,
     held_out: Matrix | sp.csr_matrix,
@@ -412,8 +412,8 @@ def tune(
 ) -> Tuned:
     """Choose the title weight (exact model with titles only) and the popularity exponent at
     `lam` by the served lists' hit rate@5 on `validation`; ties go to the smaller weight and
-    exponent (the plain model wins a tie). `held_out` is the model of `train` at `lam`."""
-    gram = gram_of(train)
+    exponent (the plain model wins a tie). `gram` is the training baskets' G, `held_out` their
+    model at `lam`."""
     counts = gram.diagonal()
     dense = isinstance(held_out, np.ndarray)
     weights = TITLE_WEIGHTS if dense and titles is not None else (0.0,)
@@ -553,10 +553,12 @@ def train(
             f"choosing lambda: {len(older):,} baskets before the last "
             f"{window_ms / 86_400_000:g} days, {len(recent):,} in them"
         )
-        lam, validation, held_out = _choose(x_old, x_val, lambdas, dense_max, progress)
+        gram_old = gram_of(x_old)
+        lam, validation, held_out = _choose(gram_old, x_val, lambdas, dense_max, progress)
         tuned = tune(
-            x_old, x_val, lam, held_out, k=k, ids=ids_old, titles=titles, progress=progress
+            gram_old, x_val, lam, held_out, k=k, ids=ids_old, titles=titles, progress=progress
         )
+        del gram_old
         del held_out
         scale = calibration(tuned.held_out, x_val)
         say(

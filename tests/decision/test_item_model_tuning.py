@@ -161,14 +161,15 @@ def test_the_title_weight_is_chosen_on_validation_and_only_with_titles() -> None
     assert (short.title_weight, short.exponent, short.tuning) == (0.0, 0.0, None)
 
 
-def test_later_baskets_cannot_move_the_choice() -> None:
-    # `train` reads only what it is given: the choice is made on the last window of it.
+def test_trains_choice_is_tune_on_its_last_window() -> None:
+    # `train` tunes on the last `window_ms` of what it is given, by a model of what precedes it.
     dated = dated_baskets()
     first = ease.train(dated, k=6, window_ms=40, lambdas=(5.0,), titles=CATALOG)
     older, recent = ease.split_recent(dated, 40)
     x_old, ids_old = ease.basket_matrix(older)
     x_val, _ = ease.basket_matrix(recent, ids_old)
     held = ease.fit(x_old, 5.0)
-    tuned = ease.tune(x_old, x_val, 5.0, held, k=6, ids=ids_old, titles=CATALOG)
+    gram = ease.gram_of(x_old)
+    tuned = ease.tune(gram, x_val, 5.0, held, k=6, ids=ids_old, titles=CATALOG)
     assert (tuned.title_weight, tuned.exponent) == (first.title_weight, first.exponent)
     assert tuned.scores == first.tuning
