@@ -52,11 +52,13 @@ class Baselines:
         """For each product h of `hidden` (all in `basket`), every method's `ranking` of the
         basket less h: the basket's rows are summed (or maxed) once and h's row taken out."""
         rows = [self.index[p] for p in basket if p in self.index]
+        if not rows:  # nothing known to ask with
+            return {h: {method: [] for method in MODEL_METHODS} for h in hidden}
         at = {self.ids[r]: n for n, r in enumerate(rows)}
         out: dict[str, dict[str, list[str]]] = {h: {} for h in hidden}
         for method in MODEL_METHODS:
             m = self.matrices[method][rows].astype(np.float64)
-            if method in MAXED and rows:
+            if method in MAXED:
                 # The largest and second largest entry per column: the max without row n is
                 # the largest unless row n holds it.
                 order = np.argsort(-m, axis=0, kind="stable")[:2]
@@ -65,15 +67,19 @@ class Baselines:
             total = m.sum(axis=0)
             for h in hidden:
                 n = at.get(h)
-                if len(rows) - (n is not None) == 0:
+                if n is None:  # h unknown: the cart is the whole basket
+                    scores = (best[0] if method in MAXED else total).copy()
+                elif len(rows) == 1:  # h was the basket's only known product
                     out[h][method] = []
                     continue
-                if method in MAXED:
-                    top = best[0]
-                    scores = top.copy() if n is None else np.where(order[0] == n, second, top)
+                elif method in MAXED:
+                    scores = np.where(order[0] == n, second, best[0])
                 else:
-                    scores = total.copy() if n is None else total - m[n]
-                scores[[r for r in rows if r != self.index.get(h)]] = 0.0
+                    scores = total - m[n]
+                kept = None if n is None else scores[rows[n]]
+                scores[rows] = 0.0  # the cart is never offered; h is not in it
+                if n is not None:
+                    scores[rows[n]] = kept
                 out[h][method] = self._best(scores, k)
         return out
 

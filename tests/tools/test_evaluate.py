@@ -101,6 +101,8 @@ def test_leave_one_out_baselines_rank_as_the_basket_less_each_product() -> None:
     # A basket of one known product: nothing left to ask with.
     alone = models.leave_one_out(["p00"], ["p00"], 5)["p00"]
     assert alone == {method: [] for method in baselines.MODEL_METHODS}
+    strangers = models.leave_one_out(["x", "y"], ["x", "y"], 5)
+    assert strangers == {h: {method: [] for method in baselines.MODEL_METHODS} for h in "xy"}
 
 
 def test_the_model_baselines_of_the_fixture(trained: Trained) -> None:
