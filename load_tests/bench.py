@@ -1460,32 +1460,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="worker processes of the offers and latency sections' services (started as "
         "`offer-service serve --workers N`, pinned to --server-cpu: give it as many cores)",
     )
+    # Real traffic's shape, one option per field of workload.Traffic (its defaults).
     traffic = wl.Traffic()
-    p.add_argument(
-        "--population",
-        type=int,
-        default=traffic.population,
-        help=f"real traffic: distinct visitors (default {traffic.population:,})",
-    )
-    p.add_argument(
-        "--sessions",
-        type=int,
-        default=traffic.sessions,
-        help=f"real traffic: sessions open at once (default {traffic.sessions:,})",
-    )
-    p.add_argument(
-        "--views",
-        type=float,
-        default=traffic.views,
-        help=f"real traffic: mean page views per session (default {traffic.views:g})",
-    )
-    p.add_argument(
-        "--stateful-every",
-        type=int,
-        default=traffic.stateful_every,
-        help="real traffic: every n-th visitor has a history seeded in the store "
-        f"(default {traffic.stateful_every})",
-    )
+    for name, kind, meaning in (
+        ("population", int, "distinct visitors"),
+        ("sessions", int, "sessions open at once"),
+        ("views", float, "mean page views per session"),
+        ("stateful_every", int, "every n-th visitor has a history seeded in the store"),
+    ):
+        default = getattr(traffic, name)
+        shown = f"{default:,}" if isinstance(default, int) else f"{default:g}"
+        p.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=kind,
+            default=default,
+            help=f"real traffic: {meaning} (default {shown})",
+        )
     p.add_argument(
         "--real-warmup",
         type=float,
