@@ -40,6 +40,7 @@ from offer_service.decision.local_ease import (
     fit_local,
     fit_local_path,
 )
+from offer_service.decision.served import cut, damped, popularity_factor
 from offer_service.decision.titles import similarity
 from offer_service.domain.records import PairCount
 
@@ -61,6 +62,7 @@ __all__ = [
     "hit_rate",
     "hit_rates",
     "neighbor_lists",
+    "popularity_factor",
 ]
 
 # Above this many products a dense inverse (8 bytes x products^2, twice) no longer fits the
@@ -325,69 +327,6 @@ def _choose(
     return best, scores, kept
 
 
-def damped(b: Matrix | sp.csr_matrix, counts: Matrix, exponent: float) -> Matrix | sp.csr_matrix:
-    """B with column j times (counts[j] + 1) ** -exponent (a new matrix; B itself at 0)."""
-    if exponent == 0:
-        return b
-    factor = (np.asarray(counts, dtype=np.float64) + 1.0) ** -exponent
-    if sp.issparse(b):
-        return sp.csr_matrix(sp.csr_matrix(b) @ sp.diags(factor))
-    out: Matrix = np.asarray(b) * factor[None, :]
-    return out
-
-
-def cut(b: Matrix | sp.csr_matrix, k: int) -> sp.csr_matrix:
-    """B as a store serves it: each row's k - k // 2 largest positive entries and k // 2 most
-    negative ones (`neighbor_lists`' choice; ties broken by position, not by id), the rest 0."""
-    m = b.shape[0]
-    counts = [(1.0, k - k // 2), (-1.0, k // 2)]
-    if sp.issparse(b):
-        return _cut_sparse(sp.csr_matrix(b), counts)
-    block = max(1, 4_000_000 // max(m, 1))  # rows densified at once (32 MB)
-    rows: list[Indices] = []
-    cols: list[Indices] = []
-    vals: list[Matrix] = []
-    for start in range(0, m, block):
-        end = min(start + block, m)
-        dense: Matrix = np.array(b[start:end])
-        dense[np.arange(end - start), np.arange(start, end)] = 0.0
-        for sign, count in counts:
-            c = min(count, m)
-            if c <= 0:
-                continue
-            at = np.argpartition(-sign * dense, c - 1, axis=1)[:, :c]
-            v = np.take_along_axis(dense, at, axis=1)
-            keep = sign * v > 0
-            rows.append(np.broadcast_to(np.arange(start, end)[:, None], at.shape)[keep])
-            cols.append(at[keep])
-            vals.append(v[keep])
-    if not rows:
-        return sp.csr_matrix(b.shape, dtype=np.float64)
-    return sp.csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=b.shape
-    )
-
-
-def _cut_sparse(b: sp.csr_matrix, counts: Sequence[tuple[float, int]]) -> sp.csr_matrix:
-    """`cut` of a sparse B: its entries sorted by row, then by signed value, and each row's
-    first `count` of each sign kept."""
-    coo = b.tocoo()
-    off = coo.row != coo.col
-    row, col, val = coo.row[off], coo.col[off], coo.data[off]
-    keep = np.zeros(val.size, dtype=bool)
-    for sign, count in counts:
-        if count <= 0:
-            continue
-        order = np.lexsort((-sign * val, row))
-        ranked = row[order]
-        # Each entry's place within its row (rows are contiguous after the sort).
-        starts = np.searchsorted(ranked, ranked, side="left")
-        place = np.arange(ranked.size) - starts
-        chosen = order[(place < count) & (sign * val[order] > 0)]
-        keep[chosen] = True
-    return sp.csr_matrix((val[keep], (row[keep], col[keep])), shape=b.shape)
-
-
 @dataclass(frozen=True, slots=True)
 class Tuned:
     """The title weight and popularity exponent chosen on validation, every pair's hit rate@5
@@ -420,7 +359,9 @@ def tune(
     sim = similarity(ids, titles) if len(weights) > 1 and titles is not None else None
     scores: dict[tuple[float, float], float] = {}
     best: tuple[float, float, float] | None = None
-    chosen: Matrix | sp.csr_matrix = held_out
+    # At most three models at once (as many as choosing lambda holds): `held_out`, the one
+    # being scored and the best so far; the damping is applied inside `cut`, never copied.
+    best_b: Matrix | sp.csr_matrix = held_out
     for w in weights:
         if w == 0 or sim is None:
             b = held_out
@@ -430,8 +371,7 @@ def tune(
             b = fit_dense(g, lam, overwrite=True)
             del g
         for exponent in POPULARITY_EXPONENTS:
-            scaled = damped(b, counts, exponent)
-            rate = hit_rate(cut(scaled, k), validation)
+            rate = hit_rate(cut(b, k, popularity_factor(counts, exponent)), validation)
             scores[(w, exponent)] = rate
             if progress is not None:
                 progress(
@@ -440,11 +380,10 @@ def tune(
                 )
             if best is None or (rate, -w, -exponent) > best:
                 best = (rate, -w, -exponent)
-                chosen = scaled
-            del scaled
+                best_b = b
         del b
     assert best is not None
-    return Tuned(-best[1], -best[2], scores, chosen)
+    return Tuned(-best[1], -best[2], scores, damped(best_b, counts, -best[2]))
 
 
 def _add(g: Matrix, sim: sp.csr_matrix, weight: float) -> None:

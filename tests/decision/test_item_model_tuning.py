@@ -111,6 +111,12 @@ def test_cut_keeps_what_the_served_lists_keep(k: int) -> None:
         for i, anchor in enumerate(ids):
             kept = {ids[j]: served[i, j] for j in np.flatnonzero(served[i])}
             assert kept == {pc.product_id: pytest.approx(pc.score) for pc in lists[anchor]}
+    # With a factor, the cut of the damped copy, dense or sparse, without making the copy.
+    counts = rng.integers(0, 30, size=9).astype(np.float64)
+    factor = ease.popularity_factor(counts, 0.1)
+    want = ease.cut(ease.damped(b, counts, 0.1), k).toarray()
+    assert np.array_equal(ease.cut(b, k, factor).toarray(), want)
+    assert np.allclose(ease.cut(sp.csr_matrix(b), k, factor).toarray(), want)
 
 
 def dated_baskets() -> list[tuple[int, set[str]]]:
