@@ -494,8 +494,18 @@ def train(
         )
         gram_old = gram_of(x_old)
         lam, validation, held_out = _choose(gram_old, x_val, lambdas, dense_max, progress)
+        # Titles weigh only in an exact final fit: the validation's catalog may be small enough
+        # for it when the whole one is not.
+        exact = len({p for _, basket in multi for p in basket}) <= dense_max
         tuned = tune(
-            gram_old, x_val, lam, held_out, k=k, ids=ids_old, titles=titles, progress=progress
+            gram_old,
+            x_val,
+            lam,
+            held_out,
+            k=k,
+            ids=ids_old,
+            titles=titles if exact else None,
+            progress=progress,
         )
         del gram_old
         del held_out

@@ -94,9 +94,12 @@ async def train_store(
     if not any(len(basket) >= 2 for _, basket in dated):
         say(NOTHING_TO_LEARN.format(store=record.id))
         return TrainSummary(len(dated), 0, None, {}, time.monotonic() - started)
-    titles = await _titles(store, record.id, {p for _, basket in dated for p in basket})
     # numpy and scipy load here, never in a process that only serves.
     from offer_service.decision import ease
+
+    ordered = {p for _, basket in dated for p in basket}
+    # Titles count in the exact model only: a larger catalog's are not read.
+    titles = await _titles(store, record.id, ordered) if len(ordered) <= ease.DENSE_MAX else None
 
     fitted = await asyncio.to_thread(
         ease.train,

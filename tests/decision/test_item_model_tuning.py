@@ -162,6 +162,12 @@ def test_the_title_weight_is_chosen_on_validation_and_only_with_titles() -> None
     assert {w for w, _ in plain.tuning} == {0.0}
     local = ease.train(dated, k=6, window_ms=40, lambdas=(5.0,), titles=CATALOG, dense_max=10)
     assert local.title_weight == 0.0
+    # Nor when only the validation's older catalog is small enough for the exact model: the
+    # final fit of every product would be the local one, which has no titles.
+    grown = [*dated, *((340 + i, {"a", f"new{i}"}) for i in range(5))]
+    mixed = ease.train(grown, k=6, window_ms=45, lambdas=(5.0,), titles=CATALOG, dense_max=44)
+    assert mixed.products == 49 and mixed.tuning is not None
+    assert mixed.title_weight == 0.0 and {w for w, _ in mixed.tuning} == {0.0}
     # Too little history to validate: neither is used.
     short = ease.train([(0, {"a", "b"})], k=4, window_ms=10, titles=CATALOG)
     assert (short.title_weight, short.exponent, short.tuning) == (0.0, 0.0, None)

@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from offer_service.commerce.ingest import import_orders
+from offer_service.decision import ease
 from offer_service.domain.policy import StoreRules
 from offer_service.domain.surfaces import Surface
 from offer_service.serving import training
@@ -132,3 +133,9 @@ async def test_training_reads_the_catalogs_titles_in_chunks(
     assert summary.report()["title_weight"] == summary.title_weight
     listed = {pc.product_id for pc in await store.neighbors(record.id, "red", 25) if pc.score}
     assert "pink" in listed
+    assert sorted(set(store.asked)) == sorted(["red", "pink", *fillers])
+    # A catalog too large for the exact model: its titles are not read at all.
+    store.asked.clear()
+    monkeypatch.setattr(ease, "DENSE_MAX", 41)
+    summary = await train_store(store, record)
+    assert store.asked == [] and summary.title_weight == 0.0
