@@ -121,7 +121,7 @@ def test_hit_rate_hides_each_product_in_turn() -> None:
 
 
 def test_lambda_is_chosen_on_validation_only() -> None:
-    # Validation baskets pair a with b; test baskets (later, never read) pair a with c. Training
+    # Validation baskets pair a with b; the test window is never passed to `train`. Training
     # sees both pairings, so the lambda choice depends on which window is read.
     dated = [(i, basket) for i, basket in enumerate(BASKETS * 3)]
     seen: list[str] = []
@@ -141,13 +141,8 @@ def test_lambda_is_chosen_on_validation_only() -> None:
     assert fitted.lam in (1.0, 5.0)
     assert fitted.baskets == len(dated)
     assert any("lambda 1:" in line for line in seen)
-    # Whatever follows the training data (the test window) cannot move the choice.
-    later = [(100 + i, {"a", "c"}) for i in range(20)]
+    # Training again on the same input chooses the same.
     assert ease.train(dated, k=3, window_ms=5, lambdas=(1.0, 5.0)).lam == fitted.lam
-    assert ease.choose_lambda(x_old, x_val, (1.0, 5.0)) == ease.choose_lambda(
-        x_old, x_val, (1.0, 5.0)
-    )
-    assert len(later) == 20
 
 
 def test_train_without_history_to_validate_uses_the_middle_lambda() -> None:
