@@ -326,6 +326,7 @@ _LUA_DONE = """
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
 function done(summary, latency, requests)
+  if save_sessions then save_sessions(threads) end
   local accepted = 0
   for _, t in ipairs(threads) do accepted = accepted + (t:get("accepted") or 0) end
   local e = summary.errors
@@ -358,9 +359,9 @@ class Plan:
     # Real traffic's shape, generated per request (see RealTraffic) instead of `paths`.
     traffic: RealTraffic | None = None
 
-    def lua(self, connections: int) -> str:
+    def lua(self, connections: int, sessions_file: Path | None = None) -> str:
         if self.traffic is not None:
-            script = self.traffic.lua()
+            script = self.traffic.lua(sessions_file)
         else:
             script = self._lua_events() if self.events_key else self._lua_get()
         if self.rate:
@@ -429,7 +430,10 @@ class RealTraffic:
     view of one of `traffic.sessions` open sessions, its visitor out of `traffic.population`;
     a product page of a product drawn by real popularity over the whole catalog (`products`,
     `cumulative` weights), or with `cart_share` a cart of 1-3 items of a real basket (`carts`).
-    wrk's Lua draws each request (a binary search of the weights), so no list of paths repeats."""
+    wrk's Lua draws each request (a binary search of the weights), so no list of paths repeats.
+    The open sessions outlive a run: wrk writes them to a file at its end and the next run
+    against the same server takes them up (a run of seconds would otherwise meet every
+    session anew, its first view only, where a session's views span about a minute)."""
 
     key: str
     products: tuple[str, ...]  # URL-quoted
@@ -438,8 +442,11 @@ class RealTraffic:
     carts: tuple[str, ...] = ()  # URL-quoted, comma-joined items
     cart_share: float = 0.0
 
-    def lua(self) -> str:
+    def lua(self, sessions_file: Path | None = None) -> str:
+        """The script; `sessions_file`: where the open sessions are taken from and left (wrk
+        -t1: one thread's sessions)."""
         t = self.traffic
+        saved = json.dumps(str(sessions_file)) if sessions_file is not None else "nil"
         return f"""
 local products = {_lua_list(self.products)}
 local cum = {{{",".join(map(str, self.cumulative))}}}
@@ -450,10 +457,24 @@ local page = "/v1/offers?key={self.key}&surface=product_page&limit={OFFERS_LIMIT
 local cart = "/v1/offers?key={self.key}&surface=cart&items="
 local who = "&visitor_id={t.prefix}"
 local r = math.random
-local sessions = {{}}
+local saved = {saved}
+sessions = {{}}
 function init(args)
   math.randomseed(os.time() + math.floor(os.clock() * 1e6))
-  for k = 1, nsess do sessions[k] = r(0, pop - 1) end
+  local f = saved and io.open(saved, "r")
+  if f then
+    for line in f:lines() do sessions[#sessions + 1] = tonumber(line) end
+    f:close()
+  end
+  for k = #sessions + 1, nsess do sessions[k] = r(0, pop - 1) end
+end
+if saved then
+  function save_sessions(threads)
+    local open = threads[1]:get("sessions")
+    local f = io.open(saved, "w")
+    for k = 1, nsess do f:write(open[k], "\\n") end
+    f:close()
+  end
 end
 local function product()
   local x, lo, hi = r() * total, 1, np
@@ -512,7 +533,8 @@ class Driver:
         if self.wrk is None:
             return self._locust(url, plan, seconds, connections)
         with tempfile.NamedTemporaryFile("w", suffix=".lua", dir=self.workdir, delete=False) as f:
-            f.write(plan.lua(connections))
+            # Real traffic's sessions go on from the last run against this server.
+            f.write(plan.lua(connections, self.workdir / ("sessions-" + re.sub(r"\W", "_", url))))
         try:
             command = ["taskset", "-c", self.cpu, self.wrk, "-t1", f"-c{connections}"]
             command += [f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", f.name, url]

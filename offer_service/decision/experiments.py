@@ -23,6 +23,10 @@ _SCALE = 2.0**64
 # Recent visitors' buckets: a returning visitor costs a dict lookup, not a hash.
 _BUCKETS: dict[tuple[str, str, str], float] = {}
 _BUCKETS_MAX = 100_000
+# The hash state of each (store, salt) prefix: a new visitor's bucket hashes only its id (a copy
+# and an update: half the time of hashing the whole key, with the same digest).
+_PREFIXES: dict[tuple[str, str], Any] = {}
+_PREFIXES_MAX = 10_000
 
 
 def bucket(store_id: str, salt: str, visitor_id: str) -> float:
@@ -31,7 +35,15 @@ def bucket(store_id: str, salt: str, visitor_id: str) -> float:
     found = _BUCKETS.get(key)
     if found is not None:
         return found
-    digest = hashlib.blake2b(f"{store_id}:{salt}:{visitor_id}".encode(), digest_size=8).digest()
+    prefix = _PREFIXES.get((store_id, salt))
+    if prefix is None:
+        if len(_PREFIXES) >= _PREFIXES_MAX:
+            _PREFIXES.clear()
+        prefix = hashlib.blake2b(f"{store_id}:{salt}:".encode(), digest_size=8)
+        _PREFIXES[store_id, salt] = prefix
+    hasher = prefix.copy()
+    hasher.update(visitor_id.encode())
+    digest = hasher.digest()
     if len(_BUCKETS) >= _BUCKETS_MAX:
         _BUCKETS.clear()
     value = _BUCKETS[key] = int.from_bytes(digest, "big") / _SCALE

@@ -233,9 +233,9 @@ class Engine:
                 key,
                 lambda: self._prepare(record, surface, anchor_ids, None, int(now_s), arm, lines),
             )
-        if prepared.error is None and prepared.tokens_expire_s - now_s < PREPARED_TTL_S:
-            # Served stale for too long (the store was unreachable): never hand out a token
-            # that is about to expire; build it again now.
+        if prepared.error is None and now_s >= prepared.renew_s:
+            # Served stale for too long (the store was unreachable), or its tokens live less
+            # than two refreshes: never hand out a token that is about to expire; build it again.
             prepared = await self._prepare(
                 record, surface, anchor_ids, None, int(now_s), arm, lines
             )

@@ -22,10 +22,13 @@ from offer_service.types import HOUR_MS
 VISITOR_TTL_S = 1.0
 # On a store that lists the visitors whose signals changed (`Store.visitor_changes`), the list is
 # read every VISITOR_POLL_S and the visitors it names are forgotten: another process's writes
-# are then seen within VISITOR_POLL_S, and a state is held up to VISITOR_LISTED_TTL_S (its
-# frequency-cap window slides meanwhile by at most that).
+# are then seen within VISITOR_POLL_S, and a state is held up to VISITOR_LISTED_TTL_S. Meanwhile
+# its windows (the frequency cap's, a decline's) slide by at most that: what aged out of one is
+# still counted, which can only rest an offer a little longer, never show one it forbids. Two
+# minutes hold a visitor's state over a typical session's page views (about 20 s apart under
+# the benchmark's real traffic): one read a session rather than one a view.
 VISITOR_POLL_S = 0.5
-VISITOR_LISTED_TTL_S = 10.0
+VISITOR_LISTED_TTL_S = 120.0
 # Each held state expires at a random point of the last fifth of its time, so visitors first
 # seen together (a burst, a restart) are not all read again in the same moment.
 VISITOR_JITTER = 0.2

@@ -4,6 +4,7 @@ experiment arms (in the response, the token and every event)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +47,16 @@ def test_bucket_is_deterministic_and_depends_on_store_salt_and_visitor() -> None
     assert 0.0 <= bucket("st_1", "holdout", "v-1") < 1.0
     # The engine's holdout is this bucketing (the browser tests import it from there).
     assert engine_in_holdout is in_holdout
+
+
+@pytest.mark.parametrize("store_id", ["st_1", "st_2"])
+@pytest.mark.parametrize("salt", ["holdout", "exp"])
+def test_a_bucket_is_the_hash_of_store_salt_and_visitor(store_id: str, salt: str) -> None:
+    # Hashing only the visitor after a cached prefix must give every visitor the bucket it
+    # always had: a change would move visitors between the holdout and treatment mid-test.
+    for visitor in ("v-1", "v-2", "", "é" * 40):
+        whole = hashlib.blake2b(f"{store_id}:{salt}:{visitor}".encode(), digest_size=8)
+        assert bucket(store_id, salt, visitor) == int.from_bytes(whole.digest(), "big") / 2**64
 
 
 def test_buckets_are_uniform_over_100k_visitors() -> None:

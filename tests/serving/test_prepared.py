@@ -4,6 +4,7 @@ the answer of a visitor without history once per list."""
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -14,6 +15,7 @@ from offer_service.domain.records import EMPTY_VISITOR
 from offer_service.domain.surfaces import Surface
 from offer_service.serving import engine as engine_module
 from offer_service.serving.engine import Engine
+from offer_service.serving.prepared import PREPARED_TTL_S
 from offer_service.web.models import OffersRequest
 from tests.serving.conftest import CountingStore
 from tests.storage.test_storage_contract import product
@@ -97,3 +99,41 @@ async def test_exploring_answers_for_visitors_without_history_are_chosen_once(
     # A visitor who excludes an offer is still decided on their own.
     assert await answer("w9", exclude=[exploring[0][0]]) != exploring[0]
     assert finished == [False, True, True]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("ttl", [60, 600, 3600])
+async def test_a_list_is_built_again_before_its_tokens_expire(
+    store: CountingStore, monkeypatch: pytest.MonkeyPatch, ttl: int
+) -> None:
+    # A list is served until its tokens have PREPARED_TTL_S left, or half their life when that
+    # is shorter: tokens of 60 s, shorter than two refreshes of the cache, are renewed every
+    # 30 s (not on every request), an hour's after 3,300 s at the latest.
+    rules = StoreRules(holdout_share=0, bundles=False, offer_ttl_seconds=ttl)
+    record = await store.create_store("Shop", rules=rules)
+    extras = [product(f"x{i}", price=1000 + i) for i in range(3)]
+    anchor = replace(product("cam", price=50_000), complements=tuple(p.id for p in extras))
+    await store.upsert_products(record.id, [anchor, *extras])
+    start = 1_000_000.0
+    now = [start]
+    engine = Engine(store, clock=lambda: now[0])
+    built: list[float] = []
+    prepare = engine._prepare
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        built.append(now[0] - start)
+        return await prepare(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_prepare", counted)
+    request = OffersRequest(surface=Surface.PRODUCT_PAGE, product_id="cam", visitor_id="v")
+    left_at_least = min(PREPARED_TTL_S, ttl / 2)
+    renew = ttl - left_at_least
+    expiries = set()
+    for step in (0, 1, 2, renew - 1, renew, renew + 1):
+        now[0] = start + step
+        (first, *_) = orjson.loads(await engine.offers(record, request, "r"))["offers"]
+        expiries.add(first["expires_at"])
+        left = datetime.fromisoformat(first["expires_at"]).timestamp() - now[0]
+        assert left > left_at_least
+    assert built == [0, renew]
+    assert len(expiries) == 2
