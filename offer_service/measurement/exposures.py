@@ -30,7 +30,10 @@ EXPOSURE = "exposure"
 HOLDOUT = "holdout"
 TREATMENT = "treatment"
 FLUSH_AFTER_S = 0.25
-# Remembered ids of exposures already written, so a busy visitor costs one set lookup.
+# Remembered ids of exposures already written, so a busy visitor costs one set lookup: two
+# generations of up to half this each. When the newer is full the older is forgotten, so what
+# was noted within the last half of it is always remembered (a visitor's session of page views
+# writes once, not once more each time the table fills).
 RECENT_MAX = 200_000
 
 log = logging.getLogger(__name__)
@@ -92,7 +95,7 @@ class ExposureLog:
         spool: Spool | None = None,
         recent_max: int = RECENT_MAX,
     ) -> None:
-        """`recent_max`: exposures remembered as written (past it, forgotten all at once)."""
+        """`recent_max`: exposures remembered as written (in two generations, see RECENT_MAX)."""
         self.store = store
         self.recent_max = recent_max
         self.spool = spool
@@ -100,6 +103,7 @@ class ExposureLog:
         self.clock = clock
         self._pending: dict[str, list[StoredEvent]] = {}
         self._recent: set[tuple[str, str, str, int, str | None]] = set()
+        self._older: set[tuple[str, str, str, int, str | None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._closing = asyncio.Event()
@@ -124,11 +128,16 @@ class ExposureLog:
         at_ms = int(self.clock() * 1000)
         # What the event id is a hash of: a repeat visit costs no hashing.
         key = (store_id, visitor_id, surface, at_ms // DAY_MS, flag)
-        if key in self._recent:
+        recent = self._recent
+        if key in recent:
             return
-        if len(self._recent) >= self.recent_max:
-            self._recent.clear()
-        self._recent.add(key)
+        if len(recent) >= self.recent_max // 2:
+            self._older, self._recent = recent, set()
+            recent = self._recent
+        if key in self._older:
+            recent.add(key)  # still busy: kept through the next turn
+            return
+        recent.add(key)
         event = exposure(visitor_id, surface, holdout=holdout, arm=arm, at_ms=at_ms, flag=flag)
         self._pending.setdefault(store_id, []).append(event)
         if self._task is None or self._task.done():
@@ -183,8 +192,9 @@ class ExposureLog:
         """Forget exposures that were not kept, so the visitors' next requests note them again."""
         self.dropped += len(events)
         for e in events:
-            day = e.ts_ms // DAY_MS
-            self._recent.discard((store_id, e.visitor_id or "", e.surface, day, e.flag))
+            key = (store_id, e.visitor_id or "", e.surface, e.ts_ms // DAY_MS, e.flag)
+            self._recent.discard(key)
+            self._older.discard(key)
 
     async def close(self) -> None:
         """Write what is pending now and wait for it (at shutdown)."""

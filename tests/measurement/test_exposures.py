@@ -88,3 +88,32 @@ def test_exposures_the_store_cannot_take_go_to_the_spool_with_one_warning(
     assert stored == [("v1", "treatment"), ("v2", "holdout"), ("v3", "treatment")]
     warnings = [r for r in caplog.records if r.name == "offer_service.measurement.exposures"]
     assert [(r.levelname, r.exc_info) for r in warnings] == [("WARNING", None)]
+
+
+def test_a_full_table_forgets_only_its_older_half(tmp_path: Path) -> None:
+    # 8 remembered: two generations of 4. A visitor noted in the newer one, or noted again
+    # while in the older, is not written again when the table turns; one not seen for two
+    # turns is (the store's dedupe keeps one of it).
+    async def run() -> list[str]:
+        store = open_store(f"sqlite:///{tmp_path}/o.db")
+        await store.open()
+        try:
+            record = await store.create_store("s")
+            log = ExposureLog(store, flush_after_s=60, clock=lambda: NOON / 1000, recent_max=8)
+
+            def note(*visitors: str) -> None:
+                for v in visitors:
+                    log.seen(record.id, v, "cart", holdout=False, arm=None)
+
+            note("a", "b", "c", "d")  # the first generation, full
+            note("e", "f")  # turned: a-d older
+            note("a")  # busy: back in the newer one, not written
+            note("g", "h")  # full again (e, f, a, g)... h turns it: a stays, b-d forgotten
+            note("a", "e", "b")  # a and e remembered; b written again
+            pending = log._pending[record.id]
+            await log.close()
+            return [e.visitor_id or "" for e in pending]
+        finally:
+            await store.close()
+
+    assert asyncio.run(run()) == ["a", "b", "c", "d", "e", "f", "g", "h", "b"]
