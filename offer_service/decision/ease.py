@@ -485,6 +485,7 @@ def train(
     validation: dict[float, float] = {}
     scale: float | None = None
     tuned: Tuned | None = None
+    x, ids = basket_matrix(b for _, b in multi)
     if len(older) >= 2 and sum(1 for b in recent if len(set(b)) >= 2) >= 1:
         x_old, ids_old = basket_matrix(older)
         x_val, _ = basket_matrix(recent, ids_old)
@@ -496,7 +497,7 @@ def train(
         lam, validation, held_out = _choose(gram_old, x_val, lambdas, dense_max, progress)
         # Titles weigh only in an exact final fit: the validation's catalog may be small enough
         # for it when the whole one is not.
-        exact = len({p for _, basket in multi for p in basket}) <= dense_max
+        exact = len(ids) <= dense_max
         tuned = tune(
             gram_old,
             x_val,
@@ -524,7 +525,6 @@ def train(
         del tuned  # its held-out model: as large as the one fitted next
     else:
         tuning = None
-    x, ids = basket_matrix(b for _, b in multi)
     say(f"fitting {len(ids):,} products on {x.shape[0]:,} baskets (lambda {lam:g})")
     gram = gram_of(x)
     if len(ids) <= dense_max:

@@ -25,7 +25,7 @@ _BUCKETS: dict[tuple[str, str, str], float] = {}
 _BUCKETS_MAX = 100_000
 # The hash state of each (store, salt) prefix: a new visitor's bucket hashes only its id (a copy
 # and an update: half the time of hashing the whole key, with the same digest).
-_PREFIXES: dict[tuple[str, str], Any] = {}
+_PREFIXES: dict[tuple[str, str], hashlib.blake2b] = {}
 _PREFIXES_MAX = 10_000
 
 

@@ -28,9 +28,15 @@ def damped(b: Matrix | sp.csr_matrix, counts: Matrix, exponent: float) -> Matrix
         return b
     factor = popularity_factor(counts, exponent)
     if sp.issparse(b):
-        return sp.csr_matrix(sp.csr_matrix(b) @ sp.diags(factor))
+        return _scaled(b, factor)
     out: Matrix = np.asarray(b) * factor[None, :]
     return out
+
+
+def _scaled(b: sp.csr_matrix, factor: Matrix | None) -> sp.csr_matrix:
+    """A sparse B with its columns times `factor` (None: B as it is)."""
+    sparse = sp.csr_matrix(b)
+    return sparse if factor is None else sp.csr_matrix(sparse @ sp.diags(factor))
 
 
 def cut(b: Matrix | sp.csr_matrix, k: int, factor: Matrix | None = None) -> sp.csr_matrix:
@@ -41,10 +47,7 @@ def cut(b: Matrix | sp.csr_matrix, k: int, factor: Matrix | None = None) -> sp.c
     m = b.shape[0]
     counts = [(1.0, k - k // 2), (-1.0, k // 2)]
     if sp.issparse(b):
-        sparse = sp.csr_matrix(b)
-        if factor is not None:
-            sparse = sp.csr_matrix(sparse @ sp.diags(factor))
-        return _cut_sparse(sparse, counts)
+        return _cut_sparse(_scaled(b, factor), counts)
     block = max(1, 4_000_000 // max(m, 1))  # rows densified at once (32 MB)
     rows: list[Indices] = []
     cols: list[Indices] = []
