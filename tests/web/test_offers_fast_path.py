@@ -80,3 +80,9 @@ def test_the_fast_parser_agrees_with_the_model_or_leaves_it_the_request(query: s
 def test_the_snippet_s_queries_take_the_fast_path() -> None:
     for query in QUERIES[:5]:
         assert fast_query(query.encode()) is not None, query
+
+
+@pytest.mark.parametrize("byte", [b"\t", b"\x01", b"\x7f", b" ", b"%", b"+", b"\xc3\xa9", b"\x80"])
+def test_a_byte_outside_plain_printable_ascii_is_left_to_the_model(byte: bytes) -> None:
+    assert fast_query(b"surface=product_page&product_id=p" + byte + b"q") is None
+    assert fast_query(b"surface=product_page&product_id=pq") is not None
