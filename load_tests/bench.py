@@ -347,9 +347,12 @@ def _lua_list(values: Sequence[str]) -> str:
 class Plan:
     """What to send: GETs of `paths` in a round robin, or (with `events_key`) POST /v1/events
     batches of 20 impressions as the snippet sends them: random UUIDs, one visitor a batch.
-    With `rate`, the connections together send about `rate` requests per second (exponential
-    gaps: Poisson arrivals); without it, each connection sends its next request as soon as the
-    answer is in."""
+    With `rate`, each connection waits an exponential gap (wrk's `delay`, whole milliseconds)
+    after each answer before its next request, the gaps' mean set so that the connections
+    together would send `rate` requests per second if answers took no time: a closed loop with
+    think time, so each answer's own time lowers the rate sent (by about answer time / (gap +
+    answer time)). Without it, each connection sends its next request as soon as the answer is
+    in."""
 
     paths: tuple[str, ...] = ()
     rate: float | None = None
