@@ -2,8 +2,9 @@
 
 Every figure is a ratio measured in the same run against a baseline measured the same way, so it
 says something about the service rather than the machine. Servers are started here, one uvicorn
-worker each with the same flags, pinned to one core (`--server-cpu`); the load generator (wrk when
-installed, else Locust's fast HTTP client) runs on another (`--client-cpu`). Each comparison is
+worker each on the same transport (the service as `offer-service serve` starts it: see
+UVICORN_FLAGS), pinned to one core (`--server-cpu`); the load generator (wrk when installed,
+else Locust's fast HTTP client) runs on another (`--client-cpu`). Each comparison is
 interleaved over rounds (A B, B A, A B, ...) and reported as the median ratio with its min and
 max: the service against the bare endpoint over many short rounds (`--offers-rounds`,
 `--latency-rounds`, `--short-duration` s each), since this machine's speed moves within seconds;
@@ -69,12 +70,17 @@ import workload as wl  # noqa: E402
 from workload import DEFAULT_DATASET  # noqa: E402
 
 SECTIONS = ("offers", "latency", "redis", "events", "flat", "memory")
-# The uvicorn flags of both servers. `offer-service serve` resolves uvicorn's "auto" loop and
-# HTTP parser to these when uvloop and httptools are installed (they are, with uvicorn[standard]).
+# The service runs as deployments start it, `offer-service serve` (SERVICE_COMMAND): the app of
+# `serving_app` (the interpreter tuned for serving), uvicorn on uvloop with the service's own
+# httptools protocol (web/connections.py: a deadline for each request's headers), no access
+# log, and X-Forwarded-For believed from no peer (OFFER_TRUST_PROXY is not set). The bare
+# endpoint gets uvicorn's flags for the same transport: uvloop, httptools, and proxy headers
+# off, which uvicorn would otherwise read from 127.0.0.1 on every request.
 UVICORN_FLAGS = ["--workers", "1", "--loop", "uvloop", "--http", "httptools"]
-UVICORN_FLAGS += ["--no-access-log", "--log-level", "warning"]
-# The app as `offer-service serve` starts it in each worker: the interpreter tuned for serving.
+UVICORN_FLAGS += ["--no-proxy-headers", "--no-access-log", "--log-level", "warning"]
 SERVICE_APP = "offer_service.cli:serving_app"
+# (No drain at the end of a run: SIGTERM stops it at once.)
+SERVICE_COMMAND = ["-m", "offer_service.cli", "serve", "--drain-seconds", "0"]
 BARE_APP = "bare_app:create_app"
 OFFERS_LIMIT = 4
 EVENTS_PER_BATCH = 20
@@ -213,10 +219,9 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
-        if workers > 1:
-            # Several workers as a deployment starts them: `offer-service serve --workers N`
-            # (its supervisor shares /metrics between them).
-            command = ["taskset", "-c", cpu, sys.executable, "-m", "offer_service.cli", "serve"]
+        if app == SERVICE_APP:
+            # With several workers, its supervisor shares /metrics between them.
+            command = ["taskset", "-c", cpu, sys.executable, *SERVICE_COMMAND]
             command += ["--workers", str(workers)]
         else:
             command = ["taskset", "-c", cpu, sys.executable, "-m", "uvicorn", app, "--factory"]
@@ -1428,7 +1433,8 @@ def machine(driver: Driver, args: argparse.Namespace) -> str:
     return (
         f"{os.cpu_count()} x {model}, Linux {platform.release()}, "
         f"Python {platform.python_version()}; {versions}\n"
-        f"servers: 1 uvicorn worker each ({flags}) on CPU {args.server_cpu}"
+        f"servers on CPU {args.server_cpu}: the service as `offer-service serve` starts it, "
+        f"the bare endpoint on uvicorn {flags}"
         + (f" (the offers services: {args.workers} workers)" if args.workers > 1 else "")
         + "; "
         f"load: {driver.name} on CPU {args.client_cpu}, -t1 -c{args.connections}; "
