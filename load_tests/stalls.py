@@ -1,12 +1,13 @@
 """The serving app with a stall recorder: where the event loop stops answering, and for how long.
 
-`uvicorn stalls:create_app --factory` (from load_tests/, as bench.py starts its servers) serves
-what `offer-service serve` serves, and records every event-loop stall longer than
-`OFFER_STALL_MS` (default 5 ms): a heartbeat runs on the loop every millisecond, and a watchdog
-thread, seeing it late, samples the loop thread's Python stack every millisecond until it beats
-again. Garbage collections are timed through `gc.callbacks`. On SIGUSR1 the process writes the
-JSON file `OFFER_STALL_LOG`: each stall's start, wall and CPU time and stacks (the deepest
-frames last), each collection's generation, wall and CPU time, and the tracked objects by type.
+`uvicorn stalls:create_app --factory` (from load_tests/) serves the app `offer-service serve`
+serves (on uvicorn's own HTTP protocol, not the service's), and records every event-loop stall
+longer than `OFFER_STALL_MS` (default 5 ms): a heartbeat runs on the loop every millisecond, and
+a watchdog thread, seeing it late, samples the loop thread's Python stack every millisecond
+until it beats again. Garbage collections are timed through `gc.callbacks`. On SIGUSR1 the
+process writes the JSON file `OFFER_STALL_LOG`: each stall's start, wall and CPU time and stacks
+(the deepest frames last), each collection's generation, wall and CPU time, and the tracked
+objects by type.
 """
 
 from __future__ import annotations
