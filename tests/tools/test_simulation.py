@@ -16,6 +16,8 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from statistics import NormalDist
+from typing import Any
 
 import orjson
 import pytest
@@ -76,7 +78,26 @@ def simulation(
         server.stop()
 
 
-def test_every_true_parameter_lies_inside_its_95_percent_interval(simulation: Simulation) -> None:
+def simultaneous(row: dict[str, Any], k: int, level: float = 0.95) -> tuple[float, float]:
+    """The row's 95% interval widened about its estimate so that `k` of them hold together at
+    `level` (Bonferroni: each at 1 - (1 - level) / k). Seventeen intervals at 95% each miss at
+    least one true value in more than half of all samples; the simulation's shoppers are seeded,
+    but the service's own draws (exploration, sampled P(accept)) move the estimates a little
+    from run to run, so a true value near its interval's edge falls out now and then."""
+    one = NormalDist().inv_cdf(0.975)
+    joint = NormalDist().inv_cdf(1 - (1 - level) / (2 * k))
+    low, high = row["ci"]
+    est = row["estimate"]
+    return est - (est - low) * joint / one, est + (high - est) * joint / one
+
+
+def within(value: float, bounds: tuple[float, float]) -> bool:
+    return bounds[0] <= value <= bounds[1]
+
+
+def test_every_true_parameter_lies_inside_its_simultaneous_95_percent_interval(
+    simulation: Simulation,
+) -> None:
     rows = simulation.comparisons()
     checked = [r for r in rows if r["checked"]]
     names = {r["parameter"] for r in checked}
@@ -100,8 +121,11 @@ def test_every_true_parameter_lies_inside_its_95_percent_interval(simulation: Si
         "return_rate",
     ):
         assert expected in names, expected
-    outside = [r for r in checked if not r["inside"]]
-    assert not outside, outside
+    bounds = {r["parameter"]: simultaneous(r, len(checked)) for r in checked}
+    outside = [r for r in checked if not within(r["true"], bounds[r["parameter"]])]
+    assert not outside, (outside, bounds)
+    # Each 95% interval alone misses about one true value in twenty: not more than that.
+    assert sum(not r["inside"] for r in checked) <= 3, [r for r in checked if not r["inside"]]
     report = simulation.report
     sizes = report["holdout"]["sample_sizes"]
     assert sizes["treatment"] + sizes["holdout"] == VISITORS
