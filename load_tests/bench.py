@@ -78,6 +78,7 @@ SECTIONS = ("offers", "latency", "redis", "events", "flat", "memory")
 # off, which uvicorn would otherwise read from 127.0.0.1 on every request.
 UVICORN_FLAGS = ["--workers", "1", "--loop", "uvloop", "--http", "httptools"]
 UVICORN_FLAGS += ["--no-proxy-headers", "--no-access-log", "--log-level", "warning"]
+# The service's app: a server of it starts through SERVICE_COMMAND, which serves this app.
 SERVICE_APP = "offer_service.cli:serving_app"
 # (No drain at the end of a run: SIGTERM stops it at once.)
 SERVICE_COMMAND = ["-m", "offer_service.cli", "serve", "--drain-seconds", "0"]
