@@ -1,10 +1,11 @@
-"""HTTP connections: uvicorn's httptools protocol with a deadline for each request's headers."""
+"""HTTP connections: uvicorn's httptools protocol with a deadline for each request's headers,
+writing each response's head and body in one piece."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -22,6 +23,51 @@ def header_timeout_s() -> float:
     """This process's header timeout (OFFER_HEADER_TIMEOUT), read once: uvicorn's `Config` has
     no field for it, and every worker process reads its settings from the environment."""
     return Settings.from_env().header_timeout_s
+
+
+class _OneWrite:
+    """A connection's transport as its responses write to it: a write is held until the next
+    one, which goes out joined to it, or until the loop's next turn, whichever comes first.
+
+    uvicorn writes a response's status line and headers as soon as the app starts the
+    response, and its body in a second write: two send() calls and two TCP segments for every
+    response, each send taking the kernel's TCP path (on loopback, the receiver's side too).
+    Joined, a warm offers answer cost 7-13 us less system time (docs/performance.md). Nothing
+    waits longer than the loop's turn it was written in, so a streamed response's head or a
+    100 Continue still leaves at once. Everything else is the transport's."""
+
+    __slots__ = ("_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        held = self._held
+        if held is None:
+            self._held = bytes(data)
+            self._loop.call_soon(self.flush)
+        else:
+            self._held = None
+            self._transport.write(held + data)
+
+    def flush(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            if not self._transport.is_closing():
+                self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class HeaderTimeoutProtocol(HttpToolsProtocol):
@@ -58,6 +104,9 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # The protocol and each request's cycle write through it; flow control (reading paused
+        # and resumed) keeps the transport itself.
+        self.transport = cast(asyncio.Transport, _OneWrite(transport, self.loop))
         self._tick = self.loop.call_later(header_timeout_s() / 2, self._on_tick)
 
     def connection_lost(self, exc: Exception | None) -> None:

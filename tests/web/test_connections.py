@@ -1,12 +1,15 @@
 """Connections on a real `offer-service serve`: silent, half-sent and idle ones are closed after
 their timeouts, and beyond the concurrency limit a request is answered 503 at once while the
-server stays up (short timeouts here; the defaults are in settings.py)."""
+server stays up (short timeouts here; the defaults are in settings.py); each answer leaves in
+one TCP segment, head and body together, whatever its kind."""
 
 from __future__ import annotations
 
 import re
 import selectors
 import socket
+import struct
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +28,9 @@ LIMIT = 20
 # short of uvicorn's own keep-alive default (5 s) and of forever.
 CLOSED_WITHIN_S = 4.0
 REQUEST = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+OFFERS = "/v1/offers?key=pk_demo&surface=product_page&product_id=cam-x100&visitor_id=v_one"
+# Linux's struct tcp_info: tcpi_data_segs_in, the segments carrying data this socket received.
+DATA_SEGS_IN_AT = 152
 
 
 @pytest.fixture
@@ -134,3 +140,67 @@ def test_beyond_the_concurrency_limit_a_request_gets_a_503_and_the_server_recove
         # The silent connections are closed at their deadline; then clients are answered again.
         assert still_open(silent) == 0
         assert client.get("/healthz").status_code == 200
+
+
+def data_segments_in(sock: socket.socket) -> int:
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    count: int = struct.unpack_from("I", info, DATA_SEGS_IN_AT)[0]
+    return count
+
+
+def request(method: str, path: str, extra: str = "") -> bytes:
+    return f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n".encode()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads Linux's TCP_INFO")
+@pytest.mark.parametrize(
+    ("sent", "status", "body"),
+    [
+        (request("GET", OFFERS), 200, b'"offers":['),
+        (request("GET", "/healthz"), 200, b"ok"),
+        (request("GET", "/no/such/route"), 404, b"not_found"),
+        (request("GET", "/v1/offers?key=pk_demo&surface=nowhere"), 422, b"surface"),
+        (request("HEAD", "/healthz"), 200, b""),
+    ],
+    ids=["offers", "healthz", "404", "422", "head"],
+)
+def test_each_answer_leaves_in_one_segment(
+    service: ServeProcess, sent: bytes, status: int, body: bytes
+) -> None:
+    sock = connect(service)
+    try:
+        # The connection's first answer, then one measured on a connection already in use.
+        for _ in range(2):
+            before = data_segments_in(sock)
+            sock.sendall(sent)
+            time.sleep(0.2)  # both segments in, were there two
+            data = sock.recv(1 << 20)
+            head, _, rest = data.partition(b"\r\n\r\n")
+            assert int(head.split(b" ", 2)[1]) == status, data
+            assert body in rest
+            assert data_segments_in(sock) - before == 1
+    finally:
+        sock.close()
+
+
+def test_an_answer_on_a_closing_connection_and_a_continue_are_not_held(
+    service: ServeProcess,
+) -> None:
+    """An answer that closes its connection arrives whole before the close; a 100 Continue
+    arrives while the server waits for the body it asks for."""
+    sock = connect(service, request("GET", "/healthz", "Connection: close\r\n"))
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    sock.close()
+    assert data.startswith(b"HTTP/1.1 200") and data.endswith(b'{"status":"ok"}')
+
+    body = b'{"key": "pk_demo", "events": []}'
+    head = f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    sock = connect(service, request("POST", "/v1/events", head + "Expect: 100-continue\r\n"))
+    try:
+        assert sock.recv(65536).startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(body)
+        assert answered(sock) == 202
+    finally:
+        sock.close()
