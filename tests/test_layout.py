@@ -182,11 +182,11 @@ def run_without_tools(
 
 
 def build_service_wheel(tmp: Path) -> Path:
-    """The wheel as the Dockerfile builds it (pyproject, README and offer_service only),
+    """The wheel as the Dockerfile builds it (pyproject, README, LICENSE and offer_service only),
     unpacked into a folder to import from."""
     src = tmp / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, src / name)
     shutil.copytree(ROOT / "offer_service", src / "offer_service")
     subprocess.run(
