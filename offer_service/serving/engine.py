@@ -29,7 +29,7 @@ from offer_service.domain.events import StoredEvent
 from offer_service.domain.orders import Order
 from offer_service.domain.policy import StoreRules
 from offer_service.domain.products import Product
-from offer_service.domain.records import StoreRecord
+from offer_service.domain.records import EMPTY_VISITOR, StoreRecord, VisitorState
 from offer_service.domain.surfaces import SURFACES, Surface, clamp_limit
 from offer_service.domain.tokens import new_offer_id, order_token_valid
 from offer_service.exceptions import Forbidden, NotFound
@@ -80,6 +80,11 @@ _SURFACE_LIMITS = {
     for surface, spec in SURFACES.items()
     for limit in range(1, spec.hard_max + 1)
 }
+
+
+def _head(request_id: str, surface: Surface, limit: int) -> bytes:
+    """The answer's start: its request id, surface and limit."""
+    return b'{"request_id":' + orjson.dumps(request_id) + _SURFACE_LIMITS[surface, limit]
 
 
 class _VisitorEvents(GroupCommit):
@@ -202,20 +207,110 @@ class Engine:
         rules = record.rules
         surface = req.surface
         limit = clamp_limit(surface, req.limit, rules.surface_counts.get(surface))
-        head = b'{"request_id":' + orjson.dumps(request_id) + _SURFACE_LIMITS[surface, limit]
         if req.visitor_id and in_holdout(record.id, req.visitor_id, rules.holdout_share):
-            self.exposures.seen(
-                record.id, req.visitor_id, surface, holdout=True, arm=None, flag=flag
-            )
-            return head + HOLDOUT_TAIL
+            return self._holdout(record, req, request_id, limit, flag)
         now_s = self.clock()
-        now_ms = int(now_s * 1000)
-        spec = SURFACES[surface]
-        if spec.post_purchase:
+        if SURFACES[surface].post_purchase:
+            head = _head(request_id, surface, limit)
             return head + await self._post_purchase(record, req, version, limit, now_s, flag)
+        key, arm, lines = self._prepared_key(record, req, version)
+        held = self._prepared.fresh(key)
+        if held is not None:
+            prepared = held[0]
+        else:
+            anchor_ids = key[3]
+            prepared = await self._prepared.get(
+                key,
+                lambda: self._prepare(record, surface, anchor_ids, None, int(now_s), arm, lines),
+            )
+        if prepared.error is None and now_s >= prepared.renew_s:
+            # Served stale for too long (the store was unreachable), or its tokens live less
+            # than two refreshes: never hand out a token that is about to expire; build it again.
+            prepared = await self._prepare(record, surface, key[3], None, int(now_s), arm, lines)
+            self._prepared.set(key, prepared)
+        if prepared.error is not None:
+            raise prepared.error
+        self._exposed(record, req, arm, flag)
+        visitor = self.visitors.held(record.id, req.visitor_id, req.customer_id, version)
+        if visitor is None:
+            now_ms = int(now_s * 1000)
+            visitor = await self.visitors.state(
+                record.id, req.visitor_id, req.customer_id, rules, version, now_ms
+            )
+        return self._joined(record, req, request_id, limit, arm, prepared, visitor, now_s)
 
+    def offers_now(
+        self,
+        record: StoreRecord,
+        req: OfferAsk,
+        request_id: str,
+        flag: str | None,
+        admit: Callable[[], bool],
+    ) -> bytes | None:
+        """`offers`' answer when it needs no coroutine: a pre-purchase request whose store
+        version (fresh), prepared list (stale ones refreshed in the background, as `offers`
+        serves them) and visitor state this process holds. `admit` is called
+        once all of them are found, before anything is noted (the exposure, the caches' hit
+        counts): when it says False, or when anything is missing, the answer is None and
+        nothing was done, so `offers` may answer the same request afterwards."""
+        version = self._versions.fresh(record.id)
+        if version is None:
+            return None
+        record = self._current(record)
+        rules = record.rules
+        surface = req.surface
+        if SURFACES[surface].post_purchase:
+            return None
+        limit = clamp_limit(surface, req.limit, rules.surface_counts.get(surface))
+        if req.visitor_id and in_holdout(record.id, req.visitor_id, rules.holdout_share):
+            return self._holdout(record, req, request_id, limit, flag) if admit() else None
+        now_s = self.clock()
+        key, arm, lines = self._prepared_key(record, req, version)
+        # Stale, it is served while it is built again in the background, as `offers` does.
+        held = self._prepared.held(
+            key,
+            lambda: self._prepare(record, surface, key[3], None, int(now_s), arm, lines),
+            count=False,
+        )
+        if held is None:
+            return None
+        prepared = held[0]
+        if prepared.error is not None or now_s >= prepared.renew_s:
+            return None
+        # Nobody named: nobody's state to read (as `Visitors.read` answers).
+        anonymous = not req.visitor_id and not req.customer_id
+        visitor = (
+            EMPTY_VISITOR
+            if anonymous
+            else self.visitors.held(
+                record.id, req.visitor_id, req.customer_id, version, count=False
+            )
+        )
+        if visitor is None or not admit():
+            return None
+        self._prepared.hits += 1
+        if not anonymous:
+            self.visitors.count_held(visitor)
+        self._exposed(record, req, arm, flag)
+        return self._joined(record, req, request_id, limit, arm, prepared, visitor, now_s)
+
+    def _holdout(
+        self, record: StoreRecord, req: OfferAsk, request_id: str, limit: int, flag: str | None
+    ) -> bytes:
+        """The answer of a holdout visitor: no offers, the exposure noted."""
+        visitor_id = req.visitor_id or ""
+        self.exposures.seen(record.id, visitor_id, req.surface, holdout=True, arm=None, flag=flag)
+        return _head(request_id, req.surface, limit) + HOLDOUT_TAIL
+
+    def _prepared_key(
+        self, record: StoreRecord, req: OfferAsk, version: int
+    ) -> tuple[tuple[Any, ...], Assignment | None, CartLines]:
+        """A pre-purchase request's key in the prepared lists (its anchors fourth), its
+        experiment arm and, when the cart's subtotal decides the answer, the cart's lines."""
+        rules = record.rules
+        surface = req.surface
         lines: CartLines = ()
-        if spec.anchor == "product":
+        if SURFACES[surface].anchor == "product":
             anchor_ids: tuple[str, ...] = (req.product_id or "",)
         else:
             anchor_ids = tuple(sorted({item.product_id for item in req.items or ()}))
@@ -224,33 +319,31 @@ class Engine:
                 lines = cart_lines(req.items or ())
         arm = assign(record.id, rules, surface, req.visitor_id)
         label = arm.arm if arm else None
-        key = (record.id, surface, version, anchor_ids, label, lines)
-        held = self._prepared.fresh(key)
-        if held is not None:
-            prepared = held[0]
-        else:
-            prepared = await self._prepared.get(
-                key,
-                lambda: self._prepare(record, surface, anchor_ids, None, int(now_s), arm, lines),
-            )
-        if prepared.error is None and now_s >= prepared.renew_s:
-            # Served stale for too long (the store was unreachable), or its tokens live less
-            # than two refreshes: never hand out a token that is about to expire; build it again.
-            prepared = await self._prepare(
-                record, surface, anchor_ids, None, int(now_s), arm, lines
-            )
-            self._prepared.set(key, prepared)
-        if prepared.error is not None:
-            raise prepared.error
+        return (record.id, surface, version, anchor_ids, label, lines), arm, lines
+
+    def _exposed(
+        self, record: StoreRecord, req: OfferAsk, arm: Assignment | None, flag: str | None
+    ) -> None:
         if req.visitor_id:
+            label = arm.arm if arm else None
+            surface = req.surface
             self.exposures.seen(
                 record.id, req.visitor_id, surface, holdout=False, arm=label, flag=flag
             )
-        visitor = self.visitors.held(record.id, req.visitor_id, req.customer_id, version)
-        if visitor is None:
-            visitor = await self.visitors.state(
-                record.id, req.visitor_id, req.customer_id, rules, version, now_ms
-            )
+
+    def _joined(
+        self,
+        record: StoreRecord,
+        req: OfferAsk,
+        request_id: str,
+        limit: int,
+        arm: Assignment | None,
+        prepared: Prepared,
+        visitor: VisitorState,
+        now_s: float,
+    ) -> bytes:
+        """The answer of a pre-purchase request: the prepared offers this visitor may get."""
+        rules = record.rules
         explore = self.explores(rules)
         # Every visitor with no history who excludes nothing gets the same offers, with or
         # without the exploration slot: `finish` runs once for each.
@@ -263,15 +356,16 @@ class Engine:
                 visitor,
                 rules,
                 limit=limit,
-                surface=surface,
+                surface=req.surface,
                 exclude=req.exclude,
-                now_ms=now_ms,
+                now_ms=int(now_s * 1000),
                 explore=explore,
             )
             joined = prepared.join(chosen)
             # A replenish offer's due date moves with the clock, whoever asks.
             if plain and all(o.candidate.kind != "replenish" for o in prepared.offers):
                 prepared.joined[plain_key] = joined
+        head = _head(request_id, req.surface, limit)
         return b"".join((head, _treatment_head(arm), joined, b"]", prepared.tail, b"}"))
 
     def forget_visitors(self, store_id: str, visitor_ids: Iterable[str] | None = None) -> None:

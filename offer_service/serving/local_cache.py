@@ -62,14 +62,16 @@ class LocalCache(Generic[K, V]):
         self._entries.move_to_end(key)
         return entry[0]
 
-    def fresh(self, key: K) -> tuple[V, float] | None:
+    def fresh(self, key: K, *, count: bool = True) -> tuple[V, float] | None:
         """The entry (value, expiry) while it has not expired, without a coroutine: what a
-        warm request reads. None when `get` must decide (a miss, or stale)."""
+        warm request reads. None when `get` must decide (a miss, or stale). `count`: whether
+        it counts as a hit (else the caller adds it to `hits` once the entry is used)."""
         entry = self._entries.get(key)
         if entry is None or entry[1] <= self._clock():
             return None
         self._entries.move_to_end(key)
-        self.hits += 1
+        if count:
+            self.hits += 1
         return entry
 
     def set(self, key: K, value: V) -> None:
@@ -87,15 +89,26 @@ class LocalCache(Generic[K, V]):
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def get(self, key: K, loader: Callable[[], Awaitable[V]]) -> V:
+    def held(
+        self, key: K, loader: Callable[[], Awaitable[V]], *, count: bool = True
+    ) -> tuple[V, float] | None:
+        """`get`'s answer without a coroutine when the key has an entry: the entry (value,
+        expiry), fresh or stale, a stale one refreshed in the background. None on a miss.
+        `count`: whether it counts as a hit (else the caller adds it to `hits`)."""
         entry = self._entries.get(key)
-        if entry is not None:
+        if entry is None:
+            return None
+        if count:
             self.hits += 1
-            self._entries.move_to_end(key)
-            value, expires = entry
-            if expires <= self._clock() and key not in self._refreshing:
-                self._refresh_in_background(key, loader)
-            return value
+        self._entries.move_to_end(key)
+        if entry[1] <= self._clock() and key not in self._refreshing:
+            self._refresh_in_background(key, loader)
+        return entry
+
+    async def get(self, key: K, loader: Callable[[], Awaitable[V]]) -> V:
+        entry = self.held(key, loader)
+        if entry is not None:
+            return entry[0]
         self.misses += 1
         future = self._inflight.get(key)
         if future is not None:

@@ -112,10 +112,19 @@ class RateLimiter:
         self._tat = newest(alive, self._max_keys // 2)
 
     def admit_here(self, store_id: str, bucket: str, per_second: float, burst: int) -> bool:
-        """`admit` without a coroutine when this process alone counts the bucket (no shared
-        limiter): True once counted (RateLimited when over); False when `admit` must be awaited."""
+        """`admit` without a coroutine: when this process alone counts the bucket (no shared
+        limiter, or the shared one rests), or this instance's lease of it has a request left.
+        True once counted (RateLimited when over); False when `admit` must be awaited."""
         if self.shared is not None:
-            return False
+            now = self._clock()
+            if now >= self._shared_rests_until:
+                lease = self._leases.get((store_id, bucket))
+                if lease is None or lease.slots < 1 or now >= lease.started + LEASE_S:
+                    return False
+                lease.slots -= 1
+                lease.used += 1
+                return True
+            self.fallbacks += 1
         _refuse(self.check((store_id, bucket), per_second, burst))
         return True
 

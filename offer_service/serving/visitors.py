@@ -109,31 +109,47 @@ class Visitors:
         return self._count
 
     def held(
-        self, store_id: str, visitor_id: str | None, customer_id: str | None, version: int
+        self,
+        store_id: str,
+        visitor_id: str | None,
+        customer_id: str | None,
+        version: int,
+        *,
+        count: bool = True,
     ) -> VisitorState | None:
         """`state`'s answer when it needs no coroutine: no poll of the store's visitor changes
-        is due and this visitor's state is held. None when `state` must decide."""
+        is due and this visitor's state is held. None when `state` must decide. `count`:
+        whether it counts in `sources` now (else `count_held` counts it once it is used)."""
         if not visitor_id:
             return None
         now = time.monotonic()
         feed = self._feeds.get(store_id)
         if feed is None or now - feed.asked >= VISITOR_POLL_S:
             return None
-        return self._known(store_id, visitor_id, customer_id, version, now)
+        return self._known(store_id, visitor_id, customer_id, version, now, count=count)
+
+    def count_held(self, state: VisitorState) -> None:
+        """Count a state `held` answered without counting: the index's empty state, or held."""
+        self.sources[INDEX if state is EMPTY_VISITOR else HELD] += 1
 
     def _known(
-        self, store_id: str, visitor_id: str, customer_id: str | None, version: int, now: float
+        self,
+        store_id: str,
+        visitor_id: str,
+        customer_id: str | None,
+        version: int,
+        now: float,
+        *,
+        count: bool = True,
     ) -> VisitorState | None:
         """The visitor's state without a store read: held, or empty when the store's index
         does not list the visitor (counted by where it came from). None: read it."""
         found = self._unexpired(store_id, visitor_id, customer_id, version, now)
-        if found is not None:
-            self.sources[HELD] += 1
-            return found
-        if customer_id is None and self._unlisted(store_id, visitor_id, now):
-            self.sources[INDEX] += 1
-            return EMPTY_VISITOR
-        return None
+        if found is None and customer_id is None and self._unlisted(store_id, visitor_id, now):
+            found = EMPTY_VISITOR
+        if found is not None and count:
+            self.count_held(found)
+        return found
 
     def _unlisted(self, store_id: str, visitor_id: str, now: float) -> bool:
         """The store's current index says this visitor has no state."""

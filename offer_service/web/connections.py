@@ -5,13 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
+from collections.abc import Callable
 from typing import Any, cast
 
+from starlette.types import Scope
+from uvicorn._types import ASGI3Application
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 from uvicorn.server import ServerState
 
 from offer_service.settings import Settings
+
+log = logging.getLogger("offer_service")
+# A 200 answered without a task: its headers and body.
+Answer = tuple[list[tuple[bytes, bytes]], bytes]
 
 # What `offer-service serve` passes as uvicorn's `http` (an import string, so that each worker
 # process imports the class itself).
@@ -59,6 +72,12 @@ class _OneWrite:
             if not self._transport.is_closing():
                 self._transport.write(held)
 
+    def write_now(self, data: bytes) -> None:
+        """Write `data` at once, after anything held."""
+        held = self._held
+        self._held = None
+        self._transport.write(data if held is None else held + data)
+
     def close(self) -> None:
         self.flush()
         self._transport.close()
@@ -68,6 +87,16 @@ class _OneWrite:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
+
+
+def _answering_now(
+    app: object,
+) -> tuple[Callable[[Scope, str], Answer | None] | None, ProxyHeadersMiddleware | None]:
+    """The app's `answer_now` (dispatch.py), looked for within uvicorn's proxy-headers
+    middleware too, and that middleware when there is one."""
+    proxy = app if isinstance(app, ProxyHeadersMiddleware) else None
+    inner = proxy.app if proxy is not None else app
+    return getattr(inner, "answer_now", None), proxy
 
 
 class HeaderTimeoutProtocol(HttpToolsProtocol):
@@ -101,6 +130,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         # as one, so a connection that never sends anything is closed one timeout after it opens.
         self._ticks_awaiting = 1
         self._headers_done_at_tick = 0
+        self._now, self._proxy = _answering_now(self.app)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -123,6 +153,52 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self._awaiting_headers = False
         self._headers_done += 1
         super().on_headers_complete()
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        """Answer the request in the turn its headers arrived when the app can (`answer_now`:
+        a warm GET /v1/offers), without an ASGI task, its messages or uvicorn's checks of each
+        header; else start the app's task, as uvicorn does. Only on a connection kept alive
+        whose writes are not paused, for the app itself (not uvicorn's 503 past the
+        concurrency limit), without an access log."""
+        now = self._now
+        if (
+            now is not None
+            and app is self.app
+            and cycle.keep_alive
+            and not self.flow.write_paused
+            and not cycle.access_log
+        ):
+            try:
+                scope = cast(Scope, cycle.scope)
+                answer = now(scope, self._client(scope))
+            except Exception:
+                log.exception("answering without a task failed; the app answers instead")
+                answer = None
+            if answer is not None:
+                headers, body = answer
+                content = [STATUS_LINE[200]]
+                for name, value in (*cycle.default_headers, *headers):
+                    content += (name, b": ", value, b"\r\n")
+                content += (b"\r\n", body)
+                cycle.response_started = cycle.response_complete = True
+                cast(_OneWrite, self.transport).write_now(b"".join(content))
+                cycle.on_response()
+                return
+        super()._start_asgi_task(cycle, app)
+
+    def _client(self, scope: Scope) -> str:
+        """The client's address as the app will see it: the peer's, or the one uvicorn's
+        proxy-headers middleware takes from X-Forwarded-For when the peer is a trusted proxy."""
+        peer = scope.get("client")
+        host = peer[0] if peer else ""
+        proxy = self._proxy
+        if proxy is not None and host in proxy.trusted_hosts:
+            forwarded = [v for n, v in scope["headers"] if n == b"x-forwarded-for"]
+            if forwarded:
+                joined = b", ".join(forwarded).decode("latin1")
+                found = proxy.trusted_hosts.get_trusted_client_address(joined)[0]
+                host = found or host
+        return host
 
     def _on_tick(self) -> None:
         if self._awaiting_headers and self._headers_done == self._headers_done_at_tick:

@@ -14,7 +14,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from offer_service.web.endpoints.common import json_response
-from offer_service.web.telemetry import Telemetry
+from offer_service.web.telemetry import AnswerNow, Telemetry
 
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
@@ -44,6 +44,25 @@ class Dispatch:
         self._fast = {
             (method, route.path): route for route in fast for method in route.methods or ()
         }
+        # The GET routes that can answer without a coroutine (their app's `now`).
+        self._now: dict[str, tuple[str, AnswerNow]] = {
+            route.path: (route.path, route.app.now)
+            for route in fast
+            if "GET" in (route.methods or ()) and hasattr(route.app, "now")
+        }
+
+    def answer_now(
+        self, scope: Scope, client: str
+    ) -> tuple[list[tuple[bytes, bytes]], bytes] | None:
+        """The 200 of this HTTP request, headers and body, when its route answers it without a
+        coroutine (see `Telemetry.answered_now`); None when it takes the ASGI way. `client`:
+        the client's address, as the scope will say once any proxy header is applied."""
+        if scope["method"] != "GET" or scope.get("root_path"):
+            return None
+        found = self._now.get(scope["path"])
+        if found is None:
+            return None
+        return self.telemetry.answered_now(scope, client, *found)
 
     def fast(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None] | None:
         """The answer of this HTTP request by its fast route; None when it has none."""
@@ -82,6 +101,8 @@ class OfferApp(Starlette):
             middleware=middleware, exception_handlers={HTTPException: _http_error}, **kwargs
         )
         self.dispatch = dispatch
+        # For the server's protocol (connections.py): a request answered in the turn it arrived.
+        self.answer_now = dispatch.answer_now
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

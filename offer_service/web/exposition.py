@@ -22,6 +22,10 @@ import orjson
 # Family name: (type, help). Rendered in this order.
 FAMILIES: dict[str, tuple[str, str]] = {
     "offer_http_requests_total": ("counter", "HTTP requests by route, method and status."),
+    "offer_http_answered_in_turn_total": (
+        "counter",
+        "Requests answered in the turn they arrived, without an ASGI task (warm GET /v1/offers).",
+    ),
     "offer_http_request_duration_seconds": ("histogram", "Request latency by route."),
     "offer_offers_requests_total": (
         "counter",

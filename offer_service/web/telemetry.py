@@ -31,6 +31,9 @@ INTERNAL_ERROR = orjson.dumps(
     }
 )
 SURFACE_NAMES = frozenset(s.value for s in Surface)
+# A route's answer without a coroutine (scope, client address, request id): its 200's headers,
+# body and metrics surface, or None when the request must take the ASGI way.
+AnswerNow = Callable[[Scope, str, str], tuple[list[tuple[bytes, bytes]], bytes, str] | None]
 # Latency buckets in seconds, for the Prometheus histogram.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -42,6 +45,8 @@ class Metrics:
         # One list per (route, surface, method, status): the latency buckets' counts, then
         # the seconds' sum. One lookup a request; the render adds them up by label.
         self.series: dict[tuple[str, str, str, int], list[float]] = {}
+        # Requests answered in the turn they arrived, without an ASGI task (`answered_now`).
+        self.answered_in_turn = 0
 
     def observe(
         self, route: str, method: str, status: int, seconds: float, surface: str = ""
@@ -72,6 +77,7 @@ class Metrics:
         return sorted(out.items())
 
     def add_to(self, samples: Samples) -> None:
+        samples.add("offer_http_answered_in_turn_total", self.answered_in_turn)
         for (route, surface, method, status), series in sorted(self.series.items()):
             n = sum(series[:-1])
             name = "offer_http_requests_total"
@@ -200,6 +206,24 @@ class Telemetry:
                     return candidate
                 break
         return self._prefix + str(next(self._ids))
+
+    def answered_now(
+        self, scope: Scope, client: str, route: str, now: AnswerNow
+    ) -> tuple[list[tuple[bytes, bytes]], bytes] | None:
+        """A 200 answered without a coroutine by `now`, the route's (`frame`'s work for it: the
+        id, the security headers, the count and latency); None when `now` has no answer, and
+        then nothing was counted."""
+        t0 = time.perf_counter()
+        request_id = self._request_id(scope["headers"])
+        answer = now(scope, client, request_id)
+        if answer is None:
+            return None
+        headers, body, surface = answer
+        headers.append((b"x-request-id", request_id.encode("latin-1")))
+        seconds = time.perf_counter() - t0
+        self.metrics.observe(route, scope["method"], 200, seconds, surface)
+        self.metrics.answered_in_turn += 1
+        return with_security_headers(headers), body
 
     async def frame(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
         """An HTTP request, answered by `app` within this telemetry."""

@@ -173,3 +173,32 @@ def test_an_outage_counts_in_process() -> None:
     assert limiter.fallbacks == 5
     with pytest.raises(RateLimited):
         asyncio.run(limiter.admit("st", "browser:1.2.3.4", 1.0, 3))
+
+
+def test_admit_here_takes_from_the_lease_and_leaves_the_rest_to_admit() -> None:
+    """Without a coroutine a request is admitted from what the lease holds, never past it: an
+    empty or expired lease, or none, is `admit`'s to renew."""
+    clock = Clock()
+    shared = Shared(clock)
+    limiter = RateLimiter(clock=clock, shared=shared)
+    burst = 40 * LEASE_SHARE
+    assert limiter.admit_here("s", "b", 1000, burst) is False  # no lease yet
+
+    async def run() -> None:
+        # A busy bucket: its lease holds more than the request that renewed it.
+        for _ in range(6):
+            await limiter.admit("s", "b", 1000, burst)
+
+    asyncio.run(run())
+    calls = shared.calls
+    here = 0
+    while limiter.admit_here("s", "b", 1000, burst):
+        here += 1
+    assert here >= 1
+    assert shared.calls == calls  # none of them asked the store
+    assert 6 + here <= shared.counted  # and none was admitted that it did not count
+    # Another bucket, or this one once its lease is out of date, is `admit`'s.
+    assert limiter.admit_here("s", "other", 1000, burst) is False
+    asyncio.run(run())
+    clock.now += LEASE_S
+    assert limiter.admit_here("s", "b", 1000, burst) is False

@@ -133,10 +133,21 @@ def browser_store_now(e: Engine, key: str, client: str) -> StoreRecord | None:
     current publishable key held fresh, counted by this process's limiter. None when
     `browser_store` must decide (a miss, a stale entry, an unknown or retired key, a shared
     limiter)."""
+    record = publishable_now(e, key)
+    return record if record is not None and admit_now(e, record, client) else None
+
+
+def publishable_now(e: Engine, key: str) -> StoreRecord | None:
+    """The store whose current publishable key this is, while the engine holds it fresh; None
+    when `browser_store` must decide."""
     record = e.store_by_key_now(key)
-    if record is None or key != record.publishable_key:
-        return None
-    return record if e.limiter.admit_here(*_browser_bucket(record, client)) else None
+    return record if record is not None and key == record.publishable_key else None
+
+
+def admit_now(e: Engine, record: StoreRecord, client: str) -> bool:
+    """Count a browser request against the client's rate limit without a coroutine: True once
+    counted (RateLimited when over), False when `browser_store` must count it."""
+    return e.limiter.admit_here(*_browser_bucket(record, client))
 
 
 def _browser_bucket(record: StoreRecord, client: str) -> tuple[str, str, float, int]:

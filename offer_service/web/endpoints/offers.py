@@ -14,10 +14,12 @@ from offer_service.domain.records import StoreRecord
 from offer_service.domain.surfaces import SURFACES, Surface
 from offer_service.domain.traffic import classify
 from offer_service.serving.engine import Engine
+from offer_service.serving.ratelimit import RateLimited
 from offer_service.types import whole_in
 from offer_service.web.endpoints.common import (
     ANSWERED_ERRORS,
     BROWSER_BODY_LIMIT,
+    admit_now,
     body_key,
     browser_store,
     browser_store_now,
@@ -27,6 +29,7 @@ from offer_service.web.endpoints.common import (
     error_response,
     origin_allowed,
     publishable_key,
+    publishable_now,
     publishable_store,
     read_body,
 )
@@ -44,6 +47,8 @@ PREFLIGHT_HEADERS = "Content-Type, Idempotency-Key, X-Offer-Key, X-Request-Id"
 
 
 MAX_ID = 128
+# What a request answered without a coroutine gets: its headers, body and surface.
+Answer = tuple[list[tuple[bytes, bytes]], bytes, str]
 _SURFACE_BY_VALUE = {s.value: s for s in Surface}
 _FIXED_HEADERS = [(b"vary", b"Origin"), (b"cache-control", b"no-store")]
 _JSON = (b"content-type", b"application/json")
@@ -91,6 +96,34 @@ class GetOffers:
         except ANSWERED_ERRORS as exc:
             await error_response(exc, cors_headers(origin, record))(scope, receive, send)
 
+    def now(self, scope: Scope, client: str, request_id: str) -> Answer | None:
+        """The 200 of this request when every piece of it is held in this process (a simple
+        query, the key's store, then as `Engine.offers_now`): its headers, body and surface.
+        None when the request must be answered by `__call__` (anything to await, any error);
+        then nothing of it was done or counted. `client`: the client's address."""
+        fast = fast_query(scope["query_string"])
+        if fast is None:
+            return None
+        wanted = _NO_HEADERS.copy()
+        for name, value in scope["headers"]:
+            if name in wanted and wanted[name] is None:
+                wanted[name] = value.decode("latin-1")
+        key = publishable_key(fast.key, wanted[b"x-offer-key"])
+        e = self.engine
+        record = publishable_now(e, key) if key else None
+        if record is None:
+            return None
+        flag = classify(scope["headers"])
+        try:
+            body = e.offers_now(
+                record, fast, request_id, flag, lambda: admit_now(e, record, client)
+            )
+        except RateLimited:
+            return None  # not counted: `__call__` answers the 429
+        if body is None:
+            return None
+        return _headers(body, wanted[b"origin"], record), body, fast.surface._value_
+
 
 class PostOffers:
     """POST /v1/offers: the same request as a JSON body, answered as GET answers it."""
@@ -126,11 +159,17 @@ async def _answer(
     # The metrics' label; `_value_`, an attribute, not `.value`, a property costing 0.2 us.
     scope["state"]["surface"] = req.surface._value_
     body = await e.offers(record, req, scope["state"]["request_id"], flag)
+    headers = _headers(body, origin, record)
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _headers(body: bytes, origin: str | None, record: StoreRecord) -> list[tuple[bytes, bytes]]:
+    """The headers of a 200 of /v1/offers."""
     headers = [*_FIXED_HEADERS, (b"content-length", str(len(body)).encode()), _JSON]
     if origin and origin_allowed(origin, record.rules.allowed_origins):
         headers.append((b"access-control-allow-origin", origin.encode("latin-1")))
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    return headers
 
 
 def offers_request(raw: bytes) -> OffersRequest | OfferQuery:
