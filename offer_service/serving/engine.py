@@ -157,11 +157,15 @@ class Engine:
             return found
         return await self._stores.get(key, lambda: self.store.store_by_key(key))
 
-    def store_by_key_now(self, key: str) -> StoreRecord | None:
+    def store_by_key_now(self, key: str, *, count: bool = True) -> StoreRecord | None:
         """`store_by_key`'s answer when it needs no coroutine (it asks here first): the key's
-        store while its cache entry is fresh. None when `store_by_key` must decide."""
-        entry = self._stores.fresh(key)
+        store while its cache entry is fresh. None when `store_by_key` must decide. `count`:
+        whether the read counts as a hit now (else `count_store_hit` once it is used)."""
+        entry = self._stores.fresh(key, count=count)
         return None if entry is None else entry[0]
+
+    def count_store_hit(self) -> None:
+        self._stores.hits += 1
 
     async def version(self, store_id: str) -> int:
         return await self._versions.get(store_id)

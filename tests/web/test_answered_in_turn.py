@@ -140,6 +140,12 @@ def test_the_rate_limit_counts_each_request_once_whichever_way_it_is_answered(
         # The 200s after the first (which filled the caches) were answered in turn, but for
         # one that found the store's version due for its check (each second); no 429 was.
         assert 1 <= in_turn(service) <= BURST - 1
+        # Each request read its key's store once, whichever way it went.
+        scrape = httpx.get(service.url + "/metrics").text
+        reads = re.findall(
+            r'offer_cache_requests_total\{cache="stores",result="\w+"\} (\S+)', scrape
+        )
+        assert sum(float(n) for n in reads) == 3 * BURST
 
 
 def test_a_trusted_proxys_clients_are_counted_apart_in_turn(tmp_path: Path) -> None:

@@ -137,10 +137,10 @@ def browser_store_now(e: Engine, key: str, client: str) -> StoreRecord | None:
     return record if record is not None and admit_now(e, record, client) else None
 
 
-def publishable_now(e: Engine, key: str) -> StoreRecord | None:
+def publishable_now(e: Engine, key: str, *, count: bool = True) -> StoreRecord | None:
     """The store whose current publishable key this is, while the engine holds it fresh; None
-    when `browser_store` must decide."""
-    record = e.store_by_key_now(key)
+    when `browser_store` must decide. `count`: as `Engine.store_by_key_now`'s."""
+    record = e.store_by_key_now(key, count=count)
     return record if record is not None and key == record.publishable_key else None
 
 

@@ -110,7 +110,8 @@ class GetOffers:
                 wanted[name] = value.decode("latin-1")
         key = publishable_key(fast.key, wanted[b"x-offer-key"])
         e = self.engine
-        record = publishable_now(e, key) if key else None
+        # The store's cache read is counted with the answer, as the rest of it is.
+        record = publishable_now(e, key, count=False) if key else None
         if record is None:
             return None
         flag = classify(scope["headers"])
@@ -122,6 +123,7 @@ class GetOffers:
             return None  # not counted: `__call__` answers the 429
         if body is None:
             return None
+        e.count_store_hit()
         return _headers(body, wanted[b"origin"], record), body, fast.surface._value_
 
 
