@@ -21,10 +21,9 @@ from uvicorn.protocols.http.httptools_impl import (
 from uvicorn.server import ServerState
 
 from offer_service.settings import Settings
+from offer_service.web.telemetry import Answered
 
 log = logging.getLogger("offer_service")
-# A 200 answered without a task: its headers and body.
-Answer = tuple[list[tuple[bytes, bytes]], bytes]
 
 # What `offer-service serve` passes as uvicorn's `http` (an import string, so that each worker
 # process imports the class itself).
@@ -91,7 +90,7 @@ class _OneWrite:
 
 def _answering_now(
     app: object,
-) -> tuple[Callable[[Scope, str], Answer | None] | None, ProxyHeadersMiddleware | None]:
+) -> tuple[Callable[[Scope, str], Answered | None] | None, ProxyHeadersMiddleware | None]:
     """The app's `answer_now` (dispatch.py), looked for within uvicorn's proxy-headers
     middleware too, and that middleware when there is one."""
     proxy = app if isinstance(app, ProxyHeadersMiddleware) else None

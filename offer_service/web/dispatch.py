@@ -14,7 +14,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from offer_service.web.endpoints.common import json_response
-from offer_service.web.telemetry import AnswerNow, Telemetry
+from offer_service.web.telemetry import Answered, AnswerNow, Telemetry
 
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
@@ -51,9 +51,7 @@ class Dispatch:
             if "GET" in (route.methods or ()) and hasattr(route.app, "now")
         }
 
-    def answer_now(
-        self, scope: Scope, client: str
-    ) -> tuple[list[tuple[bytes, bytes]], bytes] | None:
+    def answer_now(self, scope: Scope, client: str) -> Answered | None:
         """The 200 of this HTTP request, headers and body, when its route answers it without a
         coroutine (see `Telemetry.answered_now`); None when it takes the ASGI way. `client`:
         the client's address, as the scope will say once any proxy header is applied."""

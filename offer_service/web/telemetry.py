@@ -31,9 +31,13 @@ INTERNAL_ERROR = orjson.dumps(
     }
 )
 SURFACE_NAMES = frozenset(s.value for s in Surface)
-# A route's answer without a coroutine (scope, client address, request id): its 200's headers,
-# body and metrics surface, or None when the request must take the ASGI way.
-AnswerNow = Callable[[Scope, str, str], tuple[list[tuple[bytes, bytes]], bytes, str] | None]
+# A 200 answered without a coroutine: its headers and body (what the protocol writes), and a
+# route's, which adds the surface of its metrics.
+Answered = tuple[list[tuple[bytes, bytes]], bytes]
+RouteAnswer = tuple[list[tuple[bytes, bytes]], bytes, str]
+# A route's answer without a coroutine (scope, client address, request id); None when the
+# request must take the ASGI way.
+AnswerNow = Callable[[Scope, str, str], RouteAnswer | None]
 # Latency buckets in seconds, for the Prometheus histogram.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -209,7 +213,7 @@ class Telemetry:
 
     def answered_now(
         self, scope: Scope, client: str, route: str, now: AnswerNow
-    ) -> tuple[list[tuple[bytes, bytes]], bytes] | None:
+    ) -> Answered | None:
         """A 200 answered without a coroutine by `now`, the route's (`frame`'s work for it: the
         id, the security headers, the count and latency); None when `now` has no answer, and
         then nothing was counted."""

@@ -41,14 +41,13 @@ from offer_service.web.models import (
     OffersRequest,
     validation_failed,
 )
+from offer_service.web.telemetry import RouteAnswer
 
 INVALID = "The offers request is invalid."
 PREFLIGHT_HEADERS = "Content-Type, Idempotency-Key, X-Offer-Key, X-Request-Id"
 
 
 MAX_ID = 128
-# What a request answered without a coroutine gets: its headers, body and surface.
-Answer = tuple[list[tuple[bytes, bytes]], bytes, str]
 _SURFACE_BY_VALUE = {s.value: s for s in Surface}
 _FIXED_HEADERS = [(b"vary", b"Origin"), (b"cache-control", b"no-store")]
 _JSON = (b"content-type", b"application/json")
@@ -75,11 +74,7 @@ class GetOffers:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw: bytes = scope["query_string"]
         fast = fast_query(raw)
-        # The first of each header, as Starlette's Headers.get would answer.
-        wanted = _NO_HEADERS.copy()
-        for name, value in scope["headers"]:
-            if name in wanted and wanted[name] is None:
-                wanted[name] = value.decode("latin-1")
+        wanted = _read_headers(scope)
         query_key = fast.key if fast is not None else QueryParams(raw).get("key")
         key = publishable_key(query_key, wanted[b"x-offer-key"])
         client = client_address(scope)
@@ -96,7 +91,7 @@ class GetOffers:
         except ANSWERED_ERRORS as exc:
             await error_response(exc, cors_headers(origin, record))(scope, receive, send)
 
-    def now(self, scope: Scope, client: str, request_id: str) -> Answer | None:
+    def now(self, scope: Scope, client: str, request_id: str) -> RouteAnswer | None:
         """The 200 of this request when every piece of it is held in this process (a simple
         query, the key's store, then as `Engine.offers_now`): its headers, body and surface.
         None when the request must be answered by `__call__` (anything to await, any error);
@@ -104,10 +99,7 @@ class GetOffers:
         fast = fast_query(scope["query_string"])
         if fast is None:
             return None
-        wanted = _NO_HEADERS.copy()
-        for name, value in scope["headers"]:
-            if name in wanted and wanted[name] is None:
-                wanted[name] = value.decode("latin-1")
+        wanted = _read_headers(scope)
         key = publishable_key(fast.key, wanted[b"x-offer-key"])
         e = self.engine
         # The store's cache read is counted with the answer, as the rest of it is.
@@ -146,6 +138,16 @@ class PostOffers:
             await _answer(engine(request), scope, send, record, req, origin)
         except ANSWERED_ERRORS as exc:
             await error_response(exc, cors_headers(origin, record))(scope, receive, send)
+
+
+def _read_headers(scope: Scope) -> dict[bytes, str | None]:
+    """The Origin and X-Offer-Key headers: the first of each, as Starlette's Headers.get would
+    answer."""
+    wanted = _NO_HEADERS.copy()
+    for name, value in scope["headers"]:
+        if name in wanted and wanted[name] is None:
+            wanted[name] = value.decode("latin-1")
+    return wanted
 
 
 async def _answer(
