@@ -36,7 +36,8 @@ def scrape(url: str) -> tuple[dict[str, float], str]:
     """One scrape on a new connection (so that with several workers any may answer): the
     samples and the answering process's request id prefix."""
     r = httpx.get(url + "/metrics", timeout=10)
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    kind = r.headers.get("content-type", "")
+    assert r.status_code == 200 and kind.startswith("text/plain"), (r.status_code, r.text[:500])
     return parse(r.text), worker_of(r)
 
 
