@@ -22,7 +22,10 @@ import shlex
 import socket
 import subprocess
 import sys
+import textwrap
+import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -291,12 +294,40 @@ def locust_command(
     ]
 
 
+class Locust:
+    """One running Locust whose error output passes through to ours, its last lines kept: when
+    it fails, they say why beside the other Locusts' output."""
+
+    TAIL_LINES = 30
+
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        self.tail: deque[str] = deque(maxlen=self.TAIL_LINES)
+        self.proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+        self.reader = threading.Thread(target=self._pass_through, daemon=True)
+        self.reader.start()
+
+    def _pass_through(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            sys.stderr.write(line)
+            self.tail.append(line)
+
+    def wait(self) -> int:
+        code = self.proc.wait()
+        self.reader.join(timeout=10)
+        return code
+
+    def said(self) -> str:
+        return "".join(self.tail)
+
+
 def run_locusts(
     args: argparse.Namespace, prefixes: dict[str, Path], charge_url: str, pin: list[str]
-) -> list[int]:
+) -> list[tuple[int, str]]:
     """One Locust per host, all at once, each running its share of the shape's shoppers; their
-    exit statuses. With several hosts the store's charge URL is pointed here once for all of
-    them (each Locust would otherwise save and restore it over the others')."""
+    exit statuses and last lines of error output. With several hosts the store's charge URL is
+    pointed here once for all of them (each Locust would otherwise save and restore it over the
+    others')."""
     env = {**os.environ, "OFFER_SHAPE": args.shape, "OFFER_SHAPE_SHARE": str(len(prefixes))}
     if args.users:
         env["OFFER_SHAPE_USERS"] = str(args.users)
@@ -314,8 +345,8 @@ def run_locusts(
         for host, prefix in prefixes.items():
             command = locust_command(args, host, prefix, "" if shared else charge_url, pin)
             print("+", shlex.join(command), flush=True)
-            running.append(subprocess.Popen(command, env=env))
-        return [proc.wait() for proc in running]
+            running.append(Locust(command, env))
+        return [(locust.wait(), locust.said()) for locust in running]
     finally:
         if shared:
             rules = wl.admin_call(first, args.secret_key, "GET", "/v1/admin/rules")
@@ -376,15 +407,17 @@ def main(argv: list[str] | None = None) -> int:
             charge.wait(timeout=10)
 
     per_host: dict[str, dict[str, RouteStats]] = {}
-    for (name, each), code in zip(prefixes.items(), codes, strict=True):
+    for (name, each), (code, said) in zip(prefixes.items(), codes, strict=True):
         stats_path = Path(f"{each}_stats.csv")
-        if not stats_path.exists():
-            print(f"Locust wrote no statistics for {name} (exit status {code})", file=sys.stderr)
+        stats = read_stats(stats_path) if stats_path.exists() else {}
+        if AGGREGATED not in stats or stats[AGGREGATED].requests == 0:
+            print(
+                f"no request was made to {name}: its Locust exited {code}, its last lines:\n"
+                + textwrap.indent(said or "(none)\n", "  | "),
+                file=sys.stderr,
+            )
             return 2
-        per_host[name] = read_stats(stats_path)
-        if AGGREGATED not in per_host[name] or per_host[name][AGGREGATED].requests == 0:
-            print(f"no request was made to {name}", file=sys.stderr)
-            return 2
+        per_host[name] = stats
     stats = per_host[host] if len(hosts) == 1 else combine(per_host)
     verdicts = judge(stats, args.p99_ms, dict(args.p99), args.max_error_rate)
     print()

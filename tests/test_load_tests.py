@@ -40,6 +40,36 @@ def test_the_slo_runner_never_imports_the_data_set_into_the_demo_store() -> None
     assert "Traceback" not in r.stderr
 
 
+def test_a_locust_that_cannot_start_says_why_in_the_runners_verdict(tmp_path: Path) -> None:
+    if not wl.DEFAULT_DATASET.exists():
+        pytest.skip(f"the data set is not present at {wl.DEFAULT_DATASET}")
+    # Nothing listens on port 1: the Locust's first admin call (the catalog) fails at start.
+    r = subprocess.run(
+        [
+            sys.executable,
+            "load_tests/run_slo.py",
+            "--host",
+            "http://127.0.0.1:1",
+            "--secret-key",
+            "sk_none",
+            "--shape",
+            "smoke",
+            "--minutes",
+            "0.1",
+            "--csv",
+            str(tmp_path / "run"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2, r.stderr[-3000:]
+    verdict = r.stderr[r.stderr.index("no request was made to http://127.0.0.1:1") :]
+    assert "its Locust exited 1" in verdict
+    assert "  | cannot read the store's catalog" in verdict and "Connection refused" in verdict
+
+
 # The first invoice lines of the data set: enough products for the shoppers to browse and buy.
 SLICE_LINES = 3000
 
@@ -108,7 +138,7 @@ def test_the_slo_runner_spreads_its_shoppers_over_two_hosts(tmp_path: Path) -> N
         )
         secret = json.loads(keys.read_text())["secret_key"]
         charge_url = wl.admin_call(first.url, secret, "GET", "/v1/admin/rules")["charge_url"]
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-20000:]
     assert charge_url is None  # pointed at the runner's endpoint once, and restored once
     summary = json.loads((tmp_path / "run_slo.json").read_text())
     assert summary["hosts"] == [first.url, second.url]
