@@ -1,7 +1,7 @@
 """Two `offer-service serve` processes on one store (a SQLite file, Redis): a visitor whose state
 forbids an offer (declined, accepted, capped by impressions, bought, returned) is never offered
 it, by the process that took the write at once and by the other within VISITOR_POLL_S plus one
-request; a visitor without state costs no store read, one with state exactly one."""
+request, and then on the answers it gives in turn (without a task) too; a visitor without state costs no store read, one with state exactly one."""
 
 from __future__ import annotations
 
@@ -177,6 +177,17 @@ def test_the_other_process_stops_offering_it_within_a_poll(
 
         assert target not in offered(b, visitor, anchor)
         assert target in offered(b, shopper(), anchor)  # forbidden to this visitor only
+        # The state read is then held: the next answers, most of them in the turn the
+        # request arrives (connections.py), forbid it as well.
+        before = answered_in_turn(second)
+        for _ in range(6):
+            assert target not in offered(b, visitor, anchor)
+        assert answered_in_turn(second) > before
+
+
+def answered_in_turn(process: ServeProcess) -> float:
+    samples, _ = scrape(process.url)
+    return samples["offer_http_answered_in_turn_total"]
 
 
 def store_reads(process: ServeProcess) -> dict[str, float]:
