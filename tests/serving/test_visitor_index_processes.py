@@ -1,7 +1,8 @@
 """Two `offer-service serve` processes on one store (a SQLite file, Redis): a visitor whose state
 forbids an offer (declined, accepted, capped by impressions, bought, returned) is never offered
 it, by the process that took the write at once and by the other within VISITOR_POLL_S plus one
-request, and then on the answers it gives in turn (without a task) too; a visitor without state costs no store read, one with state exactly one."""
+request, and then on the answers it gives in turn (without a task) too; a visitor without state
+costs no store read, one with state exactly one."""
 
 from __future__ import annotations
 
