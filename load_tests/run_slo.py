@@ -302,7 +302,11 @@ class Locust:
 
     def __init__(self, command: list[str], env: dict[str, str]) -> None:
         self.tail: deque[str] = deque(maxlen=self.TAIL_LINES)
-        self.proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+        # Undecodable bytes replaced: a reader that stopped would leave the Locust blocked on
+        # a full pipe.
+        self.proc = subprocess.Popen(
+            command, env=env, stderr=subprocess.PIPE, text=True, errors="replace"
+        )
         self.reader = threading.Thread(target=self._pass_through, daemon=True)
         self.reader.start()
 
