@@ -41,6 +41,13 @@ def scrape(url: str) -> tuple[dict[str, float], str]:
     return parse(r.text), worker_of(r)
 
 
+def answered_in_turn(url: str) -> int:
+    """How many requests the server at `url` has answered in the turn they arrived, without an
+    ASGI task (connections.py), so far: one scrape."""
+    samples, _ = scrape(url)
+    return int(samples["offer_http_answered_in_turn_total"])
+
+
 def worker_of(r: httpx.Response) -> str:
     """The process that answered: request ids are a per-process prefix and a count."""
     return r.headers["x-request-id"].rsplit("_", 1)[0]

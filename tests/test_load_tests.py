@@ -20,21 +20,20 @@ import workload as wl  # a sibling module of the runner, as it imports it
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_the_slo_runner_never_imports_the_data_set_into_the_demo_store() -> None:
-    # Port 1 on loopback: nothing listens there, so any request would fail differently.
-    r = subprocess.run(
-        [
-            sys.executable,
-            "load_tests/run_slo.py",
-            "--host",
-            "http://127.0.0.1:1",
-            "--import-orders",
-        ],
+def run_slo(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """load_tests/run_slo.py with these arguments, as a user runs it from the checkout."""
+    return subprocess.run(
+        [sys.executable, "load_tests/run_slo.py", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
+
+
+def test_the_slo_runner_never_imports_the_data_set_into_the_demo_store() -> None:
+    # Port 1 on loopback: nothing listens there, so any request would fail differently.
+    r = run_slo("--host", "http://127.0.0.1:1", "--import-orders")
     assert r.returncode == 1
     assert "refuses the demo store" in r.stderr and "--store-json" in r.stderr
     assert "Traceback" not in r.stderr
@@ -44,25 +43,17 @@ def test_a_locust_that_cannot_start_says_why_in_the_runners_verdict(tmp_path: Pa
     if not wl.DEFAULT_DATASET.exists():
         pytest.skip(f"the data set is not present at {wl.DEFAULT_DATASET}")
     # Nothing listens on port 1: the Locust's first admin call (the catalog) fails at start.
-    r = subprocess.run(
-        [
-            sys.executable,
-            "load_tests/run_slo.py",
-            "--host",
-            "http://127.0.0.1:1",
-            "--secret-key",
-            "sk_none",
-            "--shape",
-            "smoke",
-            "--minutes",
-            "0.1",
-            "--csv",
-            str(tmp_path / "run"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    r = run_slo(
+        "--host",
+        "http://127.0.0.1:1",
+        "--secret-key",
+        "sk_none",
+        "--shape",
+        "smoke",
+        "--minutes",
+        "0.1",
+        "--csv",
+        str(tmp_path / "run"),
     )
     assert r.returncode == 2, r.stderr[-3000:]
     verdict = r.stderr[r.stderr.index("no request was made to http://127.0.0.1:1") :]
@@ -104,36 +95,29 @@ def test_the_slo_runner_spreads_its_shoppers_over_two_hosts(tmp_path: Path) -> N
     store_url = f"sqlite:///{tmp_path / 'offers.db'}"
     with two_instances(store_url, tmp_path) as (first, second):
         keys = small_store(store_url, first.url, tmp_path)
-        r = subprocess.run(
-            [
-                sys.executable,
-                "load_tests/run_slo.py",
-                "--host",
-                f"{first.url},{second.url}/",
-                "--host",
-                first.url,  # named twice, loaded once
-                "--store-json",
-                str(keys),
-                "--charge-server",
-                f"127.0.0.1:{free_port()}",
-                "--shape",
-                "smoke",
-                "--users",
-                "4",
-                "--minutes",
-                "0.25",
-                "--think",
-                "0.2",
-                "--p99-ms",
-                "5000",
-                "--max-error-rate",
-                "0",
-                "--csv",
-                str(tmp_path / "run"),
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
+        r = run_slo(
+            "--host",
+            f"{first.url},{second.url}/",
+            "--host",
+            first.url,  # named twice, loaded once
+            "--store-json",
+            str(keys),
+            "--charge-server",
+            f"127.0.0.1:{free_port()}",
+            "--shape",
+            "smoke",
+            "--users",
+            "4",
+            "--minutes",
+            "0.25",
+            "--think",
+            "0.2",
+            "--p99-ms",
+            "5000",
+            "--max-error-rate",
+            "0",
+            "--csv",
+            str(tmp_path / "run"),
             timeout=240,
         )
         secret = json.loads(keys.read_text())["secret_key"]

@@ -21,7 +21,7 @@ from offer_service_tools.charge_double import ChargeDouble, running_charge_doubl
 from offer_service_tools.demo import CATALOG, DEMO_WEBHOOK_SECRET
 from tests.flows import ADMIN, PK, PRICES, accept
 from tests.processes import ServeProcess, demo_store_url, new_shopper, two_instances
-from tests.prometheus import matching, scrape
+from tests.prometheus import answered_in_turn, matching, scrape
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -180,15 +180,10 @@ def test_the_other_process_stops_offering_it_within_a_poll(
         assert target in offered(b, shopper(), anchor)  # forbidden to this visitor only
         # The state read is then held: the next answers, most of them in the turn the
         # request arrives (connections.py), forbid it as well.
-        before = answered_in_turn(second)
+        before = answered_in_turn(second.url)
         for _ in range(6):
             assert target not in offered(b, visitor, anchor)
-        assert answered_in_turn(second) > before
-
-
-def answered_in_turn(process: ServeProcess) -> float:
-    samples, _ = scrape(process.url)
-    return samples["offer_http_answered_in_turn_total"]
+        assert answered_in_turn(second.url) > before
 
 
 def store_reads(process: ServeProcess) -> dict[str, float]:

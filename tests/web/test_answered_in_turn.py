@@ -18,6 +18,7 @@ import pytest
 
 from tests.flows import PK
 from tests.processes import ServeProcess, new_shopper, prepare_demo_store
+from tests.prometheus import answered_in_turn
 
 # The demo store limited to BURST browser requests a client.
 from tests.web.test_client_address import BURST, limited_store
@@ -26,16 +27,8 @@ pytestmark = pytest.mark.timeout(120)
 
 ORIGIN = "http://localhost:8000"
 PAGE = {"key": PK, "surface": "product_page", "product_id": "cam-x100"}
-IN_TURN = re.compile(rb"^offer_http_answered_in_turn_total (\S+)$", re.M)
 # Headers whose values differ between any two answers.
 PER_ANSWER = {b"date", b"x-request-id"}
-
-
-def in_turn(service: ServeProcess) -> int:
-    """How many requests the server has answered in turn so far (its metrics)."""
-    found = IN_TURN.search(httpx.get(service.url + "/metrics").content)
-    assert found is not None
-    return int(float(found.group(1)))
 
 
 @contextmanager
@@ -76,10 +69,10 @@ def test_a_warm_request_is_answered_in_turn_as_the_task_answers_it(
         # The store's version and the visitor index are checked twice a second, by the task:
         # a request may meet that check; the next one is answered in turn.
         for _ in range(20):
-            before = in_turn(service)
+            before = answered_in_turn(service.url)
             warm = client.get("/v1/offers", params=params, headers=headers)
             asked += 1
-            if in_turn(service) == before + 1:
+            if answered_in_turn(service.url) == before + 1:
                 break
         else:
             pytest.fail("no request was answered in turn")
@@ -88,7 +81,7 @@ def test_a_warm_request_is_answered_in_turn_as_the_task_answers_it(
             "/v1/offers", params=params, headers={**headers, "Connection": "close"}
         )
         asked += 1
-        assert in_turn(service) == before + 1
+        assert answered_in_turn(service.url) == before + 1
     assert warm.status_code == closing.status_code == 200
     assert without_request_id(warm.content) == without_request_id(closing.content)
     assert without_request_id(warm.content) == without_request_id(cold.content)
@@ -120,11 +113,11 @@ def test_a_visitors_state_holds_on_the_answers_in_turn(service: ServeProcess) ->
             "/v1/decline", json={"key": PK, "token": declined["token"], "visitor_id": visitor}
         )
         assert r.status_code == 200, r.text
-        before = in_turn(service)
+        before = answered_in_turn(service.url)
         for _ in range(5):
             answer = client.get("/v1/offers", params=params).json()
             assert declined["product_id"] not in {o["product_id"] for o in answer["offers"]}
-        assert in_turn(service) >= before + 1
+        assert answered_in_turn(service.url) >= before + 1
 
 
 def test_the_rate_limit_counts_each_request_once_whichever_way_it_is_answered(
@@ -139,7 +132,7 @@ def test_the_rate_limit_counts_each_request_once_whichever_way_it_is_answered(
         assert statuses[-1].json()["error"]["code"] == "rate_limited"
         # The 200s after the first (which filled the caches) were answered in turn, but for
         # one that found the store's version due for its check (each second); no 429 was.
-        assert 1 <= in_turn(service) <= BURST - 1
+        assert 1 <= answered_in_turn(service.url) <= BURST - 1
         # Each request read its key's store once, whichever way it went.
         scrape = httpx.get(service.url + "/metrics").text
         reads = re.findall(
@@ -161,7 +154,7 @@ def test_a_trusted_proxys_clients_are_counted_apart_in_turn(tmp_path: Path) -> N
                 ]
                 admitted.append(sum(r.status_code == 200 for r in answers))
         assert admitted == [BURST, BURST]
-        assert 1 <= in_turn(service) <= 2 * BURST - 1
+        assert 1 <= answered_in_turn(service.url) <= 2 * BURST - 1
 
 
 def test_pipelined_requests_are_answered_in_order(service: ServeProcess) -> None:
@@ -181,4 +174,4 @@ def test_pipelined_requests_are_answered_in_order(service: ServeProcess) -> None
     assert received.count(b"HTTP/1.1 200 OK\r\n") == len(ids)
     positions = [received.index(f'"request_id":"{i}"'.encode()) for i in ids]
     assert positions == sorted(positions)
-    assert in_turn(service) >= 1
+    assert answered_in_turn(service.url) >= 1
