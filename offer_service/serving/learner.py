@@ -18,6 +18,7 @@ from offer_service.decision.learning import (
     LearningConfig,
 )
 from offer_service.domain.records import StoreRecord
+from offer_service.exceptions import StoreUnavailable
 from offer_service.storage.protocols import Store
 from offer_service.types import DAY_MS
 
@@ -63,6 +64,7 @@ class _Slot:
     config: LearningConfig | None = None  # of the last load started
     loaded_s: float = -math.inf
     task: asyncio.Task[None] | None = None
+    unavailable: bool = False  # the last load found the store down (said once an outage)
 
 
 class Learner:
@@ -120,9 +122,18 @@ class Learner:
                 window_ms=window_ms,
             )
             slot.feedback, slot.learned = fb, fb.snapshot()
+        except StoreUnavailable as exc:
+            # An outage the readiness check and the metrics already report: one line, no trace.
+            if not slot.unavailable:
+                slot.unavailable = True
+                log.warning("learning refresh for store %s waits for the store: %s", record.id, exc)
         except Exception:
             # Keep ranking with the last snapshot (or the priors); retry after refresh_s.
             log.warning("learning refresh failed for store %s", record.id, exc_info=True)
+        else:
+            if slot.unavailable:
+                slot.unavailable = False
+                log.info("learning refresh for store %s works again", record.id)
         finally:
             slot.loaded_s = started
             slot.task = None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import random
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -38,6 +40,7 @@ from offer_service.storage.sqlite.store import SQLiteStore
 from offer_service.types import DAY_MS, HOUR_MS, MINUTE_MS
 from offer_service.web.models import OffersRequest
 from tests.conftest import LiveServer
+from tests.redis_servers import RELAXED, RedisServer, opened_redis, running_redis
 
 # Value weighed in full (expected value): the ranking these hand-computed orders follow.
 RULES = StoreRules(value_weight=1.0)
@@ -415,6 +418,49 @@ async def test_the_learner_uses_the_stores_prior_strength_and_half_life(store: S
     assert second is not first
     b = second.posterior(CART, "p1")
     assert b.alpha + b.beta == pytest.approx(20 + 40 * 2**-0.5)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    yield from running_redis(tmp_path / "redis")
+
+
+@pytest.mark.anyio
+async def test_a_redis_outage_is_one_line_of_the_learner_and_its_end_another(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store that cannot be reached is an outage readiness and the metrics report: the
+    learner says so once, without a traceback (the outage log carries no stack trace), keeps
+    its last snapshot, and says when it learns again."""
+    async with opened_redis(redis_server.url + RELAXED) as redis:
+        record = await redis.create_store("Outage")
+        at = int(time.time() * 1000)  # a stream's entries are dated as Redis receives them
+        await redis.record_events(
+            record.id, [event("impression", "p1", n=i, at=at) for i in range(5)], at - DAY_MS
+        )
+        now = [at / 1000 + 1]
+        learner = Learner(redis, clock=lambda: now[0], refresh_s=60)
+        before = await learner.load(record)
+        assert before.evidence[("cart", "p1")].trials == pytest.approx(5)
+
+        caplog.set_level(logging.INFO, logger="offer_service.serving.learner")
+        redis_server.stop()
+        for _ in range(3):  # three refreshes during the outage
+            now[0] += 61
+            assert learner.current(record) is before
+            assert await learner.load(record) is before
+        said = [r for r in caplog.records if r.name == "offer_service.serving.learner"]
+        assert [(r.levelname, r.exc_info) for r in said] == [("WARNING", None)]
+        assert record.id in said[0].getMessage()
+        assert "unavailable" in said[0].getMessage()
+
+        redis_server.start()
+        now[0] += 61
+        after = await learner.load(record)
+        assert after is not before
+        said = [r for r in caplog.records if r.name == "offer_service.serving.learner"]
+        assert [r.levelname for r in said] == ["WARNING", "INFO"]
+        assert "works again" in said[1].getMessage()
 
 
 def test_the_engine_explores_in_the_stores_share(tmp_path: Path) -> None:
