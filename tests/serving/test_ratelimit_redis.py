@@ -88,3 +88,29 @@ def test_with_redis_down_the_limit_is_counted_in_process(
     assert set(during) == {200, 429}
     assert BURST <= during.count(200) <= BURST + 2
     assert during[-1] == 429
+
+
+def aof_size(server: RedisServer) -> int:
+    info = server.cli("INFO", "persistence")
+    return int(info.split("aof_current_size:")[1].split()[0])
+
+
+def test_a_buckets_count_stays_out_of_the_append_only_file(redis_server: RedisServer) -> None:
+    """A bucket's count is accounting of the last seconds, not data: it is kept out of the AOF
+    (and the replicas), so one shopper's request, one script call, costs Redis no fsync under
+    `appendfsync always`. A restart forgets the buckets: each starts full again."""
+    buckets = [f"browser:10.0.0.{i}" for i in range(10)]
+
+    async def lease_all(want: int) -> list[tuple[int, float]]:
+        async with opened_redis(redis_server.url + RELAXED) as store:
+            return [await store.rate_lease("st", b, PER_SECOND, BURST, want) for b in buckets]
+
+    record_before = aof_size(redis_server)
+    asyncio.run(lease_all(BURST))  # each bucket empty: 20 requests, 5 s each to refill
+    assert [r[0] for r in asyncio.run(lease_all(1))] == [0] * len(buckets)  # all counted
+    assert all(redis_server.cli("EXISTS", StoreKeys("st").rate(b)).strip() == "1" for b in buckets)
+    assert aof_size(redis_server) == record_before
+
+    redis_server.stop()
+    redis_server.start()
+    assert [r[0] for r in asyncio.run(lease_all(BURST))] == [BURST] * len(buckets)
