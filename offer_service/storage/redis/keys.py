@@ -183,9 +183,11 @@ class StoreKeys:
         offer by the visitor needs); expires after `traffic.match_window_ms(surface)`."""
         return self.prefix + "shown:" + offer_id + "\x1f" + visitor_id
 
-    def rate(self, bucket: str) -> str:
-        """STRING: a rate limit's theoretical arrival time (microseconds, Redis's clock)."""
-        return self.prefix + "rl:" + bucket
+    def rate_windows(self, width_ms: int) -> str:
+        """The prefix of the HASHes of rate-limit windows `width_ms` wide: `<prefix>:<window>`
+        maps a bucket to its theoretical arrival time (microseconds, Redis's clock); the
+        RATE_LIMIT script names the window from Redis's clock."""
+        return f"{self.prefix}rl:{width_ms}"
 
     @property
     def counters(self) -> str:

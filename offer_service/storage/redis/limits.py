@@ -6,6 +6,16 @@ from offer_service.storage.redis.client import RedisBase, run_script
 from offer_service.storage.redis.keys import StoreKeys
 from offer_service.storage.redis.scripts.limits import RATE_LIMIT
 
+# The narrowest window: a hash a second at most, whatever the limits.
+MIN_WINDOW_MS = 1000
+
+
+def window_ms(lasting_us: int) -> int:
+    """The width of the windows holding buckets whose count lasts at most `lasting_us` (interval
+    plus tolerance) past its write: a whole number of seconds, so that the few limits a store
+    sets share a few hashes."""
+    return max(MIN_WINDOW_MS, -(-lasting_us // 1_000_000) * 1000)
+
 
 class RedisLimits(RedisBase):
     """The SharedLimits capability."""
@@ -19,10 +29,12 @@ class RedisLimits(RedisBase):
         StoreUnavailable at once, and the caller counts the request in its own process)."""
         interval = max(1, round(1_000_000 / per_second))
         tolerance = interval * max(burst - 1, 0)
-        key = StoreKeys(store_id).rate(bucket)
+        width_ms = window_ms(interval + tolerance)
+        key = StoreKeys(store_id).rate_windows(width_ms)
+        args = [interval, tolerance, max(1, want), bucket, width_ms * 1000]
         granted, wait_us = await self._call(
             "check a rate limit",
-            lambda c: run_script(c, RATE_LIMIT, [key], [interval, tolerance, max(1, want)]),
+            lambda c: run_script(c, RATE_LIMIT, [key], args),
             fast=True,
             breaker=True,
         )
