@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,61 @@ async def test_reads_go_through_a_memory_map_of_the_file(tmp_path: Path) -> None
         assert writer_mapped == 0  # writes go through SQLite's own cache, as before
     finally:
         await store.close()
+
+
+def test_a_write_ends_another_threads_snapshot_on_that_threads_loop(tmp_path: Path) -> None:
+    """sqlite3 connections are not safe to share between threads: a write through one store
+    object ends the read snapshots of every object on the file, and an object opened on another
+    thread's loop has its snapshot ended on that thread, never on the writer's (a COMMIT on its
+    reader from here, racing its own use or its close, crashed the process)."""
+    path = str(tmp_path / "offers.db")
+
+    async def create() -> str:
+        store = SQLiteStore(path)
+        await store.open()
+        try:
+            return (await store.create_store("Shop")).id
+        finally:
+            await store.close()
+
+    store_id = asyncio.run(create())
+    opened, written = threading.Event(), threading.Event()
+    ended_on: list[int] = []
+
+    async def other_thread() -> None:
+        store = SQLiteStore(path)
+        await store.open()
+        end = store._end_snapshot
+
+        def recorded() -> None:
+            ended_on.append(threading.get_ident())
+            end()
+
+        store._end_snapshot = recorded  # type: ignore[method-assign]
+        try:
+            await store.version(store_id)  # a read: its snapshot starts
+            opened.set()
+            while not written.is_set():
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(SNAPSHOT_MAX_S * 5)
+        finally:
+            await store.close()
+
+    thread = threading.Thread(target=lambda: asyncio.run(other_thread()))
+    thread.start()
+    try:
+        assert opened.wait(10)
+
+        async def write() -> None:
+            store = SQLiteStore(path)
+            await store.open()
+            try:
+                await store.upsert_products(store_id, [Product(id="p", title="t", price=1)])
+            finally:
+                await store.close()
+
+        asyncio.run(write())
+    finally:
+        written.set()
+        thread.join(10)
+    assert ended_on and set(ended_on) == {thread.ident}

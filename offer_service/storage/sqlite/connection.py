@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -81,8 +82,10 @@ def _passive_checkpoint(conn: sqlite3.Connection) -> None:
 
 
 # The open connections of this process, by file: a write through one ends the read snapshots
-# of all (see SQLiteConnection._snapshot).
+# of all (see SQLiteConnection._snapshot). Objects on other threads' loops may come and go
+# while a writer reads the set: it is changed and copied under the lock.
 _OPEN: dict[str, weakref.WeakSet[SQLiteConnection]] = {}
+_OPEN_LOCK = threading.Lock()
 
 
 class SQLiteConnection:
@@ -111,6 +114,7 @@ class SQLiteConnection:
         # A `:memory:` database belongs to one connection: there is only one, used inline.
         self._in_memory = path == ":memory:"
         self._event_ids = EventIds()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop it was opened on
 
     @classmethod
     def from_url(cls, url: str, *, create: bool = True) -> Self:
@@ -162,13 +166,18 @@ class SQLiteConnection:
                 raise
         self._writer, self._reader = writer, reader
         self._event_ids = EventIds()  # read from the file again when first needed
-        _OPEN.setdefault(self._file, weakref.WeakSet()).add(self)
+        # Its reader is used on this loop's thread only (sqlite3 connections are not safe to
+        # share between threads): another loop's write ends its snapshot through this loop.
+        self._loop = asyncio.get_running_loop()
+        with _OPEN_LOCK:
+            _OPEN.setdefault(self._file, weakref.WeakSet()).add(self)
 
     async def close(self) -> None:
         self._end_snapshot()
         reader, writer = self._reader, self._writer
         self._reader = self._writer = None
-        _OPEN.get(self._file, weakref.WeakSet()).discard(self)
+        with _OPEN_LOCK:
+            _OPEN.get(self._file, weakref.WeakSet()).discard(self)
         if writer is None:
             return
         async with self._write_lock:  # let a write in flight finish
@@ -226,6 +235,15 @@ class SQLiteConnection:
             with suppress(sqlite3.Error):
                 reader.execute("COMMIT")
 
+    def _end_snapshot_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        """End the snapshot now if this object reads on `loop`, else on its own loop's thread
+        at its next turn (or not at all once that loop is closed: its object is closing too)."""
+        if self._loop is loop:
+            self._end_snapshot()
+        elif self._loop is not None:
+            with suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._end_snapshot)
+
     def _end_stale_snapshot(self) -> None:
         if time.monotonic() >= self._snapshot_until:
             self._end_snapshot()
@@ -247,8 +265,11 @@ class SQLiteConnection:
                     return await asyncio.to_thread(fn, writer)
                 finally:
                     # Before the caller goes on: later reads here must see this write.
-                    for store in list(_OPEN.get(self._file, ())):
-                        store._end_snapshot()
+                    with _OPEN_LOCK:
+                        stores = list(_OPEN.get(self._file, ()))
+                    here = asyncio.get_running_loop()
+                    for store in stores:
+                        store._end_snapshot_on(here)
                     self._start_checkpoint()
 
     def _start_checkpoint(self) -> None:
