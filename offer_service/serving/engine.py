@@ -253,10 +253,11 @@ class Engine:
     ) -> bytes | None:
         """`offers`' answer when it needs no coroutine: a pre-purchase request whose store
         version (fresh), prepared list (stale ones refreshed in the background, as `offers`
-        serves them) and visitor state this process holds. `admit` is called
-        once all of them are found, before anything is noted (the exposure, the caches' hit
-        counts): when it says False, or when anything is missing, the answer is None and
-        nothing was done, so `offers` may answer the same request afterwards."""
+        serves them) and visitor state this process holds, or reads on the spot from a local
+        store (`Visitors.state_now`). `admit` is called once all of them are found, before
+        anything else is noted (the exposure, the caches' hit counts): when it says False, or
+        when anything is missing, the answer is None and nothing but such a read (its state
+        held and counted) was done, so `offers` may answer the same request afterwards."""
         version = self._versions.fresh(record.id)
         if version is None:
             return None
@@ -290,10 +291,17 @@ class Engine:
                 record.id, req.visitor_id, req.customer_id, version, count=False
             )
         )
+        kept = visitor is not None
+        if not kept:
+            # A store whose reads are local (SQLite) reads it here, as `offers` would, before
+            # the limit is asked: the state is then held (and counted) whatever it says.
+            visitor = self.visitors.state_now(
+                record.id, req.visitor_id, req.customer_id, rules, version, int(now_s * 1000)
+            )
         if visitor is None or not admit():
             return None
         self._prepared.hits += 1
-        if not anonymous:
+        if kept and not anonymous:
             self.visitors.count_held(visitor)
         self._exposed(record, req, arm, flag)
         return self._joined(record, req, request_id, limit, arm, prepared, visitor, now_s)

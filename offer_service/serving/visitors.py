@@ -92,6 +92,7 @@ class Visitors:
         """`most`: states held, all stores together; past it they are all read again.
         `index_rebuild_s`: how often each store's index is built again (None: no index)."""
         self.store = store
+        self._local = store.local_reads
         self._rng = rng
         self._most = most
         # store id -> visitor id -> what was read for that visitor
@@ -201,6 +202,52 @@ class Visitors:
         state = await self.read(store_id, visitor_id, customer_id, rules, now_ms)
         if state is EMPTY_VISITOR:
             return state  # the store failed: nothing was read, nothing to keep
+        self._hold(store_id, visitor_id, customer_id, version, now, ttl, state)
+        return state
+
+    def state_now(
+        self,
+        store_id: str,
+        visitor_id: str | None,
+        customer_id: str | None,
+        rules: StoreRules,
+        version: int,
+        now_ms: int,
+    ) -> VisitorState | None:
+        """`state`'s answer, read on the spot, for a visitor `held` does not hold, on a store
+        whose reads are local (SQLite: `Store.local_reads`) and whose change feed was read
+        within VISITOR_POLL_S (no poll due). The state is held as `state` holds it. None when
+        `state` must answer: another backend, a poll due, no visitor id, or the read failed
+        (`state` then reads again, and answers the failure as it does)."""
+        reads = self._local
+        if reads is None or not visitor_id:
+            return None
+        now = time.monotonic()
+        feed = self._feeds.get(store_id)
+        if feed is None or now - feed.asked >= VISITOR_POLL_S:
+            return None
+        since = now_ms - rules.frequency_cap.window_hours * HOUR_MS
+        self._since[store_id] = since
+        try:
+            state = reads.visitor_state_now(store_id, visitor_id, customer_id, since)
+        except StoreError:
+            return None
+        self.sources[STORE] += 1
+        ttl = VISITOR_TTL_S if feed.cursor is None else VISITOR_LISTED_TTL_S
+        self._hold(store_id, visitor_id, customer_id, version, now, ttl, state)
+        return state
+
+    def _hold(
+        self,
+        store_id: str,
+        visitor_id: str,
+        customer_id: str | None,
+        version: int,
+        now: float,
+        ttl: float,
+        state: VisitorState,
+    ) -> None:
+        """Hold a state read from the store at `now` for up to `ttl` (see VISITOR_JITTER)."""
         if self._count >= self._most:
             self._held.clear()
             self._count = 0
@@ -209,7 +256,6 @@ class Visitors:
             self._count += 1
         expires = now + ttl * (1.0 - VISITOR_JITTER * self._rng.random())
         by_visitor[visitor_id] = HeldVisitor(customer_id, version, expires, state)
-        return state
 
     async def read(
         self,

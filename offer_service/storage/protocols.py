@@ -446,6 +446,17 @@ class SharedLimits(Protocol):
         ...
 
 
+class LocalReads(Protocol):
+    """A backend whose reads are local to the process and answered on the calling thread
+    (SQLite): what a request may read without awaiting anything."""
+
+    def visitor_state_now(
+        self, store_id: str, visitor_id: str | None, customer_id: str | None, since_ms: int
+    ) -> VisitorState:
+        """`SignalStore.visitor_state`, read on the spot."""
+        ...
+
+
 class Store(
     Connection,
     TenantStore,
@@ -467,3 +478,5 @@ class Store(
     def streams(self) -> EventStreams | None: ...
     @property
     def shared_limits(self) -> SharedLimits | None: ...
+    @property
+    def local_reads(self) -> LocalReads | None: ...

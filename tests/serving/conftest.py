@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Collection
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -21,12 +23,22 @@ class CountingStore(SQLiteStore):
         return await super().get_products(store_id, ids)
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[CountingStore]:
-    s = CountingStore(str(tmp_path / "shop.db"))
+S = TypeVar("S", bound=CountingStore)
+
+
+@contextlib.asynccontextmanager
+async def opened(kind: type[S], path: Path) -> AsyncIterator[S]:
+    """A `CountingStore` (or subclass) on a new file, open for the block."""
+    s = kind(str(path))
     s.asked = []
     await s.open()
     try:
         yield s
     finally:
         await s.close()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[CountingStore]:
+    async with opened(CountingStore, tmp_path / "shop.db") as s:
+        yield s

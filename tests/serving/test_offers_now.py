@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 
 import orjson
 import pytest
@@ -15,8 +17,9 @@ from offer_service.domain.records import StoreRecord
 from offer_service.domain.surfaces import Surface
 from offer_service.serving.engine import Engine
 from offer_service.serving.visitors import HELD, INDEX, STORE
+from offer_service.storage.sqlite.store import SQLiteStore
 from offer_service.web.models import OffersRequest
-from tests.serving.conftest import CountingStore
+from tests.serving.conftest import CountingStore, opened
 from tests.storage.test_storage_contract import product
 
 pytestmark = pytest.mark.anyio
@@ -98,27 +101,95 @@ async def test_a_refused_request_leaves_nothing_noted(store: CountingStore) -> N
     assert counts(engine) == before
 
 
-async def test_a_visitor_with_a_state_is_read_by_offers_then_held(store: CountingStore) -> None:
-    record = await shop(store)
-    engine = Engine(store)
+async def declined_by(engine: Engine, store: SQLiteStore, record: StoreRecord, visitor: str) -> str:
+    """The first product offered, declined by `visitor` as this process's decline route
+    records it: the store, then this process forgets what it held of the visitor (and its
+    index lists them)."""
     first = await engine.offers(record, ask("v1"), "a")
     await index_built(engine, record)
-    declined = orjson.loads(first)["offers"][0]["product_id"]
-    # A decline, as this process's decline route records it: the store, then this process
-    # forgets what it held of the visitor (and its index lists them).
-    await store.record_visitor_signal(record.id, "v3", declined, "decline", int(time.time() * 1000))
-    engine.forget_visitors(record.id, ["v3"])
-    # Not held, and listed by the index: `offers` must read it.
-    assert engine.offers_now(record, ask("v3"), "b", None, lambda: True) is None
-    reads = engine.visitors.sources[STORE]
-    read = await engine.offers(record, ask("v3"), "a")
-    assert engine.visitors.sources[STORE] == reads + 1  # one store read, by `offers`
-    assert declined not in {o["product_id"] for o in orjson.loads(read)["offers"]}
+    declined: str = orjson.loads(first)["offers"][0]["product_id"]
+    await store.record_visitor_signal(
+        record.id, visitor, declined, "decline", int(time.time() * 1000)
+    )
+    engine.forget_visitors(record.id, [visitor])
+    return declined
+
+
+async def test_a_visitor_with_a_state_is_read_in_turn_then_held(store: CountingStore) -> None:
+    record = await shop(store)
+    engine = Engine(store)
+    declined = await declined_by(engine, store, record, "v3")
+    # Not held, and listed by the index: read on the spot from the local store, once.
     sources = dict(engine.visitors.sources)
     now = engine.offers_now(record, ask("v3"), "b", None, lambda: True)
     assert now is not None
+    assert declined not in {o["product_id"] for o in orjson.loads(now)["offers"]}
+    assert engine.visitors.sources == {**sources, STORE: sources[STORE] + 1}
+    # The same answer `offers` gives, from the state now held.
+    read = await engine.offers(record, ask("v3"), "a")
     assert without_id(now) == without_id(read)
-    assert engine.visitors.sources == {**sources, HELD: sources[HELD] + 1}
+    assert engine.visitors.sources == {
+        **sources,
+        STORE: sources[STORE] + 1,
+        HELD: sources[HELD] + 1,
+    }
+
+
+class RemoteStore(CountingStore):
+    """The SQLite store, read as a store whose reads are round trips (Redis)."""
+
+    @property
+    def local_reads(self) -> None:
+        return None
+
+
+@pytest.fixture
+async def remote(tmp_path: Path) -> AsyncIterator[RemoteStore]:
+    async with opened(RemoteStore, tmp_path / "remote.db") as s:
+        yield s
+
+
+async def test_a_visitor_with_a_state_on_a_remote_store_is_read_by_offers(
+    remote: RemoteStore,
+) -> None:
+    record = await shop(remote)
+    engine = Engine(remote)
+    declined = await declined_by(engine, remote, record, "v3")
+    before = counts(engine)
+    assert engine.offers_now(record, ask("v3"), "b", None, lambda: True) is None
+    assert counts(engine) == before
+    read = await engine.offers(record, ask("v3"), "a")
+    assert engine.visitors.sources[STORE] == before[1][STORE] + 1  # type: ignore[index]
+    assert declined not in {o["product_id"] for o in orjson.loads(read)["offers"]}
+    now = engine.offers_now(record, ask("v3"), "b", None, lambda: True)
+    assert now is not None
+    assert without_id(now) == without_id(read)
+
+
+async def test_a_failed_read_in_turn_leaves_the_request_to_offers(store: CountingStore) -> None:
+    record = await shop(store)
+    engine = Engine(store)
+    declined = await declined_by(engine, store, record, "v3")
+    before = counts(engine)
+    reader, store._reader = store._reader, None  # every read now fails (StoreError)
+    try:
+        assert engine.offers_now(record, ask("v3"), "b", None, lambda: True) is None
+    finally:
+        store._reader = reader
+    assert counts(engine) == before
+    read = await engine.offers(record, ask("v3"), "a")
+    assert declined not in {o["product_id"] for o in orjson.loads(read)["offers"]}
+
+
+async def test_a_refused_request_read_in_turn_notes_only_the_read(store: CountingStore) -> None:
+    record = await shop(store)
+    engine = Engine(store)
+    await declined_by(engine, store, record, "v3")
+    hits, sources, pending = counts(engine)
+    assert engine.offers_now(record, ask("v3"), "b", None, lambda: False) is None
+    # The read is done and its state held; no hit, no exposure.
+    assert counts(engine) == (hits, {**sources, STORE: sources[STORE] + 1}, pending)  # type: ignore[dict-item]
+    assert engine.visitors.held(record.id, "v3", None, await engine.version(record.id)) is not None
 
 
 async def test_a_holdout_visitor_gets_no_offers_in_turn(store: CountingStore) -> None:

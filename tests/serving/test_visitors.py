@@ -29,6 +29,7 @@ class Store:
 
     shared_limits = None
     streams = None
+    local_reads = None
 
     def __init__(self) -> None:
         self.reads = 0

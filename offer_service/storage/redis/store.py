@@ -59,6 +59,11 @@ class RedisStore(
         """Rate limits are kept in Redis for every instance."""
         return self
 
+    @property
+    def local_reads(self) -> None:
+        """Every read is a round trip to Redis."""
+        return None
+
     @classmethod
     def from_url(cls, url: str, *, pool_size: int | None = None) -> RedisStore:
         return cls(url, pool_size=pool_size)

@@ -88,6 +88,11 @@ class SQLiteSignals(SQLiteConnection):
     async def visitor_state(
         self, store_id: str, visitor_id: str | None, customer_id: str | None, since_ms: int
     ) -> VisitorState:
+        return self.visitor_state_now(store_id, visitor_id, customer_id, since_ms)
+
+    def visitor_state_now(
+        self, store_id: str, visitor_id: str | None, customer_id: str | None, since_ms: int
+    ) -> VisitorState:
         if not visitor_id and not customer_id:
             return EMPTY_VISITOR
         rows = self._query(

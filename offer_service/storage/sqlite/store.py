@@ -80,3 +80,8 @@ class SQLiteStore(
     def shared_limits(self) -> None:
         """Rate limits are each process's own."""
         return None
+
+    @property
+    def local_reads(self) -> SQLiteStore:
+        """Every read is a query on this process's own connection (`SQLiteConnection._query`)."""
+        return self
