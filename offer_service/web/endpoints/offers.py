@@ -95,7 +95,8 @@ class GetOffers:
         """The 200 of this request when every piece of it is held in this process (a simple
         query, the key's store, then as `Engine.offers_now`): its headers, body and surface.
         None when the request must be answered by `__call__` (anything to await, any error);
-        then nothing of it was done or counted. `client`: the client's address."""
+        then nothing of it was done or counted, but for a visitor's state read from a local
+        store (held, for `__call__` to find). `client`: the client's address."""
         fast = fast_query(scope["query_string"])
         if fast is None:
             return None
