@@ -144,9 +144,15 @@ class ExposureLog:
             self._task = asyncio.get_running_loop().create_task(self._flush_soon())
 
     async def _flush_soon(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._closing.wait(), self.flush_after_s)
-        await self.flush()
+        # Exposures noted while a flush is under way find this task running and start no
+        # other: it goes on until nothing is pending, or the last of a burst (a store slow to
+        # answer or to spool) would wait in memory for the next exposure, or the shutdown.
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), self.flush_after_s)
+            await self.flush()
+            if not self._pending or self._closing.is_set():
+                return
 
     async def flush(self) -> None:
         """Write every pending exposure now (the report calls this before reading)."""

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
+from offer_service.domain.events import StoredEvent
 from offer_service.measurement.exposures import EXPOSURE, ExposureLog, exposure_id
 from offer_service.serving.spool import Spool
 from offer_service.storage import open_store
 from offer_service.storage.redis.store import RedisStore
+from offer_service.storage.sqlite.store import SQLiteStore
 from offer_service.types import DAY_MS
 from tests.redis_servers import free_port
 
@@ -57,6 +60,45 @@ def test_the_log_writes_each_exposure_once_and_flushes_on_close(tmp_path: Path) 
         ("v1", "cart", "treatment", "x:a"),
         ("v1", "product_page", "treatment", None),
     ]
+
+
+def test_an_exposure_noted_during_a_write_is_written_without_another(tmp_path: Path) -> None:
+    """The last exposure of a burst, noted while the batch before it is being written, is
+    written after it, with no later exposure or shutdown to start a write."""
+
+    class SlowStore(SQLiteStore):
+        writing = asyncio.Event()
+        go_on = asyncio.Event()
+
+        async def record_events(
+            self, store_id: str, events: Sequence[StoredEvent], dedupe_since_ms: int
+        ) -> list[bool]:
+            self.writing.set()
+            await self.go_on.wait()
+            return await super().record_events(store_id, events, dedupe_since_ms)
+
+    async def run() -> list[str | None]:
+        store = SlowStore(str(tmp_path / "o.db"))
+        store.writing, store.go_on = asyncio.Event(), asyncio.Event()
+        await store.open()
+        try:
+            record = await store.create_store("s")
+            log = ExposureLog(store, flush_after_s=0.01, clock=lambda: NOON / 1000)
+            log.seen(record.id, "v1", "cart", holdout=False, arm=None)
+            await asyncio.wait_for(store.writing.wait(), 5)  # v1's batch is being written
+            log.seen(record.id, "v2", "cart", holdout=False, arm=None)
+            store.go_on.set()
+            for _ in range(200):
+                written = [e.visitor_id async for e in store.iter_events(record.id, 0, 2**62)]
+                if len(written) == 2:
+                    break
+                await asyncio.sleep(0.01)
+            await log.close()
+            return sorted(written)
+        finally:
+            await store.close()
+
+    assert asyncio.run(run()) == ["v1", "v2"]
 
 
 def test_exposures_the_store_cannot_take_go_to_the_spool_with_one_warning(
