@@ -56,6 +56,20 @@ class Feed(NamedTuple):
     asked: float  # monotonic seconds of the last read
     read: float = float("-inf")  # of the last read that listed the changes
 
+    def polled(self, now: float) -> bool:
+        """Asked within VISITOR_POLL_S: no read of the list is due."""
+        return now - self.asked < VISITOR_POLL_S
+
+    @property
+    def hold_s(self) -> float:
+        """How long a state read now may be held: longer once changes are listed."""
+        return VISITOR_TTL_S if self.cursor is None else VISITOR_LISTED_TTL_S
+
+
+def window_start(rules: StoreRules, now_ms: int) -> int:
+    """The start of the frequency cap's window: impressions before it are not counted."""
+    return now_ms - rules.frequency_cap.window_hours * HOUR_MS
+
 
 def order_subject(order: Order) -> str:
     """Whose state post-purchase filters read: the order's visitor, or the order itself when the
@@ -125,7 +139,7 @@ class Visitors:
             return None
         now = time.monotonic()
         feed = self._feeds.get(store_id)
-        if feed is None or now - feed.asked >= VISITOR_POLL_S:
+        if feed is None or not feed.polled(now):
             return None
         return self._known(store_id, visitor_id, customer_id, version, now, count=count)
 
@@ -194,7 +208,7 @@ class Visitors:
         if not visitor_id:
             return await self.read(store_id, None, customer_id, rules, now_ms)
         now = time.monotonic()
-        self._since[store_id] = now_ms - rules.frequency_cap.window_hours * HOUR_MS
+        self._since[store_id] = window_start(rules, now_ms)
         ttl = await self._follow_changes(store_id, now)
         found = self._known(store_id, visitor_id, customer_id, version, now)
         if found is not None:
@@ -224,17 +238,15 @@ class Visitors:
             return None
         now = time.monotonic()
         feed = self._feeds.get(store_id)
-        if feed is None or now - feed.asked >= VISITOR_POLL_S:
+        if feed is None or not feed.polled(now):
             return None
-        since = now_ms - rules.frequency_cap.window_hours * HOUR_MS
-        self._since[store_id] = since
+        since = self._since[store_id] = window_start(rules, now_ms)
         try:
             state = reads.visitor_state_now(store_id, visitor_id, customer_id, since)
         except StoreError:
             return None
         self.sources[STORE] += 1
-        ttl = VISITOR_TTL_S if feed.cursor is None else VISITOR_LISTED_TTL_S
-        self._hold(store_id, visitor_id, customer_id, version, now, ttl, state)
+        self._hold(store_id, visitor_id, customer_id, version, now, feed.hold_s, state)
         return state
 
     def _hold(
@@ -268,7 +280,7 @@ class Visitors:
         """The visitor's state from the store, within the frequency cap's window."""
         if not visitor_id and not customer_id:
             return EMPTY_VISITOR
-        since = now_ms - rules.frequency_cap.window_hours * HOUR_MS
+        since = window_start(rules, now_ms)
         self.sources[STORE] += 1
         try:
             return await self.store.visitor_state(store_id, visitor_id, customer_id, since)
@@ -282,8 +294,8 @@ class Visitors:
         VISITOR_POLL_S), and add them to the store's index; how long a state read now may be
         held."""
         feed = self._feeds.get(store_id)
-        if feed is not None and now - feed.asked < VISITOR_POLL_S:
-            return VISITOR_TTL_S if feed.cursor is None else VISITOR_LISTED_TTL_S
+        if feed is not None and feed.polled(now):
+            return feed.hold_s
         cursor = None if feed is None else feed.cursor
         read = float("-inf") if feed is None else feed.read
         self._feeds[store_id] = Feed(cursor, now, read)  # one read at a time

@@ -67,8 +67,8 @@ def test_an_exposure_noted_during_a_write_is_written_without_another(tmp_path: P
     written after it, with no later exposure or shutdown to start a write."""
 
     class SlowStore(SQLiteStore):
-        writing = asyncio.Event()
-        go_on = asyncio.Event()
+        writing: asyncio.Event  # set when a write starts
+        go_on: asyncio.Event  # set to let it finish
 
         async def record_events(
             self, store_id: str, events: Sequence[StoredEvent], dedupe_since_ms: int

@@ -40,7 +40,7 @@ def ask(visitor: str | None) -> OffersRequest:
     return OffersRequest(surface=Surface.PRODUCT_PAGE, product_id="cam", visitor_id=visitor)
 
 
-def counts(engine: Engine) -> tuple[object, ...]:
+def counts(engine: Engine) -> tuple[int, dict[str, int], int]:
     """Everything an answer notes: cache hits, visitor sources, exposures pending."""
     pending = sum(len(v) for v in engine.exposures._pending.values())
     return engine._prepared.hits, dict(engine.visitors.sources), pending
@@ -159,7 +159,7 @@ async def test_a_visitor_with_a_state_on_a_remote_store_is_read_by_offers(
     assert engine.offers_now(record, ask("v3"), "b", None, lambda: True) is None
     assert counts(engine) == before
     read = await engine.offers(record, ask("v3"), "a")
-    assert engine.visitors.sources[STORE] == before[1][STORE] + 1  # type: ignore[index]
+    assert engine.visitors.sources[STORE] == before[1][STORE] + 1
     assert declined not in {o["product_id"] for o in orjson.loads(read)["offers"]}
     now = engine.offers_now(record, ask("v3"), "b", None, lambda: True)
     assert now is not None
@@ -188,7 +188,7 @@ async def test_a_refused_request_read_in_turn_notes_only_the_read(store: Countin
     hits, sources, pending = counts(engine)
     assert engine.offers_now(record, ask("v3"), "b", None, lambda: False) is None
     # The read is done and its state held; no hit, no exposure.
-    assert counts(engine) == (hits, {**sources, STORE: sources[STORE] + 1}, pending)  # type: ignore[dict-item]
+    assert counts(engine) == (hits, {**sources, STORE: sources[STORE] + 1}, pending)
     assert engine.visitors.held(record.id, "v3", None, await engine.version(record.id)) is not None
 
 
